@@ -1,0 +1,330 @@
+"""Dataclass schemas for every config group.
+
+Hydra composes YAML options on top of these, so a typo in a key or a value of the wrong type fails at
+composition with the key's full name. Cross-field rules live in ``__post_init__`` and run when the CLI
+calls ``OmegaConf.to_object`` before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key."""
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+class ModelSource(str, Enum):
+    hub = "hub"  # hub id or local folder, loaded with from_pretrained
+    gguf = "gguf"  # a GGUF file (the bundled SmolLM2 by default), converted once and cached as safetensors
+    tiny = "tiny"  # random weights built from `tiny`, with the project's byte-level tokenizer (tests, smoke runs)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    bias: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ConfigError(f"model.lora.r must be positive, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
+        if self.enabled and not self.target_modules:
+            raise ConfigError("model.lora.target_modules is empty while model.lora.enabled=true")
+
+
+@dataclass
+class TinyModelConfig:
+    """Shape of a random-weight Llama used by tests and smoke runs."""
+
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    intermediate_size: int = 128
+    max_position_embeddings: int = 1024
+    tie_word_embeddings: bool = True
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    source: ModelSource = ModelSource.hub
+    name_or_path: str | None = None
+    gguf_file: str | None = None  # file name (or path) of the GGUF weights; null = the bundled SmolLM2 file
+    revision: str | None = None
+    dtype: str = "float32"  # weights dtype on load: float32 | bfloat16 | float16
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+    gradient_checkpointing: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    end_of_turn: str | None = None  # the token that closes an assistant turn; null = tokenizer.eos_token
+
+    def __post_init__(self) -> None:
+        if self.source == ModelSource.hub and not self.name_or_path:
+            raise ConfigError("model.name_or_path is required when model.source=hub (a hub id or a local folder)")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+class DataFormat(str, Enum):
+    demo = "demo"
+    jsonl = "jsonl"
+    oasst1 = "oasst1"
+    hh_rlhf = "hh-rlhf"
+    helpsteer2 = "helpsteer2"
+    prompts = "prompts"
+
+
+class TooLong(str, Enum):
+    truncate = "truncate"
+    drop = "drop"
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    format: DataFormat = DataFormat.demo
+    hub_id: str | None = None
+    path: str | None = None  # a local copy in the same format as the hub data set; wins over hub_id
+    split: str = "train"
+    # jsonl only: which fields hold what. `messages` (a chat list) or `prompt` + `response`.
+    messages_field: str | None = "messages"
+    prompt_field: str = "prompt"
+    response_field: str = "response"
+    attributes: list[str] = field(default_factory=list)  # attribute names to keep (empty = all found)
+    max_records: int | None = None
+    val_fraction: float = 0.05
+    max_length: int = 512
+    too_long: TooLong = TooLong.truncate
+    num_workers: int = 0
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.format not in (DataFormat.demo,) and not (self.path or self.hub_id):
+            raise ConfigError(f"data={self.name} needs data.path (a local file) or data.hub_id")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.max_length < 16:
+            raise ConfigError(f"data.max_length must be at least 16, got {self.max_length}")
+        if self.max_records is not None and self.max_records <= 0:
+            raise ConfigError(f"data.max_records must be positive or null, got {self.max_records}")
+
+
+# -------------------------------------------------------------------------------------------- hardware
+
+
+class Accelerator(str, Enum):
+    cpu = "cpu"
+    gpu = "gpu"
+    auto = "auto"
+
+
+class Precision(str, Enum):
+    fp32 = "32-true"
+    bf16_mixed = "bf16-mixed"
+    bf16_true = "bf16-true"
+    fp16_mixed = "16-mixed"
+
+
+class Strategy(str, Enum):
+    auto = "auto"
+    ddp = "ddp"
+    ddp_spawn = "ddp_spawn"
+    fsdp = "fsdp"
+    deepspeed_stage_2 = "deepspeed_stage_2"
+    deepspeed_stage_3 = "deepspeed_stage_3"
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    accelerator: Accelerator = Accelerator.cpu
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: Strategy = Strategy.auto
+    precision: Precision = Precision.fp32
+    fsdp_state_dict_type: str = "full"
+    fsdp_cpu_offload: bool = False
+    torch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.devices < 1 or self.num_nodes < 1:
+            raise ConfigError("hardware.devices and hardware.num_nodes must be at least 1")
+        if self.accelerator == Accelerator.cpu and self.precision == Precision.fp16_mixed:
+            raise ConfigError("hardware.precision=16-mixed needs a GPU; use bf16-mixed on CPU")
+        if self.strategy in (Strategy.fsdp, Strategy.deepspeed_stage_2, Strategy.deepspeed_stage_3) and (
+            self.accelerator == Accelerator.cpu
+        ):
+            raise ConfigError(f"hardware.strategy={self.strategy.value} needs hardware.accelerator=gpu")
+
+
+# ---------------------------------------------------------------------------------------------- logger
+
+
+@dataclass
+class WandbConfig:
+    project: str = "steerable"
+    entity: str | None = None
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+    offline: bool = True
+    log_model: bool = False
+
+
+@dataclass
+class LoggerConfig:
+    """Which loggers a run writes to. CSV (metrics.csv in the run folder) is on unless `none`."""
+
+    name: str = MISSING
+    csv: bool = True
+    wandb: bool = False
+    tensorboard: bool = False
+    wandb_settings: WandbConfig = field(default_factory=WandbConfig)
+
+    def __post_init__(self) -> None:
+        if self.wandb and self.wandb_settings.offline and self.wandb_settings.log_model:
+            raise ConfigError("logger.wandb_settings.log_model cannot be true for an offline W&B run")
+
+
+# ---------------------------------------------------------------------------------------------- method
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    scheduler: str = "cosine"  # constant | linear | cosine
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"learning rate must be positive, got {self.lr}")
+        if self.scheduler not in ("constant", "linear", "cosine"):
+            raise ConfigError(f"scheduler must be constant, linear or cosine, got {self.scheduler!r}")
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    stages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SFTConfig(MethodConfig):
+    name: str = "sft"
+    stages: list[str] = field(default_factory=lambda: ["train", "report"])
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    scheduler: str = "cosine"
+    batch_size: int = 4
+    eval_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        allowed = ["train", "report"]
+        bad = [s for s in self.stages if s not in allowed]
+        if bad or not self.stages:
+            raise ConfigError(f"method.stages={self.stages} is not valid for sft; allowed stages: {allowed}")
+        OptimConfig(lr=self.lr, weight_decay=self.weight_decay, scheduler=self.scheduler)
+        if self.batch_size < 1:
+            raise ConfigError(f"method.batch_size must be at least 1, got {self.batch_size}")
+
+
+# --------------------------------------------------------------------------------------------- top level
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 100
+    max_epochs: int | None = None
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    val_check_interval: int | None = None  # steps between validations; null = once at the end
+    limit_val_batches: int | None = None
+    log_every_n_steps: int = 1
+    checkpoint_every_n_steps: int = 50
+    deterministic: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"trainer.max_steps must be at least 1, got {self.max_steps}")
+        if self.accumulate_grad_batches < 1:
+            raise ConfigError("trainer.accumulate_grad_batches must be at least 1")
+
+
+@dataclass
+class ReportConfig:
+    """Sample generations written to report.md before and after training."""
+
+    prompts: list[str] = field(default_factory=list)  # empty = held-out prompts from the data
+    num_samples: int = 4
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = MISSING
+    seed: int = 1234
+    resume: str | None = None  # null | auto | a run folder
+    output_root: str = "outputs"
+    method: Any = MISSING
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.hardware.accelerator == Accelerator.cpu and self.model.dtype == "float16":
+            raise ConfigError("model.dtype=float16 is not usable for training on CPU; use float32 or bfloat16")
+        if (
+            self.hardware.strategy != Strategy.auto
+            and self.model.lora.enabled
+            and self.hardware.strategy == Strategy.deepspeed_stage_3
+            and self.model.gradient_checkpointing
+        ):
+            raise ConfigError("deepspeed_stage_3 with LoRA and gradient checkpointing is not supported here")
+        if self.resume not in (None, "auto") and not self.resume:
+            raise ConfigError("resume must be null, 'auto' or a run folder")
+
+
+@dataclass
+class GenerateConfig:
+    model: ModelConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    run: str | None = None  # a run folder whose trained adapter (or full model) to load
+    prompt: str = MISSING
+    system: str | None = None
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int | None = None
+    stop: list[str] = field(default_factory=list)
+    num_return_sequences: int = 1
+    seed: int = 1234
