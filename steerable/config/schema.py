@@ -21,10 +21,18 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------------------------- model
 
 
-class ModelSource(str, Enum):
-    hub = "hub"  # hub id or local folder, loaded with from_pretrained
-    gguf = "gguf"  # a GGUF file (the bundled SmolLM2 by default), converted once and cached as safetensors
-    tiny = "tiny"  # random weights built from `tiny`, with the project's byte-level tokenizer (tests, smoke runs)
+def _choices(name: str, values: list[str]) -> type[Enum]:
+    """A str Enum whose member names are the exact spellings users type (`bf16-mixed`, `hh-rlhf`).
+
+    OmegaConf validates enum fields by member name, so names must equal the values; a wrong value fails
+    at composition with the list of allowed ones.
+    """
+    return Enum(name, [(v, v) for v in values], type=str)  # type: ignore[return-value]
+
+
+# hub: hub id or local folder; gguf: a GGUF file (the bundled SmolLM2 by default), converted once and cached;
+# tiny: random weights built from `model.tiny` with the project's byte-level tokenizer (tests, smoke runs).
+ModelSource = _choices("ModelSource", ["hub", "gguf", "tiny"])
 
 
 @dataclass
@@ -63,7 +71,7 @@ class TinyModelConfig:
 @dataclass
 class ModelConfig:
     name: str = MISSING
-    source: ModelSource = ModelSource.hub
+    source: ModelSource = ModelSource["hub"]
     name_or_path: str | None = None
     gguf_file: str | None = None  # file name (or path) of the GGUF weights; null = the bundled SmolLM2 file
     revision: str | None = None
@@ -76,7 +84,7 @@ class ModelConfig:
     end_of_turn: str | None = None  # the token that closes an assistant turn; null = tokenizer.eos_token
 
     def __post_init__(self) -> None:
-        if self.source == ModelSource.hub and not self.name_or_path:
+        if self.source == "hub" and not self.name_or_path:
             raise ConfigError("model.name_or_path is required when model.source=hub (a hub id or a local folder)")
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
@@ -85,24 +93,14 @@ class ModelConfig:
 # ------------------------------------------------------------------------------------------------ data
 
 
-class DataFormat(str, Enum):
-    demo = "demo"
-    jsonl = "jsonl"
-    oasst1 = "oasst1"
-    hh_rlhf = "hh-rlhf"
-    helpsteer2 = "helpsteer2"
-    prompts = "prompts"
-
-
-class TooLong(str, Enum):
-    truncate = "truncate"
-    drop = "drop"
+DataFormat = _choices("DataFormat", ["demo", "jsonl", "oasst1", "hh-rlhf", "helpsteer2", "prompts"])
+TooLong = _choices("TooLong", ["truncate", "drop"])
 
 
 @dataclass
 class DataConfig:
     name: str = MISSING
-    format: DataFormat = DataFormat.demo
+    format: DataFormat = DataFormat["demo"]
     hub_id: str | None = None
     path: str | None = None  # a local copy in the same format as the hub data set; wins over hub_id
     split: str = "train"
@@ -114,12 +112,12 @@ class DataConfig:
     max_records: int | None = None
     val_fraction: float = 0.05
     max_length: int = 512
-    too_long: TooLong = TooLong.truncate
+    too_long: TooLong = TooLong["truncate"]
     num_workers: int = 0
     seed: int = 1234
 
     def __post_init__(self) -> None:
-        if self.format not in (DataFormat.demo,) and not (self.path or self.hub_id):
+        if self.format != "demo" and not (self.path or self.hub_id):
             raise ConfigError(f"data={self.name} needs data.path (a local file) or data.hub_id")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
@@ -132,36 +130,19 @@ class DataConfig:
 # -------------------------------------------------------------------------------------------- hardware
 
 
-class Accelerator(str, Enum):
-    cpu = "cpu"
-    gpu = "gpu"
-    auto = "auto"
-
-
-class Precision(str, Enum):
-    fp32 = "32-true"
-    bf16_mixed = "bf16-mixed"
-    bf16_true = "bf16-true"
-    fp16_mixed = "16-mixed"
-
-
-class Strategy(str, Enum):
-    auto = "auto"
-    ddp = "ddp"
-    ddp_spawn = "ddp_spawn"
-    fsdp = "fsdp"
-    deepspeed_stage_2 = "deepspeed_stage_2"
-    deepspeed_stage_3 = "deepspeed_stage_3"
+Accelerator = _choices("Accelerator", ["cpu", "gpu", "auto"])
+Precision = _choices("Precision", ["32-true", "bf16-mixed", "bf16-true", "16-mixed"])
+Strategy = _choices("Strategy", ["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"])
 
 
 @dataclass
 class HardwareConfig:
     name: str = MISSING
-    accelerator: Accelerator = Accelerator.cpu
+    accelerator: Accelerator = Accelerator["cpu"]
     devices: int = 1
     num_nodes: int = 1
-    strategy: Strategy = Strategy.auto
-    precision: Precision = Precision.fp32
+    strategy: Strategy = Strategy["auto"]
+    precision: Precision = Precision["32-true"]
     fsdp_state_dict_type: str = "full"
     fsdp_cpu_offload: bool = False
     torch_threads: int | None = None
@@ -169,10 +150,10 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         if self.devices < 1 or self.num_nodes < 1:
             raise ConfigError("hardware.devices and hardware.num_nodes must be at least 1")
-        if self.accelerator == Accelerator.cpu and self.precision == Precision.fp16_mixed:
+        if self.accelerator == "cpu" and self.precision == "16-mixed":
             raise ConfigError("hardware.precision=16-mixed needs a GPU; use bf16-mixed on CPU")
-        if self.strategy in (Strategy.fsdp, Strategy.deepspeed_stage_2, Strategy.deepspeed_stage_3) and (
-            self.accelerator == Accelerator.cpu
+        if self.strategy in ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3") and (
+            self.accelerator == "cpu"
         ):
             raise ConfigError(f"hardware.strategy={self.strategy.value} needs hardware.accelerator=gpu")
 
@@ -300,15 +281,10 @@ class TrainConfig:
     tags: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.hardware.accelerator == Accelerator.cpu and self.model.dtype == "float16":
+        if self.hardware.accelerator == "cpu" and self.model.dtype == "float16":
             raise ConfigError("model.dtype=float16 is not usable for training on CPU; use float32 or bfloat16")
-        if (
-            self.hardware.strategy != Strategy.auto
-            and self.model.lora.enabled
-            and self.hardware.strategy == Strategy.deepspeed_stage_3
-            and self.model.gradient_checkpointing
-        ):
-            raise ConfigError("deepspeed_stage_3 with LoRA and gradient checkpointing is not supported here")
+        if self.method.name == "sft" and self.data.format == "prompts":
+            raise ConfigError("method=sft trains on responses; data.format=prompts has none (pick a conversation set)")
         if self.resume not in (None, "auto") and not self.resume:
             raise ConfigError("resume must be null, 'auto' or a run folder")
 

@@ -1,0 +1,21 @@
+"""Batched sampling for online methods and the CLI, behind a backend-neutral ``Sampler`` interface."""
+
+from steerable.generation.base import Completion, FinishReason, GenerationSettings, Prompt, Sampler
+from steerable.generation.hf import HFSampler, render_prompt
+from steerable.generation.logprobs import pack_completions, sequence_logprobs, token_logprobs
+from steerable.generation.stops import Cut, cut_response
+
+__all__ = [
+    "Completion",
+    "Cut",
+    "FinishReason",
+    "GenerationSettings",
+    "HFSampler",
+    "Prompt",
+    "Sampler",
+    "cut_response",
+    "pack_completions",
+    "render_prompt",
+    "sequence_logprobs",
+    "token_logprobs",
+]

@@ -1,0 +1,11 @@
+"""Methods: each builds its ordered stages from a RunContext."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from steerable.methods import sft
+from steerable.methods.base import RunContext
+from steerable.pipeline import StageFn
+
+METHODS: dict[str, Callable[[RunContext], dict[str, StageFn]]] = {"sft": sft.build_stages}

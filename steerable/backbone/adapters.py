@@ -1,0 +1,134 @@
+"""LoRA through PEFT: wrap, reference policy by disabling adapters, named adapters, save and merged export."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig as PeftLoraConfig
+from peft import PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from steerable.config.schema import LoraConfig
+
+DEFAULT_ADAPTER = "default"
+
+
+def peft_lora_config(cfg: LoraConfig) -> PeftLoraConfig:
+    return PeftLoraConfig(
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        target_modules=list(cfg.target_modules),
+        bias=cfg.bias,
+        task_type="CAUSAL_LM",
+    )
+
+
+def wrap_lora(model: PreTrainedModel, cfg: LoraConfig, adapter_name: str = DEFAULT_ADAPTER) -> PeftModel:
+    """Freeze the base and add one trainable LoRA adapter; more can be added with `add_adapter`."""
+    return get_peft_model(model, peft_lora_config(cfg), adapter_name=adapter_name)
+
+
+def add_adapter(model: PeftModel, name: str, cfg: LoraConfig) -> None:
+    """Another named adapter on the same frozen base (PCM experts, CLP conditioned copies)."""
+    model.add_adapter(name, peft_lora_config(cfg))
+
+
+@contextlib.contextmanager
+def reference_policy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The initial model without a second copy in memory: LoRA adapters switched off inside the block.
+
+    Only valid with LoRA; full fine-tuning needs a frozen copy (see `frozen_reference`).
+    """
+    if not isinstance(model, PeftModel):
+        raise TypeError("reference_policy needs a LoRA (PEFT) model; with full fine-tuning keep a frozen copy")
+    with model.disable_adapter():
+        yield model
+
+
+def frozen_reference(model: PreTrainedModel) -> PreTrainedModel:
+    """A detached, frozen copy of a fully fine-tuned model's starting point."""
+    import copy
+
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+@dataclass
+class ParameterCounts:
+    trainable: int
+    frozen: int
+
+    @property
+    def total(self) -> int:
+        return self.trainable + self.frozen
+
+
+def count_parameters(model: torch.nn.Module) -> ParameterCounts:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return ParameterCounts(trainable=trainable, frozen=total - trainable)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path) -> Iterator[Path]:
+    """Write into a temporary sibling folder and rename it into place, so a crash never leaves half a folder."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def save_model(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path, metadata: dict | None = None
+) -> Path:
+    """Adapter-only for LoRA models, full weights otherwise; safetensors; `steerable.json` carries metadata."""
+    with atomic_directory(target) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        meta = {"adapter_only": isinstance(model, PeftModel), **(metadata or {})}
+        (tmp / "steerable.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return Path(target)
+
+
+def load_adapter(base: PreTrainedModel, adapter_dir: Path, adapter_name: str = DEFAULT_ADAPTER) -> PeftModel:
+    return PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
+
+
+def export_merged(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path, adapter_name: str = DEFAULT_ADAPTER
+) -> Path:
+    """A plain transformers folder with the LoRA update folded into the weights (loads without peft)."""
+    import copy
+
+    if isinstance(model, PeftModel):
+        work = copy.deepcopy(model)
+        work.set_adapter(adapter_name)
+        merged = work.merge_and_unload()
+    else:
+        merged = model
+    with atomic_directory(target) as tmp:
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return Path(target)

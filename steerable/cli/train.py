@@ -1,0 +1,77 @@
+"""`steerable-train`: compose a run from config groups, run the method's stages, write the run folder."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from steerable.cli.common import CONF_DIR, set_threads, setup_hydra, validate
+from steerable.config.schema import TrainConfig
+from steerable.run_dir import is_complete, mark_complete
+
+log = logging.getLogger("steerable")
+
+
+def run(cfg: TrainConfig, run_dir: Path) -> dict[str, dict]:
+    """Run every selected stage of the configured method in `run_dir` (resuming what is there)."""
+    import lightning.pytorch as pl  # heavy imports wait until a run starts, so --help stays fast
+
+    from steerable.methods import METHODS
+    from steerable.methods.base import RunContext
+    from steerable.pipeline import run_stages
+
+    set_threads(cfg.hardware.torch_threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    resuming = cfg.resume is not None and (run_dir / "stages").exists() or (run_dir / "checkpoints").exists()
+    if cfg.resume is not None and is_complete(run_dir):
+        log.info("run %s is already complete; nothing to resume", run_dir)
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None and resuming)
+    stages = METHODS[cfg.method.name](ctx)
+    results = run_stages(run_dir, stages, cfg.method.stages)
+    mark_complete(run_dir, results)
+    return results
+
+
+def objective(results: dict[str, dict]) -> float:
+    """The number a sweep optimises: the last held-out loss (lower is better)."""
+    for summary in reversed(list(results.values())):
+        if summary.get("val_loss") is not None:
+            return float(summary["val_loss"])
+    return float("nan")
+
+
+@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+def _main(dict_cfg: DictConfig) -> float:
+    cfg: TrainConfig = validate(dict_cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    log.info("run folder: %s", run_dir)
+    try:
+        results = run(cfg, run_dir)
+    finally:
+        _finish_wandb()
+    log.info("done: %s", run_dir)
+    return objective(results)
+
+
+def _finish_wandb() -> None:
+    """Close the W&B run so the next job of a multirun starts its own."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()
+
+
+def main() -> None:
+    setup_hydra()
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,17 @@
+"""Register the schemas with Hydra's ConfigStore so YAML options are validated against them."""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from steerable.config.schema import GenerateConfig, SFTConfig, TrainConfig
+
+METHOD_SCHEMAS = {"sft": SFTConfig}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="generate_schema", node=GenerateConfig)
+    for name, node in METHOD_SCHEMAS.items():
+        cs.store(group="schema/method", name=name, node=node)

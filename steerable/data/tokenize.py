@@ -1,0 +1,148 @@
+"""Render conversations with the tokenizer's chat template and build exact loss masks.
+
+The loss covers every assistant turn's content and its end-of-turn token, nothing else: system and user
+turns, role headers and the separator after end-of-turn get label -100. Boundaries come from rendering
+growing prefixes of the conversation, so they hold for any chat template that renders prefixes stably
+(checked, with a clear error when a template does not).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
+
+
+class TemplateError(ValueError):
+    """The chat template does not render prefixes of a conversation as prefixes of its tokens."""
+
+
+@dataclass
+class TokenizedExample:
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_target_tokens(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict], add_generation_prompt: bool) -> list[int]:
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+def end_of_turn_id(tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None = None) -> int:
+    token = end_of_turn or tokenizer.eos_token
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise TemplateError(f"end-of-turn token {token!r} is not in the tokenizer's vocabulary (model.end_of_turn)")
+    return int(token_id)
+
+
+def tokenize_conversation(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict], eot_id: int
+) -> TokenizedExample:
+    """Token ids of the whole conversation, labels on assistant content + end-of-turn token only."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], add_generation_prompt=True)
+        through = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
+        if through[: len(before)] != before or before[: len(input_ids)] != input_ids:
+            raise TemplateError(
+                "the chat template does not render conversation prefixes stably; "
+                "loss masks cannot be derived for this tokenizer"
+            )
+        reply = through[len(before) :]
+        if eot_id in reply:
+            cut = reply.index(eot_id) + 1  # keep the end-of-turn token: the model must learn to stop
+            target, trailer = reply[:cut], reply[cut:]
+        else:
+            target, trailer = reply, []
+        input_ids += before[len(input_ids) :]
+        labels += [IGNORE_INDEX] * (len(before) - len(labels))
+        input_ids += target + trailer
+        labels += target + [IGNORE_INDEX] * len(trailer)
+    return TokenizedExample(input_ids=input_ids, labels=labels)
+
+
+def tokenize_prompt(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict]) -> list[int]:
+    return _render(tokenizer, messages, add_generation_prompt=True)
+
+
+@dataclass
+class LengthPolicyStats:
+    kept: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+    dropped_no_target: int = 0
+    examples: list[str] = field(default_factory=list)
+
+
+def fit_length(
+    example: TokenizedExample, max_length: int, policy: str, stats: LengthPolicyStats
+) -> TokenizedExample | None:
+    """Apply the too-long policy; drop anything left without target tokens (it would give a NaN loss)."""
+    if len(example.input_ids) > max_length:
+        if policy == "drop":
+            stats.dropped_too_long += 1
+            return None
+        example = TokenizedExample(example.input_ids[:max_length], example.labels[:max_length])
+        stats.truncated += 1
+    if example.num_target_tokens == 0:
+        stats.dropped_no_target += 1
+        return None
+    stats.kept += 1
+    return example
+
+
+def tokenize_dataset(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Sequence[dict]],
+    max_length: int,
+    policy: str,
+    eot_id: int,
+) -> tuple[list[TokenizedExample], LengthPolicyStats]:
+    stats = LengthPolicyStats()
+    kept = []
+    for messages in conversations:
+        fitted = fit_length(tokenize_conversation(tokenizer, messages, eot_id), max_length, policy, stats)
+        if fitted is not None:
+            kept.append(fitted)
+    if stats.truncated or stats.dropped_too_long or stats.dropped_no_target:
+        log.warning(
+            "length policy %s (max_length=%d): %d kept, %d truncated, %d dropped as too long, %d dropped without "
+            "assistant tokens",
+            policy, max_length, stats.kept, stats.truncated, stats.dropped_too_long, stats.dropped_no_target,
+        )
+    return kept, stats
+
+
+class PaddingCollator:
+    """Right-pads a batch for teacher-forced training; padded positions get label -100 and mask 0."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, batch: Sequence[TokenizedExample]) -> dict[str, torch.Tensor]:
+        width = max(len(ex.input_ids) for ex in batch)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ex in enumerate(batch):
+            n = len(ex.input_ids)
+            input_ids[row, :n] = torch.tensor(ex.input_ids)
+            labels[row, :n] = torch.tensor(ex.labels)
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -1,0 +1,72 @@
+"""Backend-neutral types: what a sampler is asked for and what it hands back.
+
+Online methods (best-of-n, RL, PCM) and the CLI only see these, so a vLLM engine can replace the
+Hugging Face one without touching them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import torch
+
+from steerable.config.schema import ConfigError
+
+# A prompt is either text used verbatim or a chat (list of {"role", "content"} messages) that the
+# sampler renders with the tokenizer's chat template.
+Prompt: TypeAlias = str | list[dict[str, Any]]
+FinishReason: TypeAlias = Literal["eos", "stop", "length"]
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None  # None = no top-k filter (not transformers' default of 50)
+    stop: list[str] = field(default_factory=list)
+    num_return_sequences: int = 1
+    batch_size: int = 8  # prompts per forward batch; each brings num_return_sequences rows
+    seed: int | None = None  # None = draw from the global RNG
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(f"top_k must be positive or None, got {self.top_k}")
+        if self.num_return_sequences < 1 or self.batch_size < 1:
+            raise ConfigError("num_return_sequences and batch_size must be at least 1")
+        if any(not s for s in self.stop):
+            raise ConfigError("stop strings must be non-empty")
+
+
+@dataclass
+class Completion:
+    """One sampled response.
+
+    Invariant: ``text == decode(token_ids, skip_special_tokens=True)``, so rewards scored on ``text``
+    and log-probs summed over ``token_ids`` describe the same response.
+    """
+
+    prompt_index: int  # index into the prompts passed to generate
+    text: str
+    token_ids: list[int]  # kept response tokens; ends with the end-of-turn id when finish_reason == "eos"
+    logprobs: torch.Tensor  # [len(token_ids)] float32 log-softmax of the raw (untempered) logits
+    finish_reason: FinishReason
+    prompt_token_ids: list[int] = field(default_factory=list)  # the prompt exactly as the model saw it
+
+
+class Sampler(ABC):
+    """A generation engine; implementations differ in backend, never in the result contract."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[Completion]:
+        """Return ``num_return_sequences`` completions per prompt, grouped by prompt in input order."""

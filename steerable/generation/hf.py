@@ -1,0 +1,171 @@
+"""The Hugging Face backend: batched ``model.generate`` with left padding, KV cache and raw-logit log-probs.
+
+Sampling itself (temperature, top-p, top-k, stop strings) is left to transformers; this module only
+batches prompts, reads back the raw logits and decides where each response ends (see ``stops``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
+from steerable.generation.logprobs import token_logprobs
+from steerable.generation.stops import cut_response
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
+    """Chats go through the chat template with the assistant header opened; strings stay verbatim."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def end_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None) -> list[int]:
+    """Every id that closes a turn: the model's generation eos (int or list), the tokenizer's, and
+    ``end_of_turn`` (ModelConfig.end_of_turn) when the chat format ends turns with another token."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    ids.append(tokenizer.eos_token_id)
+    if end_of_turn is not None:
+        tid = tokenizer.convert_tokens_to_ids(end_of_turn)
+        if tid is None or (tid == tokenizer.unk_token_id and end_of_turn != tokenizer.unk_token):
+            raise ValueError(f"end_of_turn={end_of_turn!r} is not a token of this tokenizer")
+        ids.append(tid)
+    unique = list(dict.fromkeys(int(i) for i in ids if i is not None))
+    if not unique:
+        raise ValueError("no end-of-turn token: set tokenizer.eos_token or pass end_of_turn")
+    return unique
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and mask. Done by hand so the (shared) tokenizer's padding_side is never touched."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        if row:
+            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            attention_mask[i, width - len(row) :] = 1
+    return input_ids, attention_mask
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped by similar length (longest first, so an out-of-memory shows up on batch one)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the block, then each submodule's own previous flag back (not a blanket train())."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed the RNGs generate draws from, restoring the caller's RNG state afterwards."""
+    if seed is None:
+        yield
+        return
+    cuda = device.type == "cuda"
+    index = device.index if device.index is not None else (torch.cuda.current_device() if cuda else 0)
+    with torch.random.fork_rng(devices=[index] if cuda else []):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
+class HFSampler(Sampler):
+    """Generation with a transformers (or PEFT-wrapped) causal LM."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None = None
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.end_ids = end_token_ids(model, tokenizer, end_of_turn)
+        pad = tokenizer.pad_token_id
+        self.pad_id: int = pad if pad is not None else self.end_ids[0]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Prompt token ids; no special tokens added (a chat template writes its own, a string is as given)."""
+        return self.tokenizer(render_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+
+    def decode(self, token_ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
+
+    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[Completion]:
+        encoded = [self.encode(p) for p in prompts]
+        by_prompt: list[list[Completion]] = [[] for _ in encoded]
+        # no_grad rather than inference_mode: logprobs may later meet autograd tensors in a loss.
+        with eval_mode(self.model), torch.no_grad(), seeded(settings.seed, self.device):
+            for indices in length_sorted_batches([len(e) for e in encoded], settings.batch_size):
+                for completion in self._generate_batch(encoded, indices, settings):
+                    by_prompt[completion.prompt_index].append(completion)
+        return [c for group in by_prompt for c in group]
+
+    def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": settings.do_sample,
+            "num_return_sequences": 1,  # rows are repeated by hand so greedy n > 1 also works
+            "eos_token_id": self.end_ids,
+            "pad_token_id": self.pad_id,
+            "use_cache": True,
+            "output_logits": True,
+            "return_dict_in_generate": True,
+        }
+        if settings.do_sample:
+            # top_k=0 switches transformers' default top-k of 50 off.
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k or 0)
+        if settings.stop:
+            # Early exit only; the authoritative cut is cut_response on the decoded text.
+            kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        return kwargs
+
+    def _generate_batch(
+        self, encoded: list[list[int]], indices: list[int], settings: GenerationSettings
+    ) -> list[Completion]:
+        n = settings.num_return_sequences
+        input_ids, attention_mask = left_pad([encoded[i] for i in indices], self.pad_id)
+        input_ids = input_ids.repeat_interleave(n, dim=0).to(self.device)
+        attention_mask = attention_mask.repeat_interleave(n, dim=0).to(self.device)
+        out = self.model.generate(
+            input_ids=input_ids, attention_mask=attention_mask, **self._generate_kwargs(settings)
+        )
+        new_tokens = out.sequences[:, input_ids.shape[1] :]
+        steps = [token_logprobs(logits, new_tokens[:, t]) for t, logits in enumerate(out.logits)]
+        logprobs = torch.stack(steps, dim=1).cpu()
+        completions = []
+        for row, tokens in enumerate(new_tokens.tolist()):
+            prompt_index = indices[row // n]
+            cut = cut_response(tokens, self.decode, self.end_ids, self.pad_id, settings.stop)
+            completions.append(
+                Completion(
+                    prompt_index=prompt_index,
+                    text=cut.text,
+                    token_ids=tokens[: cut.num_tokens],
+                    logprobs=logprobs[row, : cut.num_tokens].clone(),
+                    finish_reason=cut.finish_reason,
+                    prompt_token_ids=list(encoded[prompt_index]),
+                )
+            )
+        return completions

@@ -1,0 +1,67 @@
+"""Per-token log-probabilities, shared by the sampler and the RL/KL losses so both agree exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from steerable.generation.base import Completion
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log_softmax(logits)[tokens] in float32, without materialising the full log-softmax."""
+    logits = logits.float()
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """The positions transformers' generate uses, so padded batches score like unpadded ones."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.masked_fill(attention_mask == 0, 0)
+
+
+def sequence_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Teacher-forced log p(input_ids[:, t] | input_ids[:, :t]) as [B, T], zero where response_mask is 0.
+
+    Output is aligned with ``input_ids`` (column 0 has no context and is always 0). Gradients flow, and
+    the caller owns the model's mode: dropout in train mode makes these differ from sampling-time ones.
+    """
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).logits
+    shifted = token_logprobs(logits[:, :-1], input_ids[:, 1:])
+    aligned = torch.nn.functional.pad(shifted, (1, 0))
+    return torch.where(response_mask.bool(), aligned, torch.zeros_like(aligned))
+
+
+def pack_completions(
+    completions: Sequence[Completion], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded (input_ids, attention_mask, response_mask) of prompt + kept response per completion.
+
+    Feed the result to ``sequence_logprobs``; ``out[response_mask.bool()]`` then lines up with
+    ``torch.cat([c.logprobs for c in completions])``.
+    """
+    if not completions:
+        raise ValueError("pack_completions needs at least one completion")
+    rows = [c.prompt_token_ids + c.token_ids for c in completions]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    response_mask = torch.zeros_like(input_ids)
+    for i, (c, row) in enumerate(zip(completions, rows, strict=True)):
+        input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, : len(row)] = 1
+        response_mask[i, len(c.prompt_token_ids) : len(row)] = 1
+    return input_ids, attention_mask, response_mask

@@ -1,0 +1,54 @@
+"""What every method's stages share: the composed config, the run folder, and one lazily loaded backbone."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from transformers import PreTrainedTokenizerBase
+
+from steerable.backbone import load_backbone
+from steerable.backbone.adapters import count_parameters
+from steerable.config.schema import TrainConfig
+
+log = logging.getLogger(__name__)
+
+FINAL_MODEL_DIR = "checkpoints/final"
+
+
+@dataclass
+class RunContext:
+    cfg: TrainConfig
+    run_dir: Path
+    resuming: bool = False
+    _backbone: tuple[torch.nn.Module, PreTrainedTokenizerBase] | None = field(default=None, repr=False)
+
+    def backbone(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+        """The model being trained in this process (fresh LoRA on the configured base)."""
+        if self._backbone is None:
+            self._backbone = load_backbone(self.cfg.model, seed=self.cfg.seed)
+        return self._backbone
+
+    def trained_model(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+        """The trained model: still in memory when training ran in this process, else loaded from disk."""
+        if self._backbone is not None:
+            return self._backbone
+        final = self.run_dir / FINAL_MODEL_DIR
+        if not final.is_dir():
+            raise FileNotFoundError(f"{final} is missing: run the train stage first")
+        self._backbone = load_backbone(self.cfg.model, seed=self.cfg.seed, adapter_dir=final)
+        return self._backbone
+
+    def hparams(self, model: torch.nn.Module) -> dict[str, Any]:
+        counts = count_parameters(model)
+        config = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True, enum_to_str=True)
+        return {
+            **config,
+            "params/trainable": counts.trainable,
+            "params/frozen": counts.frozen,
+            "params/trainable_fraction": counts.trainable / max(counts.total, 1),
+        }

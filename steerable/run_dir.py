@@ -1,0 +1,84 @@
+"""The run folder contract: outputs/<task>/<timestamp>/ holding .hydra/, checkpoints/, metrics.csv, report.md.
+
+`resume=auto` picks the newest unfinished run of the same task, so an interrupted job restarted with the
+same command continues in its own folder instead of starting over.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+COMPLETE_MARKER = ".steerable/complete"
+WANDB_ID_FILE = ".steerable/wandb_id"
+
+
+class RunDirError(ValueError):
+    pass
+
+
+def is_complete(run_dir: Path) -> bool:
+    return (run_dir / COMPLETE_MARKER).is_file()
+
+
+def mark_complete(run_dir: Path, summary: dict) -> None:
+    write_text_atomic(run_dir / COMPLETE_MARKER, json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+def new_run_dir(root: Path, task: str) -> Path:
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    candidate, n = root / task / stamp, 1
+    while candidate.exists():
+        n += 1
+        candidate = root / task / f"{stamp}_{n}"
+    return candidate
+
+
+def latest_unfinished(root: Path, task: str) -> Path | None:
+    task_dir = root / task
+    if not task_dir.is_dir():
+        return None
+    runs = sorted((p for p in task_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: p.name)
+    unfinished = [p for p in runs if not is_complete(p)]
+    return unfinished[-1] if unfinished else None
+
+
+def resolve_run_dir(root: str, task: str, resume: str | None) -> str:
+    """Hydra resolver behind `hydra.run.dir`: a fresh timestamped folder, or the folder being resumed."""
+    root_path = Path(root)
+    if resume in (None, "", "null", "None"):
+        return str(new_run_dir(root_path, task))
+    if resume == "auto":
+        found = latest_unfinished(root_path, task)
+        return str(found if found is not None else new_run_dir(root_path, task))
+    path = Path(resume)
+    if not (path / ".hydra").is_dir():
+        raise RunDirError(f"resume={resume!r} is not a run folder (no .hydra/ inside)")
+    return str(path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """One W&B id per run folder, reused when the run resumes."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    import wandb
+
+    run_id = wandb.util.generate_id()
+    write_text_atomic(path, run_id)
+    return run_id

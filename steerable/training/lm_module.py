@@ -1,0 +1,108 @@
+"""The LightningModule for teacher-forced training of a causal LM (SFT and the methods built on it).
+
+Checkpoints hold only trainable weights (the LoRA adapter), optimizer, scheduler, loop counters, the data
+position and RNG state: a resumed run continues exactly where the interrupted one stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from transformers import get_scheduler
+
+from steerable.training.sampler import ResumableSampler
+
+
+@dataclass
+class OptimSettings:
+    lr: float
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    scheduler: str = "cosine"
+    total_steps: int = 100
+
+
+class CausalLMModule(pl.LightningModule):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optim: OptimSettings,
+        sampler: ResumableSampler | None = None,
+        batch_size: int = 1,
+    ):
+        super().__init__()
+        self.model = model
+        self.optim = optim
+        self.sampler = sampler
+        self.batch_size = batch_size  # per-process micro-batch; turns batches consumed into examples to skip
+        self.strict_loading = False  # checkpoints carry trainable weights only
+        self._step_started = 0.0
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean cross-entropy over target tokens (labels != -100) of the micro-batch."""
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        return out.loss, {}
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, extra = self.compute_loss(batch)
+        tokens = batch["attention_mask"].sum()
+        elapsed = max(time.perf_counter() - self._step_started, 1e-9)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        self.log("train/tokens_per_s", tokens.float() / elapsed, batch_size=1)
+        self.log("train/target_tokens", (batch["labels"] != -100).sum().float(), batch_size=1, reduce_fx="sum")
+        for name, value in extra.items():
+            self.log(f"train/{name}", value, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self._step_started = time.perf_counter()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_loss(batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    # ------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> dict[str, Any]:
+        # Parameters come from trainer.model so FSDP's flattened views are what the optimizer holds.
+        params = [p for p in self.trainer.model.parameters() if p.requires_grad]
+        if not params:
+            raise RuntimeError("no trainable parameters: enable model.lora or full fine-tuning")
+        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        scheduler = get_scheduler(
+            "constant_with_warmup" if self.optim.scheduler == "constant" else self.optim.scheduler,
+            optimizer,
+            num_warmup_steps=self.optim.warmup_steps,
+            num_training_steps=self.optim.total_steps,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------ checkpoint
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
+        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+        if self.sampler is not None:
+            epoch_loop = self.trainer.fit_loop.epoch_loop
+            checkpoint["data_position"] = {
+                "epoch": self.trainer.current_epoch,
+                "batches_in_epoch": epoch_loop.batch_progress.current.completed,
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        rng = checkpoint.get("rng_state")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(rng["cuda"])
+        position = checkpoint.get("data_position")
+        if position is not None and self.sampler is not None:
+            self.sampler.set_epoch(position["epoch"])
+            self.sampler.skip(position["batches_in_epoch"] * self.batch_size)

@@ -1,0 +1,137 @@
+"""Build the Lightning Trainer (strategy, precision, loggers, checkpoints) from the hardware/logger configs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+
+from steerable.config.schema import HardwareConfig, LoggerConfig, TrainerConfig
+from steerable.run_dir import wandb_run_id
+from steerable.training.checkpoint_io import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
+
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+
+def decoder_layer_classes(model: torch.nn.Module) -> set[type]:
+    """The transformer block classes FSDP should wrap one by one (from HF's `_no_split_modules`)."""
+    names = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or [])
+    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not classes:
+        raise ValueError("could not find decoder layer classes for FSDP auto-wrapping")
+    return classes
+
+
+def build_strategy(hardware: HardwareConfig, model: torch.nn.Module) -> Any:
+    if hardware.strategy == "fsdp":
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        layers = decoder_layer_classes(model)
+        return FSDPStrategy(
+            auto_wrap_policy=layers,
+            activation_checkpointing_policy=None,
+            state_dict_type=hardware.fsdp_state_dict_type,
+            cpu_offload=hardware.fsdp_cpu_offload,
+            use_orig_params=True,  # mixed frozen/LoRA parameters in one unit need this
+        )
+    if hardware.strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=False, static_graph=False)
+    return hardware.strategy.value
+
+
+def build_loggers(cfg: LoggerConfig, run_dir: Path, run_name: str, hparams: dict) -> list[Logger]:
+    loggers: list[Logger] = []
+    if cfg.csv:
+        loggers.append(CSVLogger(save_dir=str(run_dir), name="", version=""))
+    if cfg.tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version=""))
+    if cfg.wandb:
+        settings = cfg.wandb_settings
+        loggers.append(
+            WandbLogger(
+                project=settings.project,
+                entity=settings.entity,
+                group=settings.group,
+                tags=list(settings.tags),
+                name=run_name,
+                save_dir=str(run_dir),
+                offline=settings.offline,
+                log_model=settings.log_model,
+                id=wandb_run_id(run_dir),
+                resume="allow",
+            )
+        )
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+    return loggers
+
+
+def build_trainer(
+    trainer_cfg: TrainerConfig,
+    hardware: HardwareConfig,
+    logger_cfg: LoggerConfig,
+    run_dir: Path,
+    run_name: str,
+    model: torch.nn.Module,
+    hparams: dict,
+    extra_callbacks: list[pl.Callback] | None = None,
+) -> pl.Trainer:
+    loggers = build_loggers(logger_cfg, run_dir, run_name, hparams)
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=str(run_dir / "checkpoints"),
+            filename="step-{step:06d}",
+            auto_insert_metric_name=False,
+            every_n_train_steps=trainer_cfg.checkpoint_every_n_steps,
+            save_top_k=1,
+            monitor="step",
+            mode="max",
+            save_last=True,
+            save_on_train_epoch_end=False,
+        ),
+        *(extra_callbacks or []),
+    ]
+    if loggers:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    sharded = hardware.strategy in ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
+    accumulate = trainer_cfg.accumulate_grad_batches
+    val_every = (trainer_cfg.val_check_interval or trainer_cfg.max_steps) * accumulate
+    return pl.Trainer(
+        accelerator=hardware.accelerator.value,
+        devices=hardware.devices,
+        num_nodes=hardware.num_nodes,
+        strategy=build_strategy(hardware, model),
+        precision=hardware.precision.value,
+        max_steps=trainer_cfg.max_steps,
+        max_epochs=trainer_cfg.max_epochs if trainer_cfg.max_epochs is not None else -1,
+        accumulate_grad_batches=accumulate,
+        gradient_clip_val=trainer_cfg.gradient_clip_val,
+        val_check_interval=val_every,
+        check_val_every_n_epoch=None,
+        limit_val_batches=trainer_cfg.limit_val_batches,
+        log_every_n_steps=trainer_cfg.log_every_n_steps,
+        deterministic=trainer_cfg.deterministic,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+        use_distributed_sampler=False,  # ResumableSampler shards by rank itself
+        plugins=None if sharded else [AtomicCheckpointIO()],
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def resume_checkpoint(run_dir: Path) -> Path | None:
+    path = run_dir / LAST_CHECKPOINT
+    return path if path.is_file() else None
