@@ -93,7 +93,9 @@ def test_stop_string_cuts_text_and_tokens(sampler: HFSampler, tokenizer) -> None
     i = ascii_window(full.token_ids, tokenizer)
     stop = tokenizer.decode(full.token_ids[i : i + 2])
     # The stop string may occur earlier than i too; the cut is at its first occurrence.
-    first = next(j for j in range(len(full.token_ids)) if full.token_ids[j : j + 2] == full.token_ids[i : i + 2])
+    first = next(
+        j for j in range(len(full.token_ids)) if full.token_ids[j : j + 2] == full.token_ids[i : i + 2]
+    )
     (cut,) = sampler.generate([prompt], greedy(max_new_tokens=40, stop=["never-seen", stop]))
     assert cut.finish_reason == "stop"
     assert cut.token_ids == full.token_ids[:first]
@@ -194,9 +196,10 @@ def test_chat_messages_use_the_template(sampler: HFSampler, tokenizer) -> None:
     assert rendered.endswith("<|im_start|>assistant\n")
     (c,) = sampler.generate([PROMPTS[3]], greedy(max_new_tokens=4))
     assert c.prompt_token_ids == ids
-    assert sampler.encode("plain <|im_start|>") == tokenizer("plain <|im_start|>", add_special_tokens=False)[
-        "input_ids"
-    ]
+    assert (
+        sampler.encode("plain <|im_start|>")
+        == tokenizer("plain <|im_start|>", add_special_tokens=False)["input_ids"]
+    )
 
 
 def test_restores_modes_and_tokenizer(model, tokenizer, sampler: HFSampler) -> None:

@@ -57,9 +57,8 @@ def _load_wordnet() -> Any | None:
         from nltk.corpus import wordnet
 
         wordnet.ensure_loaded()
-        wordnet.synsets(
-            "dog"
-        )  # force the index to be read: a corrupt/partial install fails here, not mid-eval
+        # Force the index to be read: a corrupt or partial install fails here, not in the middle of an eval.
+        wordnet.synsets("dog")
         return wordnet
     except (LookupError, OSError, zipfile.BadZipFile, ImportError):
         return None

@@ -1,0 +1,50 @@
+"""Shared fixtures: compose the real configs with CPU/tiny overrides; locate the optional shared data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from steerable.cli.common import CONF_DIR, setup_hydra
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_file(relative: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason when it is absent."""
+    path = SHARED_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"shared data not available: {path} (only on the developers' machines)")
+    return path
+
+
+def compose_config(config_name: str = "train", overrides: list[str] | None = None) -> DictConfig:
+    setup_hydra()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides or [])
+
+
+TINY_RUN = ["model=tiny", "data=demo", "hardware=cpu", "logger=csv", "data.max_records=48", "report.num_samples=2",
+            "report.max_new_tokens=8"]
+
+
+@pytest.fixture
+def tiny_train_cfg():
+    """A composed, validated tiny SFT config whose outputs go to a temporary folder."""
+
+    def make(tmp_path: Path, *extra: str):
+        from steerable.cli.common import validate
+
+        return validate(compose_config("train", [*TINY_RUN, f"output_root={tmp_path}", *extra]))
+
+    return make

@@ -1,0 +1,97 @@
+"""Every option of every group composes and validates; bad options, keys and types fail naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf.errors import OmegaConfBaseException
+
+from steerable.cli.common import CONF_DIR, validate
+from steerable.config.schema import ConfigError
+from tests.conftest import compose_config
+
+GROUPS = ["method", "model", "data", "hardware", "logger", "debug"]
+NEEDS = {  # options that require a value the user must give
+    ("model", "hf"): ["model.name_or_path=some/model"],
+    ("data", "jsonl"): ["data.path=x.jsonl"],
+}
+GPU_ONLY = {"gpu", "ddp", "fsdp", "deepspeed"}
+
+
+def error_text(err: BaseException) -> str:
+    """The message a user sees: Hydra wraps OmegaConf's error, which carries the key."""
+    parts = []
+    while err is not None:
+        parts.append(str(err))
+        err = err.__cause__ or err.__context__
+    return "\n".join(parts)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def experiments() -> list[str]:
+    return sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = validate(compose_config("train", [f"{group}={option}", *NEEDS.get((group, option), [])]))
+    if group in ("method", "model", "data", "hardware", "logger"):
+        assert getattr(cfg, group).name == option
+
+
+@pytest.mark.parametrize("name", experiments())
+def test_every_experiment_composes(name: str) -> None:
+    cfg = validate(compose_config("train", [f"experiment={name}"]))
+    assert cfg.task_name == name
+
+
+def test_generate_config_composes() -> None:
+    cfg = validate(compose_config("generate", ["prompt=hello", "model=tiny"]))
+    assert cfg.prompt == "hello" and cfg.model.name == "tiny"
+
+
+def test_unknown_option_names_group_and_choices() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", ["method=nope"])
+    assert "method" in str(err.value) and "sft" in str(err.value)
+
+
+def test_unknown_key_is_named() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", ["method.lrr=1e-4"])
+    assert "Key 'lrr' not in 'SFTConfig'" in error_text(err.value) and "method.lrr" in error_text(err.value)
+
+
+def test_type_error_names_key() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", ["method.lr=fast"])
+    assert "full_key: method.lr" in error_text(err.value) and "Float" in error_text(err.value)
+
+
+def test_enum_value_lists_allowed() -> None:
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("train", ["hardware.precision=bf17"])
+    assert "bf16-mixed" in error_text(err.value) and "hardware.precision" in error_text(err.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["hardware.precision=16-mixed"], "16-mixed"),
+        (["hardware.strategy=fsdp"], "hardware.strategy"),
+        (["model=hf"], "model.name_or_path"),
+        (["model.lora.r=0"], "model.lora.r"),
+        (["method.stages=[train,bogus]"], "method.stages"),
+        (["trainer.max_steps=0"], "trainer.max_steps"),
+        (["data=oasst1", "data.hub_id=null"], "data.path"),
+    ],
+)
+def test_cross_field_checks_name_the_key(overrides: list[str], needle: str) -> None:
+    with pytest.raises((ConfigError, OmegaConfBaseException)) as err:
+        validate(compose_config("train", overrides))
+    assert needle in str(err.value)
