@@ -29,6 +29,6 @@ def run_stages(run_dir: Path, stages: dict[str, StageFn], selected: Sequence[str
             continue
         log.info("stage %s: start", name)
         results[name] = stages[name](results)
-        write_text_atomic(marker, json.dumps(results[name], indent=2, sort_keys=True, default=str))
+        write_text_atomic(stage_marker(run_dir, name), json.dumps(results[name], indent=2, sort_keys=True, default=str))
         log.info("stage %s: done", name)
     return results

@@ -16,7 +16,7 @@ from steerable.run_dir import is_complete, mark_complete
 log = logging.getLogger("steerable")
 
 
-def run(cfg: TrainConfig, run_dir: Path) -> dict[str, dict]:
+def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[str, dict]:
     """Run every selected stage of the configured method in `run_dir` (resuming what is there)."""
     import lightning.pytorch as pl  # heavy imports wait until a run starts, so --help stays fast
 
@@ -26,12 +26,10 @@ def run(cfg: TrainConfig, run_dir: Path) -> dict[str, dict]:
 
     set_threads(cfg.hardware.torch_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    resuming = cfg.resume is not None and (run_dir / "stages").exists() or (run_dir / "checkpoints").exists()
     if cfg.resume is not None and is_complete(run_dir):
-        log.info("run %s is already complete; nothing to resume", run_dir)
-    ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None and resuming)
-    stages = METHODS[cfg.method.name](ctx)
-    results = run_stages(run_dir, stages, cfg.method.stages)
+        log.info("run %s is already complete; finished stages are skipped", run_dir)
+    ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None, callbacks=callbacks or [])
+    results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages)
     mark_complete(run_dir, results)
     return results
 

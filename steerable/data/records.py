@@ -32,6 +32,9 @@ class Conversation:
     turns: list[Turn]
     id: str = ""
     source: str = ""
+    # Records sharing a group (one OASST message tree, one HelpSteer2 prompt) stay on the same side of a
+    # train/val split, so held-out loss is not measured on near-copies of training text. "" = its own group.
+    group: str = ""
 
     @property
     def messages(self) -> list[dict[str, str]]:

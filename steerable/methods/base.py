@@ -25,6 +25,7 @@ class RunContext:
     cfg: TrainConfig
     run_dir: Path
     resuming: bool = False
+    callbacks: list = field(default_factory=list)  # extra Lightning callbacks (tests, profiling)
     _backbone: tuple[torch.nn.Module, PreTrainedTokenizerBase] | None = field(default=None, repr=False)
 
     def backbone(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import logging
 import time
 
+import torch
 from peft import PeftModel
-from torch.utils.data import DataLoader
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters, reference_policy, save_model
@@ -20,8 +20,13 @@ from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.report import Report
 from steerable.training.lm_module import CausalLMModule, OptimSettings
-from steerable.training.sampler import ResumableSampler
-from steerable.training.trainer import build_trainer, resume_checkpoint
+from steerable.training.sampler import ResumableSampler, make_loader
+from steerable.training.trainer import (
+    build_trainer,
+    merge_resumed_metrics,
+    resume_checkpoint,
+    set_aside_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +65,27 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
 
     collate = PaddingCollator(tokenizer.pad_token_id)
     sampler = ResumableSampler(len(train_set), seed=cfg.seed)
-    train_loader = DataLoader(train_set, batch_size=method.batch_size, sampler=sampler, collate_fn=collate,
-                              num_workers=cfg.data.num_workers, drop_last=len(train_set) >= method.batch_size)
-    val_loader = DataLoader(val_set, batch_size=method.eval_batch_size, collate_fn=collate) if val_set else None
+    train_loader = make_loader(train_set, method.batch_size, collate, sampler=sampler, seed=cfg.seed,
+                               num_workers=cfg.data.num_workers, drop_last=len(train_set) >= method.batch_size)
+    val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
 
     optim = OptimSettings(lr=method.lr, weight_decay=method.weight_decay, warmup_steps=method.warmup_steps,
                           scheduler=method.scheduler, total_steps=cfg.trainer.max_steps)
     module = CausalLMModule(model, optim, sampler=sampler, batch_size=method.batch_size)
-    trainer = build_trainer(cfg.trainer, cfg.hardware, cfg.logger, ctx.run_dir,
-                            f"{cfg.task_name}/{ctx.run_dir.name}", model, ctx.hparams(model))
     checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
+    if checkpoint is not None:
+        set_aside_metrics(ctx.run_dir)
+    trainer = build_trainer(cfg.trainer, cfg.hardware, cfg.logger, ctx.run_dir,
+                            f"{cfg.task_name}/{ctx.run_dir.name}", model, ctx.hparams(model), ctx.callbacks)
     val_before = None
     if checkpoint is None and val_loader is not None:
         val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
     started = time.perf_counter()
+    resumed_at = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
+    if checkpoint is not None and trainer.is_global_zero:
+        merge_resumed_metrics(ctx.run_dir, resumed_at)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:

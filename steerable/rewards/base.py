@@ -192,5 +192,7 @@ def build_reward_source(spec: Mapping[str, Any]) -> RewardSource:
         raise KeyError(f"unknown reward type {kind!r}; registered: {available_reward_types()}")
     source = _resolve(_REGISTRY[kind])(**kwargs)
     if not isinstance(source, RewardSource):
-        raise TypeError(f"factory for reward type {kind!r} returned {type(source).__name__}, not a RewardSource")
+        raise TypeError(
+            f"factory for reward type {kind!r} returned {type(source).__name__}, not a RewardSource"
+        )
     return source

@@ -107,13 +107,20 @@ class ZScoreNormalizer(RewardNormalizer):
         assert self.mean is not None and self.std is not None
         scores = _as_scores(scores)
         if scores.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"scores have {scores.shape[1]} outputs, normaliser was fitted on {self.mean.shape[0]}")
+            raise ValueError(
+                f"scores have {scores.shape[1]} outputs, normaliser was fitted on {self.mean.shape[0]}"
+            )
         return (scores - self.mean) / self.std
 
     def state_dict(self) -> dict[str, Any]:
         self._require_fitted()
         assert self.mean is not None and self.std is not None
-        return {"mean": self.mean.clone(), "std": self.std.clone(), "count": self.count, "min_std": self.min_std}
+        return {
+            "mean": self.mean.clone(),
+            "std": self.std.clone(),
+            "count": self.count,
+            "min_std": self.min_std,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mean = torch.as_tensor(state["mean"], dtype=torch.float32).flatten()
@@ -156,7 +163,9 @@ class BradleyTerryNormalizer(RewardNormalizer):
     ) -> BradleyTerryNormalizer:
         """Cache ``r(x, y_ref)`` (``[N, K]``) for each prompt; a repeated prompt must repeat its score."""
         if self.is_fitted and not overwrite:
-            raise RuntimeError("BradleyTerryNormalizer is already fitted (frozen); pass overwrite=True to refit")
+            raise RuntimeError(
+                "BradleyTerryNormalizer is already fitted (frozen); pass overwrite=True to refit"
+            )
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of strings, got a single str")
         scores = _as_scores(reference_scores)
@@ -169,7 +178,9 @@ class BradleyTerryNormalizer(RewardNormalizer):
         for prompt, row in zip(prompts, scores, strict=True):
             if prompt in index:
                 if not torch.equal(rows[index[prompt]], row):
-                    raise ValueError(f"prompt {prompt[:60]!r} has two different reference scores; use one y_ref per prompt")
+                    raise ValueError(
+                        f"prompt {prompt[:60]!r} has two different reference scores; use one y_ref per prompt"
+                    )
                 continue
             index[prompt] = len(rows)
             rows.append(row)
@@ -186,7 +197,9 @@ class BradleyTerryNormalizer(RewardNormalizer):
         assert self._index is not None and self.reference_scores is not None
         missing = [p for p in prompts if p not in self._index]
         if missing:
-            raise KeyError(f"{len(missing)} prompt(s) have no cached reference score, e.g. {missing[0][:60]!r}")
+            raise KeyError(
+                f"{len(missing)} prompt(s) have no cached reference score, e.g. {missing[0][:60]!r}"
+            )
         return self.reference_scores[[self._index[p] for p in prompts]]
 
     def transform(self, scores: torch.Tensor, prompts: Sequence[str] | None = None) -> torch.Tensor:
@@ -233,4 +246,3 @@ class NormalizedReward(RewardSource):
 
     def _score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         return self.normalizer.transform(self.source.score(prompts, responses), prompts)
-

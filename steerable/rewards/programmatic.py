@@ -175,7 +175,9 @@ class ReadabilityScorer(RewardSource):
             raise ValueError("ReadabilityScorer needs at least one metric")
         unknown = [m for m in metrics if m not in _READABILITY_METRICS]
         if unknown:
-            raise ValueError(f"unknown readability metrics {unknown}; choose from {list(_READABILITY_METRICS)}")
+            raise ValueError(
+                f"unknown readability metrics {unknown}; choose from {list(_READABILITY_METRICS)}"
+            )
         self.metrics = metrics
         self.empty_value = float(empty_value)
         self.names = list(metrics)
@@ -211,7 +213,9 @@ class SentimentScorer(RewardSource):
         try:
             from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
         except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ImportError("SentimentScorer needs the 'vaderSentiment' package (pip install vaderSentiment)") from err
+            raise ImportError(
+                "SentimentScorer needs the 'vaderSentiment' package (pip install vaderSentiment)"
+            ) from err
         self._analyzer = SentimentIntensityAnalyzer()
         self.outputs = outputs
         self.names = [f"sentiment_{o}" if o != "compound" else "sentiment" for o in outputs]

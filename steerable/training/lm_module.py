@@ -93,7 +93,7 @@ class CausalLMModule(pl.LightningModule):
             epoch_loop = self.trainer.fit_loop.epoch_loop
             checkpoint["data_position"] = {
                 "epoch": self.trainer.current_epoch,
-                "batches_in_epoch": epoch_loop.batch_progress.current.completed,
+                "batches_in_epoch": epoch_loop.batch_progress.current.processed,
             }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class ResumableSampler(Sampler[int]):
@@ -46,3 +46,11 @@ class ResumableSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples // self.world_size
+
+
+def make_loader(dataset, batch_size: int, collate_fn, sampler: Sampler | None = None, num_workers: int = 0,
+                drop_last: bool = False, seed: int = 0) -> DataLoader:
+    """A DataLoader with its own generator: creating its iterator must not draw from the global RNG, or a
+    resumed run's dropout masks would drift from the uninterrupted run's."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
+                      num_workers=num_workers, drop_last=drop_last, generator=torch.Generator().manual_seed(seed))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +16,13 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from steerable.config.schema import HardwareConfig, LoggerConfig, TrainerConfig
-from steerable.run_dir import wandb_run_id
+from steerable.run_dir import wandb_run_id, write_text_atomic
 from steerable.training.checkpoint_io import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
+
+# ResumableSampler restores the data position itself (see CausalLMModule.on_load_checkpoint).
+warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
 
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
@@ -135,3 +142,36 @@ def build_trainer(
 def resume_checkpoint(run_dir: Path) -> Path | None:
     path = run_dir / LAST_CHECKPOINT
     return path if path.is_file() else None
+
+
+PRE_RESUME_METRICS = ".steerable/metrics.pre-resume.csv"
+
+
+def set_aside_metrics(run_dir: Path) -> None:
+    """Lightning's CSV logger deletes an existing metrics.csv; keep the interrupted run's rows for merging."""
+    current = run_dir / "metrics.csv"
+    if current.is_file():
+        target = run_dir / PRE_RESUME_METRICS
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(current, target)
+
+
+def merge_resumed_metrics(run_dir: Path, resumed_at_step: int) -> None:
+    """metrics.csv = the interrupted run's rows before the resumed step + everything logged since."""
+    earlier = run_dir / PRE_RESUME_METRICS
+    current = run_dir / "metrics.csv"
+    if not earlier.is_file():
+        return
+    with open(earlier, newline="") as handle:
+        old_rows = [r for r in csv.DictReader(handle) if r.get("step") and int(r["step"]) < resumed_at_step]
+    new_rows = []
+    if current.is_file():
+        with open(current, newline="") as handle:
+            new_rows = list(csv.DictReader(handle))
+    fields = sorted({k for row in old_rows + new_rows for k in row})
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(old_rows + new_rows)
+    write_text_atomic(current, buffer.getvalue())
+    earlier.unlink()
