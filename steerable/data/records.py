@@ -79,6 +79,6 @@ class DataFormatError(ValueError):
 
     def __init__(self, path: str, line: int | None, field_name: str | None, problem: str) -> None:
         where = f"{path}:{line}" if line is not None else path
-        what = f" field {field_name!r}:" if field_name else ":"
+        what = f" field {field_name!r}:" if field_name else ""
         super().__init__(f"{where}:{what} {problem}")
         self.path, self.line, self.field_name = path, line, field_name
