@@ -22,13 +22,19 @@ def run_stages(run_dir: Path, stages: dict[str, StageFn], selected: Sequence[str
     unknown = [s for s in selected if s not in stages]
     if unknown:
         raise ValueError(f"method.stages has unknown stage(s) {unknown}; this method has {list(stages)}")
-    results = {n: json.loads(stage_marker(run_dir, n).read_text()) for n in stages if stage_marker(run_dir, n).is_file()}
+    results = {
+        n: json.loads(stage_marker(run_dir, n).read_text())
+        for n in stages
+        if stage_marker(run_dir, n).is_file()
+    }
     for name in selected:
         if name in results:
             log.info("stage %s already finished in %s; skipping", name, run_dir)
             continue
         log.info("stage %s: start", name)
         results[name] = stages[name](results)
-        write_text_atomic(stage_marker(run_dir, name), json.dumps(results[name], indent=2, sort_keys=True, default=str))
+        write_text_atomic(
+            stage_marker(run_dir, name), json.dumps(results[name], indent=2, sort_keys=True, default=str)
+        )
         log.info("stage %s: done", name)
     return results

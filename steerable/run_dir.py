@@ -41,7 +41,9 @@ def latest_unfinished(root: Path, task: str) -> Path | None:
     task_dir = root / task
     if not task_dir.is_dir():
         return None
-    runs = sorted((p for p in task_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: p.name)
+    runs = sorted(
+        (p for p in task_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: p.name
+    )
     unfinished = [p for p in runs if not is_complete(p)]
     return unfinished[-1] if unfinished else None
 

@@ -34,8 +34,15 @@ def compose_config(config_name: str = "train", overrides: list[str] | None = Non
         return compose(config_name=config_name, overrides=overrides or [])
 
 
-TINY_RUN = ["model=tiny", "data=demo", "hardware=cpu", "logger=csv", "data.max_records=48", "report.num_samples=2",
-            "report.max_new_tokens=8"]
+TINY_RUN = [
+    "model=tiny",
+    "data=demo",
+    "hardware=cpu",
+    "logger=csv",
+    "data.max_records=48",
+    "report.num_samples=2",
+    "report.max_new_tokens=8",
+]
 
 
 @pytest.fixture

@@ -22,8 +22,11 @@ from steerable.config.schema import LoraConfig, ModelConfig, ModelSource
 
 
 def tiny_config(**lora) -> ModelConfig:
-    return ModelConfig(name="tiny", source=ModelSource["tiny"], lora=LoraConfig(r=4, alpha=8, dropout=0.0,
-                       target_modules=["q_proj", "v_proj"], **lora))
+    return ModelConfig(
+        name="tiny",
+        source=ModelSource["tiny"],
+        lora=LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"], **lora),
+    )
 
 
 def perturb_lora(model: torch.nn.Module, seed: int = 0) -> None:

@@ -32,5 +32,5 @@ def test_gguf_converted_once_then_cached(tmp_path, monkeypatch) -> None:
 
 def test_missing_gguf_file_names_the_key(tmp_path) -> None:
     cfg = ModelConfig(name="x", source=ModelSource["gguf"], gguf_file=str(tmp_path / "none.gguf"))
-    with pytest.raises(ModelLoadError, match="model.gguf_file"):
+    with pytest.raises(ModelLoadError, match=r"model\.gguf_file"):
         load_tokenizer(cfg)

@@ -79,14 +79,19 @@ def test_read_parquet(tmp_path: Path) -> None:
 
     path = tmp_path / "rows.parquet"
     pq.write_table(pa.table({"prompt": ["p1", "p2"], "response": ["r1", "r2"]}), path)
-    assert read_rows(path) == [Row(1, {"prompt": "p1", "response": "r1"}), Row(2, {"prompt": "p2", "response": "r2"})]
+    assert read_rows(path) == [
+        Row(1, {"prompt": "p1", "response": "r1"}),
+        Row(2, {"prompt": "p2", "response": "r2"}),
+    ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.parquet"]  # no cache left beside the file
 
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_malformed_jsonl_line_names_file_and_line(tmp_path: Path, gz: bool) -> None:
     path = tmp_path / ("file.jsonl.gz" if gz else "file.jsonl")
-    text = '{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": "d"}\n{"prompt": "e", "response": \n'
+    text = (
+        '{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": "d"}\n{"prompt": "e", "response": \n'
+    )
     path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
     with pytest.raises(DataFormatError, match="invalid JSON") as err:
         read_rows(path)
@@ -116,8 +121,17 @@ def test_unsupported_or_missing_file(tmp_path: Path) -> None:
 
 
 def oasst(mid: str, parent: str | None, role: str, text: str, labels: dict | None = None, **extra) -> dict:
-    row = {"message_id": mid, "parent_id": parent, "role": role, "text": text, "message_tree_id": extra.pop("tree", "t1"),
-           "deleted": False, "review_result": True, "lang": "en", "labels": None}
+    row = {
+        "message_id": mid,
+        "parent_id": parent,
+        "role": role,
+        "text": text,
+        "message_tree_id": extra.pop("tree", "t1"),
+        "deleted": False,
+        "review_result": True,
+        "lang": "en",
+        "labels": None,
+    }
     if labels:
         row["labels"] = {"name": list(labels), "value": list(labels.values()), "count": [3] * len(labels)}
     return {**row, **extra}
@@ -125,7 +139,13 @@ def oasst(mid: str, parent: str | None, role: str, text: str, labels: dict | Non
 
 OASST_TREE = [
     oasst("p1", None, "prompter", "How do tides work?", {"quality": 0.9}),
-    oasst("a1", "p1", "assistant", "The moon pulls the sea.", {"quality": 0.7, "humor": 0.3, "toxicity": 0.0, "creativity": 1.0}),
+    oasst(
+        "a1",
+        "p1",
+        "assistant",
+        "The moon pulls the sea.",
+        {"quality": 0.7, "humor": 0.3, "toxicity": 0.0, "creativity": 1.0},
+    ),
     oasst("a2", "p1", "assistant", "Gravity.", {"quality": 0.2}),
     oasst("a3", "p1", "assistant", "Deleted reply.", deleted=True),
     oasst("p2", "a1", "prompter", "And the sun?"),
@@ -145,17 +165,30 @@ def test_oasst_threads_and_label_mapping() -> None:
         Conversation(
             turns=[
                 Turn("user", "How do tides work?"),  # prompter labels are not attributes
-                Turn("assistant", "The moon pulls the sea.",
-                     {"quality": 3.0, "humor": 1.0, "toxicity": 0.0, "creativity": 4.0}),
+                Turn(
+                    "assistant",
+                    "The moon pulls the sea.",
+                    {"quality": 3.0, "humor": 1.0, "toxicity": 0.0, "creativity": 4.0},
+                ),
                 Turn("user", "And the sun?"),
                 Turn("assistant", "It pulls too, less strongly."),
             ],
-            id="a4", source="oasst.jsonl", group="t1",
+            id="a4",
+            source="oasst.jsonl",
+            group="t1",
         ),
-        Conversation([Turn("user", "How do tides work?"), Turn("assistant", "Gravity.", {"quality": 1.0})],
-                     id="a2", source="oasst.jsonl", group="t1"),
-        Conversation([Turn("user", "Name a colour."), Turn("assistant", "Blue.", {"quality": 4.0})],
-                     id="b1", source="oasst.jsonl", group="t2"),
+        Conversation(
+            [Turn("user", "How do tides work?"), Turn("assistant", "Gravity.", {"quality": 1.0})],
+            id="a2",
+            source="oasst.jsonl",
+            group="t1",
+        ),
+        Conversation(
+            [Turn("user", "Name a colour."), Turn("assistant", "Blue.", {"quality": 4.0})],
+            id="b1",
+            source="oasst.jsonl",
+            group="t2",
+        ),
     ]
 
 
@@ -174,23 +207,37 @@ def test_oasst_missing_field_names_it(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------------------------- HH-RLHF
 
-TWO_ASSISTANT_TURNS = "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a fact.\n\nAssistant:"
+TWO_ASSISTANT_TURNS = (
+    "\n\nHuman: Hi there\n\nAssistant: Hello! How can I help?\n\nHuman: Tell me a fact.\n\nAssistant:"
+)
 
 
 def test_hh_splits_at_last_assistant_turn() -> None:
     rows = [
         {"chosen": TWO_ASSISTANT_TURNS + " Honey never spoils.", "rejected": TWO_ASSISTANT_TURNS + "  No."},
-        {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nAssistant: c\n\nHuman: d\n\nAssistant: e",
-         "rejected": "\n\nHuman: a\n\nAssistant: b\n\nAssistant: c\n\nHuman: d\n\nAssistant: f"},
+        {
+            "chosen": "\n\nHuman: a\n\nAssistant: b\n\nAssistant: c\n\nHuman: d\n\nAssistant: e",
+            "rejected": "\n\nHuman: a\n\nAssistant: b\n\nAssistant: c\n\nHuman: d\n\nAssistant: f",
+        },
     ]
     assert load_hh_rlhf(rows, "hh.jsonl") == [
         PreferencePair(
-            context=[Turn("user", "Hi there"), Turn("assistant", "Hello! How can I help?"), Turn("user", "Tell me a fact.")],
-            chosen="Honey never spoils.", rejected=" No.", id="1", source="hh.jsonl",
+            context=[
+                Turn("user", "Hi there"),
+                Turn("assistant", "Hello! How can I help?"),
+                Turn("user", "Tell me a fact."),
+            ],
+            chosen="Honey never spoils.",
+            rejected=" No.",
+            id="1",
+            source="hh.jsonl",
         ),
         PreferencePair(  # a speaker repeated back to back is merged into one turn
             context=[Turn("user", "a"), Turn("assistant", "b\n\nc"), Turn("user", "d")],
-            chosen="e", rejected="f", id="2", source="hh.jsonl",
+            chosen="e",
+            rejected="f",
+            id="2",
+            source="hh.jsonl",
         ),
     ]
 
@@ -206,7 +253,13 @@ def test_hh_prefix_mismatch_raises_or_skips(tmp_path: Path) -> None:
 
 def test_hh_missing_field_or_marker_names_them() -> None:
     with pytest.raises(DataFormatError, match=r"hh:2: field 'rejected': missing"):
-        load_hh_rlhf([{"chosen": TWO_ASSISTANT_TURNS, "rejected": TWO_ASSISTANT_TURNS}, {"chosen": TWO_ASSISTANT_TURNS}], "hh")
+        load_hh_rlhf(
+            [
+                {"chosen": TWO_ASSISTANT_TURNS, "rejected": TWO_ASSISTANT_TURNS},
+                {"chosen": TWO_ASSISTANT_TURNS},
+            ],
+            "hh",
+        )
     with pytest.raises(DataFormatError, match=r"hh:1: field 'chosen': no .*Assistant"):
         load_hh_rlhf([{"chosen": "\n\nHuman: hi", "rejected": TWO_ASSISTANT_TURNS}], "hh")
 
@@ -222,29 +275,58 @@ NEMO_TEXT = (
 
 def test_helpsteer2_hf_rows() -> None:
     rows = [
-        {"prompt": "Say hi", "response": "Hi!", "helpfulness": 4, "correctness": 3, "coherence": 4,
-         "complexity": 0, "verbosity": 1},
+        {
+            "prompt": "Say hi",
+            "response": "Hi!",
+            "helpfulness": 4,
+            "correctness": 3,
+            "coherence": 4,
+            "complexity": 0,
+            "verbosity": 1,
+        },
         {"prompt": "Q1\n<extra_id_1>Assistant\nA1\n<extra_id_1>User\nQ2", "response": "A2", "helpfulness": 2},
     ]
     first, second = load_helpsteer2(rows, "hs")
     assert first.turns == [
         Turn("user", "Say hi"),
-        Turn("assistant", "Hi!", {"helpfulness": 4.0, "correctness": 3.0, "coherence": 4.0, "complexity": 0.0,
-                                  "verbosity": 1.0}),
+        Turn(
+            "assistant",
+            "Hi!",
+            {"helpfulness": 4.0, "correctness": 3.0, "coherence": 4.0, "complexity": 0.0, "verbosity": 1.0},
+        ),
     ]
-    assert second.turns == [Turn("user", "Q1"), Turn("assistant", "A1"), Turn("user", "Q2"),
-                            Turn("assistant", "A2", {"helpfulness": 2.0})]
+    assert second.turns == [
+        Turn("user", "Q1"),
+        Turn("assistant", "A1"),
+        Turn("user", "Q2"),
+        Turn("assistant", "A2", {"helpfulness": 2.0}),
+    ]
 
 
 def test_helpsteer2_nemo_regression_rows() -> None:
-    rows = [{"text": NEMO_TEXT, "label": [-100, -100, -100, -100, 4, 3, 4, 1, 0]},
-            {"text": NEMO_TEXT.replace("It is 4.", "Four."), "label": [2, -100, -100, -100, 1, 1, 2, 0, 0]}]
+    rows = [
+        {"text": NEMO_TEXT, "label": [-100, -100, -100, -100, 4, 3, 4, 1, 0]},
+        {"text": NEMO_TEXT.replace("It is 4.", "Four."), "label": [2, -100, -100, -100, 1, 1, 2, 0, 0]},
+    ]
     first, second = load_helpsteer2(rows, "rm.jsonl")
     assert first == Conversation(
-        turns=[Turn("user", "What is 2+2?"),
-               Turn("assistant", "It is 4.\n\nSimple.",
-                    {"helpfulness": 4.0, "correctness": 3.0, "coherence": 4.0, "complexity": 1.0, "verbosity": 0.0})],
-        id="1", source="rm.jsonl", group=first.group,
+        turns=[
+            Turn("user", "What is 2+2?"),
+            Turn(
+                "assistant",
+                "It is 4.\n\nSimple.",
+                {
+                    "helpfulness": 4.0,
+                    "correctness": 3.0,
+                    "coherence": 4.0,
+                    "complexity": 1.0,
+                    "verbosity": 0.0,
+                },
+            ),
+        ],
+        id="1",
+        source="rm.jsonl",
+        group=first.group,
     )
     assert second.turns[-1].attributes["quality"] == 2.0 and "toxicity" not in second.turns[-1].attributes
     assert first.group == second.group  # two replies to one prompt stay on one side of a split
@@ -259,19 +341,39 @@ def test_helpsteer2_nemo_regression_rows() -> None:
 
 def test_prompt_shapes() -> None:
     rows = [
-        {"question_id": 81, "category": "writing", "turns": ["Write a poem.", "Shorter."], "reference": ["Roses."]},
-        {"id": "seed_task_1", "instruction": "Relate the pair.", "instances": [{"input": "Night : Day", "output": "Opposites."}]},
-        {"id": "seed_task_2", "instruction": "Tell a joke.", "instances": [{"input": "", "output": "Knock knock."}]},
+        {
+            "question_id": 81,
+            "category": "writing",
+            "turns": ["Write a poem.", "Shorter."],
+            "reference": ["Roses."],
+        },
+        {
+            "id": "seed_task_1",
+            "instruction": "Relate the pair.",
+            "instances": [{"input": "Night : Day", "output": "Opposites."}],
+        },
+        {
+            "id": "seed_task_2",
+            "instruction": "Tell a joke.",
+            "instances": [{"input": "", "output": "Knock knock."}],
+        },
         "What is a 401k?",
         oasst("r1", None, "prompter", "Root prompt", replies=[]),
         oasst("r2", "r1", "assistant", "A reply is not a prompt"),
         {"prompt": "Plain prompt", "category": "misc"},
     ]
     assert load_prompts(rows, "p") == [
-        PromptRecord([{"role": "user", "content": "Write a poem."}], id="81", category="writing", reference="Roses."),
-        PromptRecord([{"role": "user", "content": "Relate the pair.\n\nNight : Day"}], id="seed_task_1",
-                     reference="Opposites."),
-        PromptRecord([{"role": "user", "content": "Tell a joke."}], id="seed_task_2", reference="Knock knock."),
+        PromptRecord(
+            [{"role": "user", "content": "Write a poem."}], id="81", category="writing", reference="Roses."
+        ),
+        PromptRecord(
+            [{"role": "user", "content": "Relate the pair.\n\nNight : Day"}],
+            id="seed_task_1",
+            reference="Opposites.",
+        ),
+        PromptRecord(
+            [{"role": "user", "content": "Tell a joke."}], id="seed_task_2", reference="Knock knock."
+        ),
         PromptRecord([{"role": "user", "content": "What is a 401k?"}], id="4"),
         PromptRecord([{"role": "user", "content": "Root prompt"}], id="r1"),
         PromptRecord([{"role": "user", "content": "Plain prompt"}], id="7", category="misc"),
@@ -289,14 +391,25 @@ def test_unknown_prompt_shape_names_line(tmp_path: Path) -> None:
 
 def test_jsonl_chat_lists_and_prompt_response_rows() -> None:
     rows = [
-        {"id": "c1", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
-                                  {"role": "assistant", "content": "Hello", "attributes": {"humor": 2}}]},
+        {
+            "id": "c1",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello", "attributes": {"humor": 2}},
+            ],
+        },
         {"q": "2+2?", "a": "4", "attributes": {"verbosity": 0, "humor": None}},
     ]
     assert load_jsonl_conversations(rows, "c.jsonl", "messages", "q", "a") == [
-        Conversation([Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", "Hello", {"humor": 2.0})],
-                     id="c1", source="c.jsonl"),
-        Conversation([Turn("user", "2+2?"), Turn("assistant", "4", {"verbosity": 0.0})], id="2", source="c.jsonl"),
+        Conversation(
+            [Turn("system", "Be brief."), Turn("user", "Hi"), Turn("assistant", "Hello", {"humor": 2.0})],
+            id="c1",
+            source="c.jsonl",
+        ),
+        Conversation(
+            [Turn("user", "2+2?"), Turn("assistant", "4", {"verbosity": 0.0})], id="2", source="c.jsonl"
+        ),
     ]
 
 
@@ -306,9 +419,15 @@ def test_jsonl_chat_lists_and_prompt_response_rows() -> None:
         ({"prompt": "only a prompt"}, r"c\.jsonl:1: field 'response': missing"),
         ({"other": 1}, r"c\.jsonl:1: field 'messages': missing"),
         ({"messages": [{"role": "bot", "content": "x"}]}, r"field 'messages\[0\]\.role': expected one of"),
-        ({"messages": [{"role": "user", "content": 3}]}, r"field 'messages\[0\]\.content': expected a string"),
+        (
+            {"messages": [{"role": "user", "content": 3}]},
+            r"field 'messages\[0\]\.content': expected a string",
+        ),
         ({"messages": [{"role": "user", "content": "x"}]}, r"field 'messages': no assistant turn"),
-        ({"prompt": "p", "response": "r", "attributes": {"humor": "high"}}, r"field 'attributes\.humor': expected a number"),
+        (
+            {"prompt": "p", "response": "r", "attributes": {"humor": "high"}},
+            r"field 'attributes\.humor': expected a number",
+        ),
     ],
 )
 def test_jsonl_bad_rows_name_line_and_field(row: dict, message: str) -> None:
@@ -320,12 +439,22 @@ def test_jsonl_bad_rows_name_line_and_field(row: dict, message: str) -> None:
 
 
 def test_load_records_reads_path_filters_attributes_and_caps(tmp_path: Path) -> None:
-    rows = [{"prompt": f"p{i}", "response": f"r{i}", "attributes": {"humor": i % 5, "verbosity": 1}} for i in range(6)]
+    rows = [
+        {"prompt": f"p{i}", "response": f"r{i}", "attributes": {"humor": i % 5, "verbosity": 1}}
+        for i in range(6)
+    ]
     path = write_jsonl(tmp_path / "chat.jsonl", rows)
-    cfg = DataConfig(name="jsonl", format=DataFormat["jsonl"], path=str(path), attributes=["humor"], max_records=4)
+    cfg = DataConfig(
+        name="jsonl", format=DataFormat["jsonl"], path=str(path), attributes=["humor"], max_records=4
+    )
     records = load_records(cfg)
     assert [r.id for r in records] == ["1", "2", "3", "4"]
-    assert [r.last_assistant.attributes for r in records] == [{"humor": 0.0}, {"humor": 1.0}, {"humor": 2.0}, {"humor": 3.0}]
+    assert [r.last_assistant.attributes for r in records] == [
+        {"humor": 0.0},
+        {"humor": 1.0},
+        {"humor": 2.0},
+        {"humor": 3.0},
+    ]
     cfg = DataConfig(name="jsonl", format=DataFormat["jsonl"], path=str(path), attributes=["humour"])
     with pytest.raises(DataFormatError, match=r"field 'attributes': \['humour'\] not found"):
         load_records(cfg)
@@ -367,12 +496,18 @@ def sentence_count(text: str) -> int:
 
 def sentiment_per_sentence(text: str) -> float:
     words = re.findall(r"[a-z]+", text.lower())
-    return (sum(w in POSITIVE_WORDS for w in words) - sum(w in NEGATIVE_WORDS for w in words)) / sentence_count(text)
+    return (
+        sum(w in POSITIVE_WORDS for w in words) - sum(w in NEGATIVE_WORDS for w in words)
+    ) / sentence_count(text)
 
 
 def test_demo_is_deterministic_and_balanced() -> None:
     data = demo_conversations()
-    assert len(data) == 300 and data == demo_conversations(300, seed=0) and data != demo_conversations(300, seed=1)
+    assert (
+        len(data) == 300
+        and data == demo_conversations(300, seed=0)
+        and data != demo_conversations(300, seed=1)
+    )
     assert len({c.turns[0].content for c in data}) == 300
     levels = Counter((c.turns[1].attributes["verbosity"], c.turns[1].attributes["positivity"]) for c in data)
     assert len(levels) == 25 and set(levels.values()) == {12}
@@ -384,7 +519,9 @@ def test_demo_labels_match_the_text() -> None:
     for conversation in demo_conversations():
         reply = conversation.last_assistant
         by_verbosity.setdefault(reply.attributes["verbosity"], set()).add(sentence_count(reply.content))
-        by_positivity.setdefault(reply.attributes["positivity"], []).append(sentiment_per_sentence(reply.content))
+        by_positivity.setdefault(reply.attributes["positivity"], []).append(
+            sentiment_per_sentence(reply.content)
+        )
     assert [by_verbosity[v] for v in sorted(by_verbosity)] == [{n} for n in SENTENCES]
     ranges = [(min(by_positivity[p]), max(by_positivity[p])) for p in sorted(by_positivity)]
     assert ranges[2] == (0.0, 0.0)
@@ -442,8 +579,13 @@ def test_shared_helpsteer2_fixture() -> None:
     assert [t.role for t in first.turns] == ["user", "assistant"]
     assert first.turns[0].content == "explain master slave replication nsql"
     assert first.turns[1].content.startswith("In the context of NoSQL databases")
-    assert first.turns[1].attributes == {"helpfulness": 4.0, "correctness": 4.0, "coherence": 4.0,
-                                         "complexity": 3.0, "verbosity": 2.0}
+    assert first.turns[1].attributes == {
+        "helpfulness": 4.0,
+        "correctness": 4.0,
+        "coherence": 4.0,
+        "complexity": 3.0,
+        "verbosity": 2.0,
+    }
     assert not any("<extra_id" in t.content for c in conversations for t in c.turns)
 
 

@@ -90,5 +90,5 @@ def test_collator_pads_right_with_ignored_labels(tok) -> None:
 
 
 def test_unknown_end_of_turn_token_is_a_clear_error(tok) -> None:
-    with pytest.raises(TemplateError, match="model.end_of_turn"):
+    with pytest.raises(TemplateError, match=r"model\.end_of_turn"):
         end_of_turn_id(tok, "<|not_a_token|>")

@@ -49,7 +49,9 @@ def reference_policy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
     Only valid with LoRA; full fine-tuning needs a frozen copy (see `frozen_reference`).
     """
     if not isinstance(model, PeftModel):
-        raise TypeError("reference_policy needs a LoRA (PEFT) model; with full fine-tuning keep a frozen copy")
+        raise TypeError(
+            "reference_policy needs a LoRA (PEFT) model; with full fine-tuning keep a frozen copy"
+        )
     with model.disable_adapter():
         yield model
 
@@ -117,7 +119,10 @@ def load_adapter(base: PreTrainedModel, adapter_dir: Path, adapter_name: str = D
 
 
 def export_merged(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path, adapter_name: str = DEFAULT_ADAPTER
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    target: Path,
+    adapter_name: str = DEFAULT_ADAPTER,
 ) -> Path:
     """A plain transformers folder with the LoRA update folded into the weights (loads without peft)."""
     import copy

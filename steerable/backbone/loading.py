@@ -65,7 +65,9 @@ def _resolve_gguf(cfg: ModelConfig) -> Path:
         return direct.resolve()
     if cfg.name_or_path and (Path(cfg.name_or_path) / cfg.gguf_file).is_file():
         return (Path(cfg.name_or_path) / cfg.gguf_file).resolve()
-    raise ModelLoadError(f"model.gguf_file={cfg.gguf_file!r} not found (looked as a path and under model.name_or_path)")
+    raise ModelLoadError(
+        f"model.gguf_file={cfg.gguf_file!r} not found (looked as a path and under model.name_or_path)"
+    )
 
 
 def convert_gguf(gguf: Path) -> Path:
@@ -78,7 +80,9 @@ def convert_gguf(gguf: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
         # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are
         # already de-quantised floats, so move them into a plain model of the same config.
         config = loaded.config

@@ -35,7 +35,9 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def build_tiny_model(shape: TinyModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
+def build_tiny_model(
+    shape: TinyModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int = 0
+) -> LlamaForCausalLM:
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=shape.hidden_size,
@@ -45,6 +47,7 @@ def build_tiny_model(shape: TinyModelConfig, tokenizer: PreTrainedTokenizerFast,
         intermediate_size=shape.intermediate_size,
         max_position_embeddings=shape.max_position_embeddings,
         tie_word_embeddings=shape.tie_word_embeddings,
+        initializer_range=shape.initializer_range,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,

@@ -32,10 +32,14 @@ def generate(cfg: GenerateConfig) -> list[str]:
     model_cfg, adapter_dir = cfg.model, None
     if cfg.run is not None:
         run_dir = Path(cfg.run)
-        model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), run_model_config(run_dir)))
+        model_cfg = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(ModelConfig), run_model_config(run_dir))
+        )
         adapter_dir = run_dir / FINAL_MODEL_DIR
         if not adapter_dir.is_dir():
-            raise ConfigError(f"run={run_dir} has no trained model at {FINAL_MODEL_DIR}/ (did training finish?)")
+            raise ConfigError(
+                f"run={run_dir} has no trained model at {FINAL_MODEL_DIR}/ (did training finish?)"
+            )
     model, tokenizer = load_backbone(model_cfg, seed=cfg.seed, adapter_dir=adapter_dir)
     if cfg.hardware.accelerator == "gpu":
         model = model.to("cuda")
@@ -43,8 +47,13 @@ def generate(cfg: GenerateConfig) -> list[str]:
         {"role": "user", "content": cfg.prompt}
     ]
     settings = GenerationSettings(
-        max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
-        top_p=cfg.top_p, top_k=cfg.top_k, stop=list(cfg.stop), num_return_sequences=cfg.num_return_sequences,
+        max_new_tokens=cfg.max_new_tokens,
+        do_sample=cfg.do_sample,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        top_k=cfg.top_k,
+        stop=list(cfg.stop),
+        num_return_sequences=cfg.num_return_sequences,
         seed=cfg.seed,
     )
     completions = HFSampler(model, tokenizer).generate([messages], settings)

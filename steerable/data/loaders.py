@@ -63,7 +63,9 @@ def read_rows(path: str | Path) -> list[Row]:
         if name.endswith((".json", ".json.gz")) and text_start.startswith("["):
             return _parse_json_array("".join(text for _, text in lines), str(path))
         return _parse_json_lines(lines, str(path))
-    raise DataFormatError(str(path), None, None, "unsupported file type; expected .jsonl, .jsonl.gz, .json or .parquet")
+    raise DataFormatError(
+        str(path), None, None, "unsupported file type; expected .jsonl, .jsonl.gz, .json or .parquet"
+    )
 
 
 def load_hub_rows(hub_id: str, split: str) -> list[Row]:
@@ -83,10 +85,14 @@ def _text_lines(path: Path) -> Iterator[tuple[int, str]]:
                 try:
                     text = raw.decode("utf-8")
                 except UnicodeDecodeError as err:
-                    raise DataFormatError(str(path), line_no, None, f"not UTF-8 text (byte {err.start})") from None
+                    raise DataFormatError(
+                        str(path), line_no, None, f"not UTF-8 text (byte {err.start})"
+                    ) from None
                 yield line_no, text.removeprefix("\ufeff") if line_no == 1 else text
     except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError; a truncated gzip raises EOFError
-        raise DataFormatError(str(path), line_no + 1 if line_no else None, None, f"cannot read: {err}") from None
+        raise DataFormatError(
+            str(path), line_no + 1 if line_no else None, None, f"cannot read: {err}"
+        ) from None
 
 
 def _parse_json_lines(lines: Iterable[tuple[int, str]], source: str) -> list[Row]:
@@ -97,7 +103,9 @@ def _parse_json_lines(lines: Iterable[tuple[int, str]], source: str) -> list[Row
         try:
             rows.append(Row(line_no, json.loads(text)))
         except json.JSONDecodeError as err:
-            raise DataFormatError(source, line_no, None, f"invalid JSON: {err.msg} (column {err.colno})") from None
+            raise DataFormatError(
+                source, line_no, None, f"invalid JSON: {err.msg} (column {err.colno})"
+            ) from None
     return rows
 
 
@@ -123,7 +131,9 @@ def _parse_json_array(text: str, source: str) -> list[Row]:
         if text[pos + 1 :].strip():
             raise json.JSONDecodeError("extra data after the array", text, _skip_space(text, pos + 1))
     except json.JSONDecodeError as err:
-        raise DataFormatError(source, err.lineno, None, f"invalid JSON: {err.msg} (column {err.colno})") from None
+        raise DataFormatError(
+            source, err.lineno, None, f"invalid JSON: {err.msg} (column {err.colno})"
+        ) from None
     return rows
 
 
@@ -152,7 +162,9 @@ def _read_parquet(path: Path) -> list[Row]:
 
 def _as_dict(row: Row, source: str) -> dict[str, Any]:
     if not isinstance(row.value, dict):
-        raise DataFormatError(source, row.line, None, f"expected a JSON object, got {type(row.value).__name__}")
+        raise DataFormatError(
+            source, row.line, None, f"expected a JSON object, got {type(row.value).__name__}"
+        )
     return row.value
 
 
@@ -181,7 +193,9 @@ def _attributes(row: Row, source: str, name: str, value: Any) -> dict[str, float
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise DataFormatError(source, row.line, name, f"expected an object of numbers, got {type(value).__name__}")
+        raise DataFormatError(
+            source, row.line, name, f"expected an object of numbers, got {type(value).__name__}"
+        )
     return {k: _number(row, source, f"{name}.{k}", v) for k, v in value.items() if v is not None}
 
 
@@ -250,7 +264,9 @@ def _oasst_message(row: Row, source: str) -> _OasstMessage:
         raise DataFormatError(source, row.line, "role", f"expected 'prompter' or 'assistant', got {role!r}")
     parent = data.get("parent_id")
     if parent is not None and not isinstance(parent, str):
-        raise DataFormatError(source, row.line, "parent_id", f"expected a string or null, got {type(parent).__name__}")
+        raise DataFormatError(
+            source, row.line, "parent_id", f"expected a string or null, got {type(parent).__name__}"
+        )
     tree = data.get("message_tree_id")
     return _OasstMessage(
         line=row.line,
@@ -271,7 +287,9 @@ def _oasst_labels(row: Row, source: str) -> dict[str, float]:
     names = labels.get("name") if isinstance(labels, dict) else None
     values = labels.get("value") if isinstance(labels, dict) else None
     if not isinstance(names, list) or not isinstance(values, list) or len(names) != len(values):
-        raise DataFormatError(source, row.line, "labels", "expected {name: [...], value: [...]} of equal length")
+        raise DataFormatError(
+            source, row.line, "labels", "expected {name: [...], value: [...]} of equal length"
+        )
     return {
         str(name): float(round(_number(row, source, f"labels.value[{i}]", value) * 4))
         for i, (name, value) in enumerate(zip(names, values, strict=True))
@@ -298,7 +316,9 @@ def _oasst_tree(
     return roots, children
 
 
-def _oasst_threads(node: _OasstMessage, children: dict[str, list[_OasstMessage]]) -> Iterator[list[_OasstMessage]]:
+def _oasst_threads(
+    node: _OasstMessage, children: dict[str, list[_OasstMessage]]
+) -> Iterator[list[_OasstMessage]]:
     """Paths from `node` down to a leaf, pruned so every path ends with an assistant message."""
     ended = False
     for child in children.get(node.id, []):
@@ -341,11 +361,17 @@ def _hh_pair(row: Row, source: str, chosen: str, rejected: str) -> PreferencePai
     rejected_prefix, rejected_reply = _hh_split(row, source, "rejected", rejected)
     if prefix != rejected_prefix:
         raise DataFormatError(
-            source, row.line, "rejected", "the conversation before the last Assistant turn differs from 'chosen'"
+            source,
+            row.line,
+            "rejected",
+            "the conversation before the last Assistant turn differs from 'chosen'",
         )
     return PreferencePair(
-        context=_hh_context(row, source, prefix), chosen=chosen_reply, rejected=rejected_reply,
-        id=str(row.line), source=source,
+        context=_hh_context(row, source, prefix),
+        chosen=chosen_reply,
+        rejected=rejected_reply,
+        id=str(row.line),
+        source=source,
     )
 
 
@@ -371,7 +397,9 @@ def _hh_context(row: Row, source: str, prefix: str) -> list[Turn]:
         else:
             turns.append(Turn(role, content))
     if turns[0].role != "user" or turns[-1].role != "user":
-        raise DataFormatError(source, row.line, "chosen", "the context before the compared replies must end with a Human turn")
+        raise DataFormatError(
+            source, row.line, "chosen", "the context before the compared replies must end with a Human turn"
+        )
     return turns
 
 
@@ -386,7 +414,9 @@ NEMO_DEFAULT_SYSTEM = (
     "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 _NEMO_SYSTEM = "<extra_id_0>System\n"
-_NEMO_TURN = re.compile(r"\n?<extra_id_1>(User|Assistant)\n?")  # as NeMo renders a turn: "\n<extra_id_1>User\n"
+_NEMO_TURN = re.compile(
+    r"\n?<extra_id_1>(User|Assistant)\n?"
+)  # as NeMo renders a turn: "\n<extra_id_1>User\n"
 _NEMO_LABEL = "<extra_id_2>"  # NeMo's attribute/label slot; regression RM files end the text with it
 
 
@@ -405,7 +435,10 @@ def load_helpsteer2(rows: Iterable[Any], source: str) -> list[Conversation]:
             turns = _helpsteer_turns(row, source)
         else:
             raise DataFormatError(
-                source, row.line, None, "expected HelpSteer fields (prompt, response, ...) or NeMo fields (text, label)"
+                source,
+                row.line,
+                None,
+                "expected HelpSteer fields (prompt, response, ...) or NeMo fields (text, label)",
             )
         conversations.append(
             Conversation(turns=turns, id=_row_id(data, row), source=source, group=_group_of(turns[:-1]))
@@ -416,7 +449,9 @@ def load_helpsteer2(rows: Iterable[Any], source: str) -> list[Conversation]:
 def _helpsteer_turns(row: Row, source: str) -> list[Turn]:
     data = row.value
     prompt, response = _text(row, source, "prompt"), _text(row, source, "response")
-    attributes = {a: _number(row, source, a, data[a]) for a in HELPSTEER_ATTRIBUTES if data.get(a) is not None}
+    attributes = {
+        a: _number(row, source, a, data[a]) for a in HELPSTEER_ATTRIBUTES if data.get(a) is not None
+    }
     # Multi-turn HelpSteer2 prompts hold the earlier turns after NeMo markers: "q1\n<extra_id_1>Assistant\na1\n..."
     first, later = _nemo_split(prompt)
     turns = [Turn("user", first), *later]
@@ -435,7 +470,9 @@ def _nemo_turns(row: Row, source: str) -> list[Turn]:
     if not turns or turns[-1].role != "assistant" or all(t.role != "user" for t in turns):
         raise DataFormatError(source, row.line, "text", "expected User turns ending in an Assistant turn")
     if not isinstance(labels, list) or len(labels) != len(NEMO_ATTRIBUTES):
-        raise DataFormatError(source, row.line, "label", f"expected a list of {len(NEMO_ATTRIBUTES)} values {NEMO_ATTRIBUTES}")
+        raise DataFormatError(
+            source, row.line, "label", f"expected a list of {len(NEMO_ATTRIBUTES)} values {NEMO_ATTRIBUTES}"
+        )
     values = [_number(row, source, f"label[{i}]", v) for i, v in enumerate(labels)]
     turns[-1].attributes = {a: v for a, v in zip(NEMO_ATTRIBUTES, values, strict=True) if v != NEMO_MISSING}
     # The stock NeMo system prompt is part of the file format, not of the data; HF rows have none either.
@@ -484,16 +521,22 @@ def _prompt_record(row: Row, source: str) -> PromptRecord | None:
             return None
         return _prompt(_text(row, source, "text"), _row_id(data, row, "message_id"))
     if "prompt" in data:
-        return _prompt(_text(row, source, "prompt"), _row_id(data, row), category=str(data.get("category") or ""))
+        return _prompt(
+            _text(row, source, "prompt"), _row_id(data, row), category=str(data.get("category") or "")
+        )
     raise DataFormatError(
-        source, row.line, None,
+        source,
+        row.line,
+        None,
         "unknown prompt shape; expected a JSON string or an object with 'turns', 'instruction', "
         "'message_id' + 'text', or 'prompt'",
     )
 
 
 def _prompt(text: str, id: str, category: str = "", reference: str | None = None) -> PromptRecord:
-    return PromptRecord(messages=[{"role": "user", "content": text}], id=id, category=category, reference=reference)
+    return PromptRecord(
+        messages=[{"role": "user", "content": text}], id=id, category=category, reference=reference
+    )
 
 
 def _bench_prompt(row: Row, source: str, data: dict[str, Any]) -> PromptRecord:
@@ -549,13 +592,18 @@ def load_jsonl_conversations(
         elif prompt_field in data or response_field in data:
             turns = [
                 Turn("user", _text(row, source, prompt_field)),
-                Turn("assistant", _text(row, source, response_field),
-                     _attributes(row, source, "attributes", data.get("attributes"))),
+                Turn(
+                    "assistant",
+                    _text(row, source, response_field),
+                    _attributes(row, source, "attributes", data.get("attributes")),
+                ),
             ]
         else:
             wanted = f"a chat list in {messages_field!r} or " if messages_field else ""
             raise DataFormatError(
-                source, row.line, messages_field or prompt_field,
+                source,
+                row.line,
+                messages_field or prompt_field,
                 f"missing; expected {wanted}{prompt_field!r} and {response_field!r} strings",
             )
         conversations.append(Conversation(turns=turns, id=_row_id(data, row), source=source))
@@ -569,14 +617,18 @@ def _chat_turns(row: Row, source: str, name: str, messages: Any) -> list[Turn]:
     for i, message in enumerate(messages):
         where = f"{name}[{i}]"
         if not isinstance(message, dict):
-            raise DataFormatError(source, row.line, where, f"expected an object, got {type(message).__name__}")
+            raise DataFormatError(
+                source, row.line, where, f"expected an object, got {type(message).__name__}"
+            )
         role = message.get("role")
         if role not in ROLES:
             raise DataFormatError(source, row.line, f"{where}.role", f"expected one of {ROLES}, got {role!r}")
         if message.get("content") is None:
             raise DataFormatError(source, row.line, f"{where}.content", "missing")
         content = _check_text(row, source, f"{where}.content", message["content"])
-        turns.append(Turn(role, content, _attributes(row, source, f"{where}.attributes", message.get("attributes"))))
+        turns.append(
+            Turn(role, content, _attributes(row, source, f"{where}.attributes", message.get("attributes")))
+        )
     if all(t.role != "assistant" for t in turns):
         raise DataFormatError(source, row.line, name, "no assistant turn to train on")
     return turns
@@ -622,7 +674,9 @@ def _config_loader(cfg: DataConfig, fmt: str) -> Any:
         "prompts": load_prompts,
         "jsonl": partial(
             load_jsonl_conversations,
-            messages_field=cfg.messages_field, prompt_field=cfg.prompt_field, response_field=cfg.response_field,
+            messages_field=cfg.messages_field,
+            prompt_field=cfg.prompt_field,
+            response_field=cfg.response_field,
         ),
     }
     if fmt not in loaders:
@@ -644,7 +698,9 @@ def _keep_attributes(records: list[Any], names: list[str], source: str) -> None:
         )
 
 
-def split_train_val(records: Sequence[Record], val_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+def split_train_val(
+    records: Sequence[Record], val_fraction: float, seed: int
+) -> tuple[list[Record], list[Record]]:
     """Deterministic train/val split that never puts one group (an OASST tree, one prompt's replies) on both sides.
 
     Groups are shuffled with `seed` and moved to val until it holds about `val_fraction` of the records (at

@@ -33,8 +33,12 @@ class TokenizedExample:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def _render(tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict], add_generation_prompt: bool) -> list[int]:
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=add_generation_prompt, tokenize=True)
+def _render(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict], add_generation_prompt: bool
+) -> list[int]:
+    ids = tokenizer.apply_chat_template(
+        list(messages), add_generation_prompt=add_generation_prompt, tokenize=True
+    )
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return list(ids)
@@ -44,7 +48,9 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None =
     token = end_of_turn or tokenizer.eos_token
     token_id = tokenizer.convert_tokens_to_ids(token)
     if token_id is None or token_id == tokenizer.unk_token_id:
-        raise TemplateError(f"end-of-turn token {token!r} is not in the tokenizer's vocabulary (model.end_of_turn)")
+        raise TemplateError(
+            f"end-of-turn token {token!r} is not in the tokenizer's vocabulary (model.end_of_turn)"
+        )
     return int(token_id)
 
 
@@ -124,7 +130,12 @@ def tokenize_dataset(
         log.warning(
             "length policy %s (max_length=%d): %d kept, %d truncated, %d dropped as too long, %d dropped without "
             "assistant tokens",
-            policy, max_length, stats.kept, stats.truncated, stats.dropped_too_long, stats.dropped_no_target,
+            policy,
+            max_length,
+            stats.kept,
+            stats.truncated,
+            stats.dropped_too_long,
+            stats.dropped_no_target,
         )
     return kept, stats
 

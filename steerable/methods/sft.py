@@ -59,29 +59,55 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     train_set, length_stats = tokenize_dataset(
         tokenizer, [as_messages(r) for r in train_records], cfg.data.max_length, too_long, eot
     )
-    val_set, _ = tokenize_dataset(tokenizer, [as_messages(r) for r in val_records], cfg.data.max_length, too_long, eot)
+    val_set, _ = tokenize_dataset(
+        tokenizer, [as_messages(r) for r in val_records], cfg.data.max_length, too_long, eot
+    )
     if not train_set:
-        raise ValueError(f"no training examples left from data={cfg.data.name} (all dropped by the length policy)")
+        raise ValueError(
+            f"no training examples left from data={cfg.data.name} (all dropped by the length policy)"
+        )
 
     collate = PaddingCollator(tokenizer.pad_token_id)
     sampler = ResumableSampler(len(train_set), seed=cfg.seed)
-    train_loader = make_loader(train_set, method.batch_size, collate, sampler=sampler, seed=cfg.seed,
-                               num_workers=cfg.data.num_workers, drop_last=len(train_set) >= method.batch_size)
+    train_loader = make_loader(
+        train_set,
+        method.batch_size,
+        collate,
+        sampler=sampler,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        drop_last=len(train_set) >= method.batch_size,
+    )
     val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
 
-    optim = OptimSettings(lr=method.lr, weight_decay=method.weight_decay, warmup_steps=method.warmup_steps,
-                          scheduler=method.scheduler, total_steps=cfg.trainer.max_steps)
+    optim = OptimSettings(
+        lr=method.lr,
+        weight_decay=method.weight_decay,
+        warmup_steps=method.warmup_steps,
+        scheduler=method.scheduler,
+        total_steps=cfg.trainer.max_steps,
+    )
     module = CausalLMModule(model, optim, sampler=sampler, batch_size=method.batch_size)
     checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
     if checkpoint is not None:
         set_aside_metrics(ctx.run_dir)
-    trainer = build_trainer(cfg.trainer, cfg.hardware, cfg.logger, ctx.run_dir,
-                            f"{cfg.task_name}/{ctx.run_dir.name}", model, ctx.hparams(model), ctx.callbacks)
+    trainer = build_trainer(
+        cfg.trainer,
+        cfg.hardware,
+        cfg.logger,
+        ctx.run_dir,
+        f"{cfg.task_name}/{ctx.run_dir.name}",
+        model,
+        ctx.hparams(model),
+        ctx.callbacks,
+    )
     val_before = None
     if checkpoint is None and val_loader is not None:
         val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
     started = time.perf_counter()
-    resumed_at = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
+    resumed_at = (
+        torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
+    )
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     if checkpoint is not None and trainer.is_global_zero:
@@ -89,8 +115,12 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
-        save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR,
-                   metadata={"method": method.name, "base_model": cfg.model.name, "steps": trainer.global_step})
+        save_model(
+            model,
+            tokenizer,
+            ctx.run_dir / FINAL_MODEL_DIR,
+            metadata={"method": method.name, "base_model": cfg.model.name, "steps": trainer.global_step},
+        )
     counts = count_parameters(model)
     return {
         "steps": trainer.global_step,
@@ -122,9 +152,14 @@ def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     cfg = ctx.cfg
     model, tokenizer = ctx.trained_model()
     prompts = report_prompts(ctx)
-    settings = GenerationSettings(max_new_tokens=cfg.report.max_new_tokens, do_sample=cfg.report.do_sample,
-                                  temperature=cfg.report.temperature, top_p=cfg.report.top_p, seed=cfg.seed,
-                                  batch_size=len(prompts) or 1)
+    settings = GenerationSettings(
+        max_new_tokens=cfg.report.max_new_tokens,
+        do_sample=cfg.report.do_sample,
+        temperature=cfg.report.temperature,
+        top_p=cfg.report.top_p,
+        seed=cfg.seed,
+        batch_size=len(prompts) or 1,
+    )
     after = HFSampler(model, tokenizer).generate(prompts, settings)
     if isinstance(model, PeftModel):
         with reference_policy(model):
@@ -134,23 +169,38 @@ def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
 
     train = summaries.get("train", {})
     report = Report(f"{cfg.task_name}: {cfg.method.name} on {cfg.model.name} / {cfg.data.name}")
-    report.section("Setup").key_values({
-        "run folder": ctx.run_dir, "method": cfg.method.name, "model": cfg.model.name, "data": cfg.data.name,
-        "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})", "seed": cfg.seed,
-        "LoRA": f"r={cfg.model.lora.r}, alpha={cfg.model.lora.alpha}" if cfg.model.lora.enabled else "off (full)",
-        "trainable / frozen params": f"{train.get('trainable_params')} / {train.get('frozen_params')}",
-    })
-    report.section("Training").key_values({
-        "optimizer steps": train.get("steps"), "train examples": train.get("train_examples"),
-        "held-out examples": train.get("val_examples"), "held-out loss before": train.get("val_loss_before"),
-        "held-out loss after": train.get("val_loss"), "last train loss": train.get("train_loss"),
-        "truncated / dropped (length policy)": f"{train.get('truncated')} / {train.get('dropped')}",
-        "training time (s)": train.get("fit_seconds"),
-    })
+    report.section("Setup").key_values(
+        {
+            "run folder": ctx.run_dir,
+            "method": cfg.method.name,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
+            "seed": cfg.seed,
+            "LoRA": f"r={cfg.model.lora.r}, alpha={cfg.model.lora.alpha}"
+            if cfg.model.lora.enabled
+            else "off (full)",
+            "trainable / frozen params": f"{train.get('trainable_params')} / {train.get('frozen_params')}",
+        }
+    )
+    report.section("Training").key_values(
+        {
+            "optimizer steps": train.get("steps"),
+            "train examples": train.get("train_examples"),
+            "held-out examples": train.get("val_examples"),
+            "held-out loss before": train.get("val_loss_before"),
+            "held-out loss after": train.get("val_loss"),
+            "last train loss": train.get("train_loss"),
+            "truncated / dropped (length policy)": f"{train.get('truncated')} / {train.get('dropped')}",
+            "training time (s)": train.get("fit_seconds"),
+        }
+    )
     rows = [[p[-1]["content"], b.text, a.text] for p, b, a in zip(prompts, before, after, strict=True)]
-    report.section("Sample generations",
-                   f"Greedy={not cfg.report.do_sample}, max_new_tokens={cfg.report.max_new_tokens}. "
-                   "'Before' is the starting model (for LoRA: the adapter switched off).")
+    report.section(
+        "Sample generations",
+        f"Greedy={not cfg.report.do_sample}, max_new_tokens={cfg.report.max_new_tokens}. "
+        "'Before' is the starting model (for LoRA: the adapter switched off).",
+    )
     report.table(["prompt", "before training", "after training"], rows)
     path = report.write(ctx.run_dir / "report.md")
     return {"report": str(path), "samples": len(rows)}

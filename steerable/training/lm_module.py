@@ -45,7 +45,9 @@ class CausalLMModule(pl.LightningModule):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean cross-entropy over target tokens (labels != -100) of the micro-batch."""
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out = self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
+        )
         return out.loss, {}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -54,7 +56,9 @@ class CausalLMModule(pl.LightningModule):
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         self.log("train/tokens_per_s", tokens.float() / elapsed, batch_size=1)
-        self.log("train/target_tokens", (batch["labels"] != -100).sum().float(), batch_size=1, reduce_fx="sum")
+        self.log(
+            "train/target_tokens", (batch["labels"] != -100).sum().float(), batch_size=1, reduce_fx="sum"
+        )
         for name, value in extra.items():
             self.log(f"train/{name}", value, batch_size=batch["input_ids"].shape[0])
         return loss

@@ -14,7 +14,9 @@ class ResumableSampler(Sampler[int]):
 
     def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         if num_samples < world_size:
-            raise ValueError(f"{num_samples} training examples cannot be shared across {world_size} processes")
+            raise ValueError(
+                f"{num_samples} training examples cannot be shared across {world_size} processes"
+            )
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
@@ -48,9 +50,23 @@ class ResumableSampler(Sampler[int]):
         return self.num_samples // self.world_size
 
 
-def make_loader(dataset, batch_size: int, collate_fn, sampler: Sampler | None = None, num_workers: int = 0,
-                drop_last: bool = False, seed: int = 0) -> DataLoader:
+def make_loader(
+    dataset,
+    batch_size: int,
+    collate_fn,
+    sampler: Sampler | None = None,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> DataLoader:
     """A DataLoader with its own generator: creating its iterator must not draw from the global RNG, or a
     resumed run's dropout masks would drift from the uninterrupted run's."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
-                      num_workers=num_workers, drop_last=drop_last, generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+    )
