@@ -5,6 +5,7 @@ SteerLM's attribute-conditioned SFT and SuperHF's FeedME baseline reuse this rec
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 
@@ -15,7 +16,7 @@ from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters, reference_policy, save_model
 from steerable.data.loaders import load_records, split_train_val
 from steerable.data.records import Conversation, PreferencePair, PromptRecord
-from steerable.data.tokenize import PaddingCollator, end_of_turn_id, tokenize_dataset
+from steerable.data.tokenize import PaddingCollator, end_of_turn_id, tokenize_dataset, tokenize_prompt
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.report import Report
@@ -138,20 +139,22 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     }
 
 
-def report_prompts(ctx: RunContext) -> list[list[dict[str, str]]]:
+def report_prompts(ctx: RunContext, tokenizer) -> list[list[dict[str, str]]]:
+    """The configured prompts, else held-out contexts short enough to leave room for the reply."""
     cfg = ctx.cfg
     if cfg.report.prompts:
         return [[{"role": "user", "content": p}] for p in cfg.report.prompts][: cfg.report.num_samples]
     records = load_records(cfg.data)
     _, val_records = split_train_val(records, cfg.data.val_fraction, cfg.data.seed)
-    pool = val_records or records
-    return [prompt_of(r) for r in pool[: cfg.report.num_samples]]
+    budget = cfg.data.max_length - cfg.report.max_new_tokens
+    fitting = (p for p in map(prompt_of, val_records or records) if len(tokenize_prompt(tokenizer, p)) <= budget)
+    return list(itertools.islice(fitting, cfg.report.num_samples))
 
 
 def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     cfg = ctx.cfg
     model, tokenizer = ctx.trained_model()
-    prompts = report_prompts(ctx)
+    prompts = report_prompts(ctx, tokenizer)
     settings = GenerationSettings(
         max_new_tokens=cfg.report.max_new_tokens,
         do_sample=cfg.report.do_sample,

@@ -14,6 +14,7 @@ import lightning.pytorch as pl
 import torch
 from transformers import get_scheduler
 
+from steerable.training.losses import masked_lm_loss
 from steerable.training.sampler import ResumableSampler
 
 
@@ -45,10 +46,7 @@ class CausalLMModule(pl.LightningModule):
     # ------------------------------------------------------------------ loss
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean cross-entropy over target tokens (labels != -100) of the micro-batch."""
-        out = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
-        )
-        return out.loss, {}
+        return masked_lm_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]), {}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, extra = self.compute_loss(batch)
