@@ -44,7 +44,7 @@ def batch():
 
 
 def test_lora_freezes_base_and_trains_only_adapters() -> None:
-    model, _ = load_backbone(tiny_config(), seed=0)
+    model, _ = load_backbone(tiny_config())
     assert isinstance(model, PeftModel)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -53,13 +53,13 @@ def test_lora_freezes_base_and_trains_only_adapters() -> None:
 
 
 def test_full_finetuning_when_lora_disabled() -> None:
-    model, _ = load_backbone(tiny_config(enabled=False), seed=0)
+    model, _ = load_backbone(tiny_config(enabled=False))
     assert not isinstance(model, PeftModel)
     assert all(p.requires_grad for p in model.parameters())
 
 
 def test_reference_policy_is_the_base_model(batch) -> None:
-    model, _ = load_backbone(tiny_config(), seed=0)
+    model, _ = load_backbone(tiny_config())
     base_logits = model.get_base_model()(batch).logits.clone()
     perturb_lora(model)
     with torch.no_grad():
@@ -73,7 +73,7 @@ def test_reference_policy_is_the_base_model(batch) -> None:
 
 
 def test_named_adapters_share_one_base(batch) -> None:
-    model, _ = load_backbone(tiny_config(), seed=0)
+    model, _ = load_backbone(tiny_config())
     add_adapter(model, "expert_b", tiny_config().lora)
     perturb_lora(model, seed=3)
     with torch.no_grad():
@@ -82,26 +82,26 @@ def test_named_adapters_share_one_base(batch) -> None:
         model.set_adapter("expert_b")
         out_b = model(batch).logits
     assert not torch.allclose(out_a, out_b, atol=1e-4)
-    plain, _ = load_backbone(tiny_config(enabled=False), seed=0)
+    plain, _ = load_backbone(tiny_config(enabled=False))
     base_numel = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     assert base_numel == count_parameters(plain).total  # one base in memory, not one per adapter
 
 
 def test_adapter_only_checkpoint_round_trip(tmp_path, batch) -> None:
-    model, tok = load_backbone(tiny_config(), seed=0)
+    model, tok = load_backbone(tiny_config())
     perturb_lora(model)
     target = save_model(model, tok, tmp_path / "final", metadata={"attributes": ["a", "b"]})
     weights = load_file(target / "adapter_model.safetensors")
     assert weights and all("lora_" in k for k in weights)
     assert json.loads((target / "steerable.json").read_text())["attributes"] == ["a", "b"]
     assert not list(tmp_path.glob(".final.tmp-*"))
-    loaded, _ = load_backbone(tiny_config(), seed=0, adapter_dir=target)
+    loaded, _ = load_backbone(tiny_config(), adapter_dir=target)
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch).logits, model(batch).logits)
 
 
 def test_merged_export_loads_in_plain_transformers_with_same_logits(tmp_path, batch) -> None:
-    model, tok = load_backbone(tiny_config(), seed=0)
+    model, tok = load_backbone(tiny_config())
     perturb_lora(model)
     target = export_merged(model, tok, tmp_path / "merged")
     assert not (target / "adapter_config.json").exists()

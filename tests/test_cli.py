@@ -80,7 +80,7 @@ def test_help_lists_groups_and_options(tmp_path) -> None:
     result = cli("train", "--help", cwd=tmp_path)
     assert result.returncode == 0
     for line in (
-        "method: sft",
+        "method: attribute_model, reward_model, sft",
         "model: hf, smollm2-135m, tiny",
         "hardware: cpu, ddp, deepspeed, fsdp, gpu",
         "logger: csv, none, tensorboard, wandb, wandb_offline",

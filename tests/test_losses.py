@@ -12,7 +12,7 @@ from tests.test_backbone import perturb_lora, tiny_config
 
 
 def test_masked_loss_matches_hf_loss_and_gradients() -> None:
-    model, tok = load_backbone(tiny_config(), seed=0)
+    model, tok = load_backbone(tiny_config())
     perturb_lora(model)
     examples, _ = tokenize_dataset(
         tok, [c.messages for c in demo_conversations(6, 0)], 300, "truncate", end_of_turn_id(tok)

@@ -13,7 +13,7 @@ from steerable.config.schema import ModelConfig
 
 
 def load_backbone(
-    cfg: ModelConfig, seed: int = 0, adapter_dir: Path | None = None
+    cfg: ModelConfig, adapter_dir: Path | None = None
 ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Model and tokenizer ready to train (fresh LoRA when enabled) or to use (a saved adapter/full model)."""
     tokenizer = load_tokenizer(cfg)
@@ -22,7 +22,7 @@ def load_backbone(
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(str(adapter_dir)), tokenizer
-    base = load_base_model(cfg, tokenizer, seed=seed)
+    base = load_base_model(cfg, tokenizer)
     if adapter_dir is not None:
         return load_adapter(base, Path(adapter_dir)), tokenizer
     if cfg.lora.enabled:

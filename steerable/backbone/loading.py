@@ -125,9 +125,9 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
+def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     if cfg.source == "tiny":
-        model = build_tiny_model(cfg.tiny, tokenizer, seed=seed).to(DTYPES[cfg.dtype])
+        model = build_tiny_model(cfg.tiny, tokenizer, seed=cfg.tiny.seed).to(DTYPES[cfg.dtype])
     else:
         source = resolve_pretrained_dir(cfg)
         try:

@@ -40,7 +40,7 @@ def generate(cfg: GenerateConfig) -> list[str]:
             raise ConfigError(
                 f"run={run_dir} has no trained model at {FINAL_MODEL_DIR}/ (did training finish?)"
             )
-    model, tokenizer = load_backbone(model_cfg, seed=cfg.seed, adapter_dir=adapter_dir)
+    model, tokenizer = load_backbone(model_cfg, adapter_dir=adapter_dir)
     if cfg.hardware.accelerator == "gpu":
         model = model.to("cuda")
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [

@@ -69,6 +69,7 @@ class TinyModelConfig:
     # Larger than HF's 0.02 so the frozen output layer can express peaked distributions: with 0.02 a
     # LoRA-only model cannot move the logits enough to learn anything beyond a near-uniform distribution.
     initializer_range: float = 0.1
+    seed: int = 0  # weights depend only on this, so a saved adapter always meets the same base
 
 
 @dataclass
@@ -116,6 +117,9 @@ class DataConfig:
     attributes: list[str] = field(default_factory=list)  # attribute names to keep (empty = all found)
     max_records: int | None = None
     val_fraction: float = 0.05
+    # Train on one half of the non-held-out records (SuperHF trains its "train" and "gold" reward models on
+    # disjoint halves); null = all of them. The held-out split is the same for both halves.
+    half: str | None = None
     max_length: int = 512
     too_long: TooLong = TooLong["truncate"]
     num_workers: int = 0
@@ -126,6 +130,8 @@ class DataConfig:
             raise ConfigError(f"data={self.name} needs data.path (a local file) or data.hub_id")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.half not in (None, "first", "second"):
+            raise ConfigError(f"data.half must be null, first or second, got {self.half!r}")
         if self.max_length < 16:
             raise ConfigError(f"data.max_length must be at least 16, got {self.max_length}")
         if self.max_records is not None and self.max_records <= 0:
@@ -197,45 +203,90 @@ class LoggerConfig:
 
 
 @dataclass
-class OptimConfig:
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0
-    scheduler: str = "cosine"  # constant | linear | cosine
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"learning rate must be positive, got {self.lr}")
-        if self.scheduler not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"scheduler must be constant, linear or cosine, got {self.scheduler!r}")
-
-
-@dataclass
 class MethodConfig:
     name: str = MISSING
     stages: list[str] = field(default_factory=list)
 
 
 @dataclass
-class SFTConfig(MethodConfig):
-    name: str = "sft"
-    stages: list[str] = field(default_factory=lambda: ["train", "report"])
+class RecipeConfig(MethodConfig):
+    """Optimisation settings every trained method shares."""
+
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    scheduler: str = "cosine"
+    scheduler: str = "cosine"  # constant | linear | cosine
     batch_size: int = 4
     eval_batch_size: int = 8
 
+    def allowed_stages(self) -> list[str]:
+        raise NotImplementedError
+
     def __post_init__(self) -> None:
-        allowed = ["train", "report"]
+        allowed = self.allowed_stages()
         bad = [s for s in self.stages if s not in allowed]
         if bad or not self.stages:
-            raise ConfigError(f"method.stages={self.stages} is not valid for sft; allowed stages: {allowed}")
-        OptimConfig(lr=self.lr, weight_decay=self.weight_decay, scheduler=self.scheduler)
-        if self.batch_size < 1:
-            raise ConfigError(f"method.batch_size must be at least 1, got {self.batch_size}")
+            raise ConfigError(
+                f"method.stages={list(self.stages)} is not valid for {self.name}; allowed: {allowed}"
+            )
+        if self.lr <= 0:
+            raise ConfigError(f"method.lr must be positive, got {self.lr}")
+        if self.scheduler not in ("constant", "linear", "cosine"):
+            raise ConfigError(f"method.scheduler must be constant, linear or cosine, got {self.scheduler!r}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("method.batch_size and method.eval_batch_size must be at least 1")
+
+
+@dataclass
+class SFTConfig(RecipeConfig):
+    name: str = "sft"
+    stages: list[str] = field(default_factory=lambda: ["train", "report"])
+
+    def allowed_stages(self) -> list[str]:
+        return ["train", "report"]
+
+
+@dataclass
+class RewardModelConfig(RecipeConfig):
+    """Bradley–Terry reward model: scalar head, loss -log σ(r_chosen - r_rejected - margin)."""
+
+    name: str = "reward_model"
+    stages: list[str] = field(default_factory=lambda: ["train", "evaluate"])
+    lr: float = 1e-4
+    pooling: str = "last"  # last (hidden state of the final token) | mean (masked mean over real tokens)
+    margin: float = 0.0  # a constant margin in the loss (0 = plain Bradley–Terry)
+
+    def allowed_stages(self) -> list[str]:
+        return ["train", "evaluate"]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in ("last", "mean"):
+            raise ConfigError(f"method.pooling must be last or mean, got {self.pooling!r}")
+
+
+@dataclass
+class AttributeModelConfig(RecipeConfig):
+    """SteerLM's attribute prediction model: one regression output per attribute, -100 labels masked."""
+
+    name: str = "attribute_model"
+    stages: list[str] = field(default_factory=lambda: ["train", "evaluate"])
+    lr: float = 1e-4
+    attributes: list[str] = field(default_factory=list)  # empty = every attribute found in the data
+    value_range: list[float] = field(default_factory=lambda: [0.0, 4.0])
+    pooling: str = "last"
+
+    def allowed_stages(self) -> list[str]:
+        return ["train", "evaluate"]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pooling not in ("last", "mean"):
+            raise ConfigError(f"method.pooling must be last or mean, got {self.pooling!r}")
+        if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
+            raise ConfigError(
+                f"method.value_range must be [low, high] with low < high, got {self.value_range}"
+            )
 
 
 # --------------------------------------------------------------------------------------------- top level

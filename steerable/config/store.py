@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from steerable.config.schema import GenerateConfig, SFTConfig, TrainConfig
+from steerable.config.schema import (
+    AttributeModelConfig,
+    GenerateConfig,
+    RewardModelConfig,
+    SFTConfig,
+    TrainConfig,
+)
 
-METHOD_SCHEMAS = {"sft": SFTConfig}
+METHOD_SCHEMAS = {
+    "sft": SFTConfig,
+    "reward_model": RewardModelConfig,
+    "attribute_model": AttributeModelConfig,
+}
 
 
 def register_configs() -> None:

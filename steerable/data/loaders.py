@@ -724,3 +724,16 @@ def split_train_val(
     train = [r for i, r in enumerate(records) if i not in val_index]
     val = [r for i, r in enumerate(records) if i in val_index]
     return train, val
+
+
+def split_records(records: Sequence[Record], cfg: DataConfig) -> tuple[list[Record], list[Record]]:
+    """Train/held-out split of a data config, then the requested half of the training side.
+
+    Halves are cut on the same group boundaries as the held-out split and shuffled with the data seed, so
+    `data.half=first` and `data.half=second` never share a record and both exclude the held-out records.
+    """
+    train, val = split_train_val(records, cfg.val_fraction, cfg.seed)
+    if cfg.half is None:
+        return train, val
+    first, second = split_train_val(train, 0.5, cfg.seed + 1)
+    return (first if cfg.half == "first" else second), val

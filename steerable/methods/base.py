@@ -31,7 +31,7 @@ class RunContext:
     def backbone(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
         """The model being trained in this process (fresh LoRA on the configured base)."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.cfg.model, seed=self.cfg.seed)
+            self._backbone = load_backbone(self.cfg.model)
         return self._backbone
 
     def trained_model(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -41,7 +41,7 @@ class RunContext:
         final = self.run_dir / FINAL_MODEL_DIR
         if not final.is_dir():
             raise FileNotFoundError(f"{final} is missing: run the train stage first")
-        self._backbone = load_backbone(self.cfg.model, seed=self.cfg.seed, adapter_dir=final)
+        self._backbone = load_backbone(self.cfg.model, adapter_dir=final)
         return self._backbone
 
     def hparams(self, model: torch.nn.Module) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from peft import PeftModel
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters, reference_policy, save_model
-from steerable.data.loaders import load_records, split_train_val
+from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation, PreferencePair, PromptRecord
 from steerable.data.tokenize import PaddingCollator, end_of_turn_id, tokenize_dataset, tokenize_prompt
 from steerable.generation import GenerationSettings, HFSampler
@@ -54,7 +54,7 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     cfg, method = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
     records = load_records(cfg.data)
-    train_records, val_records = split_train_val(records, cfg.data.val_fraction, cfg.data.seed)
+    train_records, val_records = split_records(records, cfg.data)
     eot = end_of_turn_id(tokenizer, cfg.model.end_of_turn)
     too_long = cfg.data.too_long.value
     train_set, length_stats = tokenize_dataset(
@@ -105,6 +105,7 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     val_before = None
     if checkpoint is None and val_loader is not None:
         val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
+        module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
     started = time.perf_counter()
     resumed_at = (
         torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
@@ -145,9 +146,11 @@ def report_prompts(ctx: RunContext, tokenizer) -> list[list[dict[str, str]]]:
     if cfg.report.prompts:
         return [[{"role": "user", "content": p}] for p in cfg.report.prompts][: cfg.report.num_samples]
     records = load_records(cfg.data)
-    _, val_records = split_train_val(records, cfg.data.val_fraction, cfg.data.seed)
+    _, val_records = split_records(records, cfg.data)
     budget = cfg.data.max_length - cfg.report.max_new_tokens
-    fitting = (p for p in map(prompt_of, val_records or records) if len(tokenize_prompt(tokenizer, p)) <= budget)
+    fitting = (
+        p for p in map(prompt_of, val_records or records) if len(tokenize_prompt(tokenizer, p)) <= budget
+    )
     return list(itertools.islice(fitting, cfg.report.num_samples))
 
 
@@ -168,7 +171,7 @@ def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
         with reference_policy(model):
             before = HFSampler(model, tokenizer).generate(prompts, settings)
     else:  # full fine-tuning: the starting point is the base model itself
-        before = HFSampler(load_backbone(cfg.model, seed=cfg.seed)[0], tokenizer).generate(prompts, settings)
+        before = HFSampler(load_backbone(cfg.model)[0], tokenizer).generate(prompts, settings)
 
     train = summaries.get("train", {})
     report = Report(f"{cfg.task_name}: {cfg.method.name} on {cfg.model.name} / {cfg.data.name}")

@@ -50,23 +50,26 @@ class CausalLMModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, extra = self.compute_loss(batch)
-        tokens = batch["attention_mask"].sum()
-        elapsed = max(time.perf_counter() - self._step_started, 1e-9)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        self.log("train/tokens_per_s", tokens.float() / elapsed, batch_size=1)
-        self.log(
-            "train/target_tokens", (batch["labels"] != -100).sum().float(), batch_size=1, reduce_fx="sum"
-        )
+        size = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in extra.items():
-            self.log(f"train/{name}", value, batch_size=batch["input_ids"].shape[0])
+            self.log(f"train/{name}", value, batch_size=size)
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Throughput over forward, backward and optimizer step: real (non-pad) tokens per second."""
+        elapsed = max(time.perf_counter() - self._step_started, 1e-9)
+        self.log("train/tokens_per_s", batch["attention_mask"].sum().float() / elapsed, batch_size=1)
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _ = self.compute_loss(batch)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+        loss, extra = self.compute_loss(batch)
+        size = batch["input_ids"].shape[0]
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
+        for name, value in extra.items():
+            self.log(f"val/{name}", value, sync_dist=True, batch_size=size)
         return loss
 
     # ------------------------------------------------------------- optimizer

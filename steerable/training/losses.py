@@ -32,7 +32,9 @@ def target_hidden_states(
 def _plain_output_layer(lm: torch.nn.Module) -> bool:
     """Models that rescale or soft-cap logits after the output layer (Gemma 2, Cohere) use HF's own loss."""
     config = lm.config
-    return not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) is None
+    return (
+        not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) is None
+    )
 
 
 def masked_lm_loss(
