@@ -132,7 +132,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from steerable.training.trainer import build_trainer
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
-    model, tokenizer = load_backbone(model_config(args.model), seed=args.seed)
+    model, tokenizer = load_backbone(model_config(args.model))
     examples, _, _ = prepare_examples(tokenizer, args)
     sampler = ResumableSampler(len(examples), seed=args.seed)
     loader = make_loader(examples, args.batch_size, PaddingCollator(tokenizer.pad_token_id), sampler=sampler,
@@ -227,7 +227,7 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
     transformers.set_seed(args.seed)
     cfg = model_config(args.model)
     tokenizer = load_tokenizer(cfg)
-    model = load_base_model(cfg, tokenizer, seed=args.seed)
+    model = load_base_model(cfg, tokenizer)
     examples, messages, order = prepare_examples(tokenizer, args)
     tokenizer.chat_template = chatml_training_template(tokenizer, messages)
     # Our sampler's order, read sequentially: both arms see identical batches.
@@ -303,35 +303,12 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def prime_model_cache(args: argparse.Namespace) -> dict[str, Any]:
-    """Convert the bundled GGUF once so neither arm pays for it (and work around a failing conversion)."""
-    if args.model == "tiny":
-        return {}
-    import torch
+    """Convert the bundled GGUF once (first use only), so neither arm's load time includes it."""
+    if args.model != "tiny":
+        from steerable.backbone import loading
 
-    from steerable.backbone import loading
-
-    gguf = loading.bundled_gguf_path()
-    try:
-        loading.convert_gguf(gguf)
-        return {"gguf_workaround": False}
-    except ValueError as err:
-        if "not serializable" not in str(err):
-            raise
-    # transformers >= 5.x leaves `hf_quantizer` on a GGUF-loaded (already de-quantised) model, and
-    # save_pretrained refuses it. Drop it and write the same cache folder convert_gguf would have written.
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = loading._gguf_cache_dir(gguf)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, target)
-    return {"gguf_workaround": True}
+        loading.convert_gguf(loading.bundled_gguf_path())
+    return {}
 
 
 def run_arm(arm: str, args: argparse.Namespace, forward: list[str]) -> dict[str, Any]:
@@ -378,7 +355,7 @@ def summarize(result: dict[str, Any], warmup: int, threads: int) -> dict[str, An
     }
 
 
-def print_report(args: argparse.Namespace, runs: dict[str, list[dict]], extra: dict[str, Any]) -> float:
+def print_report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> float:
     """Markdown table (best run of each arm: contention only ever slows a run down) and the ratio."""
     import lightning
     import torch
@@ -393,8 +370,7 @@ def print_report(args: argparse.Namespace, runs: dict[str, list[dict]], extra: d
           f"repeats={args.repeats}")
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
           f"lightning {lightning.__version__}; TRL input ids + labels identical to ours: "
-          f"{all(r.get('identical_to_ours') for r in runs['trl'])}"
-          + ("; GGUF cache primed with the save_pretrained workaround" if extra.get("gguf_workaround") else ""))
+          f"{all(r.get('identical_to_ours') for r in runs['trl'])}")
     header = ["arm", "tokens/example", "target tokens", "timed steps", "non-pad tokens", "s/step", "tokens/s",
               "CPU util", "peak RSS in training (MiB)", "of which above pre-training RSS", "peak RSS process (MiB)",
               "first loss", "final loss"]
@@ -452,13 +428,13 @@ def main(argv: list[str] | None = None) -> None:
     forward = [f"--model={args.model}", f"--steps={args.steps}", f"--warmup={args.warmup}",
                f"--batch-size={args.batch_size}", f"--max-length={args.max_length}", f"--lr={args.lr}",
                f"--threads={args.threads}", f"--seed={args.seed}", *(["--bf16"] if args.bf16 else [])]
-    extra = run_arm("prime", args, forward)
+    run_arm("prime", args, forward)
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for round_ in range(args.repeats):
         for arm in ARMS if round_ % 2 == 0 else tuple(reversed(ARMS)):
             print(f"round {round_ + 1}/{args.repeats}: {arm} (load avg {os.getloadavg()[0]:.2f})", flush=True)
             runs[arm].append(run_arm(arm, args, forward))
-    print_report(args, runs, extra)
+    print_report(args, runs)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from steerable.cli.common import CONF_DIR, set_threads, setup_hydra, validate
 from steerable.config.schema import ConfigError, GenerateConfig
@@ -14,33 +14,16 @@ from steerable.config.schema import ConfigError, GenerateConfig
 log = logging.getLogger("steerable")
 
 
-def run_model_config(run_dir: Path) -> DictConfig:
-    """The model section a run was trained with, so `run=` needs no repeated model overrides."""
-    saved = run_dir / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise ConfigError(f"run={run_dir} is not a run folder (missing .hydra/config.yaml)")
-    return OmegaConf.load(saved).model
-
-
 def generate(cfg: GenerateConfig) -> list[str]:
     from steerable.backbone import load_backbone
-    from steerable.config.schema import ModelConfig
     from steerable.generation import GenerationSettings, HFSampler
-    from steerable.methods.base import FINAL_MODEL_DIR
+    from steerable.methods.base import load_policy
 
     set_threads(cfg.hardware.torch_threads)
-    model_cfg, adapter_dir = cfg.model, None
-    if cfg.run is not None:
-        run_dir = Path(cfg.run)
-        model_cfg = OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(ModelConfig), run_model_config(run_dir))
-        )
-        adapter_dir = run_dir / FINAL_MODEL_DIR
-        if not adapter_dir.is_dir():
-            raise ConfigError(
-                f"run={run_dir} has no trained model at {FINAL_MODEL_DIR}/ (did training finish?)"
-            )
-    model, tokenizer = load_backbone(model_cfg, adapter_dir=adapter_dir)
+    try:
+        model, tokenizer = load_policy(Path(cfg.run)) if cfg.run is not None else load_backbone(cfg.model)
+    except FileNotFoundError as err:
+        raise ConfigError(f"run={cfg.run}: {err}") from None
     if cfg.hardware.accelerator == "gpu":
         model = model.to("cuda")
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [

@@ -366,3 +366,52 @@ class GenerateConfig:
     stop: list[str] = field(default_factory=list)
     num_return_sequences: int = 1
     seed: int = 1234
+
+
+# ------------------------------------------------------------------------------------------------ eval
+
+EVAL_KINDS = ("reward_accuracy", "generations", "win_rate")
+
+
+@dataclass
+class EvalSettings:
+    """What `steerable-eval` measures; one option per file in conf/eval/."""
+
+    name: str = MISSING  # reward_accuracy | generations | win_rate
+    split: str = "val"  # val = the held-out split of `data` (as in training) | all = every record
+    num_prompts: int = 32
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    batch_size: int = 8
+    bootstrap: int = 2000
+    baseline: str = "base"  # win_rate: another run folder, or `base` for the untrained starting model
+    judge: str | None = None  # win_rate: the reward column that decides (null = the first one)
+    meteor_pairs: int = 300
+    samples_in_report: int = 8
+
+    def __post_init__(self) -> None:
+        if self.name not in EVAL_KINDS:
+            raise ConfigError(f"eval.name must be one of {list(EVAL_KINDS)}, got {self.name!r}")
+        if self.split not in ("val", "all"):
+            raise ConfigError(f"eval.split must be val or all, got {self.split!r}")
+        if self.num_prompts < 1:
+            raise ConfigError("eval.num_prompts must be at least 1")
+
+
+@dataclass
+class EvalConfig:
+    run: str = MISSING  # the run folder to evaluate
+    eval: EvalSettings = MISSING
+    data: DataConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    logger: LoggerConfig = MISSING
+    reward: dict[str, Any] = field(default_factory=dict)
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.eval.name in ("generations", "win_rate") and not self.reward:
+            raise ConfigError(
+                f"eval={self.eval.name} needs reward sources to score with, e.g. reward=[verbosity]"
+            )

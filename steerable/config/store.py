@@ -6,6 +6,7 @@ from hydra.core.config_store import ConfigStore
 
 from steerable.config.schema import (
     AttributeModelConfig,
+    EvalConfig,
     GenerateConfig,
     RewardModelConfig,
     SFTConfig,
@@ -23,5 +24,6 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="generate_schema", node=GenerateConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
     for name, node in METHOD_SCHEMAS.items():
         cs.store(group="schema/method", name=name, node=node)

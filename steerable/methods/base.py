@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
-from steerable.config.schema import TrainConfig
+from steerable.config.schema import ModelConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +53,22 @@ class RunContext:
             "params/frozen": counts.frozen,
             "params/trainable_fraction": counts.trainable / max(counts.total, 1),
         }
+
+
+def run_model_config(run_dir: Path) -> ModelConfig:
+    """The model config a run was trained with, so using a run needs no repeated model overrides."""
+    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (missing .hydra/config.yaml)")
+    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(saved).model)
+    return OmegaConf.to_object(merged)
+
+
+def load_policy(run_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """The trained policy of a run folder: its base model plus the adapter (or full weights) in checkpoints/final."""
+    final = Path(run_dir) / FINAL_MODEL_DIR
+    if not final.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir} has no trained model at {FINAL_MODEL_DIR}/ (did training finish?)"
+        )
+    return load_backbone(run_model_config(run_dir), adapter_dir=final)

@@ -134,6 +134,7 @@ _REGISTRY: dict[str, RewardFactory | str] = {
     "sentiment": "steerable.rewards.programmatic:SentimentScorer",
     "vader": "steerable.rewards.programmatic:SentimentScorer",
     "hf_classifier": "steerable.rewards.hf_classifier:HFSequenceClassifierReward",
+    "checkpoint": "steerable.rewards.checkpoint:CheckpointReward",  # a reward/attribute model run of ours
 }
 
 

@@ -41,6 +41,7 @@ class CausalLMModule(pl.LightningModule):
         self.sampler = sampler
         self.batch_size = batch_size  # per-process micro-batch; turns batches consumed into examples to skip
         self.strict_loading = False  # checkpoints carry trainable weights only
+        self.model.train()  # from_pretrained returns eval mode; Lightning does not switch it back for fit
         self._step_started = 0.0
 
     # ------------------------------------------------------------------ loss

@@ -1,0 +1,273 @@
+"""`steerable-eval` kinds: reward accuracy of a scoring model; a policy's generations scored by reward sources;
+a policy's win rate against a baseline. Each writes report.md, results.json and PNG plots into its folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from steerable.backbone.adapters import reference_policy
+from steerable.config.schema import EvalConfig
+from steerable.data.loaders import load_records, split_records
+from steerable.evaluation.meteor import mean_pairwise_meteor, wordnet_available
+from steerable.evaluation.metrics import paired_bootstrap_ci, reward_accuracy, win_rate
+from steerable.evaluation.plots import plot_pareto, plot_series
+from steerable.generation import GenerationSettings, HFSampler
+from steerable.methods.base import load_policy
+from steerable.methods.sft import prompt_of
+from steerable.report import Report
+from steerable.rewards.base import RewardStack, build_reward_source
+from steerable.rewards.scoring_model import load_scorer, scorer_dir
+from steerable.run_dir import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+def eval_records(cfg: EvalConfig) -> list:
+    records = load_records(cfg.data)
+    return split_records(records, cfg.data)[1] if cfg.eval.split == "val" else list(records)
+
+
+def reward_stack(cfg: EvalConfig) -> RewardStack:
+    return RewardStack({name: build_reward_source(spec) for name, spec in cfg.reward.items()})
+
+
+def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+# ------------------------------------------------------------------------------------- reward accuracy
+
+
+def eval_reward_accuracy(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    from steerable.methods.scoring import attribute_metrics, pair_examples, score_ids
+
+    model, tokenizer, meta = load_scorer(cfg.run)
+    records = eval_records(cfg)
+    if meta.kind == "attribute_model":
+        means = (
+            json.loads((Path(cfg.run) / "stages" / "train.json").read_text()).get("train_means")
+            if (Path(cfg.run) / "stages" / "train.json").is_file()
+            else [None] * len(meta.names)
+        )
+        rows = attribute_metrics(model, tokenizer, meta, records, means, cfg.eval.batch_size)
+        report.section(
+            "Attribute prediction",
+            f"{sum(r['n'] for r in rows)} labels on {cfg.data.name} "
+            f"({cfg.eval.split}); baseline = the training mean of each attribute.",
+        )
+        report.table(
+            ["attribute", "n", "MSE", "baseline MSE", "Pearson", "Spearman"],
+            [
+                [r["attribute"], r["n"], r["mse"], r["baseline_mse"], r["pearson"], r["spearman"]]
+                for r in rows
+            ],
+        )
+        return {"attributes": rows}
+    examples = pair_examples(records, tokenizer, meta.max_length)
+    chosen = score_ids(model, [e["chosen"] for e in examples], tokenizer.pad_token_id, cfg.eval.batch_size)[
+        :, 0
+    ]
+    rejected = score_ids(
+        model, [e["rejected"] for e in examples], tokenizer.pad_token_id, cfg.eval.batch_size
+    )[:, 0]
+    estimate, low, high = paired_bootstrap_ci(
+        chosen.numpy(), rejected.numpy(), stat=reward_accuracy, n_boot=cfg.eval.bootstrap, seed=cfg.seed
+    )
+    margins = (chosen - rejected).numpy()
+    plot = plot_series(
+        np.arange(len(margins)),
+        {"r(chosen) - r(rejected)": np.sort(margins)},
+        out_dir / "margins.png",
+        xlabel="pair (sorted)",
+        ylabel="score margin",
+        title="Reward margins on held-out pairs",
+    )
+    result = {
+        "accuracy": estimate,
+        "ci_low": low,
+        "ci_high": high,
+        "pairs": len(margins),
+        "mean_margin": float(margins.mean()),
+    }
+    report.section(
+        "Pairwise accuracy",
+        f"{len(margins)} pairs from {cfg.data.name} ({cfg.eval.split}); "
+        "95% paired bootstrap interval; chance is 0.5.",
+    ).key_values(result)
+    report.image(plot, out_dir, "sorted margins")
+    return result
+
+
+# ---------------------------------------------------------------------------------------- generations
+
+
+def _prompts(cfg: EvalConfig) -> list[list[dict[str, str]]]:
+    return [prompt_of(r) for r in eval_records(cfg)[: cfg.eval.num_prompts]]
+
+
+def _settings(cfg: EvalConfig) -> GenerationSettings:
+    e = cfg.eval
+    return GenerationSettings(
+        max_new_tokens=e.max_new_tokens,
+        do_sample=e.do_sample,
+        temperature=e.temperature,
+        top_p=e.top_p,
+        batch_size=e.batch_size,
+        seed=cfg.seed,
+    )
+
+
+def _score(stack: RewardStack, prompts: list[list[dict]], texts: list[str]) -> torch.Tensor:
+    return stack.score([p[-1]["content"] for p in prompts], texts)
+
+
+def eval_generations(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    model, tokenizer = load_policy(Path(cfg.run))
+    prompts = _prompts(cfg)
+    completions = HFSampler(model, tokenizer).generate(prompts, _settings(cfg))
+    texts = [c.text for c in completions]
+    stack = reward_stack(cfg)
+    scores = _score(stack, prompts, texts).numpy()
+    rewards = {
+        name: dict(zip(("mean", "stderr"), mean_and_stderr(scores[:, j]), strict=True))
+        for j, name in enumerate(stack.names)
+    }
+    similarity = mean_pairwise_meteor(texts, max_pairs=cfg.eval.meteor_pairs, seed=cfg.seed)
+    lengths = np.array([len(c.token_ids) for c in completions], dtype=float)
+    report.section(
+        "Rewards",
+        f"{len(texts)} prompts from {cfg.data.name} ({cfg.eval.split}), "
+        f"max_new_tokens={cfg.eval.max_new_tokens}, greedy={not cfg.eval.do_sample}.",
+    )
+    report.table(
+        ["reward", "mean", "standard error"], [[n, r["mean"], r["stderr"]] for n, r in rewards.items()]
+    )
+    report.section("Diversity").key_values(
+        {
+            "mean pairwise METEOR between completions to different prompts": similarity,
+            "synonym matching (WordNet data present)": wordnet_available(),
+            "mean completion length (tokens)": float(lengths.mean()),
+        }
+    )
+    if len(stack.names) >= 2:
+        plot = plot_pareto(
+            {"completions": scores[:, :2]}, out_dir / "rewards.png", labels=tuple(stack.names[:2])
+        )
+        report.image(plot, out_dir, "rewards of each completion")
+    _sample_table(report, cfg, prompts, texts, stack.names, scores)
+    _wandb_table(cfg, out_dir, prompts, texts, stack.names, scores)
+    return {"rewards": rewards, "meteor_similarity": similarity, "mean_length": float(lengths.mean())}
+
+
+def _sample_table(report: Report, cfg: EvalConfig, prompts, texts, names, scores) -> None:
+    rows = [[p[-1]["content"], t, *scores[i]] for i, (p, t) in enumerate(zip(prompts, texts, strict=True))]
+    report.section("Samples").table(["prompt", "completion", *names], rows[: cfg.eval.samples_in_report])
+
+
+def _wandb_table(cfg: EvalConfig, out_dir: Path, prompts, texts, names, scores) -> None:
+    """prompt / completion / scores as a W&B table when a W&B logger is selected."""
+    if not cfg.logger.wandb:
+        return
+    import wandb
+
+    settings = cfg.logger.wandb_settings
+    run = wandb.init(
+        project=settings.project,
+        entity=settings.entity,
+        group=settings.group,
+        job_type="eval",
+        name=f"eval/{cfg.eval.name}/{out_dir.name}",
+        dir=str(out_dir),
+        mode="offline" if settings.offline else "online",
+        config={"run": cfg.run},
+    )
+    try:
+        table = wandb.Table(columns=["prompt", "completion", *names])
+        for p, t, s in zip(prompts, texts, scores, strict=True):
+            table.add_data(p[-1]["content"], t, *map(float, s))
+        run.log({"eval/completions": table})
+    finally:
+        run.finish()
+
+
+# ------------------------------------------------------------------------------------------- win rate
+
+
+def eval_win_rate(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    model, tokenizer = load_policy(Path(cfg.run))
+    prompts = _prompts(cfg)
+    settings = _settings(cfg)
+    ours = [c.text for c in HFSampler(model, tokenizer).generate(prompts, settings)]
+    if cfg.eval.baseline == "base":
+        with reference_policy(model):
+            theirs = [c.text for c in HFSampler(model, tokenizer).generate(prompts, settings)]
+    else:
+        base_model, base_tok = load_policy(Path(cfg.eval.baseline))
+        theirs = [c.text for c in HFSampler(base_model, base_tok).generate(prompts, settings)]
+    stack = reward_stack(cfg)
+    judge = cfg.eval.judge or stack.names[0]
+    if judge not in stack.names:
+        raise ValueError(f"eval.judge={judge!r} is not a reward column; columns: {stack.names}")
+    column = stack.names.index(judge)
+    a = _score(stack, prompts, ours).numpy()[:, column]
+    b = _score(stack, prompts, theirs).numpy()[:, column]
+    estimate, low, high = paired_bootstrap_ci(a, b, stat=win_rate, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
+    result = {
+        "win_rate": estimate,
+        "ci_low": low,
+        "ci_high": high,
+        "prompts": len(a),
+        "judge": judge,
+        "baseline": cfg.eval.baseline,
+        "mean_score_run": float(a.mean()),
+        "mean_score_baseline": float(b.mean()),
+    }
+    report.section(
+        "Win rate",
+        f"The run against `{cfg.eval.baseline}`, judged per prompt by `{judge}` "
+        "(ties count half; a pointwise judge, so answer order cannot matter); "
+        "95% paired bootstrap interval.",
+    ).key_values(result)
+    rows = [
+        [p[-1]["content"], x, y, sa, sb] for p, x, y, sa, sb in zip(prompts, ours, theirs, a, b, strict=True)
+    ]
+    report.section("Samples").table(
+        ["prompt", "run", "baseline", f"{judge} (run)", f"{judge} (baseline)"],
+        rows[: cfg.eval.samples_in_report],
+    )
+    return result
+
+
+EVALUATIONS = {
+    "reward_accuracy": eval_reward_accuracy,
+    "generations": eval_generations,
+    "win_rate": eval_win_rate,
+}
+
+
+def run_eval(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    is_scorer = _is_scorer(cfg.run)
+    if cfg.eval.name == "reward_accuracy" and not is_scorer:
+        raise ValueError(f"eval=reward_accuracy needs a reward or attribute model run; {cfg.run} is a policy")
+    if cfg.eval.name != "reward_accuracy" and is_scorer:
+        raise ValueError(f"eval={cfg.eval.name} needs a policy run; {cfg.run} is a reward/attribute model")
+    report = Report(f"eval {cfg.eval.name}: {cfg.run}")
+    result = EVALUATIONS[cfg.eval.name](cfg, out_dir, report)
+    write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, sort_keys=True, default=str))
+    report.write(out_dir / "report.md")
+    return result
+
+
+def _is_scorer(run: str) -> bool:
+    try:
+        scorer_dir(run)
+        return True
+    except FileNotFoundError:
+        return False
