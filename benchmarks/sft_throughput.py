@@ -5,8 +5,9 @@ batches, with the same batch size, sequence length, loss mask (assistant content
 optimiser settings (AdamW, lr, cosine, clip 1.0) and precision. Each arm runs in its own subprocess, so the
 peak memory it reports (VmHWM, reset just before training) is its own.
 
-* ours: `load_backbone` -> `tokenize_dataset` -> `PaddingCollator` + `ResumableSampler`/`make_loader` ->
-  `CausalLMModule` -> `build_trainer` (logger off; no checkpoint inside the run), i.e. what `method=sft` runs;
+* ours: `load_backbone` -> `tokenize_conversation` + `fit_length` (what `tokenize_dataset` runs) ->
+  `PaddingCollator` + `ResumableSampler`/`make_loader` -> `CausalLMModule` -> `build_trainer` (logger off;
+  no checkpoint inside the timed steps), i.e. what `method=sft` runs;
 * TRL: `SFTTrainer` on the same messages with `assistant_only_loss=True`. The tokenizer's ChatML template is
   given `{% generation %}` markers around each reply and its `<|im_end|>` (checked to render token-identical
   to the original template), and the script checks that TRL's input ids and labels equal ours exactly.
@@ -16,7 +17,11 @@ step to the end of the last step (data loading, forward, backward, clipping, opt
 logging all included).
 
     python benchmarks/sft_throughput.py --model smollm2-135m --steps 12 --batch-size 4 --max-length 256
-    python benchmarks/sft_throughput.py --model tiny --steps 20 --bf16 --threads 2
+    python benchmarks/sft_throughput.py --threads 1 --repeats 2 --bf16
+    python benchmarks/sft_throughput.py --model tiny --steps 20 --threads 2
+
+On a machine shared with other jobs use --threads 1: with more torch threads than free cores, every op waits
+for a descheduled thread and steps get up to 10x slower (the table's "CPU util" column shows it).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 ARMS = ("ours", "trl")
-MIB = 1024 * 1024
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -73,8 +77,34 @@ def model_config(name: str) -> Any:
 def synthetic_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
     """Fallback chat data when `steerable.data.demo` is unavailable: one user question, one 1-7 sentence reply."""
     rng = random.Random(seed)
-    topics = ["cooking", "travel", "sleep", "gardening", "running", "saving money", "reading", "learning Spanish"]
-    words = ["a", "useful", "habit", "is", "to", "plan", "ahead", "keep", "notes", "start", "small", "and", "review", "progress", "every", "week"]
+    topics = [
+        "cooking",
+        "travel",
+        "sleep",
+        "gardening",
+        "running",
+        "saving money",
+        "reading",
+        "learning Spanish",
+    ]
+    words = [
+        "a",
+        "useful",
+        "habit",
+        "is",
+        "to",
+        "plan",
+        "ahead",
+        "keep",
+        "notes",
+        "start",
+        "small",
+        "and",
+        "review",
+        "progress",
+        "every",
+        "week",
+    ]
     out = []
     for i in range(n):
         topic = topics[i % len(topics)]
@@ -82,8 +112,12 @@ def synthetic_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
             " ".join(rng.choice(words) for _ in range(rng.randint(8, 16))).capitalize() + "."
             for _ in range(rng.randint(1, 7))
         )
-        out.append([{"role": "user", "content": f"Do you have any tips for {topic}?"},
-                    {"role": "assistant", "content": reply}])
+        out.append(
+            [
+                {"role": "user", "content": f"Do you have any tips for {topic}?"},
+                {"role": "assistant", "content": reply},
+            ]
+        )
     return out
 
 
@@ -95,7 +129,9 @@ def load_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
     return [c.messages for c in demo_conversations(n, seed)]
 
 
-def prepare_examples(tokenizer: Any, args: argparse.Namespace) -> tuple[list[Any], list[list[dict]], list[int]]:
+def prepare_examples(
+    tokenizer: Any, args: argparse.Namespace
+) -> tuple[list[Any], list[list[dict]], list[int]]:
     """steps x batch examples tokenized by our path, their messages, and the order our sampler visits them."""
     from steerable.data.tokenize import LengthPolicyStats, end_of_turn_id, fit_length, tokenize_conversation
     from steerable.training.sampler import ResumableSampler
@@ -135,10 +171,20 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer = load_backbone(model_config(args.model))
     examples, _, _ = prepare_examples(tokenizer, args)
     sampler = ResumableSampler(len(examples), seed=args.seed)
-    loader = make_loader(examples, args.batch_size, PaddingCollator(tokenizer.pad_token_id), sampler=sampler,
-                         seed=args.seed, drop_last=True)
-    module = CausalLMModule(model, OptimSettings(lr=args.lr, scheduler="cosine", total_steps=args.steps),
-                            sampler=sampler, batch_size=args.batch_size)
+    loader = make_loader(
+        examples,
+        args.batch_size,
+        PaddingCollator(tokenizer.pad_token_id),
+        sampler=sampler,
+        seed=args.seed,
+        drop_last=True,
+    )
+    module = CausalLMModule(
+        model,
+        OptimSettings(lr=args.lr, scheduler="cosine", total_steps=args.steps),
+        sampler=sampler,
+        batch_size=args.batch_size,
+    )
 
     class StepTimer(pl.Callback):
         """Wall clock, non-pad tokens and loss at the end of every optimizer step."""
@@ -149,8 +195,14 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             self.tokens: list[int] = []
             self.losses: list[float] = []
 
-        def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
-                               batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        def on_train_batch_end(
+            self,
+            trainer: pl.Trainer,
+            pl_module: pl.LightningModule,
+            outputs: Any,
+            batch: dict[str, torch.Tensor],
+            batch_idx: int,
+        ) -> None:
             self.ends.append(time.perf_counter())
             self.cpu.append(time.process_time())
             self.tokens.append(int(batch["attention_mask"].sum()))
@@ -158,21 +210,34 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
     timer = StepTimer()
     hardware = HardwareConfig(name="cpu", precision=Precision["bf16-mixed" if args.bf16 else "32-true"])
-    # Defaults of conf/train.yaml (clip 1.0, log every step, deterministic); no checkpoint inside the run,
-    # like TRL's save_strategy="no".
+    # TrainerConfig defaults (clip 1.0, log every step, deterministic). No periodic checkpoint, like TRL's
+    # save_strategy="no"; the save_last checkpoint Lightning writes at train end falls after the last timed step.
     trainer_cfg = TrainerConfig(max_steps=args.steps, checkpoint_every_n_steps=args.steps + 1)
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = build_trainer(trainer_cfg, hardware, LoggerConfig(name="none", csv=False), Path(run_dir),
-                                "sft-throughput", model, {}, [timer])
+        trainer = build_trainer(
+            trainer_cfg,
+            hardware,
+            LoggerConfig(name="none", csv=False),
+            Path(run_dir),
+            "sft-throughput",
+            model,
+            {},
+            [timer],
+        )
         load_peak, rss_before = proc_status_kib("VmHWM"), proc_status_kib("VmRSS")
         reset_peak_rss()
         trainer.fit(module, loader)
         train_peak = proc_status_kib("VmHWM")
     return {
-        "ends": timer.ends, "cpu": timer.cpu, "tokens": timer.tokens, "losses": timer.losses,
+        "ends": timer.ends,
+        "cpu": timer.cpu,
+        "tokens": timer.tokens,
+        "losses": timer.losses,
         "example_lengths": [len(ex.input_ids) for ex in examples],
         "target_tokens": sum(ex.num_target_tokens for ex in examples),
-        "rss_before_kib": rss_before, "train_peak_kib": train_peak, "process_peak_kib": max(load_peak, train_peak),
+        "rss_before_kib": rss_before,
+        "train_peak_kib": train_peak,
+        "process_peak_kib": max(load_peak, train_peak),
         "steps_done": trainer.global_step,
     }
 
@@ -197,11 +262,12 @@ def chatml_training_template(tokenizer: Any, conversations: list[list[dict]]) ->
         if not (system_block.startswith(head) and system_block.endswith(tail)):
             raise SystemExit(f"unexpected default system block in the chat template: {system_block!r}")
         default = system_block[len(head) : -len(tail)]
-        system = ("{% if loop.first and messages[0]['role'] != 'system' %}"
-                  "{{ '<|im_start|>system\n' + " + json.dumps(default) + " + '<|im_end|>\n' }}{% endif %}")
+        system = (
+            "{% if loop.first and messages[0]['role'] != 'system' %}"
+            "{{ '<|im_start|>system\n' + " + json.dumps(default) + " + '<|im_end|>\n' }}{% endif %}"
+        )
     template = (
-        "{% for message in messages %}" + system +
-        "{% if message['role'] == 'assistant' %}"
+        "{% for message in messages %}" + system + "{% if message['role'] == 'assistant' %}"
         "{{ '<|im_start|>assistant\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
         "{{ '\n' }}"
         "{% else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endif %}"
@@ -271,8 +337,14 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             seed=args.seed,
             data_seed=args.seed,
         )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                             peft_config=peft_lora_config(cfg.lora), callbacks=[timer])
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_lora_config(cfg.lora),
+            callbacks=[timer],
+        )
         prepared = trainer.train_dataset
         ours = [examples[i] for i in order]
         identical = len(prepared) == len(ours) and all(
@@ -294,7 +366,9 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
         "example_lengths": lengths,
         "target_tokens": sum(sum(1 for t in row if t != -100) for row in prepared["labels"]),
         "identical_to_ours": identical,
-        "rss_before_kib": rss_before, "train_peak_kib": train_peak, "process_peak_kib": max(load_peak, train_peak),
+        "rss_before_kib": rss_before,
+        "train_peak_kib": train_peak,
+        "process_peak_kib": max(load_peak, train_peak),
         "steps_done": trainer.state.global_step,
     }
 
@@ -315,7 +389,15 @@ def run_arm(arm: str, args: argparse.Namespace, forward: list[str]) -> dict[str,
     """Run one arm in a fresh interpreter; return its result (raise with the log tail on failure)."""
     with tempfile.TemporaryDirectory() as tmp:
         result_path, log_path = Path(tmp) / "result.json", Path(tmp) / "log.txt"
-        cmd = [sys.executable, str(Path(__file__).resolve()), *forward, "--arm", arm, "--result", str(result_path)]
+        cmd = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            *forward,
+            "--arm",
+            arm,
+            "--result",
+            str(result_path),
+        ]
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
         started = time.perf_counter()
         with open(log_path, "w") as log:
@@ -365,48 +447,97 @@ def print_report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> float
     summaries = {arm: [summarize(r, args.warmup, args.threads) for r in runs[arm]] for arm in ARMS}
     best = {arm: max(summaries[arm], key=lambda r: r["tokens_per_s"]) for arm in ARMS}
     precision = "bf16 autocast (ours: bf16-mixed, TRL: bf16=True)" if args.bf16 else "fp32"
-    print(f"\nmodel={args.model} steps={args.steps} (warm-up {args.warmup}) batch_size={args.batch_size} "
-          f"max_length={args.max_length} precision={precision} threads={args.threads} seed={args.seed} "
-          f"repeats={args.repeats}")
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
-          f"lightning {lightning.__version__}; TRL input ids + labels identical to ours: "
-          f"{all(r.get('identical_to_ours') for r in runs['trl'])}")
-    header = ["arm", "tokens/example", "target tokens", "timed steps", "non-pad tokens", "s/step", "tokens/s",
-              "CPU util", "peak RSS in training (MiB)", "of which above pre-training RSS", "peak RSS process (MiB)",
-              "first loss", "final loss"]
+    print(
+        f"\nmodel={args.model} steps={args.steps} (warm-up {args.warmup}) batch_size={args.batch_size} "
+        f"max_length={args.max_length} precision={precision} threads={args.threads} seed={args.seed} "
+        f"repeats={args.repeats}"
+    )
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
+        f"lightning {lightning.__version__}; TRL input ids + labels identical to ours: "
+        f"{all(r.get('identical_to_ours') for r in runs['trl'])}"
+    )
+    header = [
+        "arm",
+        "tokens/example",
+        "target tokens",
+        "timed steps",
+        "non-pad tokens",
+        "s/step",
+        "tokens/s",
+        "CPU util",
+        "peak RSS in training (MiB)",
+        "of which above pre-training RSS",
+        "peak RSS process (MiB)",
+        "first loss",
+        "final loss",
+    ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for arm in ARMS:
         r = best[arm]
-        cells = [arm, f"{r['mean_len']:.1f}", str(r["target_tokens"]), str(r["steps"]), str(r["tokens"]),
-                 f"{r['s_per_step']:.3f}", f"{r['tokens_per_s']:.0f}", f"{r['cpu_util']:.2f}",
-                 f"{r['train_peak_mib']:.0f}", f"{r['train_delta_mib']:.0f}", f"{r['process_peak_mib']:.0f}",
-                 f"{r['first_loss']:.4f}", f"{r['final_loss']:.4f}"]
+        cells = [
+            arm,
+            f"{r['mean_len']:.1f}",
+            str(r["target_tokens"]),
+            str(r["steps"]),
+            str(r["tokens"]),
+            f"{r['s_per_step']:.3f}",
+            f"{r['tokens_per_s']:.0f}",
+            f"{r['cpu_util']:.2f}",
+            f"{r['train_peak_mib']:.0f}",
+            f"{r['train_delta_mib']:.0f}",
+            f"{r['process_peak_mib']:.0f}",
+            f"{r['first_loss']:.4f}",
+            f"{r['final_loss']:.4f}",
+        ]
         print("| " + " | ".join(cells) + " |")
     if args.repeats > 1:
         for arm in ARMS:
-            print(f"{arm} tokens/s per repeat: " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in summaries[arm]))
+            print(
+                f"{arm} tokens/s per repeat: " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in summaries[arm])
+            )
+    busy = [arm for arm in ARMS if best[arm]["cpu_util"] < 0.8]
+    if busy:
+        print(
+            f"\nWARNING: CPU util < 0.8 for {', '.join(busy)}: other processes took the cores, and torch's "
+            "threads wait on each other at every op when one is descheduled. Rerun on an idle machine or "
+            "with --threads 1."
+        )
     ratio = best["ours"]["tokens_per_s"] / best["trl"]["tokens_per_s"]
     print(f"\nours/TRL = {ratio:.2f}×")
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"args": vars(args), "best": best, "runs": summaries, "ratio": ratio, "raw": runs}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"args": vars(args), "best": best, "runs": summaries, "ratio": ratio, "raw": runs}, indent=2
+            )
+        )
     return ratio
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", choices=["tiny", "smollm2-135m"], default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing (at least 1)")
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="first steps left out of the timing (at least 1)"
+    )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both arms (weights stay fp32)")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads per arm")
+    parser.add_argument(
+        "--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads per arm"
+    )
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="rounds of both arms, order alternating; the table shows each arm's best round")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of both arms, order alternating; the table shows each arm's best round",
+    )
     parser.add_argument("--json", help="also write summaries and raw timings to this file")
     parser.add_argument("--arm", choices=[*ARMS, "prime"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -425,9 +556,17 @@ def main(argv: list[str] | None = None) -> None:
         runner = {"ours": run_ours, "trl": run_trl, "prime": prime_model_cache}[args.arm]
         Path(args.result).write_text(json.dumps(runner(args)))
         return
-    forward = [f"--model={args.model}", f"--steps={args.steps}", f"--warmup={args.warmup}",
-               f"--batch-size={args.batch_size}", f"--max-length={args.max_length}", f"--lr={args.lr}",
-               f"--threads={args.threads}", f"--seed={args.seed}", *(["--bf16"] if args.bf16 else [])]
+    forward = [
+        f"--model={args.model}",
+        f"--steps={args.steps}",
+        f"--warmup={args.warmup}",
+        f"--batch-size={args.batch_size}",
+        f"--max-length={args.max_length}",
+        f"--lr={args.lr}",
+        f"--threads={args.threads}",
+        f"--seed={args.seed}",
+        *(["--bf16"] if args.bf16 else []),
+    ]
     run_arm("prime", args, forward)
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for round_ in range(args.repeats):

@@ -6,6 +6,7 @@ position and RNG state: a resumed run continues exactly where the interrupted on
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,8 @@ from transformers import get_scheduler
 
 from steerable.training.losses import masked_lm_loss
 from steerable.training.sampler import ResumableSampler
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,6 +90,23 @@ class CausalLMModule(pl.LightningModule):
             num_training_steps=self.optim.total_steps,
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Lightning's FSDP precision plugin cannot clip by norm, and its FSDP units are not a single root
+        whose clip_grad_norm_ could be used: under FSDP gradients are left unclipped (warned once)."""
+        from lightning.pytorch.strategies import FSDPStrategy
+
+        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
+            if not getattr(self, "_warned_fsdp_clip", False):
+                log.warning("trainer.gradient_clip_val=%s is not applied under FSDP", gradient_clip_val)
+                self._warned_fsdp_clip = True
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # ------------------------------------------------------------ checkpoint
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
