@@ -29,7 +29,10 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     if cfg.resume is not None and is_complete(run_dir):
         log.info("run %s is already complete; finished stages are skipped", run_dir)
     ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None, callbacks=callbacks or [])
-    results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages)
+    try:
+        results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages)
+    finally:
+        _finish_wandb()
     mark_complete(run_dir, results)
     return results
 
@@ -47,10 +50,7 @@ def _main(dict_cfg: DictConfig) -> float:
     cfg: TrainConfig = validate(dict_cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     log.info("run folder: %s", run_dir)
-    try:
-        results = run(cfg, run_dir)
-    finally:
-        _finish_wandb()
+    results = run(cfg, run_dir)
     log.info("done: %s", run_dir)
     return objective(results)
 
