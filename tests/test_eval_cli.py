@@ -65,9 +65,12 @@ def test_generations_and_win_rate_of_a_policy(tmp_path) -> None:
         "eval.max_new_tokens=6",
         "reward=[verbosity,positivity]",
     ]
-    result = cli("eval", *common, "eval=generations", cwd=tmp_path)
+    result = cli("eval", *common, "eval=generations", "logger=wandb_offline", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((only_eval_dir(run_dir, "generations") / "results.json").read_text())
+    out = only_eval_dir(run_dir, "generations")
+    assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))  # the completions table went to W&B
+    assert (out / "rewards.png").stat().st_size > 0
+    metrics = json.loads((out / "results.json").read_text())
     assert set(metrics["rewards"]) == {"verbosity", "positivity"}
     similarity = metrics["meteor_similarity"]  # nan when the tiny model's completions are empty
     assert math.isnan(similarity) or 0.0 <= similarity <= 1.0
