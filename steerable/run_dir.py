@@ -45,7 +45,9 @@ def latest_unfinished(root: Path, task: str) -> Path | None:
     runs = sorted(
         (p for p in task_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()), key=lambda p: p.name
     )
-    unfinished = [p for p in runs if not is_complete(p)]
+    # A folder without checkpoints or finished stages failed before any work (e.g. a config error).
+    started = [p for p in runs if (p / "checkpoints").is_dir() or (p / "stages").is_dir()]
+    unfinished = [p for p in started if not is_complete(p)]
     return unfinished[-1] if unfinished else None
 
 

@@ -91,7 +91,9 @@ def test_help_lists_groups_and_options(tmp_path) -> None:
 def test_resume_auto_picks_newest_unfinished_run(tmp_path) -> None:
     for name in ("2026-01-01_00-00-00", "2026-01-02_00-00-00", "2026-01-03_00-00-00"):
         (tmp_path / "sft" / name / ".hydra").mkdir(parents=True)
+        (tmp_path / "sft" / name / "checkpoints").mkdir()
     mark_complete(tmp_path / "sft" / "2026-01-03_00-00-00", {})
+    (tmp_path / "sft" / "2026-01-04_00-00-00" / ".hydra").mkdir(parents=True)  # failed before any work
     assert latest_unfinished(tmp_path, "sft").name == "2026-01-02_00-00-00"
     assert resolve_run_dir(str(tmp_path), "sft", "auto").endswith("2026-01-02_00-00-00")
     fresh = Path(resolve_run_dir(str(tmp_path), "sft", None))
