@@ -103,11 +103,18 @@ def atomic_directory(target: Path) -> Iterator[Path]:
 
 
 def save_model(
-    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, target: Path, metadata: dict | None = None
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    target: Path,
+    metadata: dict | None = None,
+    state_dict: dict | None = None,
 ) -> Path:
-    """Adapter-only for LoRA models, full weights otherwise; safetensors; `steerable.json` carries metadata."""
+    """Adapter-only for LoRA models, full weights otherwise; safetensors; `steerable.json` carries metadata.
+
+    `state_dict` overrides the model's own (a gathered copy when the live weights are sharded by FSDP)."""
     with atomic_directory(target) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        extra = {} if state_dict is None else {"state_dict": state_dict}
+        model.save_pretrained(tmp, safe_serialization=True, **extra)
         tokenizer.save_pretrained(tmp)
         meta = {"adapter_only": isinstance(model, PeftModel), **(metadata or {})}
         (tmp / "steerable.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -33,6 +33,7 @@ from steerable.training.lm_module import CausalLMModule, OptimSettings
 from steerable.training.sampler import ResumableSampler, make_loader
 from steerable.training.trainer import (
     build_trainer,
+    gathered_state_dict,
     merge_resumed_metrics,
     resume_checkpoint,
     set_aside_metrics,
@@ -187,6 +188,7 @@ def _fit(ctx: RunContext, module: CausalLMModule, train_loader, val_loader) -> d
         merge_resumed_metrics(ctx.run_dir, resumed_at)
     counts = count_parameters(module.model)
     return {
+        "state_dict": gathered_state_dict(trainer),
         "steps": trainer.global_step,
         "trainable_params": counts.trainable,
         "frozen_params": counts.frozen,
@@ -239,8 +241,10 @@ def train_reward_model(ctx: RunContext) -> dict:
         model, _optim(ctx), margin=method.margin, sampler=sampler, batch_size=method.batch_size
     )
     fit = _fit(ctx, module, train_loader, val_loader)
+    state = fit.pop("state_dict")
     if fit.pop("is_global_zero"):
-        save_scorer(model, tokenizer, _meta(ctx, "reward_model", ["reward"]), ctx.run_dir / FINAL_MODEL_DIR)
+        meta = _meta(ctx, "reward_model", ["reward"])
+        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR, state_dict=state)
     return {**fit, "train_pairs": len(train_set), "val_pairs": len(val_set), "half": cfg.data.half}
 
 
@@ -261,9 +265,10 @@ def train_attribute_model(ctx: RunContext) -> dict:
     val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
     module = AttributeModelModule(model, _optim(ctx), sampler=sampler, batch_size=method.batch_size)
     fit = _fit(ctx, module, train_loader, val_loader)
+    state = fit.pop("state_dict")
     if fit.pop("is_global_zero"):
         meta = _meta(ctx, "attribute_model", names, value_range=list(method.value_range))
-        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR)
+        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR, state_dict=state)
     train_means = _label_means(train_set, len(names))
     return {
         **fit,

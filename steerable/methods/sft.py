@@ -24,6 +24,7 @@ from steerable.training.lm_module import CausalLMModule, OptimSettings
 from steerable.training.sampler import ResumableSampler, make_loader
 from steerable.training.trainer import (
     build_trainer,
+    gathered_state_dict,
     merge_resumed_metrics,
     resume_checkpoint,
     set_aside_metrics,
@@ -116,13 +117,10 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
         merge_resumed_metrics(ctx.run_dir, resumed_at)
 
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    state = gathered_state_dict(trainer)
     if trainer.is_global_zero:
-        save_model(
-            model,
-            tokenizer,
-            ctx.run_dir / FINAL_MODEL_DIR,
-            metadata={"method": method.name, "base_model": cfg.model.name, "steps": trainer.global_step},
-        )
+        metadata = {"method": method.name, "base_model": cfg.model.name, "steps": trainer.global_step}
+        save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=metadata, state_dict=state)
     counts = count_parameters(model)
     return {
         "steps": trainer.global_step,

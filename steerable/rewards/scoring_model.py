@@ -89,15 +89,22 @@ def pad_right(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Te
 
 
 def save_scorer(
-    model: ScoringModel, tokenizer: PreTrainedTokenizerBase, meta: ScorerMeta, target: Path
+    model: ScoringModel,
+    tokenizer: PreTrainedTokenizerBase,
+    meta: ScorerMeta,
+    target: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Adapter (or full backbone) + head as safetensors + metadata, written atomically."""
+    """Adapter (or full backbone) + head as safetensors + metadata, written atomically.
+
+    `state_dict` (keys `backbone.*`, `head.*`) replaces the live weights when those are sharded by FSDP."""
+    state = state_dict if state_dict is not None else model.state_dict()
+    backbone_state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    head_state = {k.removeprefix("head."): v for k, v in state.items() if k.startswith("head.")}
     with atomic_directory(target) as tmp:
-        model.backbone.save_pretrained(tmp, safe_serialization=True)
+        model.backbone.save_pretrained(tmp, safe_serialization=True, state_dict=backbone_state)
         tokenizer.save_pretrained(tmp)
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, tmp / HEAD_FILE
-        )
+        save_file({k: v.detach().cpu().contiguous() for k, v in head_state.items()}, tmp / HEAD_FILE)
         (tmp / META_FILE).write_text(json.dumps(asdict(meta), indent=2, sort_keys=True))
     return target
 

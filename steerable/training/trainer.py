@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import logging
 import os
@@ -38,17 +39,35 @@ def decoder_layer_classes(model: torch.nn.Module) -> set[type]:
     return classes
 
 
+def lora_aware_wrap_policy(model: torch.nn.Module) -> Any:
+    """FSDP units: every decoder layer, and separately every leaf with trainable weights (the LoRA A/B
+    layers), so frozen and trainable parameters never share a flat parameter (PEFT's recipe for FSDP)."""
+    from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
+
+    def trainable_leaf(module: torch.nn.Module) -> bool:
+        weight = getattr(module, "weight", None)
+        return not list(module.children()) and weight is not None and weight.requires_grad
+
+    return functools.partial(
+        _or_policy,
+        policies=[
+            functools.partial(lambda_auto_wrap_policy, lambda_fn=trainable_leaf),
+            functools.partial(
+                transformer_auto_wrap_policy, transformer_layer_cls=decoder_layer_classes(model)
+            ),
+        ],
+    )
+
+
 def build_strategy(hardware: HardwareConfig, model: torch.nn.Module) -> Any:
     if hardware.strategy == "fsdp":
         from lightning.pytorch.strategies import FSDPStrategy
 
-        layers = decoder_layer_classes(model)
         return FSDPStrategy(
-            auto_wrap_policy=layers,
-            activation_checkpointing_policy=None,
+            auto_wrap_policy=lora_aware_wrap_policy(model),
             state_dict_type=hardware.fsdp_state_dict_type,
             cpu_offload=hardware.fsdp_cpu_offload,
-            use_orig_params=True,  # mixed frozen/LoRA parameters in one unit need this
+            use_orig_params=True,
         )
     if hardware.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
@@ -137,6 +156,16 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+
+
+def gathered_state_dict(trainer: pl.Trainer, attribute: str = "model") -> dict[str, torch.Tensor]:
+    """State dict of `lightning_module.<attribute>`, gathered from shards under FSDP (rank 0 gets it all).
+
+    A collective call under sharded strategies: every rank must make it, before rank 0 saves.
+    """
+    prefix = f"{attribute}."
+    state = trainer.strategy.lightning_module_state_dict()
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 def resume_checkpoint(run_dir: Path) -> Path | None:
