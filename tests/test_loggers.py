@@ -14,7 +14,9 @@ def new_run_dir(tmp_path: Path) -> Path:
     return run_dir
 
 
-def test_wandb_offline_logs_into_the_run_folder_and_keeps_its_id(tmp_path, tiny_train_cfg, monkeypatch) -> None:
+def test_wandb_offline_logs_into_the_run_folder_and_keeps_its_id(
+    tmp_path, tiny_train_cfg, monkeypatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = new_run_dir(tmp_path)
@@ -32,5 +34,8 @@ def test_wandb_offline_logs_into_the_run_folder_and_keeps_its_id(tmp_path, tiny_
 
 def test_tensorboard_writes_events(tmp_path, tiny_train_cfg) -> None:
     run_dir = new_run_dir(tmp_path)
-    run(tiny_train_cfg(tmp_path, "logger=tensorboard", "trainer.max_steps=2", "method.stages=[train]"), run_dir)
+    run(
+        tiny_train_cfg(tmp_path, "logger=tensorboard", "trainer.max_steps=2", "method.stages=[train]"),
+        run_dir,
+    )
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
