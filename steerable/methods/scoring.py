@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from steerable.backbone.adapters import count_parameters
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation, PreferencePair
 from steerable.evaluation.metrics import reward_accuracy, spearman
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
+from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.report import Report
 from steerable.rewards.scoring_model import (
     ScorerMeta,
@@ -30,14 +30,6 @@ from steerable.rewards.scoring_model import (
     save_scorer,
 )
 from steerable.training.lm_module import CausalLMModule, OptimSettings
-from steerable.training.sampler import ResumableSampler, make_loader
-from steerable.training.trainer import (
-    build_trainer,
-    gathered_state_dict,
-    merge_resumed_metrics,
-    resume_checkpoint,
-    set_aside_metrics,
-)
 
 log = logging.getLogger(__name__)
 
@@ -165,48 +157,6 @@ class AttributeModelModule(CausalLMModule):
 # ----------------------------------------------------------------------------------------------- stages
 
 
-def _fit(ctx: RunContext, module: CausalLMModule, train_loader, val_loader) -> dict[str, Any]:
-    cfg = ctx.cfg
-    checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
-    if checkpoint is not None:
-        set_aside_metrics(ctx.run_dir)
-    trainer = build_trainer(
-        cfg.trainer,
-        cfg.hardware,
-        cfg.logger,
-        ctx.run_dir,
-        f"{cfg.task_name}/{ctx.run_dir.name}",
-        module.model,
-        ctx.hparams(module.model),
-        ctx.callbacks,
-    )
-    resumed_at = (
-        torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
-    )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
-    if checkpoint is not None and trainer.is_global_zero:
-        merge_resumed_metrics(ctx.run_dir, resumed_at)
-    counts = count_parameters(module.model)
-    return {
-        "state_dict": gathered_state_dict(trainer),
-        "steps": trainer.global_step,
-        "trainable_params": counts.trainable,
-        "frozen_params": counts.frozen,
-        "is_global_zero": trainer.is_global_zero,
-    }
-
-
-def _optim(ctx: RunContext) -> OptimSettings:
-    m = ctx.cfg.method
-    return OptimSettings(
-        lr=m.lr,
-        weight_decay=m.weight_decay,
-        warmup_steps=m.warmup_steps,
-        scheduler=m.scheduler,
-        total_steps=ctx.cfg.trainer.max_steps,
-    )
-
-
 def _meta(ctx: RunContext, kind: str, names: list[str], value_range=None) -> ScorerMeta:
     model = OmegaConf.to_container(OmegaConf.structured(ctx.cfg.model), enum_to_str=True)
     return ScorerMeta(
@@ -231,51 +181,41 @@ def train_reward_model(ctx: RunContext) -> dict:
     train_set = pair_examples(train_pairs, tokenizer, cfg.data.max_length)
     val_set = pair_examples(val_pairs, tokenizer, cfg.data.max_length)
     model = ScoringModel(backbone, 1, pooling=method.pooling)
-    sampler = ResumableSampler(len(train_set), seed=cfg.seed)
-    collate = collate_pairs(tokenizer.pad_token_id)
-    train_loader = make_loader(
-        train_set, method.batch_size, collate, sampler=sampler, seed=cfg.seed, drop_last=True
+    sampler, train_loader, val_loader = build_loaders(
+        ctx, train_set, val_set, collate_pairs(tokenizer.pad_token_id)
     )
-    val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
     module = RewardModelModule(
-        model, _optim(ctx), margin=method.margin, sampler=sampler, batch_size=method.batch_size
+        model, optim_settings(ctx), margin=method.margin, sampler=sampler, batch_size=method.batch_size
     )
-    fit = _fit(ctx, module, train_loader, val_loader)
-    state = fit.pop("state_dict")
-    if fit.pop("is_global_zero"):
+    fit = fit_module(ctx, module, train_loader, val_loader)
+    if fit.is_global_zero:
         meta = _meta(ctx, "reward_model", ["reward"])
-        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR, state_dict=state)
-    return {**fit, "train_pairs": len(train_set), "val_pairs": len(val_set), "half": cfg.data.half}
+        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR, state_dict=fit.state_dict)
+    return {**fit.summary(), "train_pairs": len(train_set), "val_pairs": len(val_set), "half": cfg.data.half}
 
 
 def train_attribute_model(ctx: RunContext) -> dict:
     cfg, method = ctx.cfg, ctx.cfg.method
     backbone, tokenizer = ctx.backbone()
-    records = load_records(cfg.data)
-    train_records, val_records = split_records(records, cfg.data)
+    train_records, val_records = split_records(load_records(cfg.data), cfg.data)
     names = attribute_names(train_records, list(method.attributes))
     train_set = label_examples(labelled_replies(train_records, names), tokenizer, cfg.data.max_length)
     val_set = label_examples(labelled_replies(val_records, names), tokenizer, cfg.data.max_length)
     model = ScoringModel(backbone, len(names), pooling=method.pooling)
-    sampler = ResumableSampler(len(train_set), seed=cfg.seed)
-    collate = collate_labels(tokenizer.pad_token_id)
-    train_loader = make_loader(
-        train_set, method.batch_size, collate, sampler=sampler, seed=cfg.seed, drop_last=True
+    sampler, train_loader, val_loader = build_loaders(
+        ctx, train_set, val_set, collate_labels(tokenizer.pad_token_id)
     )
-    val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
-    module = AttributeModelModule(model, _optim(ctx), sampler=sampler, batch_size=method.batch_size)
-    fit = _fit(ctx, module, train_loader, val_loader)
-    state = fit.pop("state_dict")
-    if fit.pop("is_global_zero"):
+    module = AttributeModelModule(model, optim_settings(ctx), sampler=sampler, batch_size=method.batch_size)
+    fit = fit_module(ctx, module, train_loader, val_loader)
+    if fit.is_global_zero:
         meta = _meta(ctx, "attribute_model", names, value_range=list(method.value_range))
-        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR, state_dict=state)
-    train_means = _label_means(train_set, len(names))
+        save_scorer(model, tokenizer, meta, ctx.run_dir / FINAL_MODEL_DIR, state_dict=fit.state_dict)
     return {
-        **fit,
+        **fit.summary(),
         "attributes": names,
         "train_samples": len(train_set),
         "val_samples": len(val_set),
-        "train_means": train_means,
+        "train_means": _label_means(train_set, len(names)),
     }
 
 

@@ -7,28 +7,19 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 
-import torch
 from peft import PeftModel
 
 from steerable.backbone import load_backbone
-from steerable.backbone.adapters import count_parameters, reference_policy, save_model
+from steerable.backbone.adapters import reference_policy, save_model
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation, PreferencePair, PromptRecord
 from steerable.data.tokenize import PaddingCollator, end_of_turn_id, tokenize_dataset, tokenize_prompt
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
+from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.report import Report
-from steerable.training.lm_module import CausalLMModule, OptimSettings
-from steerable.training.sampler import ResumableSampler, make_loader
-from steerable.training.trainer import (
-    build_trainer,
-    gathered_state_dict,
-    merge_resumed_metrics,
-    resume_checkpoint,
-    set_aside_metrics,
-)
+from steerable.training.lm_module import CausalLMModule
 
 log = logging.getLogger(__name__)
 
@@ -69,72 +60,22 @@ def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
             f"no training examples left from data={cfg.data.name} (all dropped by the length policy)"
         )
 
-    collate = PaddingCollator(tokenizer.pad_token_id)
-    sampler = ResumableSampler(len(train_set), seed=cfg.seed)
-    train_loader = make_loader(
-        train_set,
-        method.batch_size,
-        collate,
-        sampler=sampler,
-        seed=cfg.seed,
-        num_workers=cfg.data.num_workers,
-        drop_last=len(train_set) >= method.batch_size,
+    sampler, train_loader, val_loader = build_loaders(
+        ctx, train_set, val_set, PaddingCollator(tokenizer.pad_token_id)
     )
-    val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
-
-    optim = OptimSettings(
-        lr=method.lr,
-        weight_decay=method.weight_decay,
-        warmup_steps=method.warmup_steps,
-        scheduler=method.scheduler,
-        total_steps=cfg.trainer.max_steps,
-    )
-    module = CausalLMModule(model, optim, sampler=sampler, batch_size=method.batch_size)
-    checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
-    if checkpoint is not None:
-        set_aside_metrics(ctx.run_dir)
-    trainer = build_trainer(
-        cfg.trainer,
-        cfg.hardware,
-        cfg.logger,
-        ctx.run_dir,
-        f"{cfg.task_name}/{ctx.run_dir.name}",
-        model,
-        ctx.hparams(model),
-        ctx.callbacks,
-    )
-    val_before = None
-    if checkpoint is None and val_loader is not None:
-        val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
-        module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
-    started = time.perf_counter()
-    resumed_at = (
-        torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
-    )
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
-    seconds = time.perf_counter() - started
-    if checkpoint is not None and trainer.is_global_zero:
-        merge_resumed_metrics(ctx.run_dir, resumed_at)
-
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    state = gathered_state_dict(trainer)
-    if trainer.is_global_zero:
-        metadata = {"method": method.name, "base_model": cfg.model.name, "steps": trainer.global_step}
-        save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=metadata, state_dict=state)
-    counts = count_parameters(model)
+    module = CausalLMModule(model, optim_settings(ctx), sampler=sampler, batch_size=method.batch_size)
+    fit = fit_module(ctx, module, train_loader, val_loader, validate_first=True)
+    if fit.is_global_zero:
+        metadata = {"method": method.name, "base_model": cfg.model.name, "steps": fit.steps}
+        save_model(
+            model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=metadata, state_dict=fit.state_dict
+        )
     return {
-        "steps": trainer.global_step,
+        **fit.summary(),
         "train_examples": len(train_set),
         "val_examples": len(val_set),
         "truncated": length_stats.truncated,
         "dropped": length_stats.dropped_too_long + length_stats.dropped_no_target,
-        "train_loss": metrics.get("train/loss"),
-        "val_loss_before": val_before,
-        "val_loss": metrics.get("val/loss"),
-        "fit_seconds": round(seconds, 1),
-        "trainable_params": counts.trainable,
-        "frozen_params": counts.frozen,
-        "resumed_from": str(checkpoint) if checkpoint else None,
     }
 
 

@@ -1,0 +1,126 @@
+"""The training run every trained stage shares: loaders, optimizer settings, resume, fit, gathered weights."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from steerable.backbone.adapters import count_parameters
+from steerable.methods.base import RunContext
+from steerable.training.lm_module import CausalLMModule, OptimSettings
+from steerable.training.sampler import ResumableSampler, make_loader
+from steerable.training.trainer import (
+    build_trainer,
+    gathered_state_dict,
+    merge_resumed_metrics,
+    resume_checkpoint,
+    set_aside_metrics,
+)
+
+
+@dataclass
+class FitResult:
+    steps: int
+    metrics: dict[str, float]
+    seconds: float
+    trainable_params: int
+    frozen_params: int
+    is_global_zero: bool
+    val_loss_before: float | None = None
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # gathered (rank 0)
+    resumed_from: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "train_loss": self.metrics.get("train/loss"),
+            "val_loss_before": self.val_loss_before,
+            "val_loss": self.metrics.get("val/loss"),
+            "fit_seconds": round(self.seconds, 1),
+            "trainable_params": self.trainable_params,
+            "frozen_params": self.frozen_params,
+            "resumed_from": self.resumed_from,
+        }
+
+
+def optim_settings(ctx: RunContext) -> OptimSettings:
+    method = ctx.cfg.method
+    return OptimSettings(
+        lr=method.lr,
+        weight_decay=method.weight_decay,
+        warmup_steps=method.warmup_steps,
+        scheduler=method.scheduler,
+        total_steps=ctx.cfg.trainer.max_steps,
+    )
+
+
+def build_loaders(
+    ctx: RunContext, train_set: Sequence, val_set: Sequence, collate: Callable
+) -> tuple[ResumableSampler, DataLoader, DataLoader | None]:
+    """Shuffled, resumable training batches and ordered held-out batches of the method's sizes."""
+    cfg, method = ctx.cfg, ctx.cfg.method
+    sampler = ResumableSampler(len(train_set), seed=cfg.seed)
+    train_loader = make_loader(
+        train_set,
+        method.batch_size,
+        collate,
+        sampler=sampler,
+        seed=cfg.seed,
+        num_workers=cfg.data.num_workers,
+        drop_last=len(train_set) >= method.batch_size,
+    )
+    val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
+    return sampler, train_loader, val_loader
+
+
+def fit_module(
+    ctx: RunContext,
+    module: CausalLMModule,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    validate_first: bool = False,
+) -> FitResult:
+    """Fit (resuming from checkpoints/last.ckpt when asked), optionally measuring held-out loss first."""
+    cfg = ctx.cfg
+    checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
+    if checkpoint is not None:
+        set_aside_metrics(ctx.run_dir)
+    trainer = build_trainer(
+        cfg.trainer,
+        cfg.hardware,
+        cfg.logger,
+        ctx.run_dir,
+        f"{cfg.task_name}/{ctx.run_dir.name}",
+        module.model,
+        ctx.hparams(module.model),
+        ctx.callbacks,
+    )
+    val_before = None
+    if validate_first and checkpoint is None and val_loader is not None:
+        val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
+        module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
+    resumed_at = (
+        torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
+    )
+    started = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    if checkpoint is not None and trainer.is_global_zero:
+        merge_resumed_metrics(ctx.run_dir, resumed_at)
+    counts = count_parameters(module.model)
+    return FitResult(
+        steps=trainer.global_step,
+        metrics={k: float(v) for k, v in trainer.callback_metrics.items()},
+        seconds=seconds,
+        trainable_params=counts.trainable,
+        frozen_params=counts.frozen,
+        is_global_zero=trainer.is_global_zero,
+        val_loss_before=val_before,
+        state_dict=gathered_state_dict(trainer),
+        resumed_from=str(checkpoint) if checkpoint else None,
+    )
