@@ -88,6 +88,9 @@ def test_enum_value_lists_allowed() -> None:
         (["model.lora.r=0"], "model.lora.r"),
         (["method.stages=[train,bogus]"], "method.stages"),
         (["trainer.max_steps=0"], "trainer.max_steps"),
+        (["method=attribute_model", "method.value_range=[4,0]"], "method.value_range"),
+        (["method=reward_model", "data=hh-rlhf", "method.pooling=max"], "method.pooling"),
+        (["method=reward_model", "data=demo"], "preference pairs"),
         (["data=oasst1", "data.hub_id=null"], "data.path"),
     ],
 )

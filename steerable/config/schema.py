@@ -247,14 +247,12 @@ class SFTConfig(RecipeConfig):
 
 
 @dataclass
-class RewardModelConfig(RecipeConfig):
-    """Bradley–Terry reward model: scalar head, loss -log σ(r_chosen - r_rejected - margin)."""
+class ScoringConfig(RecipeConfig):
+    """A backbone with a linear head on one pooled hidden state (reward and attribute models)."""
 
-    name: str = "reward_model"
     stages: list[str] = field(default_factory=lambda: ["train", "evaluate"])
     lr: float = 1e-4
     pooling: str = "last"  # last (hidden state of the final token) | mean (masked mean over real tokens)
-    margin: float = 0.0  # a constant margin in the loss (0 = plain Bradley–Terry)
 
     def allowed_stages(self) -> list[str]:
         return ["train", "evaluate"]
@@ -266,23 +264,23 @@ class RewardModelConfig(RecipeConfig):
 
 
 @dataclass
-class AttributeModelConfig(RecipeConfig):
+class RewardModelConfig(ScoringConfig):
+    """Bradley–Terry reward model: scalar head, loss -log σ(r_chosen - r_rejected - margin)."""
+
+    name: str = "reward_model"
+    margin: float = 0.0  # a constant margin in the loss (0 = plain Bradley–Terry)
+
+
+@dataclass
+class AttributeModelConfig(ScoringConfig):
     """SteerLM's attribute prediction model: one regression output per attribute, -100 labels masked."""
 
     name: str = "attribute_model"
-    stages: list[str] = field(default_factory=lambda: ["train", "evaluate"])
-    lr: float = 1e-4
     attributes: list[str] = field(default_factory=list)  # empty = every attribute found in the data
     value_range: list[float] = field(default_factory=lambda: [0.0, 4.0])
-    pooling: str = "last"
-
-    def allowed_stages(self) -> list[str]:
-        return ["train", "evaluate"]
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pooling not in ("last", "mean"):
-            raise ConfigError(f"method.pooling must be last or mean, got {self.pooling!r}")
         if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
             raise ConfigError(
                 f"method.value_range must be [low, high] with low < high, got {self.value_range}"
