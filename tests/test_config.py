@@ -15,6 +15,7 @@ from tests.conftest import compose_config
 GROUPS = ["method", "model", "data", "hardware", "logger", "debug"]
 NEEDS = {  # options that require a value the user must give
     ("model", "hf"): ["model.name_or_path=some/model"],
+    ("method", "reward_model"): ["data=hh-rlhf"],
     ("data", "jsonl"): ["data.path=x.jsonl"],
 }
 GPU_ONLY = {"gpu", "ddp", "fsdp", "deepspeed"}
@@ -89,6 +90,7 @@ def test_enum_value_lists_allowed() -> None:
         (["method.stages=[train,bogus]"], "method.stages"),
         (["trainer.max_steps=0"], "trainer.max_steps"),
         (["method=attribute_model", "method.value_range=[4,0]"], "method.value_range"),
+        (["method=attribute_model", "data=hh-rlhf"], "attribute labels"),
         (["method=reward_model", "data=hh-rlhf", "method.pooling=max"], "method.pooling"),
         (["method=reward_model", "data=demo"], "preference pairs"),
         (["data=oasst1", "data.hub_id=null"], "data.path"),

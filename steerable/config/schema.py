@@ -341,10 +341,14 @@ class TrainConfig:
             raise ConfigError(
                 "model.dtype=float16 is not usable for training on CPU; use float32 or bfloat16"
             )
-        if self.method.name == "sft" and self.data.format == "prompts":
+        if self.method.name in ("sft", "attribute_model", "reward_model") and self.data.format == "prompts":
+            raise ConfigError(f"method={self.method.name} needs responses; data.format=prompts has none")
+        if self.method.name == "reward_model" and self.data.format not in ("hh-rlhf", "jsonl"):
             raise ConfigError(
-                "method=sft trains on responses; data.format=prompts has none (pick a conversation set)"
+                f"method=reward_model needs preference pairs (data=hh-rlhf), got data={self.data.name}"
             )
+        if self.method.name == "attribute_model" and self.data.format == "hh-rlhf":
+            raise ConfigError("method=attribute_model needs attribute labels (data=oasst1, helpsteer2, demo)")
         if self.resume not in (None, "auto") and not self.resume:
             raise ConfigError("resume must be null, 'auto' or a run folder")
 
