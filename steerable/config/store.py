@@ -26,4 +26,4 @@ def register_configs() -> None:
     cs.store(name="generate_schema", node=GenerateConfig)
     cs.store(name="eval_schema", node=EvalConfig)
     for name, node in METHOD_SCHEMAS.items():
-        cs.store(group="schema/method", name=name, node=node)
+        cs.store(name=f"method_schema_{name}", node=node)
