@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -58,8 +59,6 @@ def reference_policy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 def frozen_reference(model: PreTrainedModel) -> PreTrainedModel:
     """A detached, frozen copy of a fully fine-tuned model's starting point."""
-    import copy
-
     ref = copy.deepcopy(model).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
@@ -132,8 +131,6 @@ def export_merged(
     adapter_name: str = DEFAULT_ADAPTER,
 ) -> Path:
     """A plain transformers folder with the LoRA update folded into the weights (loads without peft)."""
-    import copy
-
     if isinstance(model, PeftModel):
         work = copy.deepcopy(model)
         work.set_adapter(adapter_name)

@@ -45,37 +45,23 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
 
 
 def eval_reward_accuracy(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.scoring import attribute_metrics, pair_examples, score_ids
+    from steerable.methods.scoring import attribute_metrics, attribute_table, pair_scores
 
     model, tokenizer, meta = load_scorer(cfg.run)
     records = eval_records(cfg)
     if meta.kind == "attribute_model":
-        means = (
-            json.loads((Path(cfg.run) / "stages" / "train.json").read_text()).get("train_means")
-            if (Path(cfg.run) / "stages" / "train.json").is_file()
-            else [None] * len(meta.names)
-        )
+        train_summary = Path(cfg.run) / "stages" / "train.json"
+        means = json.loads(train_summary.read_text()).get("train_means") if train_summary.is_file() else None
+        means = means or [None] * len(meta.names)
         rows = attribute_metrics(model, tokenizer, meta, records, means, cfg.eval.batch_size)
         report.section(
             "Attribute prediction",
             f"{sum(r['n'] for r in rows)} labels on {cfg.data.name} "
             f"({cfg.eval.split}); baseline = the training mean of each attribute.",
         )
-        report.table(
-            ["attribute", "n", "MSE", "baseline MSE", "Pearson", "Spearman"],
-            [
-                [r["attribute"], r["n"], r["mse"], r["baseline_mse"], r["pearson"], r["spearman"]]
-                for r in rows
-            ],
-        )
+        attribute_table(report, rows)
         return {"attributes": rows}
-    examples = pair_examples(records, tokenizer, meta.max_length)
-    chosen = score_ids(model, [e["chosen"] for e in examples], tokenizer.pad_token_id, cfg.eval.batch_size)[
-        :, 0
-    ]
-    rejected = score_ids(
-        model, [e["rejected"] for e in examples], tokenizer.pad_token_id, cfg.eval.batch_size
-    )[:, 0]
+    chosen, rejected = pair_scores(model, tokenizer, records, meta.max_length, cfg.eval.batch_size)
     estimate, low, high = paired_bootstrap_ci(
         chosen.numpy(), rejected.numpy(), stat=reward_accuracy, n_boot=cfg.eval.bootstrap, seed=cfg.seed
     )

@@ -242,18 +242,33 @@ def score_ids(model: ScoringModel, sequences: list[list[int]], pad_id: int, batc
     return torch.cat(out) if out else torch.empty(0, model.head.out_features)
 
 
-def pair_accuracy(
+def pair_scores(
     model: ScoringModel, tokenizer, pairs: list[PreferencePair], max_length: int, batch_size: int
-) -> dict[str, float]:
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of the chosen and of the rejected reply of each pair ([N], [N])."""
     examples = pair_examples(pairs, tokenizer, max_length)
     chosen = score_ids(model, [e["chosen"] for e in examples], tokenizer.pad_token_id, batch_size)[:, 0]
     rejected = score_ids(model, [e["rejected"] for e in examples], tokenizer.pad_token_id, batch_size)[:, 0]
+    return chosen, rejected
+
+
+def pair_accuracy(
+    model: ScoringModel, tokenizer, pairs: list[PreferencePair], max_length: int, batch_size: int
+) -> dict[str, float]:
+    chosen, rejected = pair_scores(model, tokenizer, pairs, max_length, batch_size)
     return {
         "accuracy": reward_accuracy(chosen.numpy(), rejected.numpy()),
-        "pairs": len(examples),
+        "pairs": len(chosen),
         "mean_margin": float((chosen - rejected).mean()),
         "ties": int((chosen == rejected).sum()),
     }
+
+
+def attribute_table(report: Report, rows: list[dict[str, Any]]) -> None:
+    report.table(
+        ["attribute", "n", "MSE", "baseline MSE", "Pearson", "Spearman"],
+        [[r["attribute"], r["n"], r["mse"], r["baseline_mse"], r["pearson"], r["spearman"]] for r in rows],
+    )
 
 
 def attribute_metrics(
@@ -324,13 +339,7 @@ def evaluate_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
             "Held-out attribute prediction",
             "Baseline: predict the training mean of each attribute (its correlation is undefined).",
         )
-        report.table(
-            ["attribute", "n", "MSE", "baseline MSE", "Pearson", "Spearman"],
-            [
-                [r["attribute"], r["n"], r["mse"], r["baseline_mse"], r["pearson"], r["spearman"]]
-                for r in rows
-            ],
-        )
+        attribute_table(report, rows)
         result = {"attributes": rows}
     report.write(ctx.run_dir / "report.md")
     return result
