@@ -18,23 +18,48 @@ def stage_marker(run_dir: Path, name: str) -> Path:
     return run_dir / "stages" / f"{name}.json"
 
 
+class StageResults(dict):
+    """Summaries of finished stages by name; `require` runs a missing upstream stage first (make-style)."""
+
+    def __init__(self, run_dir: Path, stages: dict[str, StageFn]) -> None:
+        super().__init__(
+            (n, json.loads(stage_marker(run_dir, n).read_text()))
+            for n in stages
+            if stage_marker(run_dir, n).is_file()
+        )
+        self.run_dir = run_dir
+        self.stages = stages
+        self.running: list[str] = []
+
+    def run(self, name: str) -> dict:
+        if name in self:
+            log.info("stage %s already finished in %s; skipping", name, self.run_dir)
+            return self[name]
+        if name in self.running:
+            raise RuntimeError(f"stage dependency cycle: {' -> '.join([*self.running, name])}")
+        log.info("stage %s: start", name)
+        self.running.append(name)
+        try:
+            summary = self.stages[name](self)
+        finally:
+            self.running.pop()
+        write_text_atomic(
+            stage_marker(self.run_dir, name), json.dumps(summary, indent=2, sort_keys=True, default=str)
+        )
+        self[name] = json.loads(stage_marker(self.run_dir, name).read_text())
+        log.info("stage %s: done", name)
+        return self[name]
+
+    def require(self, name: str) -> dict:
+        """The summary of an upstream stage, running it now when this run has not finished it yet."""
+        return self.run(name)
+
+
 def run_stages(run_dir: Path, stages: dict[str, StageFn], selected: Sequence[str]) -> dict[str, dict]:
     unknown = [s for s in selected if s not in stages]
     if unknown:
         raise ValueError(f"method.stages has unknown stage(s) {unknown}; this method has {list(stages)}")
-    results = {
-        n: json.loads(stage_marker(run_dir, n).read_text())
-        for n in stages
-        if stage_marker(run_dir, n).is_file()
-    }
+    results = StageResults(run_dir, stages)
     for name in selected:
-        if name in results:
-            log.info("stage %s already finished in %s; skipping", name, run_dir)
-            continue
-        log.info("stage %s: start", name)
-        results[name] = stages[name](results)
-        write_text_atomic(
-            stage_marker(run_dir, name), json.dumps(results[name], indent=2, sort_keys=True, default=str)
-        )
-        log.info("stage %s: done", name)
-    return results
+        results.run(name)
+    return dict(results)

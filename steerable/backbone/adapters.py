@@ -120,8 +120,12 @@ def save_model(
     return Path(target)
 
 
-def load_adapter(base: PreTrainedModel, adapter_dir: Path, adapter_name: str = DEFAULT_ADAPTER) -> PeftModel:
-    return PeftModel.from_pretrained(base, str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
+def load_adapter(
+    base: PreTrainedModel, adapter_dir: Path, adapter_name: str = DEFAULT_ADAPTER, trainable: bool = False
+) -> PeftModel:
+    return PeftModel.from_pretrained(
+        base, str(adapter_dir), adapter_name=adapter_name, is_trainable=trainable
+    )
 
 
 def export_merged(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -29,18 +30,43 @@ def generate(cfg: GenerateConfig) -> list[str]:
     messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
         {"role": "user", "content": cfg.prompt}
     ]
+    prompt, stop = conditioned_prompt(cfg, tokenizer, messages)
     settings = GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
         do_sample=cfg.do_sample,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
         top_k=cfg.top_k,
-        stop=list(cfg.stop),
+        stop=list(cfg.stop) + stop,
         num_return_sequences=cfg.num_return_sequences,
         seed=cfg.seed,
     )
-    completions = HFSampler(model, tokenizer).generate([messages], settings)
+    completions = HFSampler(model, tokenizer).generate([prompt], settings)
     return [c.text for c in completions]
+
+
+def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> tuple[str | list, list[str]]:
+    """A SteerLM run's prompt carries the attribute label it was trained with; other runs take the chat as is."""
+    from steerable.methods.base import FINAL_MODEL_DIR
+    from steerable.methods.steerlm.attributes import steered_prompt
+    from steerable.methods.steerlm.stages import load_schema
+
+    schema = None
+    if cfg.run is not None:
+        try:
+            schema = load_schema(Path(cfg.run) / FINAL_MODEL_DIR)
+        except ConfigError:
+            schema = None
+    if schema is None:
+        if cfg.attributes:
+            raise ConfigError(
+                f"attributes.{next(iter(cfg.attributes))}: run={cfg.run} is not attribute-conditioned "
+                "(attributes need a method=steerlm run)"
+            )
+        return messages, []
+    values = schema.resolve(cfg.attributes, where="attributes")
+    log.info("attribute label: %s", schema.label(values))
+    return steered_prompt(tokenizer, messages, schema, values), [schema.label_start]
 
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
@@ -54,6 +80,8 @@ def _main(dict_cfg: DictConfig) -> None:
 
 def main() -> None:
     setup_hydra()
+    # Attribute names come from the checkpoint, not the config, so `attributes.humor=4` is accepted without '+'.
+    sys.argv = [f"+{a}" if a.startswith("attributes.") else a for a in sys.argv]
     _main()
 
 

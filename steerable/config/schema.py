@@ -287,6 +287,93 @@ class AttributeModelConfig(ScoringConfig):
             )
 
 
+STEERLM_STAGES = ["apm", "annotate", "acsft", "baseline", "bootstrap", "eval"]
+
+
+@dataclass
+class BootstrapConfig:
+    """SteerLM step 4: sample for high-quality attribute values, relabel with the APM, fine-tune again."""
+
+    num_prompts: int = (
+        64  # training prompts to sample for (null-free: the first N of the shuffled train split)
+    )
+    samples_per_prompt: int = 2
+    top_k: int = 50  # the paper's sampling (Eq. 3)
+    temperature: float = 1.0
+    max_new_tokens: int = 128
+    condition: list[str] = field(default_factory=lambda: ["quality:4"])  # "name:value" items: high quality
+    max_steps: int | None = None  # null = trainer.max_steps
+    lr: float | None = None  # null = method.lr
+
+    def __post_init__(self) -> None:
+        if self.num_prompts < 1 or self.samples_per_prompt < 1:
+            raise ConfigError("method.bootstrap.num_prompts and samples_per_prompt must be at least 1")
+
+
+@dataclass
+class SteerEvalSettings:
+    """The steerability sweep: each attribute's dial over its range on held-out prompts."""
+
+    attributes: list[str] = field(default_factory=list)  # empty = every attribute of the schema
+    values: list[int] = field(default_factory=list)  # empty = every integer of value_range
+    num_prompts: int = 16
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    samples_per_value: int = 3  # dial samples per value shown in the report
+
+
+@dataclass
+class SteerLMConfig(RecipeConfig):
+    """SteerLM: attribute model -> annotation -> attribute-conditioned SFT -> bootstrapping -> steered eval.
+
+    `lr`, `batch_size`, ... and trainer.max_steps are the attribute-conditioned SFT recipe (and its unlabelled
+    baseline); the APM and bootstrap rounds have their own keys."""
+
+    name: str = "steerlm"
+    stages: list[str] = field(default_factory=lambda: ["apm", "annotate", "acsft", "baseline", "eval"])
+    preset: str = "auto"  # auto (by data set) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
+    attributes: list[str] = field(default_factory=list)  # explicit names in label order; wins over preset
+    value_range: list[int] = field(default_factory=lambda: [0, 4])
+    label_start: str = "<extra_id_2>"  # NeMo's marker before the label string, written as plain text
+    labels: str = "apm"  # apm (annotate with the attribute model, the paper) | human (the data's own labels)
+    # "name:value" items for attributes a user leaves out (default: the good end, else the commonest value)
+    inference_defaults: list[str] = field(default_factory=list)
+    # Existing artifacts to reuse instead of running the stage that makes them:
+    apm: str | None = None  # an attribute_model run (or its checkpoints/final)
+    annotated: str | None = None  # an `annotate` folder of an earlier steerlm run
+    policy: str | None = None  # an earlier steerlm run whose conditioned policy to bootstrap/evaluate
+    apm_lr: float = 1.0e-4
+    apm_steps: int | None = None  # null = trainer.max_steps
+    apm_batch_size: int = 4
+    apm_pooling: str = "last"
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    eval: SteerEvalSettings = field(default_factory=SteerEvalSettings)
+
+    def allowed_stages(self) -> list[str]:
+        return list(STEERLM_STAGES)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.preset not in ("auto", "oasst", "helpsteer", "steerlm", "demo", "custom"):
+            raise ConfigError(
+                f"method.preset must be auto, oasst, helpsteer, steerlm, demo or custom, got {self.preset!r}"
+            )
+        if self.preset == "custom" and not self.attributes:
+            raise ConfigError("method.preset=custom needs method.attributes=[name, ...]")
+        if len(set(self.attributes)) != len(self.attributes):
+            raise ConfigError(f"method.attributes has duplicates: {list(self.attributes)}")
+        if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
+            raise ConfigError(
+                f"method.value_range must be [low, high] with low < high, got {self.value_range}"
+            )
+        if self.labels not in ("apm", "human"):
+            raise ConfigError(f"method.labels must be apm or human, got {self.labels!r}")
+        if not self.label_start.strip():
+            raise ConfigError("method.label_start must be a non-blank marker string")
+        if self.apm_pooling not in ("last", "mean"):
+            raise ConfigError(f"method.apm_pooling must be last or mean, got {self.apm_pooling!r}")
+
+
 # --------------------------------------------------------------------------------------------- top level
 
 
@@ -335,17 +422,25 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     tags: list[str] = field(default_factory=list)
+    reward: dict[str, Any] = field(default_factory=dict)  # reward/scorer sources by name (conf/reward)
 
     def __post_init__(self) -> None:
         if self.hardware.accelerator == "cpu" and self.model.dtype == "float16":
             raise ConfigError(
                 "model.dtype=float16 is not usable for training on CPU; use float32 or bfloat16"
             )
-        if self.method.name in ("sft", "attribute_model", "reward_model") and self.data.format == "prompts":
+        if (
+            self.method.name in ("sft", "attribute_model", "reward_model", "steerlm")
+            and self.data.format == "prompts"
+        ):
             raise ConfigError(f"method={self.method.name} needs responses; data.format=prompts has none")
         if self.method.name == "reward_model" and self.data.format not in ("hh-rlhf", "jsonl"):
             raise ConfigError(
                 f"method=reward_model needs preference pairs (data=hh-rlhf), got data={self.data.name}"
+            )
+        if self.method.name == "steerlm" and self.method.labels == "human" and self.data.format == "hh-rlhf":
+            raise ConfigError(
+                "method.labels=human needs attribute labels in the data; hh-rlhf has none (use method.labels=apm)"
             )
         if self.method.name == "attribute_model" and self.data.format == "hh-rlhf":
             raise ConfigError("method=attribute_model needs attribute labels (data=oasst1, helpsteer2, demo)")
@@ -368,11 +463,12 @@ class GenerateConfig:
     stop: list[str] = field(default_factory=list)
     num_return_sequences: int = 1
     seed: int = 1234
+    attributes: dict[str, float] = field(default_factory=dict)  # SteerLM runs: attributes.quality=4 ...
 
 
 # ------------------------------------------------------------------------------------------------ eval
 
-EVAL_KINDS = ("reward_accuracy", "generations", "win_rate")
+EVAL_KINDS = ("reward_accuracy", "generations", "win_rate", "steerability")
 
 
 @dataclass
@@ -380,7 +476,9 @@ class EvalSettings:
     """What `steerable-eval` measures; one option per file in conf/eval/."""
 
     name: str = MISSING  # reward_accuracy | generations | win_rate
-    split: str = "val"  # val = the held-out split of `data` (as in training) | all = every record
+    # val = the held-out split of `data` (as in training) | all = every record | run = the held-out split of the
+    # data the evaluated run was trained on (steerability)
+    split: str = "val"
     num_prompts: int = 32
     max_new_tokens: int = 128
     do_sample: bool = False
@@ -396,8 +494,8 @@ class EvalSettings:
     def __post_init__(self) -> None:
         if self.name not in EVAL_KINDS:
             raise ConfigError(f"eval.name must be one of {list(EVAL_KINDS)}, got {self.name!r}")
-        if self.split not in ("val", "all"):
-            raise ConfigError(f"eval.split must be val or all, got {self.split!r}")
+        if self.split not in ("val", "all", "run"):
+            raise ConfigError(f"eval.split must be val, all or run, got {self.split!r}")
         if self.num_prompts < 1:
             raise ConfigError("eval.num_prompts must be at least 1")
 

@@ -10,6 +10,7 @@ from steerable.config.schema import (
     GenerateConfig,
     RewardModelConfig,
     SFTConfig,
+    SteerLMConfig,
     TrainConfig,
 )
 
@@ -17,6 +18,7 @@ METHOD_SCHEMAS = {
     "sft": SFTConfig,
     "reward_model": RewardModelConfig,
     "attribute_model": AttributeModelConfig,
+    "steerlm": SteerLMConfig,
 }
 
 

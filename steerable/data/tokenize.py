@@ -54,10 +54,31 @@ def end_of_turn_id(tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None =
     return int(token_id)
 
 
+def prefix_length(tokenizer: PreTrainedTokenizerBase, reply: Sequence[int], prefix: str) -> int:
+    """Tokens of `reply` up to the end of `prefix` (a conditioning string at the start of the content).
+
+    Found as a token subsequence, so a template that writes something between the header and the content
+    still works; a prefix that tokenizes differently inside the reply is an error, never a silent shift."""
+    wanted = tokenizer.encode(prefix, add_special_tokens=False)
+    for start in range(len(reply) - len(wanted) + 1):
+        if list(reply[start : start + len(wanted)]) == wanted:
+            return start + len(wanted)
+    raise TemplateError(
+        f"the conditioning prefix {prefix!r} does not tokenize the same inside the reply; "
+        "its loss mask cannot be placed exactly (end the prefix with a newline)"
+    )
+
+
 def tokenize_conversation(
-    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict], eot_id: int
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[dict],
+    eot_id: int,
+    no_loss_prefixes: dict[int, str] | None = None,
 ) -> TokenizedExample:
-    """Token ids of the whole conversation, labels on assistant content + end-of-turn token only."""
+    """Token ids of the whole conversation, labels on assistant content + end-of-turn token only.
+
+    `no_loss_prefixes[i]` is text at the start of message i's content that conditions the reply but is not
+    learned (SteerLM's attribute label): its tokens get label -100 like the header."""
     input_ids: list[int] = []
     labels: list[int] = []
     for i, message in enumerate(messages):
@@ -71,15 +92,17 @@ def tokenize_conversation(
                 "loss masks cannot be derived for this tokenizer"
             )
         reply = through[len(before) :]
-        if eot_id in reply:
-            cut = reply.index(eot_id) + 1  # keep the end-of-turn token: the model must learn to stop
+        prefix = (no_loss_prefixes or {}).get(i)
+        skip = prefix_length(tokenizer, reply, prefix) if prefix else 0
+        if eot_id in reply[skip:]:
+            cut = reply.index(eot_id, skip) + 1  # keep the end-of-turn token: the model must learn to stop
             target, trailer = reply[:cut], reply[cut:]
         else:
             target, trailer = reply, []
         input_ids += before[len(input_ids) :]
         labels += [IGNORE_INDEX] * (len(before) - len(labels))
         input_ids += target + trailer
-        labels += target + [IGNORE_INDEX] * len(trailer)
+        labels += [IGNORE_INDEX] * skip + target[skip:] + [IGNORE_INDEX] * len(trailer)
     return TokenizedExample(input_ids=input_ids, labels=labels)
 
 
@@ -119,11 +142,14 @@ def tokenize_dataset(
     max_length: int,
     policy: str,
     eot_id: int,
+    no_loss_prefixes: Sequence[dict[int, str]] | None = None,
 ) -> tuple[list[TokenizedExample], LengthPolicyStats]:
     stats = LengthPolicyStats()
     kept = []
-    for messages in conversations:
-        fitted = fit_length(tokenize_conversation(tokenizer, messages, eot_id), max_length, policy, stats)
+    prefixes = no_loss_prefixes or [{}] * len(conversations)
+    for messages, prefix in zip(conversations, prefixes, strict=True):
+        example = tokenize_conversation(tokenizer, messages, eot_id, prefix)
+        fitted = fit_length(example, max_length, policy, stats)
         if fitted is not None:
             kept.append(fitted)
     if stats.truncated or stats.dropped_too_long or stats.dropped_no_target:

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import reference_policy
-from steerable.config.schema import EvalConfig
+from steerable.config.schema import DataConfig, EvalConfig
 from steerable.data.loaders import load_records, split_records
 from steerable.evaluation.meteor import mean_pairwise_meteor, wordnet_available
 from steerable.evaluation.metrics import paired_bootstrap_ci, reward_accuracy, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
 from steerable.generation import GenerationSettings, HFSampler
-from steerable.methods.base import load_policy
+from steerable.methods.base import load_policy, run_config
 from steerable.methods.sft import prompt_of
 from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
@@ -29,8 +29,10 @@ log = logging.getLogger(__name__)
 
 
 def eval_records(cfg: EvalConfig) -> list:
-    records = load_records(cfg.data)
-    return split_records(records, cfg.data)[1] if cfg.eval.split == "val" else list(records)
+    """The records to evaluate on; split=run takes the held-out split of the data the run was trained on."""
+    data = run_config(Path(cfg.run), "data", DataConfig) if cfg.eval.split == "run" else cfg.data
+    records = load_records(data)
+    return list(records) if cfg.eval.split == "all" else split_records(records, data)[1]
 
 
 def reward_stack(cfg: EvalConfig) -> RewardStack:
@@ -230,10 +232,17 @@ def eval_win_rate(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, A
     return result
 
 
+def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    from steerable.methods.steerlm.run_eval import eval_steerability as steerlm_eval
+
+    return steerlm_eval(cfg, out_dir, report)
+
+
 EVALUATIONS = {
     "reward_accuracy": eval_reward_accuracy,
     "generations": eval_generations,
     "win_rate": eval_win_rate,
+    "steerability": eval_steerability,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,18 @@ class RunContext:
         self._backbone = load_backbone(self.cfg.model, adapter_dir=final)
         return self._backbone
 
+    @property
+    def device(self) -> torch.device:
+        """Where inference of this run happens (training placement is Lightning's)."""
+        gpu = self.cfg.hardware.accelerator == "gpu" and torch.cuda.is_available()
+        return torch.device("cuda" if gpu else "cpu")
+
+    def autocast(self) -> AbstractContextManager:
+        """bf16 autocast for inference when the run trains in bf16 (CPUs with bf16 units gain ~2.5x)."""
+        if str(self.cfg.hardware.precision.value).startswith("bf16"):
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     def hparams(self, model: torch.nn.Module) -> dict[str, Any]:
         counts = count_parameters(model)
         config = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True, enum_to_str=True)
@@ -55,13 +68,18 @@ class RunContext:
         }
 
 
-def run_model_config(run_dir: Path) -> ModelConfig:
-    """The model config a run was trained with, so using a run needs no repeated model overrides."""
+def run_config(run_dir: Path, key: str, schema: type) -> Any:
+    """One section of the config a run was trained with (e.g. its model or data), as its dataclass."""
     saved = Path(run_dir) / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (missing .hydra/config.yaml)")
-    merged = OmegaConf.merge(OmegaConf.structured(ModelConfig), OmegaConf.load(saved).model)
+    merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(saved)[key])
     return OmegaConf.to_object(merged)
+
+
+def run_model_config(run_dir: Path) -> ModelConfig:
+    """The model config a run was trained with, so using a run needs no repeated model overrides."""
+    return run_config(run_dir, "model", ModelConfig)
 
 
 def load_policy(run_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:

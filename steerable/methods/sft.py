@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import dataclass
 
 from peft import PeftModel
 
@@ -14,7 +15,14 @@ from steerable.backbone import load_backbone
 from steerable.backbone.adapters import reference_policy, save_model
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation, PreferencePair, PromptRecord
-from steerable.data.tokenize import PaddingCollator, end_of_turn_id, tokenize_dataset, tokenize_prompt
+from steerable.data.tokenize import (
+    LengthPolicyStats,
+    PaddingCollator,
+    TokenizedExample,
+    end_of_turn_id,
+    tokenize_dataset,
+    tokenize_prompt,
+)
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
@@ -43,39 +51,52 @@ def prompt_of(record: Conversation | PreferencePair | PromptRecord) -> list[dict
 
 
 def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
+    cfg = ctx.cfg
+    _, tokenizer = ctx.backbone()
+    train_records, val_records = split_records(load_records(cfg.data), cfg.data)
+    train = tokenize_messages(ctx, tokenizer, [as_messages(r) for r in train_records])
+    val = tokenize_messages(ctx, tokenizer, [as_messages(r) for r in val_records])
+    return fit_sft(ctx, train, val)
+
+
+def tokenize_messages(ctx: RunContext, tokenizer, conversations, no_loss_prefixes=None) -> TokenizedSet:
+    """Loss-masked examples under the run's length policy."""
+    data = ctx.cfg.data
+    eot = end_of_turn_id(tokenizer, ctx.cfg.model.end_of_turn)
+    examples, stats = tokenize_dataset(
+        tokenizer, conversations, data.max_length, data.too_long.value, eot, no_loss_prefixes
+    )
+    return TokenizedSet(examples, stats)
+
+
+@dataclass
+class TokenizedSet:
+    examples: list[TokenizedExample]
+    stats: LengthPolicyStats
+
+
+def fit_sft(ctx: RunContext, train: TokenizedSet, val: TokenizedSet, metadata: dict | None = None) -> dict:
+    """Fit the LM loss on `ctx`'s backbone and save the result to checkpoints/final (the shared SFT recipe)."""
     cfg, method = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
-    records = load_records(cfg.data)
-    train_records, val_records = split_records(records, cfg.data)
-    eot = end_of_turn_id(tokenizer, cfg.model.end_of_turn)
-    too_long = cfg.data.too_long.value
-    train_set, length_stats = tokenize_dataset(
-        tokenizer, [as_messages(r) for r in train_records], cfg.data.max_length, too_long, eot
-    )
-    val_set, _ = tokenize_dataset(
-        tokenizer, [as_messages(r) for r in val_records], cfg.data.max_length, too_long, eot
-    )
-    if not train_set:
+    if not train.examples:
         raise ValueError(
             f"no training examples left from data={cfg.data.name} (all dropped by the length policy)"
         )
-
     sampler, train_loader, val_loader = build_loaders(
-        ctx, train_set, val_set, PaddingCollator(tokenizer.pad_token_id)
+        ctx, train.examples, val.examples, PaddingCollator(tokenizer.pad_token_id)
     )
     module = CausalLMModule(model, optim_settings(ctx), sampler=sampler, batch_size=method.batch_size)
     fit = fit_module(ctx, module, train_loader, val_loader, validate_first=True)
     if fit.is_global_zero:
-        metadata = {"method": method.name, "base_model": cfg.model.name, "steps": fit.steps}
-        save_model(
-            model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=metadata, state_dict=fit.state_dict
-        )
+        meta = {"method": method.name, "base_model": cfg.model.name, "steps": fit.steps, **(metadata or {})}
+        save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=meta, state_dict=fit.state_dict)
     return {
         **fit.summary(),
-        "train_examples": len(train_set),
-        "val_examples": len(val_set),
-        "truncated": length_stats.truncated,
-        "dropped": length_stats.dropped_too_long + length_stats.dropped_no_target,
+        "train_examples": len(train.examples),
+        "val_examples": len(val.examples),
+        "truncated": train.stats.truncated,
+        "dropped": train.stats.dropped_too_long + train.stats.dropped_no_target,
     }
 
 
@@ -87,10 +108,14 @@ def report_prompts(ctx: RunContext, tokenizer) -> list[list[dict[str, str]]]:
     records = load_records(cfg.data)
     _, val_records = split_records(records, cfg.data)
     budget = cfg.data.max_length - cfg.report.max_new_tokens
-    fitting = (
-        p for p in map(prompt_of, val_records or records) if len(tokenize_prompt(tokenizer, p)) <= budget
-    )
-    return list(itertools.islice(fitting, cfg.report.num_samples))
+    return fitting_prompts(val_records or records, tokenizer, budget, cfg.report.num_samples)
+
+
+def fitting_prompts(records, tokenizer, budget: int, limit: int) -> list[list[dict[str, str]]]:
+    """The first `limit` distinct contexts of `records` whose prompt fits in `budget` tokens."""
+    unique = {repr(p): p for p in map(prompt_of, records)}.values()  # OASST threads share contexts
+    fitting = (p for p in unique if len(tokenize_prompt(tokenizer, p)) <= budget)
+    return list(itertools.islice(fitting, limit))
 
 
 def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:

@@ -1,0 +1,230 @@
+"""The steerability evaluation of a SteerLM run: as the run's `eval` stage (which also writes the run's report)
+and as `steerable-eval eval=steerability` on a finished run folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from steerable.backbone import load_backbone
+from steerable.config.schema import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    SteerEvalSettings,
+    SteerLMConfig,
+)
+from steerable.data.loaders import load_records, split_records
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
+from steerable.methods.scoring import attribute_table
+from steerable.methods.sft import fitting_prompts
+from steerable.methods.steerlm.attributes import AttributeSchema
+from steerable.methods.steerlm.evaluate import (
+    SweepSettings,
+    apm_scorers,
+    evaluate_steering,
+    reward_scorers,
+)
+from steerable.methods.steerlm.stages import Annotator, as_conversation, load_schema, policy_dir
+from steerable.pipeline import StageResults
+from steerable.report import Report
+from steerable.rewards.base import build_reward_source
+from steerable.run_dir import write_text_atomic
+
+
+def sweep_settings(schema: AttributeSchema, settings: SteerEvalSettings, seed: int) -> SweepSettings:
+    attributes = list(settings.attributes) or list(schema.names)
+    unknown = [a for a in attributes if a not in schema.names]
+    if unknown:
+        raise ConfigError(f"eval attributes {unknown} are not in the model's schema {list(schema.names)}")
+    values = [int(v) for v in settings.values] or schema.values
+    outside = [v for v in values if v not in schema.values]
+    if outside:
+        raise ConfigError(f"eval values {outside} are outside the model's range {schema.value_range}")
+    return SweepSettings(attributes, values, settings.max_new_tokens, settings.batch_size, seed)
+
+
+def held_out_prompts(data: DataConfig, tokenizer, max_length: int, settings: SteerEvalSettings) -> list:
+    _, val = split_records(load_records(data), data)
+    prompts = fitting_prompts(
+        [as_conversation(r) for r in val],
+        tokenizer,
+        max_length - settings.max_new_tokens,
+        settings.num_prompts,
+    )
+    if not prompts:
+        raise ConfigError(
+            f"no held-out prompt of data={data.name} fits in {max_length - settings.max_new_tokens} tokens"
+        )
+    return prompts
+
+
+def scorers_for(
+    schema: AttributeSchema, apm: str | None, rewards: dict[str, Any], annotator_args: dict
+) -> dict:
+    scorers: dict[str, dict] = {}
+    if apm:
+        annotator = Annotator(
+            apm, [n for n in schema.names if n in _apm_names(apm)], schema.value_range, **annotator_args
+        )
+        scorers = apm_scorers(annotator, schema.names)
+    sources = {name: build_reward_source(spec) for name, spec in rewards.items()}
+    for attribute, by in reward_scorers(sources, schema.names).items():
+        scorers.setdefault(attribute, {}).update(by)
+    if not scorers:
+        raise ConfigError(
+            "nothing can measure the attributes: no attribute model in the run and no reward named like an "
+            f"attribute of {list(schema.names)} (e.g. reward=[verbosity])"
+        )
+    return scorers
+
+
+def _apm_names(apm: str) -> list[str]:
+    from steerable.rewards.scoring_model import scorer_dir
+
+    return json.loads((scorer_dir(apm) / "steerable.json").read_text())["names"]
+
+
+# ------------------------------------------------------------------------------------------ the eval stage
+
+
+def eval_stage(ctx: RunContext, done: StageResults) -> dict:
+    cfg, method = ctx.cfg, ctx.cfg.method
+    policy = policy_dir(ctx, done)
+    schema = load_schema(policy)
+    model, tokenizer = load_backbone(cfg.model, adapter_dir=policy)
+    model.to(ctx.device)
+    baseline = None
+    if "baseline" in done:
+        baseline = load_backbone(cfg.model, adapter_dir=Path(done["baseline"]["path"]))
+        baseline[0].to(ctx.device)
+    apm = done["apm"]["path"] if "apm" in done else method.apm
+    annotator_args = {"batch_size": method.eval_batch_size, "device": ctx.device, "autocast": ctx.autocast}
+    out_dir = ctx.run_dir / "steerability"
+    report = Report(f"{cfg.task_name}: SteerLM on {cfg.model.name} / {cfg.data.name}")
+    stage_sections(report, ctx, done, schema)
+    result = evaluate_steering(
+        (model, tokenizer),
+        schema,
+        held_out_prompts(cfg.data, tokenizer, cfg.data.max_length, method.eval),
+        sweep_settings(schema, method.eval, cfg.seed),
+        scorers_for(schema, apm, cfg.reward, annotator_args),
+        ctx.run_dir,
+        report,
+        plot_dir=out_dir,
+        baseline=baseline,
+        end_of_turn=cfg.model.end_of_turn,
+        autocast_factory=ctx.autocast,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, sort_keys=True, default=str))
+    report.write(ctx.run_dir / "report.md")
+    return {"report": str(ctx.run_dir / "report.md"), "policy": str(policy), **headline(result)}
+
+
+def headline(result: dict) -> dict:
+    """The numbers a sweep or a reader wants first: Spearman per attribute and scorer."""
+    return {
+        f"spearman/{attribute}/{scorer}": r["spearman"]
+        for attribute, by in result["dials"].items()
+        for scorer, r in by.items()
+    }
+
+
+def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: AttributeSchema) -> None:
+    cfg = ctx.cfg
+    report.section("Setup").key_values(
+        {
+            "run folder": ctx.run_dir,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "labels": cfg.method.labels,
+            "attributes (label order)": ", ".join(schema.names),
+            "value range": f"{schema.value_range[0]}..{schema.value_range[1]}",
+            "label format": f"`{schema.prefix(schema.resolve({}))!r}` before the reply (no loss on it)",
+            "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
+            "stages run": ", ".join(
+                n for n in ("apm", "annotate", "acsft", "baseline", "bootstrap") if n in done
+            ),
+        }
+    )
+    apm = done.get("apm", {})
+    if apm.get("heldout"):
+        report.section("Attribute model (held-out)", f"{apm.get('steps')} steps; baseline = training mean.")
+        attribute_table(report, apm["heldout"])
+    if apm.get("reused"):
+        report.section("Attribute model").key_values({"reused": apm["path"]})
+    annotate = done.get("annotate", {})
+    agreement = annotate.get("train", {}).get("agreement_with_data_labels", {})
+    if agreement:
+        report.section("Annotation", "APM labels against the data's own labels on the training split.")
+        report.table(
+            ["attribute", "n", "exact match", "mean |APM - data|"],
+            [[n, a["n"], a["exact"], a["mean_abs_diff"]] for n, a in agreement.items()],
+        )
+    rows = [
+        [
+            name,
+            s.get("steps"),
+            s.get("train_examples"),
+            s.get("val_loss_before"),
+            s.get("val_loss"),
+            s.get("fit_seconds"),
+        ]
+        for name, s in ((n, done.get(n)) for n in ("acsft", "baseline", "bootstrap"))
+        if s
+    ]
+    if rows:
+        report.section("Fine-tuning", "Held-out loss counts reply tokens only (labels are masked).")
+        report.table(["stage", "steps", "examples", "held-out loss before", "after", "seconds"], rows)
+    boot = done.get("bootstrap")
+    if boot:
+        report.section("Bootstrapping").key_values(
+            {
+                k: boot.get(k)
+                for k in (
+                    "high_quality_combinations",
+                    "samples",
+                    "empty_samples_dropped",
+                    "relabel_equals_request",
+                )
+            }
+        )
+
+
+# ------------------------------------------------------------------------------------- steerable-eval kind
+
+
+def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    run = Path(cfg.run)
+    schema = load_schema(run / FINAL_MODEL_DIR)
+    method: SteerLMConfig = run_config(run, "method", SteerLMConfig)
+    trained_data: DataConfig = run_config(run, "data", DataConfig)
+    settings = SteerEvalSettings(
+        attributes=list(method.eval.attributes),
+        values=list(method.eval.values),
+        num_prompts=cfg.eval.num_prompts,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
+    )
+    model, tokenizer = load_policy(run)
+    data = trained_data if cfg.eval.split == "run" else cfg.data
+    stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
+    apm = stages.get("apm", {}).get("path") or method.apm
+    baseline_dir = stages.get("baseline", {}).get("path")
+    baseline = load_backbone(run_model_config(run), adapter_dir=Path(baseline_dir)) if baseline_dir else None
+    rewards = cfg.reward or dict(OmegaConf.load(run / ".hydra" / "config.yaml").get("reward") or {})
+    return evaluate_steering(
+        (model, tokenizer),
+        schema,
+        held_out_prompts(data, tokenizer, trained_data.max_length, settings),
+        sweep_settings(schema, settings, cfg.seed),
+        scorers_for(schema, apm, rewards, {"batch_size": cfg.eval.batch_size}),
+        out_dir,
+        report,
+        baseline=baseline,
+        end_of_turn=run_model_config(run).end_of_turn,
+    )
