@@ -65,7 +65,7 @@ def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> 
             )
         return messages, []
     values = schema.resolve(cfg.attributes, where="attributes")
-    log.info("attribute label: %s", schema.label(values))
+    print(f"attribute label: {schema.label(values)}", file=sys.stderr)  # what the model is conditioned on
     return steered_prompt(tokenizer, messages, schema, values), [schema.label_start]
 
 

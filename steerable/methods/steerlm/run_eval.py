@@ -153,10 +153,12 @@ def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: 
     )
     apm = done.get("apm", {})
     if apm.get("heldout"):
-        report.section("Attribute model (held-out)", f"{apm.get('steps')} steps; baseline = training mean.")
+        origin = (
+            f"reused from {apm['path']}" if apm.get("reused") else f"trained here, {apm.get('steps')} steps"
+        )
+        report.section("Attribute model (held-out)", f"{origin}; baseline = predict the training mean.")
         attribute_table(report, apm["heldout"])
-    if apm.get("reused"):
-        report.section("Attribute model").key_values({"reused": apm["path"]})
+
     annotate = done.get("annotate", {})
     agreement = annotate.get("train", {}).get("agreement_with_data_labels", {})
     if agreement:

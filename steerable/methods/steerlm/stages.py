@@ -33,7 +33,13 @@ from steerable.data.loaders import load_jsonl_conversations, load_records, read_
 from steerable.data.records import Conversation, PreferencePair, Turn
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
-from steerable.methods.scoring import attribute_metrics, score_ids, train_attribute_model
+from steerable.methods.scoring import (
+    MISSING_LABEL,
+    attribute_metrics,
+    labelled_replies,
+    score_ids,
+    train_attribute_model,
+)
 from steerable.methods.sft import fit_sft, prompt_of, tokenize_messages
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
@@ -140,7 +146,12 @@ def apm_stage(ctx: RunContext, done: StageResults) -> dict:
         meta = ScorerMeta(**json.loads((folder / "steerable.json").read_text()))
         if meta.kind != "attribute_model":
             raise ConfigError(f"method.apm={method.apm} is a {meta.kind}, not an attribute model")
-        return {"path": str(folder), "attributes": meta.names, "reused": True}
+        return {
+            "path": str(folder),
+            "attributes": meta.names,
+            "reused": True,
+            "heldout": apm_heldout(ctx, folder),
+        }
     train, _ = data_split(ctx)
     if not found_attributes(train):
         raise ConfigError(
@@ -160,13 +171,23 @@ def apm_stage(ctx: RunContext, done: StageResults) -> dict:
     )
     sub = sub_context(ctx, "apm", apm_method, method.apm_steps)
     summary = train_attribute_model(sub)
-    model, tokenizer, meta = load_scorer(sub.run_dir)
-    _, val = data_split(ctx)
+    final = sub.run_dir / FINAL_MODEL_DIR
+    return {**summary, "path": str(final), "heldout": apm_heldout(ctx, final), "reused": False}
+
+
+def apm_heldout(ctx: RunContext, folder: Path) -> list[dict]:
+    """Held-out MSE / correlations of the APM on this run's validation split, next to predicting the
+    training mean (of this run's training split: the same split when the APM was trained on the same data)."""
+    model, tokenizer, meta = load_scorer(folder)
+    train, val = data_split(ctx)
+    labels = np.array([row for _, _, row in labelled_replies(train, meta.names)]).reshape(-1, len(meta.names))
+    means = [
+        float(col[col != MISSING_LABEL].mean()) if (col != MISSING_LABEL).any() else None for col in labels.T
+    ]
     with ctx.autocast():
-        heldout = attribute_metrics(
-            model.to(ctx.device), tokenizer, meta, val, summary["train_means"], method.eval_batch_size
+        return attribute_metrics(
+            model.to(ctx.device), tokenizer, meta, val, means, ctx.cfg.method.eval_batch_size
         )
-    return {**summary, "path": str(sub.run_dir / FINAL_MODEL_DIR), "heldout": heldout, "reused": False}
 
 
 # ----------------------------------------------------------------------------------------------- annotate
@@ -223,34 +244,32 @@ class Annotator:
 
     def annotate(self, conversations: list[Conversation]) -> list[Conversation]:
         """Every assistant turn gets predicted labels; identical (context, reply) pairs are scored once."""
-        keys: dict[str, int] = {}
+        index: dict[str, int] = {}
         contexts, replies = [], []
         for conv in conversations:
-            for i, turn in enumerate(conv.turns):
-                if turn.role == "assistant":
-                    context = [t.as_message() for t in conv.turns[:i]]
-                    key = json.dumps([context, turn.content])
-                    if key not in keys:
-                        keys[key] = len(replies)
-                        contexts.append(context)
-                        replies.append(turn.content)
+            for key, context, reply in _assistant_turns(conv):
+                if key not in index:
+                    index[key] = len(replies)
+                    contexts.append(context)
+                    replies.append(reply)
         predictions = self.predict(contexts, replies) if replies else []
         annotated = []
         for conv in conversations:
+            labels = iter([predictions[index[key]] for key, _, _ in _assistant_turns(conv)])
             turns = [
-                Turn(
-                    t.role,
-                    t.content,
-                    dict(
-                        predictions[keys[json.dumps([[u.as_message() for u in conv.turns[:i]], t.content])]]
-                    ),
-                )
-                if t.role == "assistant"
-                else Turn(t.role, t.content)
-                for i, t in enumerate(conv.turns)
+                Turn(t.role, t.content, dict(next(labels)) if t.role == "assistant" else {})
+                for t in conv.turns
             ]
             annotated.append(replace(conv, turns=turns))
         return annotated
+
+
+def _assistant_turns(conv: Conversation):
+    """(dedup key, context messages, reply) of each assistant turn, in order."""
+    for i, turn in enumerate(conv.turns):
+        if turn.role == "assistant":
+            context = [t.as_message() for t in conv.turns[:i]]
+            yield json.dumps([context, turn.content]), context, turn.content
 
 
 def label_agreement(original: list[Conversation], annotated: list[Conversation], names: list[str]) -> dict:
