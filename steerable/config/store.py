@@ -11,6 +11,7 @@ from steerable.config.schema import (
     RewardModelConfig,
     SFTConfig,
     SteerLMConfig,
+    SuperHFConfig,
     TrainConfig,
 )
 
@@ -19,6 +20,7 @@ METHOD_SCHEMAS = {
     "reward_model": RewardModelConfig,
     "attribute_model": AttributeModelConfig,
     "steerlm": SteerLMConfig,
+    "superhf": SuperHFConfig,
 }
 
 

@@ -3,7 +3,9 @@
 Written for this project so a run works with no download. Answers are assembled from per-topic advice
 sentences, so both labels are true of the text by construction:
 
-* verbosity v: the answer has exactly `SENTENCES[v]` sentences (1, 2, 3, 5, 7);
+* verbosity v: the answer is the topic's first `SENTENCES[v]` advice sentences (1, 2, 3, 5, 7), always in
+  the same order, so what varies with the labels is length and tone and not which advice is given (a small
+  model learns the labels' effect within a few minutes instead of spending its steps on the content);
 * positivity p: every sentence carries one evaluative adjective from `ADJECTIVES[p]` (from gloomy to
   enthusiastic), and the extremes add an opener ("Sadly, ..." / "Happily, ...") and, for p=4, an exclamation.
 
@@ -359,7 +361,7 @@ def _questions(templates: tuple[str, ...], rng: random.Random) -> list[tuple[Top
 
 
 def _answer(topic: Topic, verbosity: int, positivity: int, rng: random.Random) -> str:
-    facts = rng.sample(topic.facts, SENTENCES[verbosity])
+    facts = topic.facts[: SENTENCES[verbosity]]
     sentences = [fact.format(adj=rng.choice(ADJECTIVES[positivity])) for fact in facts]
     if positivity in OPENERS:
         first = sentences[0]

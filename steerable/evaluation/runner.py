@@ -238,11 +238,18 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
     return steerlm_eval(cfg, out_dir, report)
 
 
+def eval_superhf(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    from steerable.methods.superhf.evaluate import eval_superhf as superhf_eval
+
+    return superhf_eval(cfg, out_dir, report)
+
+
 EVALUATIONS = {
     "reward_accuracy": eval_reward_accuracy,
     "generations": eval_generations,
     "win_rate": eval_win_rate,
     "steerability": eval_steerability,
+    "superhf": eval_superhf,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from steerable.methods import scoring, sft, steerlm
+from steerable.methods import scoring, sft, steerlm, superhf
 from steerable.methods.base import RunContext
 from steerable.pipeline import StageFn
 
@@ -13,4 +13,5 @@ METHODS: dict[str, Callable[[RunContext], dict[str, StageFn]]] = {
     "reward_model": scoring.reward_model_stages,
     "attribute_model": scoring.attribute_model_stages,
     "steerlm": steerlm.build_stages,
+    "superhf": superhf.build_stages,
 }

@@ -84,6 +84,7 @@ def fit_module(
     train_loader: DataLoader,
     val_loader: DataLoader | None,
     validate_first: bool = False,
+    trainer_overrides: dict[str, Any] | None = None,
 ) -> FitResult:
     """Fit (resuming from checkpoints/last.ckpt when asked), optionally measuring held-out loss first."""
     cfg = ctx.cfg
@@ -99,6 +100,7 @@ def fit_module(
         module.model,
         ctx.hparams(module.model),
         ctx.callbacks,
+        overrides=trainer_overrides,
     )
     val_before = None
     if validate_first and checkpoint is None and val_loader is not None:

@@ -112,7 +112,9 @@ def build_trainer(
     model: torch.nn.Module,
     hparams: dict,
     extra_callbacks: list[pl.Callback] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> pl.Trainer:
+    """`overrides` replaces Trainer arguments (online methods: one epoch over prompts, manual clipping)."""
     loggers = build_loggers(logger_cfg, run_dir, run_name, hparams)
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(
@@ -133,7 +135,7 @@ def build_trainer(
     sharded = hardware.strategy in ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
     accumulate = trainer_cfg.accumulate_grad_batches
     val_every = (trainer_cfg.val_check_interval or trainer_cfg.max_steps) * accumulate
-    return pl.Trainer(
+    arguments: dict[str, Any] = dict(
         accelerator=hardware.accelerator.value,
         devices=hardware.devices,
         num_nodes=hardware.num_nodes,
@@ -156,6 +158,7 @@ def build_trainer(
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
+    return pl.Trainer(**{**arguments, **(overrides or {})})
 
 
 def gathered_state_dict(trainer: pl.Trainer, attribute: str = "model") -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from steerable.config.schema import (
     SteerEvalSettings,
     SteerLMConfig,
 )
+from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.loaders import load_records, split_records
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
 from steerable.methods.scoring import attribute_table
@@ -34,6 +35,8 @@ from steerable.report import Report
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
 
+DEMO_HELDOUT_PROMPTS = len(HELDOUT_TEMPLATES) * len(TOPICS)
+
 
 def sweep_settings(schema: AttributeSchema, settings: SteerEvalSettings, seed: int) -> SweepSettings:
     attributes = list(settings.attributes) or list(schema.names)
@@ -48,9 +51,13 @@ def sweep_settings(schema: AttributeSchema, settings: SteerEvalSettings, seed: i
 
 
 def held_out_prompts(data: DataConfig, tokenizer, max_length: int, settings: SteerEvalSettings) -> list:
-    _, val = split_records(load_records(data), data)
+    """Prompts no training example contains: the demo's held-out question templates, else the val split."""
+    if data.format == "demo":
+        records: list = demo_prompts(min(settings.num_prompts, DEMO_HELDOUT_PROMPTS))
+    else:
+        records = [as_conversation(r) for r in split_records(load_records(data), data)[1]]
     prompts = fitting_prompts(
-        [as_conversation(r) for r in val],
+        records,
         tokenizer,
         max_length - settings.max_new_tokens,
         settings.num_prompts,

@@ -1,0 +1,351 @@
+"""Did SuperHF help, and at what price? The trained policy against the initial policy, best-of-n sampling from
+it, and any baseline runs (e.g. FeedME SFT), on the same held-out prompts: gold reward (the RM trained on the
+other half of the pairs), train reward, KL to the initial policy, METEOR similarity between completions to
+different prompts (mode collapse / reward hacking), win rate against the initial policy; plus the run's reward
+curves and, for a sweep folder, the reward-vs-similarity trade-off across KL coefficients."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from steerable.backbone.adapters import reference_policy
+from steerable.config.schema import DataConfig, ModelConfig, SuperHFConfig
+from steerable.evaluation.meteor import mean_pairwise_meteor
+from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
+from steerable.evaluation.plots import plot_pareto, plot_series
+from steerable.generation import HFSampler
+from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.methods.base import load_policy, run_config
+from steerable.methods.superhf.loop import Scorer, trim_completion, user_text
+from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
+from steerable.report import Report
+from steerable.run_dir import write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Arm:
+    name: str
+    texts: list[str]
+    gold: np.ndarray
+    train: np.ndarray
+    lengths: np.ndarray
+    kl: float | None = None  # mean summed log-ratio to the initial policy on the arm's own samples
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample(model, tokenizer, prompts, m: SuperHFConfig, n: int, seed: int, end_of_turn):
+    completions = HFSampler(model, tokenizer, end_of_turn).generate(prompts, sampling(m, n, seed))
+    return completions, [trim_completion(c.text) if m.trim else c.text.strip() for c in completions]
+
+
+def sample_kl(model, completions) -> float:
+    """Monte-Carlo KL(policy || initial): mean over samples of the summed log-ratio of their tokens."""
+    kept = [c for c in completions if c.token_ids]
+    if not kept:
+        return float("nan")
+    device = next(model.parameters()).device
+    ids, mask, response = (t.to(device) for t in pack_completions(kept, pad_token_id=0))
+    with torch.no_grad():
+        policy = sequence_logprobs(model, ids, mask, response).sum(-1)
+        with reference_policy(model):
+            initial = sequence_logprobs(model, ids, mask, response).sum(-1)
+    return float((policy - initial).mean())
+
+
+def compare(
+    model,
+    tokenizer,
+    prompts: list[list[dict]],
+    m: SuperHFConfig,
+    seed: int,
+    train: Scorer,
+    gold: Scorer,
+    baselines: dict[str, Callable[[], tuple[Any, Any]]],
+    end_of_turn: str | None = None,
+    autocast: Callable = nullcontext,
+) -> list[Arm]:
+    users = [user_text(p) for p in prompts]
+
+    def arm(name: str, texts: list[str], lengths: list[int], kl: float | None = None) -> Arm:
+        return Arm(
+            name, texts, np.array(gold(users, texts)), np.array(train(users, texts)), np.array(lengths), kl
+        )
+
+    arms = []
+    with autocast():
+        completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, end_of_turn)
+        arms.append(
+            arm("superhf", texts, [len(c.token_ids) for c in completions], sample_kl(model, completions))
+        )
+        with reference_policy(model):
+            completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, end_of_turn)
+            arms.append(arm("initial", texts, [len(c.token_ids) for c in completions], 0.0))
+            many, many_texts = _sample(model, tokenizer, prompts, m, m.best_of_n, seed + 1, end_of_turn)
+        scores = np.array(train([users[c.prompt_index] for c in many], many_texts)).reshape(len(prompts), -1)
+        best = scores.argmax(1) + np.arange(len(prompts)) * m.best_of_n
+        arms.append(
+            arm(
+                f"best-of-{m.best_of_n} (initial)",
+                [many_texts[i] for i in best],
+                [len(many[i].token_ids) for i in best],
+            )
+        )
+        for name, load in baselines.items():
+            other, other_tokenizer = load()
+            completions, texts = _sample(other, other_tokenizer, prompts, m, 1, seed, end_of_turn)
+            arms.append(arm(name, texts, [len(c.token_ids) for c in completions]))
+    return arms
+
+
+def arm_rows(arms: list[Arm], seed: int, bootstrap: int = 2000) -> list[dict[str, Any]]:
+    initial = next(a for a in arms if a.name == "initial")
+    rows = []
+    for a in arms:
+        n = len(a.gold)
+        rate, low, high = paired_bootstrap_ci(
+            a.gold, initial.gold, stat=win_rate, n_boot=bootstrap, seed=seed
+        )
+        rows.append(
+            {
+                "arm": a.name,
+                "gold_reward": float(a.gold.mean()),
+                "gold_stderr": float(a.gold.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                "train_reward": float(a.train.mean()),
+                "train_stderr": float(a.train.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0,
+                "win_rate_vs_initial": rate,
+                "win_ci": [low, high],
+                "kl_to_initial": a.kl,
+                "meteor_similarity": mean_pairwise_meteor(a.texts, max_pairs=300, seed=seed),
+                "mean_tokens": float(a.lengths.mean()),
+            }
+        )
+    return rows
+
+
+def report_comparison(report: Report, rows: list[dict], arms: list[Arm], prompts, samples: int) -> None:
+    report.section(
+        "Policies on held-out prompts",
+        f"{len(prompts)} prompts, one sampled completion each (best-of-n: the train reward's pick of n). Gold = "
+        "the held-out reward model; win rate against the initial policy by gold reward (ties half, 95% paired "
+        "bootstrap). KL: mean summed log-ratio to the initial policy on the arm's own samples. METEOR: mean "
+        "similarity between completions to different prompts (higher = more alike = mode collapse).",
+    )
+    report.table(
+        [
+            "arm",
+            "gold reward",
+            "± se",
+            "train reward",
+            "± se",
+            "win rate vs initial",
+            "95% CI",
+            "KL",
+            "METEOR",
+            "tokens",
+        ],
+        [
+            [
+                r["arm"],
+                r["gold_reward"],
+                r["gold_stderr"],
+                r["train_reward"],
+                r["train_stderr"],
+                r["win_rate_vs_initial"],
+                f"{r['win_ci'][0]:.2f}–{r['win_ci'][1]:.2f}",
+                "" if r["kl_to_initial"] is None else r["kl_to_initial"],
+                r["meteor_similarity"],
+                r["mean_tokens"],
+            ]
+            for r in rows
+        ],
+    )
+    report.section("Samples", "Held-out prompts with each arm's completion and its gold reward.")
+    header = ["prompt", *[a.name for a in arms]]
+    body = [
+        [user_text(prompts[i]), *[f"{a.texts[i]} (gold {a.gold[i]:.2f})" for a in arms]]
+        for i in range(min(samples, len(prompts)))
+    ]
+    report.table(header, body)
+
+
+# ---------------------------------------------------------------------------------------------- curves
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    path = Path(run_dir) / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def series(rows: list[dict[str, str]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    points = [(float(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, "")]
+    if not points:
+        return np.array([]), np.array([])
+    x, y = zip(*points, strict=True)
+    return np.array(x), np.array(y)
+
+
+def plot_curves(run_dir: Path, out_dir: Path, report: Report) -> None:
+    rows = read_metrics(run_dir)
+    groups = (
+        ("train_reward", ("train/reward_all", "train/reward_kept"), "train reward per superbatch"),
+        ("heldout_reward", ("eval/train_reward", "eval/gold_reward"), "reward on the fixed held-out prompts"),
+        ("kl", ("train/kl",), "KL to the initial policy (kept completions)"),
+        ("similarity", ("train/meteor_similarity",), "METEOR similarity of kept completions"),
+    )
+    for name, keys, ylabel in groups:
+        found = {key: series(rows, key) for key in keys}
+        found = {k: v for k, v in found.items() if len(v[0])}
+        if not found:
+            continue
+        x = next(iter(found.values()))[0]
+        ys = {k: y for k, (kx, y) in found.items() if np.array_equal(kx, x)}
+        path = plot_series(x, ys, out_dir / f"{name}.png", "optimizer step", ylabel)
+        report.image(path, out_dir, ylabel)
+
+
+# ----------------------------------------------------------------------------------------------- sweep
+
+
+def sweep_runs(folder: Path) -> list[Path]:
+    """SuperHF runs inside a multirun folder (each job folder holds .hydra/config.yaml with method superhf)."""
+    runs = []
+    for child in sorted(Path(folder).iterdir()):
+        config = child / ".hydra" / "config.yaml"
+        if config.is_file() and OmegaConf.load(config).method.name == "superhf":
+            runs.append(child)
+    return runs
+
+
+def trade_off(runs: list[Path], out_dir: Path, report: Report) -> list[dict[str, Any]]:
+    """Gold reward vs METEOR similarity per run of a KL sweep (the paper's trade-off), from each run's eval."""
+    points = []
+    for run in runs:
+        results = run / "superhf" / "results.json"
+        if not results.is_file():
+            log.warning(
+                "%s has no superhf/results.json (run its eval stage); left out of the sweep plot", run
+            )
+            continue
+        arms = {r["arm"]: r for r in json.loads(results.read_text())["arms"]}
+        kl_coef = OmegaConf.load(run / ".hydra" / "config.yaml").method.kl_coef
+        ours = arms["superhf"]
+        points.append(
+            {
+                "run": str(run),
+                "kl_coef": kl_coef,
+                "gold_reward": ours["gold_reward"],
+                "meteor_similarity": ours["meteor_similarity"],
+                "kl_to_initial": ours["kl_to_initial"],
+            }
+        )
+    if points:
+        plot = plot_pareto(
+            {f"kl_coef={p['kl_coef']}": [[-p["meteor_similarity"], p["gold_reward"]]] for p in points},
+            out_dir / "kl_tradeoff.png",
+            labels=("- METEOR similarity (higher = more diverse)", "gold reward"),
+            title="SuperHF: reward vs diversity across KL coefficients",
+        )
+        report.section(
+            "KL-coefficient sweep", "One point per run: its trained policy on the same held-out prompts."
+        )
+        report.table(
+            ["kl_coef", "gold reward", "METEOR similarity", "KL to initial", "run"],
+            [
+                [p["kl_coef"], p["gold_reward"], p["meteor_similarity"], p["kl_to_initial"], p["run"]]
+                for p in points
+            ],
+        )
+        report.image(plot, out_dir, "reward vs similarity")
+    return points
+
+
+# ----------------------------------------------------------------------------------------------- entry
+
+
+def run_evaluation(
+    model,
+    tokenizer,
+    m: SuperHFConfig,
+    data: DataConfig,
+    rewards: dict,
+    *,
+    run_dir: Path,
+    out_dir: Path,
+    report: Report,
+    num_prompts: int,
+    seed: int,
+    device: str = "cpu",
+    end_of_turn: str | None = None,
+    autocast: Callable = nullcontext,
+) -> dict[str, Any]:
+    """The comparison table, samples and the run's curves; results.json in `out_dir`."""
+    train, gold = run_scorers(m, rewards, device)
+    judge = "gold reward"
+    if gold is None:
+        judge = "train reward (no method.gold_reward: reward hacking cannot be measured)"
+        gold = train
+    _, held_out = prompt_split(m, data, tokenizer)
+    prompts = held_out[:num_prompts]
+    baselines = {f"baseline: {Path(b).name}": (lambda b=b: load_policy(Path(b))) for b in m.baselines}
+    arms = compare(model, tokenizer, prompts, m, seed, train, gold, baselines, end_of_turn, autocast)
+    rows = arm_rows(arms, seed)
+    report.section("Judge", f"Gold column = {judge}.")
+    report_comparison(report, rows, arms, prompts, samples=6)
+    report.section("Training curves", "From the run's metrics.csv (x = optimizer step).")
+    plot_curves(run_dir, out_dir, report)
+    result = {"arms": rows, "prompts": len(prompts), "judge": judge}
+    write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, default=str))
+    return result
+
+
+def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
+    """`steerable-eval eval=superhf`: one SuperHF run, or a multirun folder of them (the KL sweep)."""
+    run = Path(cfg.run)
+    if not (run / ".hydra" / "config.yaml").is_file():
+        runs = sweep_runs(run)
+        if not runs:
+            raise FileNotFoundError(f"{run} is neither a SuperHF run folder nor a multirun folder of them")
+        return {"sweep": trade_off(runs, out_dir, report)}
+    m = run_config(run, "method", SuperHFConfig)
+    data = run_config(run, "data", DataConfig)
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    rewards = {**OmegaConf.to_container(saved.get("reward", {}), resolve=True), **cfg.reward}
+    model, tokenizer = load_policy(run)
+    gpu = cfg.hardware.accelerator == "gpu" and torch.cuda.is_available()
+    model.to("cuda" if gpu else "cpu")
+    autocast = (
+        (lambda: torch.autocast("cuda" if gpu else "cpu", dtype=torch.bfloat16))
+        if str(cfg.hardware.precision.value).startswith("bf16")
+        else nullcontext
+    )
+    return run_evaluation(
+        model,
+        tokenizer,
+        m,
+        data,
+        rewards,
+        run_dir=run,
+        out_dir=out_dir,
+        report=report,
+        num_prompts=cfg.eval.num_prompts,
+        seed=cfg.seed,
+        device="cuda" if gpu else "cpu",
+        end_of_turn=run_config(run, "model", ModelConfig).end_of_turn,
+        autocast=autocast,
+    )

@@ -1,0 +1,342 @@
+"""SuperHF's pieces, one function each: trim, filter, the loss with its KL prior, and the superbatch loop.
+
+The loss follows the paper's code (spec B3): mean cross-entropy over the kept completions' tokens plus
+kl_coef times the per-example mean KL(reference || policy) over the full vocabulary, clamped at zero and
+summed over the minibatch. The reference is the same network with the LoRA adapter switched off. Masks come
+from rendering the chat, never from prompt lengths, so left- or right-padding cannot leak prompt tokens into
+the loss (the original code's right-padding assumption, B9.2).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+
+from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExample, tokenize_conversation
+from steerable.evaluation.meteor import mean_pairwise_meteor
+from steerable.generation import GenerationSettings, HFSampler
+from steerable.training.lm_module import CausalLMModule, OptimSettings
+from steerable.training.losses import _causal_lm
+
+log = logging.getLogger(__name__)
+
+# The paper's trim: cut at the first "\n\n<Speaker>:" or a bare "Human"/"Assistant" (B2, B9.4).
+TRIM_PATTERN = re.compile(r"\n\n[^:]+:|Human|Assistant")
+
+
+def trim_completion(text: str) -> str:
+    """The completion up to where the model starts writing the next speaker's turn, stripped."""
+    return TRIM_PATTERN.split(text, maxsplit=1)[0].strip()
+
+
+def top_k_per_prompt(scores: Sequence[float], texts: Sequence[str], group: int, k: int) -> list[int]:
+    """Indices of the best `k` non-empty completions in each consecutive group of `group` (one prompt)."""
+    kept = []
+    for start in range(0, len(texts), group):
+        members = [i for i in range(start, start + group) if texts[i]]
+        members.sort(key=lambda i: -scores[i])
+        kept += members[:k]
+    return kept
+
+
+def length_penalised(scores: Sequence[float], texts: Sequence[str], penalty: float) -> list[float]:
+    """score - penalty * log(words), the code's length penalty (off at 0)."""
+    if penalty == 0:
+        return list(scores)
+    return [s - penalty * math.log(len(t.split())) if t else s for s, t in zip(scores, texts, strict=True)]
+
+
+def training_example(
+    tokenizer, prompt: list[dict], completion: str, eot_id: int, ended: bool
+) -> TokenizedExample:
+    """prompt + kept completion with loss on the completion only; the end-of-turn token is learned only when
+    the sample really ended (a completion cut at max_new_tokens must not teach the model to stop there)."""
+    example = tokenize_conversation(
+        tokenizer, [*prompt, {"role": "assistant", "content": completion}], eot_id
+    )
+    if not ended:
+        labels = list(example.labels)
+        last = max(i for i, t in enumerate(labels) if t != IGNORE_INDEX)
+        if labels[last] == eot_id:
+            labels[last] = IGNORE_INDEX
+        example = TokenizedExample(example.input_ids, labels)
+    return example
+
+
+# ------------------------------------------------------------------------------------------------ loss
+
+
+@dataclass
+class KLSettings:
+    coef: float = 0.35  # < 0: no KL term
+    direction: str = "ref_to_policy"
+    aggregation: str = "sum"
+    positions: str = "labels"
+    clamp: bool = True
+
+
+def kl_mask(labels: torch.Tensor, positions: str) -> torch.Tensor:
+    """Where the KL is taken. `labels`: the code's positions, labels != -100 as they stand (the distributions
+    after each completion token); `targets`: the positions whose distribution predicts a completion token."""
+    has_label = labels != IGNORE_INDEX
+    if positions == "labels":
+        return has_label
+    return F.pad(has_label[:, 1:], (0, 1), value=False)
+
+
+def per_example_kl(
+    policy_logits: torch.Tensor,
+    reference_logits: torch.Tensor,
+    rows: torch.Tensor,
+    batch: int,
+    kl: KLSettings,
+) -> torch.Tensor:
+    """[batch] mean-over-positions full-vocabulary KL of each example, clamped at 0 when configured.
+
+    `*_logits` are [N, V] at the selected positions, `rows` their example index."""
+    logp = policy_logits.float().log_softmax(-1)
+    logq = reference_logits.float().log_softmax(-1)
+    if kl.direction == "ref_to_policy":
+        per_position = (logq.exp() * (logq - logp)).sum(-1)  # KL(ref || policy), torch KLDivLoss(logp, logq)
+    else:
+        per_position = (logp.exp() * (logp - logq)).sum(-1)
+    totals = torch.zeros(batch, dtype=per_position.dtype, device=per_position.device)
+    counts = torch.zeros_like(totals)
+    totals = totals.index_add(0, rows, per_position)
+    counts = counts.index_add(0, rows, torch.ones_like(per_position))
+    values = totals / counts.clamp(min=1)
+    return values.clamp(min=0) if kl.clamp else values
+
+
+def _hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    return (
+        _causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    )
+
+
+def _logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    return _causal_lm(model).get_output_embeddings()(hidden)
+
+
+def superhf_loss(
+    model: torch.nn.Module,
+    batch: dict[str, torch.Tensor],
+    kl: KLSettings,
+    reference: torch.nn.Module | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """CE (mean over the minibatch's completion tokens) + coef * aggregate of per-example KLs.
+
+    The reference is `model` with its adapter disabled, or `reference` for full fine-tuning."""
+    input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    hidden = _hidden(model, input_ids, attention_mask)
+    targets = labels[:, 1:]
+    predicts = targets != IGNORE_INDEX
+    ce = F.cross_entropy(_logits(model, hidden[:, :-1][predicts]).float(), targets[predicts])
+    stats = {"ce": float(ce.detach())}
+    if kl.coef < 0:
+        return ce, stats
+    where = kl_mask(labels, kl.positions)
+    rows = torch.nonzero(where)[:, 0]
+    policy_logits = _logits(model, hidden[where])
+    with torch.no_grad(), _reference(model, reference) as ref:
+        reference_logits = _logits(ref, _hidden(ref, input_ids, attention_mask)[where])
+    kls = per_example_kl(policy_logits, reference_logits, rows, input_ids.shape[0], kl)
+    aggregate = kls.sum() if kl.aggregation == "sum" else kls.mean()
+    stats["kl"] = float(kls.detach().mean())
+    return ce + kl.coef * aggregate, stats
+
+
+def _reference(model: torch.nn.Module, reference: torch.nn.Module | None) -> AbstractContextManager:
+    if reference is not None:
+        return nullcontext(reference)
+    if not isinstance(model, PeftModel):
+        raise TypeError("the KL term needs a LoRA model (adapter off = reference) or a frozen reference copy")
+    return _AdapterOff(model)
+
+
+class _AdapterOff:
+    def __init__(self, model: PeftModel) -> None:
+        self.model, self.ctx = model, model.disable_adapter()
+
+    def __enter__(self) -> torch.nn.Module:
+        self.ctx.__enter__()
+        return self.model
+
+    def __exit__(self, *exc: Any) -> None:
+        self.ctx.__exit__(*exc)
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+@dataclass
+class SuperHFSettings:
+    completions_per_prompt: int
+    top_k: int
+    minibatch_size: int
+    generation: GenerationSettings
+    kl: KLSettings
+    trim: bool = True
+    length_penalty: float = 0.0
+    inverse_loss_penalty: float = 0.0
+    gradient_clip: float | None = 1.0
+    eval_every: int = 8
+
+
+Scorer = Callable[[list[str], list[str]], list[float]]  # (user prompts, completions) -> one score each
+
+
+@dataclass
+class Sampled:
+    """One superbatch's samples: texts after trimming, whether each ended on its own, and their scores."""
+
+    prompts: list[list[dict]]  # per completion
+    texts: list[str]
+    ended: list[bool]
+    scores: list[float]
+    tokens: list[int]
+
+
+def sample_and_score(
+    sampler: HFSampler, prompts: list[list[dict]], settings: SuperHFSettings, score: Scorer
+) -> Sampled:
+    completions = sampler.generate(prompts, settings.generation)
+    per_completion = [prompts[c.prompt_index] for c in completions]
+    texts, ended = [], []
+    for c in completions:
+        text = trim_completion(c.text) if settings.trim else c.text.strip()
+        texts.append(text)
+        ended.append(c.finish_reason != "length" or text != c.text.strip())
+    scores = score([user_text(p) for p in per_completion], texts)
+    scores = length_penalised(scores, texts, settings.length_penalty)
+    return Sampled(per_completion, texts, ended, scores, [len(c.token_ids) for c in completions])
+
+
+def user_text(prompt: list[dict]) -> str:
+    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
+class SuperHFModule(CausalLMModule):
+    """One training step = one superbatch: sample, score, keep top-k per prompt, then one optimizer step per
+    minibatch of kept completions; the scheduler steps once per superbatch (it counts superbatches)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        optim: OptimSettings,
+        settings: SuperHFSettings,
+        train_score: Scorer,
+        eot_id: int,
+        end_of_turn: str | None,
+        evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
+        sampler=None,
+        prompts_per_step: int = 1,
+        reference: torch.nn.Module | None = None,
+        autocast: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> None:
+        super().__init__(model, optim, sampler=sampler, batch_size=prompts_per_step)
+        self.automatic_optimization = False
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.train_score = train_score
+        self.eot_id = eot_id
+        self.end_of_turn = end_of_turn
+        self.evaluate_fn = evaluate
+        self.autocast = autocast
+        self.collate = PaddingCollator(tokenizer.pad_token_id)
+        self._reference = [reference] if reference is not None else []  # not a submodule: never trained/saved
+        self.skipped_losses = 0
+
+    def training_step(self, prompts: list[list[dict]], batch_idx: int) -> None:
+        s = self.settings
+        if self.evaluate_fn is not None and batch_idx % s.eval_every == 0:
+            self._log_eval()
+        started = time.perf_counter()
+        with self.autocast():
+            sampled = sample_and_score(
+                HFSampler(self.model, self.tokenizer, self.end_of_turn), prompts, s, self.train_score
+            )
+        generated = time.perf_counter()
+        kept = top_k_per_prompt(sampled.scores, sampled.texts, s.completions_per_prompt, s.top_k)
+        stats = self._train_on(sampled, kept)
+        trained = time.perf_counter()
+        self.lr_schedulers().step()
+        kept_texts = [sampled.texts[i] for i in kept]
+        metrics = {
+            "train/reward_all": sum(sampled.scores) / len(sampled.scores),
+            "train/reward_kept": sum(sampled.scores[i] for i in kept) / max(len(kept), 1),
+            "train/completion_tokens": sum(sampled.tokens) / len(sampled.tokens),
+            "train/empty_fraction": sum(not t for t in sampled.texts) / len(sampled.texts),
+            "train/kept": float(len(kept)),
+            "train/generate_seconds": generated - started,
+            "train/train_seconds": trained - generated,
+            "train/skipped_losses": float(self.skipped_losses),
+            **{f"train/{k}": v for k, v in stats.items()},
+        }
+        if len(kept_texts) >= 2:
+            metrics["train/meteor_similarity"] = mean_pairwise_meteor(
+                kept_texts, max_pairs=64, seed=batch_idx
+            )
+        self.log_dict(metrics, batch_size=1)
+
+    def _train_on(self, sampled: Sampled, kept: list[int]) -> dict[str, float]:
+        s = self.settings
+        optimizer = self.optimizers()
+        examples = [
+            training_example(
+                self.tokenizer, sampled.prompts[i], sampled.texts[i], self.eot_id, sampled.ended[i]
+            )
+            for i in kept
+        ]
+        totals: dict[str, float] = {}
+        steps = 0
+        for start in range(0, len(examples), s.minibatch_size):
+            batch = {
+                k: v.to(self.device)
+                for k, v in self.collate(examples[start : start + s.minibatch_size]).items()
+            }
+            loss, stats = superhf_loss(
+                self.model, batch, s.kl, self._reference[0] if self._reference else None
+            )
+            if s.inverse_loss_penalty > 0:
+                loss = loss + s.inverse_loss_penalty / loss
+            if not torch.isfinite(loss) or loss.item() < 0:
+                self.skipped_losses += 1
+                log.warning("skipped an invalid loss (%s); %d so far", loss.item(), self.skipped_losses)
+                continue
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            if s.gradient_clip:
+                self.clip_gradients(
+                    optimizer, gradient_clip_val=s.gradient_clip, gradient_clip_algorithm="norm"
+                )
+            optimizer.step()
+            steps += 1
+            for key, value in {"loss": float(loss.detach()), **stats}.items():
+                totals[key] = totals.get(key, 0.0) + value
+        return {k: v / steps for k, v in totals.items()} if steps else {}
+
+    def _log_eval(self) -> None:
+        with self.autocast():
+            values = self.evaluate_fn(self.model)
+        self.log_dict({f"eval/{k}": v for k, v in values.items()}, batch_size=1)
+
+    def on_train_end(self) -> None:
+        if self.evaluate_fn is not None and self.logger is not None:
+            with self.autocast():
+                values = self.evaluate_fn(self.model)
+            self.logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """No per-batch token throughput here: generation and training times are logged per superbatch."""

@@ -1,0 +1,199 @@
+"""SuperHF's stages: `train` runs the superbatch loop under Lightning; `eval` compares the trained policy with
+the initial one, best-of-n sampling and any baseline runs on held-out prompts judged by the gold reward."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from peft import PeftModel
+
+from steerable.backbone.adapters import frozen_reference, save_model
+from steerable.config.schema import ConfigError, DataConfig, SuperHFConfig
+from steerable.data.loaders import load_records, split_records
+from steerable.data.tokenize import end_of_turn_id, tokenize_prompt
+from steerable.generation import GenerationSettings, HFSampler
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext
+from steerable.methods.fitting import fit_module
+from steerable.methods.sft import prompt_of
+from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings, user_text
+from steerable.rewards.base import RewardSource, build_reward_source
+from steerable.training.lm_module import OptimSettings
+from steerable.training.sampler import ResumableSampler, make_loader
+
+# ------------------------------------------------------------------------------------------- rewards
+
+
+def reward_source(rewards: dict, key: str, which: str, device: str = "cpu") -> RewardSource:
+    """`method.<which>` names a source of the run's `reward` group, or a reward/attribute model run folder."""
+    if key in rewards:
+        return build_reward_source(rewards[key])
+    if Path(key).exists():
+        return build_reward_source({"type": "checkpoint", "path": key, "device": device})
+    raise ConfigError(
+        f"method.{which}={key!r} is neither a reward source of this run (reward=[...] gives {sorted(rewards)}) "
+        "nor an existing reward model run folder"
+    )
+
+
+def scorer(source: RewardSource, output: str | None, which: str) -> Scorer:
+    """One column of a reward source as (user prompts, completions) -> list of floats."""
+    if output is not None and output not in source.names:
+        raise ConfigError(
+            f"method.reward_output={output!r} is not an output of method.{which} ({source.names})"
+        )
+    column = source.names.index(output) if output else 0
+
+    def score(prompts: list[str], texts: list[str]) -> list[float]:
+        return source.score(prompts, texts)[:, column].tolist()
+
+    return score
+
+
+def run_scorers(m: SuperHFConfig, rewards: dict, device: str = "cpu") -> tuple[Scorer, Scorer | None]:
+    train = scorer(reward_source(rewards, m.reward, "reward", device), m.reward_output, "reward")
+    if not m.gold_reward:
+        return train, None
+    return train, scorer(reward_source(rewards, m.gold_reward, "gold_reward", device), None, "gold_reward")
+
+
+# ------------------------------------------------------------------------------------------- prompts
+
+
+def as_prompt(record: Any, system_prompt: str | None, first_turn_only: bool) -> list[dict[str, str]]:
+    """The context to sample from: optionally just the first human turn (HH, as the paper), behind the
+    configured system prompt."""
+    messages = [m for m in prompt_of(record) if m["role"] != "system" or not system_prompt]
+    if first_turn_only:
+        first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
+        messages = messages[: first_user + 1]
+    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
+
+
+def prompt_split(m: SuperHFConfig, data: DataConfig, tokenizer) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Distinct training and held-out prompts that leave room for max_new_tokens within data.max_length."""
+    budget = data.max_length - m.max_new_tokens
+    train, val = split_records(load_records(data), data)
+
+    def prompts(records: list) -> list[list[dict]]:
+        unique = {}
+        for record in records:
+            prompt = as_prompt(record, m.system_prompt, m.first_turn_only)
+            unique.setdefault(repr(prompt), prompt)
+        return [p for p in unique.values() if len(tokenize_prompt(tokenizer, p)) <= budget]
+
+    train_prompts, val_prompts = prompts(train), prompts(val)
+    if not train_prompts:
+        raise ConfigError(
+            f"no prompt of data={data.name} fits in data.max_length - method.max_new_tokens = {budget} tokens"
+        )
+    return train_prompts[: m.num_prompts], val_prompts or train_prompts[-m.eval_prompts :]
+
+
+def sampling(m: SuperHFConfig, n: int, seed: int | None) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=m.max_new_tokens,
+        do_sample=True,
+        temperature=m.temperature,
+        top_p=m.top_p,
+        num_return_sequences=n,
+        batch_size=max(1, m.generation_batch_size // n),
+        seed=seed,
+    )
+
+
+# --------------------------------------------------------------------------------------------- train
+
+
+def fixed_prompt_eval(
+    tokenizer,
+    prompts: list[list[dict]],
+    m: SuperHFConfig,
+    seed: int,
+    train: Scorer,
+    gold: Scorer | None,
+    end_of_turn: str | None,
+):
+    """Mean train (and gold) reward of one seeded sample per fixed held-out prompt: the run's progress curve."""
+
+    def evaluate(model) -> dict[str, float]:
+        completions = HFSampler(model, tokenizer, end_of_turn).generate(prompts, sampling(m, 1, seed))
+        users = [user_text(prompts[c.prompt_index]) for c in completions]
+        texts = [c.text for c in completions]
+        values = {"train_reward": float(np.mean(train(users, texts)))}
+        if gold is not None:
+            values["gold_reward"] = float(np.mean(gold(users, texts)))
+        return values
+
+    return evaluate
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def train_stage(ctx: RunContext, done: dict) -> dict:
+    cfg, m = ctx.cfg, ctx.cfg.method
+    model, tokenizer = ctx.backbone()
+    train_prompts, eval_prompts = prompt_split(m, cfg.data, tokenizer)
+    train_score, gold_score = run_scorers(m, cfg.reward, ctx.device.type)
+    superbatches = math.ceil(len(train_prompts) / m.prompt_accumulation)
+    settings = SuperHFSettings(
+        completions_per_prompt=m.completions_per_prompt,
+        top_k=m.top_k,
+        minibatch_size=m.batch_size,
+        generation=sampling(m, m.completions_per_prompt, None),
+        kl=KLSettings(m.kl_coef, m.kl_direction, m.kl_aggregation, m.kl_positions, m.kl_clamp),
+        trim=m.trim,
+        length_penalty=m.length_penalty,
+        inverse_loss_penalty=m.inverse_loss_penalty,
+        gradient_clip=cfg.trainer.gradient_clip_val,
+        eval_every=m.eval_every,
+    )
+    reference = None
+    if m.kl_coef >= 0 and not isinstance(model, PeftModel):
+        reference = frozen_reference(model)  # full fine-tuning: the KL needs the starting weights kept apart
+    sampler = ResumableSampler(len(train_prompts), seed=cfg.seed)
+    loader = make_loader(train_prompts, m.prompt_accumulation, _as_list, sampler=sampler, seed=cfg.seed)
+    module = SuperHFModule(
+        model,
+        tokenizer,
+        OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, total_steps=superbatches),
+        settings,
+        train_score,
+        end_of_turn_id(tokenizer, cfg.model.end_of_turn),
+        cfg.model.end_of_turn,
+        evaluate=fixed_prompt_eval(
+            tokenizer,
+            eval_prompts[: m.eval_prompts],
+            m,
+            cfg.seed,
+            train_score,
+            gold_score,
+            cfg.model.end_of_turn,
+        ),
+        sampler=sampler,
+        prompts_per_step=m.prompt_accumulation,
+        reference=reference,
+        autocast=ctx.autocast,
+    )
+    # One epoch over the prompts; clipping happens inside the step (manual optimization).
+    fit = fit_module(
+        ctx,
+        module,
+        loader,
+        None,
+        trainer_overrides={"max_steps": -1, "max_epochs": 1, "gradient_clip_val": None},
+    )
+    if fit.is_global_zero:
+        meta = {"method": m.name, "base_model": cfg.model.name, "superbatches": superbatches}
+        save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=meta, state_dict=fit.state_dict)
+    return {
+        **fit.summary(),
+        "superbatches": superbatches,
+        "train_prompts": len(train_prompts),
+        "eval_prompts": min(len(eval_prompts), m.eval_prompts),
+        "skipped_losses": module.skipped_losses,
+    }
