@@ -17,10 +17,14 @@ log = logging.getLogger("steerable")
 
 def generate(cfg: GenerateConfig) -> list[str]:
     from steerable.backbone import load_backbone
-    from steerable.generation import GenerationSettings, HFSampler
+    from steerable.generation import HFSampler
     from steerable.methods.base import load_policy
 
     set_threads(cfg.hardware.torch_threads)
+    if cfg.run is not None and is_multi_objective(Path(cfg.run)):
+        return weighted_generate(cfg)
+    if cfg.weights:
+        raise ConfigError(f"weights={list(cfg.weights)}: run={cfg.run} is not a clp or rewarded_soups run")
     try:
         model, tokenizer = load_policy(Path(cfg.run)) if cfg.run is not None else load_backbone(cfg.model)
     except FileNotFoundError as err:
@@ -31,7 +35,14 @@ def generate(cfg: GenerateConfig) -> list[str]:
         {"role": "user", "content": cfg.prompt}
     ]
     prompt, stop = conditioned_prompt(cfg, tokenizer, messages)
-    settings = GenerationSettings(
+    completions = HFSampler(model, tokenizer).generate([prompt], settings_of(cfg, stop))
+    return [c.text for c in completions]
+
+
+def settings_of(cfg: GenerateConfig, stop: list[str]):
+    from steerable.generation import GenerationSettings
+
+    return GenerationSettings(
         max_new_tokens=cfg.max_new_tokens,
         do_sample=cfg.do_sample,
         temperature=cfg.temperature,
@@ -41,7 +52,49 @@ def generate(cfg: GenerateConfig) -> list[str]:
         num_return_sequences=cfg.num_return_sequences,
         seed=cfg.seed,
     )
-    completions = HFSampler(model, tokenizer).generate([prompt], settings)
+
+
+def is_multi_objective(run: Path) -> bool:
+    import json
+
+    meta = run / "checkpoints" / "final" / "steerable.json"
+    return meta.is_file() and "objectives" in json.loads(meta.read_text())
+
+
+def check_weights(weights: list[float], objectives: list[str]) -> list[float]:
+    """A weighting on the simplex, one entry per objective in the run's order; uniform when none is given."""
+    if not weights:
+        weights = [1 / len(objectives)] * len(objectives)
+        print(f"weights not given: using uniform {weights} over {objectives}", file=sys.stderr)
+    if len(weights) != len(objectives):
+        raise ConfigError(f"weights={list(weights)} needs one value per objective {objectives}")
+    if min(weights) < 0 or abs(sum(weights) - 1) > 1e-6:
+        raise ConfigError(
+            f"weights={list(weights)} must be non-negative and sum to 1 (objectives {objectives})"
+        )
+    return list(weights)
+
+
+def weighted_generate(cfg: GenerateConfig) -> list[str]:
+    """A CLP / Rewarded Soups policy at the requested weighting (adapters mixed, or w in the prompt)."""
+    import torch
+
+    from steerable.generation import HFSampler
+    from steerable.methods.clp.stages import load_steerable_policy
+
+    model, tokenizer, conditioning, meta = load_steerable_policy(Path(cfg.run))
+    weights = torch.tensor([check_weights(list(cfg.weights), meta["objectives"])])
+    print(f"weights: {dict(zip(meta['objectives'], weights[0].tolist(), strict=True))}", file=sys.stderr)
+    if cfg.hardware.accelerator == "gpu":
+        model = model.to("cuda")
+    messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
+        {"role": "user", "content": cfg.prompt}
+    ]
+    completions = HFSampler(model, tokenizer).generate(
+        [conditioning.prompt(messages, weights[0])],
+        settings_of(cfg, []),
+        row_context=conditioning.rows(weights),
+    )
     return [c.text for c in completions]
 
 

@@ -6,8 +6,10 @@ from hydra.core.config_store import ConfigStore
 
 from steerable.config.schema import (
     AttributeModelConfig,
+    CLPConfig,
     EvalConfig,
     GenerateConfig,
+    RewardedSoupsConfig,
     RewardModelConfig,
     SFTConfig,
     SteerLMConfig,
@@ -21,6 +23,8 @@ METHOD_SCHEMAS = {
     "attribute_model": AttributeModelConfig,
     "steerlm": SteerLMConfig,
     "superhf": SuperHFConfig,
+    "clp": CLPConfig,
+    "rewarded_soups": RewardedSoupsConfig,
 }
 
 

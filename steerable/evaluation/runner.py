@@ -244,12 +244,19 @@ def eval_superhf(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, An
     return superhf_eval(cfg, out_dir, report)
 
 
+def eval_pareto(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    from steerable.methods.clp import eval_pareto as clp_eval
+
+    return clp_eval(cfg, out_dir, report)
+
+
 EVALUATIONS = {
     "reward_accuracy": eval_reward_accuracy,
     "generations": eval_generations,
     "win_rate": eval_win_rate,
     "steerability": eval_steerability,
     "superhf": eval_superhf,
+    "pareto": eval_pareto,
 }
 
 

@@ -6,9 +6,9 @@ batches prompts, reads back the raw logits and decides where each response ends 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, TypeAlias
 
 import torch
 from torch import nn
@@ -17,6 +17,8 @@ from transformers import PreTrainedTokenizerBase
 from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
 from steerable.generation.logprobs import token_logprobs
 from steerable.generation.stops import cut_response
+
+RowContext: TypeAlias = Callable[[list[int], int], AbstractContextManager]
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
@@ -112,13 +114,22 @@ class HFSampler(Sampler):
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
-    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[Completion]:
+    def generate(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, row_context: RowContext | None = None
+    ) -> list[Completion]:
+        """`row_context(prompt_indices, n)` wraps each batch's generate call: per-row conditioning (CLP's
+        weightings) follows the rows wherever length sorting puts them."""
         encoded = [self.encode(p) for p in prompts]
         by_prompt: list[list[Completion]] = [[] for _ in encoded]
         # no_grad rather than inference_mode: logprobs may later meet autograd tensors in a loss.
         with eval_mode(self.model), torch.no_grad(), seeded(settings.seed, self.device):
             for indices in length_sorted_batches([len(e) for e in encoded], settings.batch_size):
-                for completion in self._generate_batch(encoded, indices, settings):
+                context = (
+                    row_context(indices, settings.num_return_sequences) if row_context else nullcontext()
+                )
+                with context:
+                    batch = self._generate_batch(encoded, indices, settings)
+                for completion in batch:
                     by_prompt[completion.prompt_index].append(completion)
         return [c for group in by_prompt for c in group]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from steerable.methods import scoring, sft, steerlm, superhf
+from steerable.methods import clp, scoring, sft, steerlm, superhf
 from steerable.methods.base import RunContext
 from steerable.pipeline import StageFn
 
@@ -14,4 +14,6 @@ METHODS: dict[str, Callable[[RunContext], dict[str, StageFn]]] = {
     "attribute_model": scoring.attribute_model_stages,
     "steerlm": steerlm.build_stages,
     "superhf": superhf.build_stages,
+    "clp": clp.build_stages,
+    "rewarded_soups": clp.build_soup_stages,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,13 @@ class RunContext:
             "params/frozen": counts.frozen,
             "params/trainable_fraction": counts.trainable / max(counts.total, 1),
         }
+
+
+def sub_context(ctx: RunContext, folder: str, method: Any = None, max_steps: int | None = None) -> RunContext:
+    """A stage's own training run: its folder holds checkpoints/, metrics.csv and checkpoints/final."""
+    trainer = replace(ctx.cfg.trainer, max_steps=max_steps or ctx.cfg.trainer.max_steps)
+    cfg = replace(ctx.cfg, method=method or ctx.cfg.method, trainer=trainer)
+    return RunContext(cfg=cfg, run_dir=ctx.run_dir / folder, resuming=ctx.resuming, callbacks=ctx.callbacks)
 
 
 def run_config(run_dir: Path, key: str, schema: type) -> Any:

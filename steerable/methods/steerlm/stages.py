@@ -32,7 +32,7 @@ from steerable.config.schema import AttributeModelConfig, ConfigError, SteerLMCo
 from steerable.data.loaders import load_jsonl_conversations, load_records, read_rows, split_records
 from steerable.data.records import Conversation, PreferencePair, Turn
 from steerable.generation import GenerationSettings, HFSampler
-from steerable.methods.base import FINAL_MODEL_DIR, RunContext
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.scoring import (
     MISSING_LABEL,
     attribute_metrics,
@@ -59,13 +59,6 @@ SCHEMA_KEY = "attributes"  # where the schema sits in checkpoints/final/steerabl
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-
-
-def sub_context(ctx: RunContext, folder: str, method: Any = None, max_steps: int | None = None) -> RunContext:
-    """A stage's own training run: its folder holds checkpoints/, metrics.csv and checkpoints/final."""
-    trainer = replace(ctx.cfg.trainer, max_steps=max_steps or ctx.cfg.trainer.max_steps)
-    cfg = replace(ctx.cfg, method=method or ctx.cfg.method, trainer=trainer)
-    return RunContext(cfg=cfg, run_dir=ctx.run_dir / folder, resuming=ctx.resuming, callbacks=ctx.callbacks)
 
 
 def as_conversation(record: Conversation | PreferencePair) -> Conversation:

@@ -1,0 +1,286 @@
+"""Stages shared by CLP and Rewarded Soups: calibrate (freeze reward statistics from reference samples), train
+(the policy-gradient trainer with the method's conditioning), and loading a trained multi-objective policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+
+from steerable.backbone.adapters import save_model, wrap_lora
+from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.backbone.mixing import AdapterMixer
+from steerable.config.schema import ConfigError, DataConfig, ModelConfig, PolicyGradientConfig, TrainConfig
+from steerable.data.loaders import load_records, split_records
+from steerable.generation import GenerationSettings, HFSampler
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_model_config, sub_context
+from steerable.methods.clp.conditioning import (
+    SHARED,
+    ParameterConditioning,
+    PromptConditioning,
+    WeightSampler,
+    build_conditioned_policy,
+    objective_adapter,
+    split_targets,
+)
+from steerable.methods.fitting import fit_module, optim_settings
+from steerable.methods.sft import fitting_prompts
+from steerable.rewards.base import RewardStack, build_reward_source
+from steerable.rewards.normalize import ZScoreNormalizer
+from steerable.run_dir import write_text_atomic
+from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule, user_text
+from steerable.training.sampler import ResumableSampler, make_loader
+
+CALIBRATION = "calibration.json"
+
+# --------------------------------------------------------------------------------------------- rewards
+
+
+def objective_names(cfg: TrainConfig) -> list[str]:
+    names = list(cfg.method.objectives) or list(cfg.reward)
+    missing = [n for n in names if n not in cfg.reward]
+    if missing:
+        raise ConfigError(
+            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
+        )
+    if len(names) < 2:
+        raise ConfigError(
+            f"method={cfg.method.name} needs at least two objectives, e.g. reward=[verbosity,positivity]"
+        )
+    return names
+
+
+class FrozenRewards:
+    """The objectives' scores, z-scored with statistics frozen by the calibrate stage: [N, m]."""
+
+    def __init__(self, stack: RewardStack, normalizer: ZScoreNormalizer | None) -> None:
+        self.stack, self.normalizer = stack, normalizer
+
+    @property
+    def names(self) -> list[str]:
+        return self.stack.names
+
+    def raw(self, prompts: list[str], texts: list[str]) -> torch.Tensor:
+        return self.stack.score(prompts, texts)
+
+    def __call__(self, prompts: list[str], texts: list[str]) -> torch.Tensor:
+        raw = self.raw(prompts, texts)
+        return self.normalizer(raw) if self.normalizer is not None else raw
+
+
+def load_rewards(rewards: dict, calibration: dict) -> FrozenRewards:
+    stack = RewardStack({n: build_reward_source(rewards[n]) for n in calibration["objectives"]})
+    normalizer = None
+    if calibration["normalizer"] is not None:
+        normalizer = ZScoreNormalizer()
+        normalizer.load_state_dict(calibration["normalizer"])
+    return FrozenRewards(stack, normalizer)
+
+
+# --------------------------------------------------------------------------------------------- prompts
+
+
+def prompt_split(
+    m: PolicyGradientConfig, data: DataConfig, tokenizer
+) -> tuple[list[list[dict]], list[list[dict]]]:
+    """Distinct training and held-out prompts with room for max_new_tokens within data.max_length."""
+    train, val = split_records(load_records(data), data)
+    budget = data.max_length - m.max_new_tokens
+    train_prompts = fitting_prompts(train, tokenizer, budget, len(train))
+    if not train_prompts:
+        raise ConfigError(f"no prompt of data={data.name} fits in {budget} tokens")
+    return train_prompts, fitting_prompts(val, tokenizer, budget, len(val)) or train_prompts
+
+
+def sampling(
+    m: PolicyGradientConfig, n: int, seed: int | None = None, greedy: bool = False
+) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=m.max_new_tokens,
+        do_sample=not greedy,
+        temperature=m.temperature,
+        top_p=m.top_p,
+        num_return_sequences=n,
+        batch_size=max(1, m.generation_batch_size // n),
+        seed=seed,
+    )
+
+
+# ------------------------------------------------------------------------------------------- calibrate
+
+
+def calibrate_stage(ctx: RunContext, done: dict) -> dict:
+    """Sample the reference policy on training prompts, freeze z-score statistics, and fix the hypervolume
+    reference point (the 5th percentile of each normalised reward) for every later evaluation."""
+    cfg, m = ctx.cfg, ctx.cfg.method
+    names = objective_names(cfg)
+    tokenizer = load_tokenizer(cfg.model)
+    base = load_base_model(cfg.model, tokenizer).to(ctx.device)
+    prompts = prompt_split(m, cfg.data, tokenizer)[0][: m.calibration_prompts]
+    with ctx.autocast():
+        completions = HFSampler(base, tokenizer, cfg.model.end_of_turn).generate(
+            prompts, sampling(m, 2, cfg.seed)
+        )
+    stack = RewardStack({n: build_reward_source(cfg.reward[n]) for n in names})
+    raw = stack.score(
+        [user_text(prompts[c.prompt_index]) for c in completions], [c.text for c in completions]
+    )
+    normalizer = ZScoreNormalizer().fit(raw) if m.normalize == "zscore" else None
+    normalized = normalizer(raw) if normalizer is not None else raw
+    calibration = {
+        "objectives": names,
+        "normalizer": _plain(normalizer.state_dict()) if normalizer is not None else None,
+        "reference_point": torch.quantile(normalized, 0.05, dim=0).tolist(),
+        "reference_mean_raw": raw.mean(0).tolist(),
+        "reference_samples": len(completions),
+    }
+    write_text_atomic(ctx.run_dir / CALIBRATION, json.dumps(calibration, indent=2))
+    return {"path": str(ctx.run_dir / CALIBRATION), **calibration}
+
+
+def _plain(state: dict) -> dict:
+    return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def read_calibration(run_dir: Path) -> dict:
+    path = Path(run_dir) / CALIBRATION
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the calibrate stage first")
+    return json.loads(path.read_text())
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def fit_policy(
+    ctx: RunContext, model: PeftModel, tokenizer, conditioning, rewards: FrozenRewards, metadata: dict
+) -> dict:
+    """The shared policy-gradient run in ctx.run_dir; the adapters go to its checkpoints/final."""
+    cfg, m = ctx.cfg, ctx.cfg.method
+    prompts = prompt_split(m, cfg.data, tokenizer)[0]
+    sampler = ResumableSampler(len(prompts), seed=cfg.seed)
+    loader = make_loader(
+        prompts,
+        m.batch_size,
+        _as_list,
+        sampler=sampler,
+        seed=cfg.seed,
+        drop_last=len(prompts) >= m.batch_size,
+    )
+    settings = PGSettings(m.samples_per_prompt, sampling(m, m.samples_per_prompt), m.kl_coef, m.kl_in)
+    module = PolicyGradientModule(
+        model,
+        tokenizer,
+        optim_settings(ctx),
+        settings,
+        rewards,
+        conditioning,
+        cfg.model.end_of_turn,
+        sampler,
+        m.batch_size,
+    )
+    fit = fit_module(ctx, module, loader, None)
+    if fit.is_global_zero:
+        meta = {"method": m.name, "base_model": cfg.model.name, "steps": fit.steps, **metadata}
+        save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=meta, state_dict=fit.state_dict)
+    return fit.summary()
+
+
+def clp_train_stage(ctx: RunContext, done) -> dict:
+    cfg, m = ctx.cfg, ctx.cfg.method
+    calibration = done.require("calibrate")
+    names = calibration["objectives"]
+    tokenizer = load_tokenizer(cfg.model)
+    base = load_base_model(cfg.model, tokenizer)
+    shared, conditioned = split_targets(
+        m.variant, cfg.model.lora.target_modules, m.attention_modules, m.output_module
+    )
+    model, mixer = build_conditioned_policy(base, cfg.model.lora, shared, conditioned, len(names))
+    draw = WeightSampler(len(names), m.concentration, m.weights_per)
+    conditioning = (
+        ParameterConditioning(mixer, draw) if mixer is not None else PromptConditioning(names, draw)
+    )
+    adapters = ([SHARED] if shared else []) + (mixer.names if mixer is not None else [])
+    metadata = {
+        "objectives": names,
+        "variant": m.variant,
+        "adapters": adapters,
+        "conditioned": mixer.names if mixer is not None else [],
+    }
+    summary = fit_policy(ctx, model, tokenizer, conditioning, load_rewards(cfg.reward, calibration), metadata)
+    return {**summary, **metadata}
+
+
+def soups_train_stage(ctx: RunContext, done) -> dict:
+    """One single-reward RL run per objective (its own folder), then the adapters side by side in one policy."""
+    cfg = ctx.cfg
+    calibration = done.require("calibrate")
+    names = calibration["objectives"]
+    rewards = load_rewards(cfg.reward, calibration)
+    tokenizer = load_tokenizer(cfg.model)
+    runs = {}
+    for index, name in enumerate(names):
+        sub = sub_context(ctx, f"single_{name}")
+        final = sub.run_dir / FINAL_MODEL_DIR
+        if not final.is_dir():
+            model = wrap_lora(
+                load_base_model(cfg.model, tokenizer), cfg.model.lora, adapter_name=objective_adapter(index)
+            )
+            one_hot = torch.nn.functional.one_hot(torch.tensor(index), len(names)).float()
+            runs[name] = fit_policy(
+                sub, model, tokenizer, NoConditioning(one_hot), rewards, {"objectives": [name]}
+            )
+    model = PeftModel.from_pretrained(
+        load_base_model(cfg.model, tokenizer),
+        str(ctx.run_dir / f"single_{names[0]}" / FINAL_MODEL_DIR / objective_adapter(0)),
+        adapter_name=objective_adapter(0),
+    )
+    for index, name in enumerate(names[1:], start=1):
+        path = ctx.run_dir / f"single_{name}" / FINAL_MODEL_DIR / objective_adapter(index)
+        model.load_adapter(str(path), adapter_name=objective_adapter(index))
+    adapters = [objective_adapter(i) for i in range(len(names))]
+    metadata = {
+        "method": "rewarded_soups",
+        "objectives": names,
+        "variant": "soup",
+        "adapters": adapters,
+        "conditioned": adapters,
+    }
+    save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=metadata)
+    return {"single_runs": runs, **metadata}
+
+
+# -------------------------------------------------------------------------------------------- loading
+
+
+def load_steerable_policy(run_dir: Path) -> tuple[PeftModel, Any, Any, dict]:
+    """A CLP or Rewarded Soups run's policy with its conditioning (weights -> adapters or prompt) and metadata."""
+    final = Path(run_dir) / FINAL_MODEL_DIR
+    meta_file = final / "steerable.json"
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no trained policy at {FINAL_MODEL_DIR}/ (did training finish?)"
+        )
+    meta = json.loads(meta_file.read_text())
+    if "objectives" not in meta or "adapters" not in meta:
+        raise ValueError(f"{run_dir} is not a CLP or rewarded_soups run (no objectives in {meta_file})")
+    cfg: ModelConfig = run_model_config(run_dir)
+    tokenizer = load_tokenizer(cfg)
+    first, *rest = meta["adapters"]
+    model = PeftModel.from_pretrained(load_base_model(cfg, tokenizer), str(final / first), adapter_name=first)
+    for name in rest:
+        model.load_adapter(str(final / name), adapter_name=name)
+    model.eval()
+    if meta["conditioned"]:
+        conditioning: Any = ParameterConditioning(AdapterMixer(model, meta["conditioned"]))
+    else:
+        model.base_model.set_adapter(meta["adapters"])
+        conditioning = PromptConditioning(meta["objectives"])
+    return model, tokenizer, conditioning, meta

@@ -1,0 +1,163 @@
+"""On-policy policy gradient shared by the RL methods: REINFORCE with a leave-one-out baseline (RLOO).
+
+Per step: each prompt gets a weighting w (CLP; a fixed one-hot for single-reward runs), k completions are sampled
+from the policy conditioned on it, each objective is scored and normalised with frozen statistics, the scalar
+reward is w·r̃ minus kl_coef times the sequence log-ratio to the adapter-disabled reference (or that KL becomes a
+loss term), and the loss is -A·log π(y|x, w) with A the reward minus the mean of the other k-1 samples' rewards.
+The forward passes run with dropout off so the log-probs are those of the policy that sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from steerable.backbone.adapters import reference_policy
+from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation.hf import RowContext, eval_mode
+from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.training.lm_module import CausalLMModule, OptimSettings
+
+Rewards = Callable[[list[str], list[str]], torch.Tensor]  # (user prompts, completions) -> [N, m] normalised
+
+
+class Conditioning(Protocol):
+    """How a weighting reaches the policy: parameters (adapter mixing), the prompt, or not at all."""
+
+    num_objectives: int
+
+    def draw(self, n: int) -> torch.Tensor:
+        """[n, m] weightings for n prompts."""
+
+    def prompt(self, messages: list[dict], weights: torch.Tensor) -> list[dict]:
+        """The prompt the policy sees under `weights` ([m])."""
+
+    def rows(self, weights: torch.Tensor) -> RowContext | None:
+        """Per-batch context for sampling, given each prompt's weights ([P, m])."""
+
+    def forward(self, row_weights: torch.Tensor) -> AbstractContextManager:
+        """Context for a teacher-forced forward over rows with these weights ([N, m])."""
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """[P, k] rewards -> advantages: each sample's reward minus the mean reward of the other k-1 samples."""
+    k = rewards.shape[1]
+    if k < 2:
+        raise ValueError("the leave-one-out baseline needs at least 2 samples per prompt")
+    others = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
+    return rewards - others
+
+
+def user_text(messages: list[dict]) -> str:
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
+@dataclass
+class PGSettings:
+    samples_per_prompt: int
+    generation: GenerationSettings
+    kl_coef: float = 0.05
+    kl_in: str = "reward"  # reward: subtract kl_coef * log-ratio from the reward | loss: add it to the loss
+
+
+class PolicyGradientModule(CausalLMModule):
+    """One step = one batch of prompts: sample, reward, RLOO loss (Lightning does backward, clipping, step)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        optim: OptimSettings,
+        settings: PGSettings,
+        rewards: Rewards,
+        conditioning: Conditioning,
+        end_of_turn: str | None = None,
+        sampler=None,
+        prompts_per_step: int = 1,
+    ) -> None:
+        super().__init__(model, optim, sampler=sampler, batch_size=prompts_per_step)
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.rewards = rewards
+        self.conditioning = conditioning
+        self.end_of_turn = end_of_turn
+
+    def training_step(self, prompts: list[list[dict]], batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.rl_loss(prompts)
+        self.log_dict(metrics, batch_size=len(prompts))
+        return loss
+
+    def rl_loss(self, prompts: list[list[dict]]) -> tuple[torch.Tensor, dict[str, Any]]:
+        s, c = self.settings, self.conditioning
+        k = s.samples_per_prompt
+        weights = c.draw(len(prompts))
+        shown = [c.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
+        completions = HFSampler(self.model, self.tokenizer, self.end_of_turn).generate(
+            shown, s.generation, row_context=c.rows(weights)
+        )
+        row_weights = weights.repeat_interleave(k, dim=0)
+        users = [user_text(prompts[x.prompt_index]) for x in completions]
+        scores = self.rewards(users, [x.text for x in completions])  # [N, m] normalised
+        scalar = (row_weights * scores).sum(dim=1)
+        ids, mask, response = (t.to(self.device) for t in pack_completions(completions, self._pad_id()))
+        with eval_mode(self.model):  # dropout off: the log-probs of the policy that sampled
+            with c.forward(row_weights):
+                logp = sequence_logprobs(self.model, ids, mask, response)
+            with torch.no_grad(), reference_policy(self.model):
+                ref = sequence_logprobs(self.model, ids, mask, response)
+        log_ratio = (logp - ref).sum(dim=1)  # sampled-token estimate of KL(policy || reference)
+        reward = scalar.to(log_ratio.device)
+        if s.kl_in == "reward":
+            reward = reward - s.kl_coef * log_ratio.detach()
+        advantages = rloo_advantages(reward.view(len(prompts), k)).flatten()
+        loss = -(advantages.detach() * logp.sum(dim=1)).mean()
+        if s.kl_in == "loss":
+            loss = loss + s.kl_coef * log_ratio.mean()
+        metrics = {
+            "train/reward": float(scalar.mean()),
+            "train/kl": float(log_ratio.detach().mean()),
+            "train/completion_tokens": float(response.sum()) / len(completions),
+            **{
+                f"train/reward_{name}": float(scores[:, i].mean())
+                for i, name in enumerate(self._names(scores))
+            },
+        }
+        return loss, metrics
+
+    def _names(self, scores: torch.Tensor) -> list[str]:
+        names = getattr(self.rewards, "names", None)
+        return list(names) if names else [str(i) for i in range(scores.shape[1])]
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Sampling dominates a step; its time is not a token throughput, so none is logged."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        raise NotImplementedError("RL runs have no teacher-forced validation; the eval stage measures them")
+
+
+class NoConditioning:
+    """A single fixed weighting (Rewarded Soups' single-reward runs, plain RL on one reward)."""
+
+    def __init__(self, weights: torch.Tensor) -> None:
+        self.fixed = torch.as_tensor(weights, dtype=torch.float32)
+        self.num_objectives = len(self.fixed)
+
+    def draw(self, n: int) -> torch.Tensor:
+        return self.fixed.expand(n, -1).clone()
+
+    def prompt(self, messages: list[dict], weights: torch.Tensor) -> list[dict]:
+        return messages
+
+    def rows(self, weights: torch.Tensor) -> RowContext | None:
+        return None
+
+    def forward(self, row_weights: torch.Tensor) -> AbstractContextManager:
+        return nullcontext()

@@ -1,0 +1,201 @@
+"""CLP: conditioned adapters equal the reference at init, mix adapter outputs per example, route gradients in
+proportion to w; RLOO by hand; tied embeddings untouched; tiny CLP and Rewarded Soups runs end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.cli.common import validate
+from steerable.cli.generate import generate
+from steerable.cli.train import run
+from steerable.config.schema import ConfigError, LoraConfig
+from steerable.methods.clp.conditioning import (
+    build_conditioned_policy,
+    split_targets,
+    weights_text,
+    with_weights_in_prompt,
+)
+from steerable.methods.clp.evaluate import weight_grid
+from steerable.training.policy_gradient import rloo_advantages
+from tests.conftest import TINY_RUN, compose_config
+from tests.test_backbone import tiny_config
+
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+LORA = LoraConfig(r=4, alpha=8, dropout=0.0)
+
+
+def policy(variant: str, copies: int = 2):
+    cfg = tiny_config()
+    tokenizer = load_tokenizer(cfg)
+    shared, conditioned = split_targets(variant, LORA.target_modules, ATTENTION, "lm_head")
+    model, mixer = build_conditioned_policy(
+        load_base_model(cfg, tokenizer), LORA, shared, conditioned, copies
+    )
+    return model, mixer
+
+
+def perturb(model, adapter: str, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name and f".{adapter}." in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
+@pytest.mark.parametrize("variant", ["full", "attn", "logit"])
+def test_every_weighting_gives_the_reference_policy_at_initialisation(variant) -> None:
+    model, mixer = policy(variant)
+    ids = torch.randint(0, 250, (4, 9), generator=torch.Generator().manual_seed(0))
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.5, 0.5]])
+    with mixer.weighted(weights):
+        conditioned = model(ids).logits
+    with model.disable_adapter():
+        reference = model(ids).logits
+    assert torch.equal(conditioned, reference)
+    a0 = [p for n, p in model.named_parameters() if "lora_A.objective_0" in n]
+    a1 = [p for n, p in model.named_parameters() if "lora_A.objective_1" in n]
+    assert a0 and all(torch.equal(x, y) for x, y in zip(a0, a1, strict=True))  # identical copies
+
+
+def _layer(model):
+    return model.base_model.model.model.layers[0].self_attn.q_proj
+
+
+def test_conditioned_layer_equals_the_weighted_sum_of_each_adapter_alone() -> None:
+    model, mixer = policy("attn")
+    perturb(model, "objective_0", 1)
+    perturb(model, "objective_1", 2)
+    layer = _layer(model)
+    x = torch.randn(3, 5, layer.in_features, generator=torch.Generator().manual_seed(3))
+    weights = torch.tensor([[0.2, 0.8], [0.9, 0.1], [0.5, 0.5]])
+    with torch.no_grad(), mixer.weighted(weights):
+        mixed = layer(x)
+    with torch.no_grad(), mixer.weighted(torch.tensor([[1.0, 0.0]] * 3)):
+        first = layer(x)
+    with torch.no_grad(), mixer.weighted(torch.tensor([[0.0, 1.0]] * 3)):
+        second = layer(x)
+    expected = weights[:, 0, None, None] * first + weights[:, 1, None, None] * second
+    torch.testing.assert_close(mixed, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(first, second)  # the two adapters really differ
+    # mixing the outputs is mixing ΔW = B A; averaging the factors would give something else
+    a0, a1 = layer.lora_A["objective_0"].weight, layer.lora_A["objective_1"].weight
+    assert torch.equal(a0, a1)  # same A at init, so the check below is about B only
+    b0, b1 = layer.lora_B["objective_0"].weight, layer.lora_B["objective_1"].weight
+    delta = (0.2 * b0 + 0.8 * b1) @ a0 * layer.scaling["objective_0"]
+    torch.testing.assert_close(mixed[0] - layer.base_layer(x[0]), x[0] @ delta.T, rtol=1e-4, atol=1e-5)
+
+
+def test_gradients_reach_each_copy_in_proportion_to_its_weight() -> None:
+    model, mixer = policy("attn")
+    ids = torch.randint(0, 250, (1, 7), generator=torch.Generator().manual_seed(4))
+    with mixer.weighted(torch.tensor([[0.25, 0.75]])):
+        model(ids).logits.logsumexp(-1).sum().backward()
+    layer = _layer(model)
+    g0, g1 = layer.lora_B["objective_0"].weight.grad, layer.lora_B["objective_1"].weight.grad
+    assert g0.abs().sum() > 0
+    torch.testing.assert_close(g1, 3.0 * g0, rtol=1e-4, atol=1e-7)
+
+
+def test_logit_variant_leaves_tied_input_embeddings_alone() -> None:
+    model, mixer = policy("logit")
+    perturb(model, "objective_0", 5)
+    lm = model.base_model.model
+    assert lm.lm_head.base_layer.weight is lm.model.embed_tokens.weight  # still tied, still frozen
+    assert not lm.model.embed_tokens.weight.requires_grad
+    ids = torch.randint(0, 250, (2, 6), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        embedded = lm.model.embed_tokens(ids)
+        with mixer.weighted(torch.tensor([[1.0, 0.0], [1.0, 0.0]])):
+            moved = model(ids).logits
+        with model.disable_adapter():
+            reference = model(ids).logits
+    assert torch.equal(embedded, lm.model.embed_tokens.weight[ids])
+    assert not torch.allclose(moved, reference)
+
+
+def test_rloo_advantage_matches_a_hand_computation() -> None:
+    rewards = torch.tensor([[1.0, 2.0, 6.0], [0.0, 0.0, 3.0]])
+    expected = torch.tensor([[1 - 4.0, 2 - 3.5, 6 - 1.5], [0 - 1.5, 0 - 1.5, 3 - 0.0]])
+    torch.testing.assert_close(rloo_advantages(rewards), expected)
+    assert torch.allclose(rloo_advantages(rewards).sum(1), torch.zeros(2))  # the baseline is unbiased
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo_advantages(torch.ones(2, 1))
+
+
+def test_weight_grid_and_prompt_format() -> None:
+    two = weight_grid(2, 0.1)
+    assert two.shape == (11, 2) and torch.allclose(two.sum(1), torch.ones(11))
+    assert torch.allclose(two[:, 0], torch.linspace(1, 0, 11))
+    assert weight_grid(3, 0.25).shape == (15, 3)
+    assert (
+        weights_text(["verbosity", "positivity"], [0.3, 0.7])
+        == "Reward weights: verbosity=0.30, positivity=0.70"
+    )
+    shown = with_weights_in_prompt([{"role": "user", "content": "hi"}], ["a", "b"], [1.0, 0.0])
+    assert shown == [
+        {"role": "system", "content": "Reward weights: a=1.00, b=0.00"},
+        {"role": "user", "content": "hi"},
+    ]
+
+
+CLP = [
+    *TINY_RUN,
+    "reward=[verbosity,positivity]",
+    "trainer.max_steps=2",
+    "method.samples_per_prompt=2",
+    "method.batch_size=2",
+    "method.max_new_tokens=6",
+    "method.calibration_prompts=4",
+    "method.eval.num_prompts=2",
+    "method.eval.grid_step=0.5",
+    "method.eval.max_new_tokens=6",
+]
+
+
+def run_as_cli(run_dir, *overrides: str) -> dict:
+    composed = compose_config("train", [*CLP, *overrides])
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    return run(validate(composed), run_dir)
+
+
+def test_tiny_clp_and_rewarded_soups_runs_share_one_pareto_evaluation(tmp_path) -> None:
+    soups = tmp_path / "soups"
+    soup_results = run_as_cli(soups, "method=rewarded_soups")
+    assert set(soup_results["train"]["single_runs"]) == {"verbosity", "positivity"}
+    clp = tmp_path / "clp"
+    results = run_as_cli(clp, "method=clp", "method.variant=attn", f"method.eval.compare=[{soups}]")
+    pareto = json.loads((clp / "pareto" / "pareto.json").read_text())
+    assert [a["arm"] for a in pareto["arms"]] == ["clp-attn", "rewarded-soups"]
+    assert len(pareto["grid"]) == 3 and pareto["reference_point"] == results["calibrate"]["reference_point"]
+    assert (clp / "pareto" / "pareto.png").is_file() and "## Pareto evaluation" in (
+        clp / "report.md"
+    ).read_text()
+    # steerable-generate with a weighting, and the errors for bad ones
+    gen = validate(
+        compose_config(
+            "generate", [f"run={clp}", "prompt=Any tips?", "max_new_tokens=4", "weights=[0.2,0.8]"]
+        )
+    )
+    assert len(generate(gen)) == 1
+    with pytest.raises(ConfigError, match="sum to 1"):
+        generate(validate(compose_config("generate", [f"run={clp}", "prompt=x", "weights=[0.5,0.6]"])))
+    with pytest.raises(ConfigError, match="one value per objective"):
+        generate(validate(compose_config("generate", [f"run={clp}", "prompt=x", "weights=[1.0]"])))
+
+
+def test_clp_config_errors_name_the_key(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"method\.variant"):
+        validate(compose_config("train", [*CLP, "method=clp", "method.variant=middle"]))
+    with pytest.raises(ConfigError, match=r"method\.samples_per_prompt"):
+        validate(compose_config("train", [*CLP, "method=clp", "method.samples_per_prompt=1"]))
+    cfg = validate(compose_config("train", [*TINY_RUN, "method=clp", "reward=[verbosity]"]))
+    from steerable.methods.clp.stages import objective_names
+
+    with pytest.raises(ConfigError, match="at least two objectives"):
+        objective_names(cfg)
