@@ -225,3 +225,23 @@ def test_config_errors_name_the_key(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match=r"method\.reward='no_such_rm'"):
         run_scorers(cfg.method, cfg.reward)
+
+
+def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:
+    from steerable.evaluation.runner import run_eval
+
+    sweep = tmp_path / "multirun"
+    for job, kl_coef in enumerate(["0.0", "0.35"]):
+        composed = compose_config(
+            "train",
+            [*SUPERHF, f"output_root={tmp_path}", f"method.kl_coef={kl_coef}", "method.num_prompts=2"],
+        )
+        run_dir = sweep / str(job)
+        (run_dir / ".hydra").mkdir(parents=True)
+        OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+        run(validate(composed), run_dir)
+    cfg = validate(compose_config("eval", [f"run={sweep}", "eval=superhf"]))
+    result = run_eval(cfg, tmp_path / "out")
+    assert [p["kl_coef"] for p in result["sweep"]] == [0.0, 0.35]
+    assert (tmp_path / "out" / "kl_tradeoff.png").is_file()
+    assert "## KL-coefficient sweep" in (tmp_path / "out" / "report.md").read_text()
