@@ -532,6 +532,19 @@ class CLPConfig(PolicyGradientConfig):
 
 
 @dataclass
+class RLConfig(PolicyGradientConfig):
+    """Plain on-policy RL on one reward (or a fixed weighting of several): the RLHF baseline for SuperHF and the
+    single-objective endpoint for CLP, with the same trainer. `weights` empty = equal weights."""
+
+    name: str = "rl"
+    stages: list[str] = field(default_factory=lambda: ["calibrate", "train"])
+    weights: list[float] = field(default_factory=list)
+
+    def allowed_stages(self) -> list[str]:
+        return ["calibrate", "train"]
+
+
+@dataclass
 class RewardedSoupsConfig(PolicyGradientConfig):
     """Rewarded Soups: one RL run per reward (same recipe, trainer.max_steps each), LoRA updates interpolated
     with the weights at inference."""

@@ -11,6 +11,7 @@ from steerable.config.schema import (
     GenerateConfig,
     RewardedSoupsConfig,
     RewardModelConfig,
+    RLConfig,
     SFTConfig,
     SteerLMConfig,
     SuperHFConfig,
@@ -25,6 +26,7 @@ METHOD_SCHEMAS = {
     "superhf": SuperHFConfig,
     "clp": CLPConfig,
     "rewarded_soups": RewardedSoupsConfig,
+    "rl": RLConfig,
 }
 
 

@@ -16,4 +16,5 @@ METHODS: dict[str, Callable[[RunContext], dict[str, StageFn]]] = {
     "superhf": superhf.build_stages,
     "clp": clp.build_stages,
     "rewarded_soups": clp.build_soup_stages,
+    "rl": clp.build_rl_stages,
 }

@@ -16,6 +16,7 @@ from steerable.methods.clp.stages import (
     load_rewards,
     prompt_split,
     read_calibration,
+    rl_train_stage,
     soups_train_stage,
 )
 from steerable.report import Report
@@ -96,3 +97,10 @@ def build_stages(ctx: RunContext) -> dict:
 
 def build_soup_stages(ctx: RunContext) -> dict:
     return {**build_stages(ctx), "train": lambda done: soups_train_stage(ctx, done)}
+
+
+def build_rl_stages(ctx: RunContext) -> dict:
+    return {
+        "calibrate": lambda done: calibrate_stage(ctx, done),
+        "train": lambda done: rl_train_stage(ctx, done),
+    }

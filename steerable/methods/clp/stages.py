@@ -46,7 +46,11 @@ def objective_names(cfg: TrainConfig) -> list[str]:
         raise ConfigError(
             f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
         )
-    if len(names) < 2:
+    if not names:
+        raise ConfigError(
+            f"method={cfg.method.name} needs a reward source, e.g. reward=[checkpoint] reward.learned.path=<RM>"
+        )
+    if len(names) < 2 and cfg.method.name != "rl":
         raise ConfigError(
             f"method={cfg.method.name} needs at least two objectives, e.g. reward=[verbosity,positivity]"
         )
@@ -255,6 +259,30 @@ def soups_train_stage(ctx: RunContext, done) -> dict:
     }
     save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=metadata)
     return {"single_runs": runs, **metadata}
+
+
+def rl_train_stage(ctx: RunContext, done) -> dict:
+    """One LoRA policy trained on a fixed weighting of the objectives; saved like SFT (loadable as a baseline)."""
+    cfg, m = ctx.cfg, ctx.cfg.method
+    calibration = done.require("calibrate")
+    names = calibration["objectives"]
+    weights = torch.tensor(list(m.weights) or [1.0 / len(names)] * len(names))
+    if len(weights) != len(names) or (weights < 0).any() or abs(float(weights.sum()) - 1) > 1e-6:
+        raise ConfigError(
+            f"method.weights={list(m.weights)} must be {len(names)} non-negative numbers summing to 1"
+        )
+    tokenizer = load_tokenizer(cfg.model)
+    model = wrap_lora(load_base_model(cfg.model, tokenizer), cfg.model.lora)
+    rewards = load_rewards(cfg.reward, calibration)
+    summary = fit_policy(
+        ctx,
+        model,
+        tokenizer,
+        NoConditioning(weights),
+        rewards,
+        {"trained_on": names, "weights": weights.tolist()},
+    )
+    return {**summary, "objectives": names, "weights": weights.tolist()}
 
 
 # -------------------------------------------------------------------------------------------- loading
