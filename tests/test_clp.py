@@ -171,7 +171,7 @@ def test_tiny_clp_and_rewarded_soups_runs_share_one_pareto_evaluation(tmp_path) 
     clp = tmp_path / "clp"
     results = run_as_cli(clp, "method=clp", "method.variant=attn", f"method.eval.compare=[{soups}]")
     pareto = json.loads((clp / "pareto" / "pareto.json").read_text())
-    assert [a["arm"] for a in pareto["arms"]] == ["clp-attn", "rewarded-soups"]
+    assert [a["arm"] for a in pareto["arms"]] == ["clp-attn", "rewarded-soups", "logit-mixing"]
     assert len(pareto["grid"]) == 3 and pareto["reference_point"] == results["calibrate"]["reference_point"]
     assert (clp / "pareto" / "pareto.png").is_file() and "## Pareto evaluation" in (
         clp / "report.md"

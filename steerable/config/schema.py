@@ -471,6 +471,9 @@ class ParetoEvalSettings:
     do_sample: bool = True  # temperature-1 samples (the on-policy view); false = greedy, for every arm alike
     batch_size: int = 16
     compare: list[str] = field(default_factory=list)  # other CLP / rewarded_soups runs to plot with this one
+    logit_mixing: bool = (
+        True  # for each rewarded_soups run, also its single-reward policies mixed in logit space
+    )
 
 
 @dataclass

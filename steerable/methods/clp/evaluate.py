@@ -21,6 +21,7 @@ from steerable.evaluation.plots import plot_pareto
 from steerable.generation import HFSampler
 from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.generation.mixture import MixtureSampler
 from steerable.methods.clp.stages import FrozenRewards, load_steerable_policy, sampling
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic
@@ -55,7 +56,10 @@ def evaluate_arm(
     rewards: FrozenRewards,
     seed: int,
     autocast=nullcontext,
+    logit_mixing: bool = False,
 ) -> ArmResult:
+    """One arm on the grid. `logit_mixing`: decode from Σ w_i log p_i of the run's adapters (zero-shot logit
+    mixing of single-reward policies) instead of mixing their parameters."""
     model, tokenizer, conditioning, meta = load_steerable_policy(run_dir)
     if meta["objectives"] != rewards.stack.names:
         raise ValueError(
@@ -67,9 +71,17 @@ def evaluate_arm(
     gen = sampling(m, 1, seed, greedy=not settings.do_sample)
     gen.max_new_tokens, gen.batch_size = settings.max_new_tokens, settings.batch_size
     with autocast():
-        completions = HFSampler(model, tokenizer).generate(shown, gen, row_context=conditioning.rows(weights))
+        if logit_mixing:
+            completions = MixtureSampler(conditioning.mixer, tokenizer, mode="logit").generate(
+                shown, gen, weights
+            )
+            kl = _mixture_log_ratio(model, completions, tokenizer.pad_token_id or 0)
+        else:
+            completions = HFSampler(model, tokenizer).generate(
+                shown, gen, row_context=conditioning.rows(weights)
+            )
+            kl = _log_ratio(model, completions, conditioning, weights, tokenizer.pad_token_id or 0)
         scores = rewards([user_text(prompts[p]) for _, p in cells], [c.text for c in completions])
-        kl = _log_ratio(model, completions, conditioning, weights, tokenizer.pad_token_id or 0)
     g, p = len(grid), len(prompts)
     per_cell = scores.numpy().reshape(g, p, -1)
     counts = count_parameters(model)
@@ -103,6 +115,19 @@ def _log_ratio(model, completions, conditioning, weights: torch.Tensor, pad_id: 
             with reference_policy(model):
                 reference = sequence_logprobs(model, ids, mask, response).sum(1)
         out.append((policy - reference).float().numpy())
+    return np.concatenate(out)
+
+
+def _mixture_log_ratio(model, completions, pad_id: int) -> np.ndarray:
+    """Summed log-ratio of the mixture's sampled tokens (their log-probs come with the sample) to the reference."""
+    out = []
+    for start in range(0, len(completions), 16):
+        chunk = completions[start : start + 16]
+        ids, mask, response = pack_completions(chunk, pad_id)
+        with torch.no_grad(), eval_mode(model), reference_policy(model):
+            reference = sequence_logprobs(model, ids, mask, response).sum(1)
+        mixture = torch.stack([c.logprobs.sum() for c in chunk])
+        out.append((mixture - reference).float().numpy())
     return np.concatenate(out)
 
 
@@ -208,5 +233,12 @@ def evaluate_runs(
         labels[label] = labels.get(label, 0) + 1
         name = label if labels[label] == 1 else f"{label} ({Path(run).name})"
         arms.append(evaluate_arm(name, Path(run), prompts, grid, m, m.eval, rewards, seed, autocast))
+        if label == "rewarded-soups" and m.eval.logit_mixing:
+            mixing = "logit-mixing" if labels[label] == 1 else f"logit-mixing ({Path(run).name})"
+            arms.append(
+                evaluate_arm(
+                    mixing, Path(run), prompts, grid, m, m.eval, rewards, seed, autocast, logit_mixing=True
+                )
+            )
     summaries = pareto_report(arms, grid, names, calibration["reference_point"], out_dir, report)
     return {"arms": summaries, "grid_points": len(grid), "prompts": len(prompts)}
