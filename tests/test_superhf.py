@@ -245,3 +245,39 @@ def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:
     assert [p["kl_coef"] for p in result["sweep"]] == [0.0, 0.35]
     assert (tmp_path / "out" / "kl_tradeoff.png").is_file()
     assert "## KL-coefficient sweep" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_killed_superhf_run_resumes_to_identical_numbers(tmp_path) -> None:
+    import csv
+
+    from tests.test_train import Crash, KillAtStep
+
+    overrides = [
+        *SUPERHF,
+        f"output_root={tmp_path}",
+        "method.num_prompts=8",
+        "trainer.checkpoint_every_n_steps=2",
+    ]
+
+    def numbers(run_dir):
+        with open(run_dir / "metrics.csv", newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("train/loss")]
+        return [(int(r["step"]), float(r["train/loss"]), float(r["train/reward_all"])) for r in rows]
+
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    run(validate(compose_config("train", [*overrides, "method.stages=[train]"])), straight)
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    with pytest.raises(Crash):
+        run(
+            validate(compose_config("train", [*overrides, "method.stages=[train]"])),
+            interrupted,
+            [KillAtStep(3)],
+        )
+    resumed_cfg = compose_config("train", [*overrides, "method.stages=[train]", f"resume={interrupted}"])
+    run(validate(resumed_cfg), interrupted)
+    expected, resumed = numbers(straight), numbers(interrupted)
+    assert [s for s, _, _ in expected] == [0, 1, 2, 3] and [s for s, _, _ in resumed] == [0, 1, 2, 3]
+    for column in (1, 2):  # loss and mean train reward of every superbatch
+        assert [r[column] for r in resumed] == pytest.approx([r[column] for r in expected], abs=1e-5)
