@@ -95,6 +95,8 @@ def evaluate_arm(
         params={
             "adapter parameters (stored)": counts.total - _base_parameters(model),
             "adapters": len(meta["adapters"]),
+            # model rows per generated token: adapters mixed in parameter space cost one; logit mixing one per adapter
+            "forward rows per token": len(meta["conditioned"]) if logit_mixing else 1,
         },
     )
 
