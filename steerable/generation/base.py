@@ -62,6 +62,8 @@ class Completion:
     logprobs: torch.Tensor  # [len(token_ids)] float32 log-softmax of the raw (untempered) logits
     finish_reason: FinishReason
     prompt_token_ids: list[int] = field(default_factory=list)  # the prompt exactly as the model saw it
+    # Mixture decoding only: [len(token_ids), n] log-prob of each sampled token under each expert (PCM's cache)
+    expert_logprobs: torch.Tensor | None = None
 
 
 class Sampler(ABC):

@@ -97,6 +97,7 @@ class MixtureSampler:
         one_hot = torch.eye(n).repeat(b, 1)  # replica r of a prompt runs expert r
         generated = torch.zeros(b, 0, dtype=torch.long, device=self.device)
         token_log_probs = torch.zeros(b, 0)
+        expert_token_log_probs = torch.zeros(b, 0, n)
         finished = torch.zeros(b, dtype=torch.bool, device=self.device)
         cache, step_ids, positions = None, ids, position_ids_from_mask(mask)
         for _ in range(settings.max_new_tokens):
@@ -115,6 +116,8 @@ class MixtureSampler:
             token = self._pick(mixed, settings)
             token = torch.where(finished, torch.full_like(token, self.pad_id), token)
             token_log_probs = torch.cat([token_log_probs, mixed.gather(1, token[:, None]).cpu()], dim=1)
+            picked = expert_lp.gather(2, token[:, None, None].expand(b, n, 1)).squeeze(2).cpu()
+            expert_token_log_probs = torch.cat([expert_token_log_probs, picked[:, None]], dim=1)
             generated = torch.cat([generated, token[:, None]], dim=1)
             finished |= torch.isin(token, torch.tensor(self.end_ids, device=self.device))
             if bool(finished.all()):
@@ -123,7 +126,10 @@ class MixtureSampler:
             mask = torch.cat([mask, torch.ones(b * n, 1, dtype=mask.dtype, device=self.device)], dim=1)
             positions = positions[:, -1:] + 1
         return [
-            self._completion(indices[row], generated[row], token_log_probs[row], encoded) for row in range(b)
+            self._completion(
+                indices[row], generated[row], token_log_probs[row], expert_token_log_probs[row], encoded
+            )
+            for row in range(b)
         ]
 
     def _pick(self, log_probs: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
@@ -134,7 +140,12 @@ class MixtureSampler:
         return torch.multinomial(probs, 1).squeeze(1)
 
     def _completion(
-        self, prompt_index: int, tokens: torch.Tensor, log_probs: torch.Tensor, encoded
+        self,
+        prompt_index: int,
+        tokens: torch.Tensor,
+        log_probs: torch.Tensor,
+        expert_log_probs: torch.Tensor,
+        encoded,
     ) -> Completion:
         kept = tokens.tolist()
         cut = next((i + 1 for i, t in enumerate(kept) if t in self.end_ids), len(kept))
@@ -147,4 +158,5 @@ class MixtureSampler:
             logprobs=log_probs[:cut].clone(),
             finish_reason=reason,
             prompt_token_ids=list(encoded[prompt_index]),
+            expert_logprobs=expert_log_probs[:cut].clone(),
         )
