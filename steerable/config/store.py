@@ -9,6 +9,7 @@ from steerable.config.schema import (
     CLPConfig,
     EvalConfig,
     GenerateConfig,
+    PCMConfig,
     RewardedSoupsConfig,
     RewardModelConfig,
     RLConfig,
@@ -27,6 +28,7 @@ METHOD_SCHEMAS = {
     "clp": CLPConfig,
     "rewarded_soups": RewardedSoupsConfig,
     "rl": RLConfig,
+    "pcm": PCMConfig,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from steerable.methods import clp, scoring, sft, steerlm, superhf
+from steerable.methods import clp, pcm, scoring, sft, steerlm, superhf
 from steerable.methods.base import RunContext
 from steerable.pipeline import StageFn
 
@@ -17,4 +17,5 @@ METHODS: dict[str, Callable[[RunContext], dict[str, StageFn]]] = {
     "clp": clp.build_stages,
     "rewarded_soups": clp.build_soup_stages,
     "rl": clp.build_rl_stages,
+    "pcm": pcm.build_stages,
 }
