@@ -297,7 +297,7 @@ class PCMModule(CausalLMModule):
             optimizer.step()
         self.lr_schedulers().step()
         self.log_dict(
-            {"train/loss": float(loss), "train/reward": float(reward.mean())}, batch_size=len(items)
+            {"train/loss": float(loss.detach()), "train/reward": float(reward.mean())}, batch_size=len(items)
         )
 
     def _batch(self, pairs, samples):
