@@ -23,6 +23,10 @@ def generate(cfg: GenerateConfig) -> list[str]:
     set_threads(cfg.hardware.torch_threads)
     if cfg.run is not None and is_multi_objective(Path(cfg.run)):
         return weighted_generate(cfg)
+    if cfg.run is not None and is_pcm_run(Path(cfg.run)):
+        return preference_generate(cfg)
+    if cfg.preference:
+        raise ConfigError(f"preference={cfg.preference!r}: run={cfg.run} is not a method=pcm run")
     if cfg.weights:
         raise ConfigError(f"weights={list(cfg.weights)}: run={cfg.run} is not a clp or rewarded_soups run")
     try:
@@ -98,6 +102,38 @@ def weighted_generate(cfg: GenerateConfig) -> list[str]:
     return [c.text for c in completions]
 
 
+def is_pcm_run(run: Path) -> bool:
+    return (run / "controller" / "controller.json").is_file()
+
+
+def preference_generate(cfg: GenerateConfig) -> list[str]:
+    """A PCM run: the experts of the requested sides merged token by token with the controller's weights."""
+    from steerable.generation.mixture import MixtureSampler
+    from steerable.methods.pcm import load_pcm
+    from steerable.methods.pcm.preferences import combinations, parse_dimensions, parse_preference
+    from steerable.methods.pcm.stages import controller_weights
+
+    _, tokenizer, mixer, controller, m = load_pcm(Path(cfg.run))
+    dims = parse_dimensions(m.dimensions)
+    if not cfg.preference:
+        raise ConfigError(
+            f"preference=... is required for a PCM run, one of {[', '.join(c) for c in combinations(dims)]}"
+        )
+    preference = parse_preference(cfg.preference, dims)
+    print(f"preference: {', '.join(preference)}", file=sys.stderr)
+    messages = ([{"role": "system", "content": cfg.system}] if cfg.system else []) + [
+        {"role": "user", "content": cfg.prompt}
+    ]
+    items = [(messages, preference)] * cfg.num_return_sequences
+    settings = settings_of(cfg, [])
+    out = MixtureSampler(mixer, tokenizer).generate(
+        [messages] * cfg.num_return_sequences,
+        settings,
+        controller_weights(controller, tokenizer, items, dims),
+    )
+    return [c.text for c in out]
+
+
 def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> tuple[str | list, list[str]]:
     """A SteerLM run's prompt carries the attribute label it was trained with; other runs take the chat as is."""
     from steerable.methods.base import FINAL_MODEL_DIR
@@ -131,10 +167,19 @@ def _main(dict_cfg: DictConfig) -> None:
         print(text)
 
 
+def quoted_preference(arg: str) -> str:
+    key, _, value = arg.partition("=")
+    if key != "preference" or value[:1] in ("'", '"'):
+        return arg
+    return f"{key}='{value}'"
+
+
 def main() -> None:
     setup_hydra()
     # Attribute names come from the checkpoint, not the config, so `attributes.humor=4` is accepted without '+'.
     sys.argv = [f"+{a}" if a.startswith("attributes.") else a for a in sys.argv]
+    # `preference="concise, friendly"` reaches us unquoted; a comma would otherwise read as a sweep or a list.
+    sys.argv = [quoted_preference(a) for a in sys.argv]
     _main()
 
 

@@ -702,9 +702,9 @@ class GenerateConfig:
     num_return_sequences: int = 1
     seed: int = 1234
     attributes: dict[str, float] = field(default_factory=dict)  # SteerLM runs: attributes.quality=4 ...
-    weights: list[float] = field(
-        default_factory=list
-    )  # CLP / Rewarded Soups runs: reward weighting, sums to 1
+    # CLP / Rewarded Soups runs: the reward weighting, one value per objective, summing to 1
+    weights: list[float] = field(default_factory=list)
+    preference: str | None = None  # PCM runs: one side per dimension, e.g. "concise, cheerful"
 
 
 # ------------------------------------------------------------------------------------------------ eval

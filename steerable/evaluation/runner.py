@@ -250,6 +250,12 @@ def eval_pareto(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any
     return clp_eval(cfg, out_dir, report)
 
 
+def eval_pcm(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    from steerable.methods.pcm import eval_pcm as pcm_eval
+
+    return pcm_eval(cfg, out_dir, report)
+
+
 EVALUATIONS = {
     "reward_accuracy": eval_reward_accuracy,
     "generations": eval_generations,
@@ -257,6 +263,7 @@ EVALUATIONS = {
     "steerability": eval_steerability,
     "superhf": eval_superhf,
     "pareto": eval_pareto,
+    "pcm": eval_pcm,
 }
 
 

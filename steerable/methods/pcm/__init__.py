@@ -62,3 +62,47 @@ def build_stages(ctx: RunContext) -> dict:
         "pcm": lambda done: pcm_stage(ctx, done),
         "eval": lambda done: eval_stage(ctx, done),
     }
+
+
+def is_pcm_run(run: Path) -> bool:
+    return (Path(run) / CONTROLLER_DIR / "controller.json").is_file()
+
+
+def load_pcm(run: Path):
+    """Experts, tokenizer, mixer, controller and config of a finished PCM run."""
+    import json
+
+    from steerable.config.schema import PCMConfig
+    from steerable.methods.base import run_config, run_model_config
+
+    m = run_config(run, "method", PCMConfig)
+    model_cfg = run_model_config(run)
+    experts_dir = Path(json.loads((Path(run) / "stages" / "experts.json").read_text())["path"])
+    experts, tokenizer, mixer = load_experts(experts_dir, model_cfg)
+    controller = load_controller(Path(run) / CONTROLLER_DIR, m, model_cfg, tokenizer)
+    return experts, tokenizer, mixer, controller, m
+
+
+def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
+    """`steerable-eval run=<pcm run> eval=pcm`: the eval stage's comparison on the run's held-out prompts."""
+    from omegaconf import OmegaConf
+
+    from steerable.config.schema import DataConfig
+    from steerable.data.loaders import load_records, split_records
+    from steerable.methods.base import run_config
+    from steerable.methods.sft import fitting_prompts
+
+    run = Path(cfg.run)
+    if not is_pcm_run(run):
+        raise ValueError(f"eval=pcm needs a finished method=pcm run; {run} has no {CONTROLLER_DIR}/")
+    experts, tokenizer, mixer, controller, m = load_pcm(run)
+    data = run_config(run, "data", DataConfig)
+    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
+    rewards = {**OmegaConf.to_container(saved.get("reward", {}), resolve=True), **cfg.reward}
+    _, val = split_records(load_records(data), data)
+    budget = data.max_length - m.max_new_tokens - 16
+    prompts = fitting_prompts(val, tokenizer, budget, cfg.eval.num_prompts)
+    dims = parse_dimensions(m.dimensions)
+    return run_pcm_eval(
+        experts, tokenizer, mixer, controller, dims, prompts, rewards, m, cfg.seed, out_dir, report
+    )

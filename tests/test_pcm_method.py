@@ -1,0 +1,100 @@
+"""method=pcm end to end on the tiny model: experts per side, REBEL-trained controller, eval arms; preferences."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from steerable.cli.common import validate
+from steerable.cli.generate import generate
+from steerable.cli.train import run
+from steerable.config.schema import ConfigError
+from steerable.methods.pcm.preferences import combinations, parse_dimensions, parse_preference
+from tests.conftest import TINY_RUN, compose_config
+
+PCM = [
+    *TINY_RUN,
+    "method=pcm",
+    "reward=[verbosity,positivity]",
+    "trainer.max_steps=2",
+    "method.expert_steps=2",
+    "method.batch_size=2",
+    "method.max_new_tokens=6",
+    "method.eval.num_prompts=2",
+    "method.eval.max_new_tokens=6",
+    "method.eval.bootstrap=50",
+]
+
+
+def test_unquoted_preference_argument_is_quoted_for_hydra() -> None:
+    from steerable.cli.generate import quoted_preference
+
+    assert quoted_preference("preference=concise, friendly") == "preference='concise, friendly'"
+    assert quoted_preference("preference='a, b'") == "preference='a, b'"
+    assert quoted_preference("prompt=x, y") == "prompt=x, y"
+
+
+def test_preferences_pick_one_side_per_dimension() -> None:
+    dims = parse_dimensions(["verbosity:concise:detailed", "positivity:gloomy:cheerful"])
+    assert combinations(dims) == [
+        ("concise", "gloomy"),
+        ("concise", "cheerful"),
+        ("detailed", "gloomy"),
+        ("detailed", "cheerful"),
+    ]
+    assert parse_preference("cheerful, concise", dims) == ("concise", "cheerful")
+    with pytest.raises(ConfigError, match="exactly one of concise/detailed"):
+        parse_preference("concise, detailed, cheerful", dims)
+    with pytest.raises(ConfigError, match="exactly one of gloomy/cheerful"):
+        parse_preference("concise", dims)
+    with pytest.raises(ConfigError, match=r"unknown side\(s\) \['witty'\]"):
+        parse_preference("concise, cheerful, witty", dims)
+    with pytest.raises(ConfigError, match=r"method\.dimensions"):
+        validate(compose_config("train", [*PCM, "method.dimensions=[verbosity:short]"]))
+
+
+def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
+    run_dir = tmp_path / "pcm"
+    composed = compose_config("train", PCM)
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    results = run(validate(composed), run_dir)
+    assert set(json.loads((run_dir / "experts" / "final" / "steerable.json").read_text())["sides"]) == {
+        "concise",
+        "detailed",
+        "gloomy",
+        "cheerful",
+    }
+    assert results["pcm"]["steps"] == 2 and (run_dir / "controller" / "controller.safetensors").is_file()
+    arms = {row["pcm vs"] for row in json.loads((run_dir / "pcm" / "results.json").read_text())["win_rates"]}
+    assert arms == {
+        "uniform mixture",
+        "logit mixing",
+        "preference prompting",
+        "parameter average (ΔW)",
+        "parameter average (A, B separately)",
+    }
+    gen = validate(
+        compose_config(
+            "generate",
+            [f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=4", "preference='concise, cheerful'"],
+        )
+    )
+    assert len(generate(gen)) == 1
+    with pytest.raises(ConfigError, match="unknown side"):
+        generate(
+            validate(
+                compose_config(
+                    "generate", [f"run={run_dir}", "prompt=x", "preference='concise, gloomy, odd'"]
+                )
+            )
+        )
+    # the controller stage alone, on another run's experts
+    second = tmp_path / "second"
+    composed = compose_config("train", [*PCM, "method.stages=[pcm]", f"method.experts={run_dir}"])
+    (second / ".hydra").mkdir(parents=True)
+    OmegaConf.save(composed, second / ".hydra" / "config.yaml")
+    reused = run(validate(composed), second)
+    assert reused["experts"]["reused"] and not (second / "experts").exists()
