@@ -70,3 +70,8 @@ def make_loader(
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def as_list(batch: list) -> list:
+    """Collate for online methods: a batch of prompts stays a plain list (sampling renders them itself)."""
+    return batch

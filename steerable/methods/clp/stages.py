@@ -32,7 +32,7 @@ from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
 from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule, user_text
-from steerable.training.sampler import ResumableSampler, make_loader
+from steerable.training.sampler import ResumableSampler, as_list, make_loader
 
 CALIBRATION = "calibration.json"
 
@@ -159,10 +159,6 @@ def read_calibration(run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------- train
 
 
-def _as_list(batch: list) -> list:
-    return batch
-
-
 def fit_policy(
     ctx: RunContext, model: PeftModel, tokenizer, conditioning, rewards: FrozenRewards, metadata: dict
 ) -> dict:
@@ -173,7 +169,7 @@ def fit_policy(
     loader = make_loader(
         prompts,
         m.batch_size,
-        _as_list,
+        as_list,
         sampler=sampler,
         seed=cfg.seed,
         drop_last=len(prompts) >= m.batch_size,

@@ -44,7 +44,7 @@ from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
 from steerable.training.lm_module import CausalLMModule, OptimSettings
 from steerable.training.policy_gradient import user_text
-from steerable.training.sampler import ResumableSampler, make_loader
+from steerable.training.sampler import ResumableSampler, as_list, make_loader
 
 EXPERTS_DIR = "experts/final"
 CONTROLLER_DIR = "controller"
@@ -325,10 +325,6 @@ class PCMModule(CausalLMModule):
         """Sampling dominates; no token throughput is logged."""
 
 
-def _as_list(batch: list) -> list:
-    return batch
-
-
 def pcm_prompts(ctx: RunContext, tokenizer) -> tuple[list, list]:
     cfg, m = ctx.cfg, ctx.cfg.method
     train, val = split_records(load_records(cfg.data), cfg.data)
@@ -352,7 +348,7 @@ def pcm_stage(ctx: RunContext, done) -> dict:
     controller = build_controller(m, cfg.model, tokenizer, len(sides(dims)), cfg.seed)
     sampler = ResumableSampler(len(items), seed=cfg.seed)
     loader = make_loader(
-        items, m.batch_size, _as_list, sampler=sampler, seed=cfg.seed, drop_last=len(items) >= m.batch_size
+        items, m.batch_size, as_list, sampler=sampler, seed=cfg.seed, drop_last=len(items) >= m.batch_size
     )
     optim = OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, cfg.trainer.max_steps)
     module = PCMModule(

@@ -27,6 +27,7 @@ from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.training.lm_module import CausalLMModule, OptimSettings
 from steerable.training.losses import _causal_lm
+from steerable.training.policy_gradient import user_text
 
 log = logging.getLogger(__name__)
 
@@ -220,10 +221,6 @@ def sample_and_score(
     scores = score([user_text(p) for p in per_completion], texts)
     scores = length_penalised(scores, texts, settings.length_penalty)
     return Sampled(per_completion, texts, ended, scores, [len(c.token_ids) for c in completions])
-
-
-def user_text(prompt: list[dict]) -> str:
-    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
 
 
 class SuperHFModule(CausalLMModule):

@@ -21,7 +21,7 @@ from steerable.methods.sft import prompt_of
 from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings, user_text
 from steerable.rewards.base import RewardSource, build_reward_source
 from steerable.training.lm_module import OptimSettings
-from steerable.training.sampler import ResumableSampler, make_loader
+from steerable.training.sampler import ResumableSampler, as_list, make_loader
 
 # ------------------------------------------------------------------------------------------- rewards
 
@@ -130,10 +130,6 @@ def fixed_prompt_eval(
     return evaluate
 
 
-def _as_list(batch: list) -> list:
-    return batch
-
-
 def train_stage(ctx: RunContext, done: dict) -> dict:
     cfg, m = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
@@ -156,7 +152,7 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
     if m.kl_coef >= 0 and not isinstance(model, PeftModel):
         reference = frozen_reference(model)  # full fine-tuning: the KL needs the starting weights kept apart
     sampler = ResumableSampler(len(train_prompts), seed=cfg.seed)
-    loader = make_loader(train_prompts, m.prompt_accumulation, _as_list, sampler=sampler, seed=cfg.seed)
+    loader = make_loader(train_prompts, m.prompt_accumulation, as_list, sampler=sampler, seed=cfg.seed)
     module = SuperHFModule(
         model,
         tokenizer,
