@@ -80,7 +80,7 @@ def test_help_lists_groups_and_options(tmp_path) -> None:
     result = cli("train", "--help", cwd=tmp_path)
     assert result.returncode == 0
     for line in (
-        "method: attribute_model, reward_model, sft",
+        "method: attribute_model, clp, pcm, reward_model, rewarded_soups, rl, sft, steerlm, superhf",
         "model: hf, smollm2-135m, tiny",
         "hardware: cpu, ddp, deepspeed, fsdp, gpu",
         "logger: csv, none, tensorboard, wandb, wandb_offline",

@@ -210,8 +210,11 @@ def test_tiny_run_trains_only_on_the_kept_completions(tmp_path, monkeypatch) -> 
 
 def test_config_errors_name_the_key(tmp_path) -> None:
     base = [*TINY_RUN, "method=superhf", f"output_root={tmp_path}"]
-    with pytest.raises(ConfigError, match=r"method\.reward"):
-        validate(compose_config("train", base))
+    from steerable.methods.superhf.stages import run_scorers
+
+    missing = validate(compose_config("train", base))
+    with pytest.raises(ConfigError, match=r"method\.reward is required"):
+        run_scorers(missing.method, missing.reward)
     with pytest.raises(ConfigError, match=r"method\.top_k"):
         validate(
             compose_config(
@@ -221,8 +224,6 @@ def test_config_errors_name_the_key(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"method\.kl_direction"):
         validate(compose_config("train", [*base, "method.reward=x", "method.kl_direction=backwards"]))
     cfg = validate(compose_config("train", [*base, "method.reward=no_such_rm"]))
-    from steerable.methods.superhf.stages import run_scorers
-
     with pytest.raises(ConfigError, match=r"method\.reward='no_such_rm'"):
         run_scorers(cfg.method, cfg.reward)
 

@@ -454,11 +454,6 @@ class SuperHFConfig(RecipeConfig):
             raise ConfigError(f"method.kl_positions must be labels or targets, got {self.kl_positions!r}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError("method.temperature must be positive and method.top_p in (0, 1]")
-        if not self.reward:
-            raise ConfigError(
-                "method.reward is required: a reward model run folder (method=reward_model) or a reward "
-                "source key, e.g. reward=[positivity] method.reward=positivity"
-            )
 
 
 @dataclass

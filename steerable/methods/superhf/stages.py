@@ -53,6 +53,12 @@ def scorer(source: RewardSource, output: str | None, which: str) -> Scorer:
 
 
 def run_scorers(m: SuperHFConfig, rewards: dict, device: str = "cpu") -> tuple[Scorer, Scorer | None]:
+    """The train reward and the gold judge; checked before any sampling (the train stage starts here)."""
+    if not m.reward:
+        raise ConfigError(
+            "method.reward is required: a reward model run folder (method=reward_model) or a reward "
+            "source key, e.g. reward=[positivity] method.reward=positivity"
+        )
     train = scorer(reward_source(rewards, m.reward, "reward", device), m.reward_output, "reward")
     if not m.gold_reward:
         return train, None
