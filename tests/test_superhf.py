@@ -208,6 +208,21 @@ def test_tiny_run_trains_only_on_the_kept_completions(tmp_path, monkeypatch) -> 
     assert "## Policies on held-out prompts" in (run_dir / "report.md").read_text()
 
 
+def test_reward_trend_finds_a_rising_noisy_curve_and_a_flat_one() -> None:
+    from steerable.methods.superhf.evaluate import reward_trend
+
+    rng = torch.Generator().manual_seed(0)
+    noise = torch.randn(40, generator=rng).tolist()
+    rising = [{"step": str(i), "train/reward_all": str(0.05 * i + 0.3 * noise[i])} for i in range(40)]
+    flat = [{"step": str(i), "train/reward_all": str(0.3 * noise[i])} for i in range(40)]
+    up, level = reward_trend(rising), reward_trend(flat)
+    assert up["slope_p_value"] < 0.01 and abs(up["slope_per_step"] - 0.05) < 3 * up["slope_stderr"]
+    assert up["part_means"] == sorted(up["part_means"]) and len(up["part_means"]) == 4
+    assert level["slope_p_value"] > 0.05
+    # rows without the key (evaluation-only rows in metrics.csv) are skipped
+    assert reward_trend([{"step": "0", "train/reward_all": ""}]) == {}
+
+
 def test_config_errors_name_the_key(tmp_path) -> None:
     base = [*TINY_RUN, "method=superhf", f"output_root={tmp_path}"]
     from steerable.methods.superhf.stages import run_scorers
@@ -221,6 +236,8 @@ def test_config_errors_name_the_key(tmp_path) -> None:
                 "train", [*base, "method.reward=x", "method.top_k=5", "method.completions_per_prompt=4"]
             )
         )
+    with pytest.raises(ConfigError, match=r"method\.eval_samples"):
+        validate(compose_config("train", [*base, "method.reward=x", "method.eval_samples=0"]))
     with pytest.raises(ConfigError, match=r"method\.kl_direction"):
         validate(compose_config("train", [*base, "method.reward=x", "method.kl_direction=backwards"]))
     cfg = validate(compose_config("train", [*base, "method.reward=no_such_rm"]))

@@ -419,6 +419,7 @@ class SuperHFConfig(RecipeConfig):
     first_turn_only: bool = True  # HH prompts: the first human turn only, as the paper does
     eval_every: int = 8  # superbatches between gold-reward measurements on the fixed eval prompts
     eval_prompts: int = 16
+    eval_samples: int = 1  # seeded samples per fixed eval prompt for the progress curve (more = less noise)
     best_of_n: int = 16  # n of the best-of-n baseline in the eval stage
     baselines: list[str] = field(default_factory=list)  # other policy run folders to compare (e.g. FeedME)
 
@@ -436,6 +437,7 @@ class SuperHFConfig(RecipeConfig):
             "generation_batch_size": self.generation_batch_size,
             "eval_every": self.eval_every,
             "eval_prompts": self.eval_prompts,
+            "eval_samples": self.eval_samples,
             "best_of_n": self.best_of_n,
         }
         for key, value in positive.items():

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.stats
 import torch
 from omegaconf import OmegaConf
 
@@ -200,6 +201,42 @@ def series(rows: list[dict[str, str]], key: str) -> tuple[np.ndarray, np.ndarray
     return np.array(x), np.array(y)
 
 
+def reward_trend(rows: list[dict[str, str]], key: str = "train/reward_all", parts: int = 4) -> dict[str, Any]:
+    """Did the policy's sample reward rise? Each superbatch draws new prompts, so single points are noisy:
+    report means of consecutive parts of the run and the least-squares slope with its standard error."""
+    x, y = series(rows, key)
+    if len(x) < 3:
+        return {}
+    fit = scipy.stats.linregress(x, y)
+    chunks = [c for c in np.array_split(np.arange(len(y)), parts) if len(c)]
+    return {
+        "key": key,
+        "points": len(y),
+        "slope_per_step": float(fit.slope),
+        "slope_stderr": float(fit.stderr),
+        "slope_p_value": float(fit.pvalue),
+        "part_means": [float(y[c].mean()) for c in chunks],
+        "part_stderrs": [float(y[c].std(ddof=1) / np.sqrt(len(c))) if len(c) > 1 else 0.0 for c in chunks],
+    }
+
+
+def report_trend(report: Report, trend: dict[str, Any]) -> None:
+    if not trend:
+        return
+    report.section(
+        "Train reward trend",
+        f"{trend['key']} over {trend['points']} superbatches: slope {trend['slope_per_step']:+.4f} per step "
+        f"(± {trend['slope_stderr']:.4f}, p = {trend['slope_p_value']:.3f}).",
+    )
+    report.table(
+        ["part of the run", "mean", "± se"],
+        [
+            [f"{i + 1}/{len(trend['part_means'])}", mean, se]
+            for i, (mean, se) in enumerate(zip(trend["part_means"], trend["part_stderrs"], strict=True))
+        ],
+    )
+
+
 def plot_curves(run_dir: Path, out_dir: Path, report: Report) -> None:
     rows = read_metrics(run_dir)
     groups = (
@@ -307,9 +344,11 @@ def run_evaluation(
     rows = arm_rows(arms, seed)
     report.section("Judge", f"Gold column = {judge}.")
     report_comparison(report, rows, arms, prompts, samples=6)
+    trend = reward_trend(read_metrics(run_dir))
+    report_trend(report, trend)
     report.section("Training curves", "From the run's metrics.csv (x = optimizer step).")
     plot_curves(run_dir, out_dir, report)
-    result = {"arms": rows, "prompts": len(prompts), "judge": judge}
+    result = {"arms": rows, "prompts": len(prompts), "judge": judge, "train_reward_trend": trend}
     write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, default=str))
     return result
 

@@ -122,10 +122,12 @@ def fixed_prompt_eval(
     gold: Scorer | None,
     end_of_turn: str | None,
 ):
-    """Mean train (and gold) reward of one seeded sample per fixed held-out prompt: the run's progress curve."""
+    """Mean train (and gold) reward of `eval_samples` seeded samples per fixed held-out prompt: the run's
+    progress curve. The same seed at every point makes successive points differ by the policy, not the draw."""
 
     def evaluate(model) -> dict[str, float]:
-        completions = HFSampler(model, tokenizer, end_of_turn).generate(prompts, sampling(m, 1, seed))
+        settings = sampling(m, m.eval_samples, seed)
+        completions = HFSampler(model, tokenizer, end_of_turn).generate(prompts, settings)
         users = [user_text(prompts[c.prompt_index]) for c in completions]
         texts = [c.text for c in completions]
         values = {"train_reward": float(np.mean(train(users, texts)))}
