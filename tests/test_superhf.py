@@ -246,6 +246,7 @@ def test_config_errors_name_the_key(tmp_path) -> None:
 
 
 def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:
+    from steerable.cli.eval import check_run_folder
     from steerable.evaluation.runner import run_eval
 
     sweep = tmp_path / "multirun"
@@ -258,6 +259,9 @@ def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:
         (run_dir / ".hydra").mkdir(parents=True)
         OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
         run(validate(composed), run_dir)
+    check_run_folder(str(sweep))  # the eval CLI accepts a multirun folder, and names a wrong one
+    with pytest.raises(ConfigError, match=r"run=.*neither a run folder nor a multirun folder"):
+        check_run_folder(str(tmp_path / "out_of_nowhere"))
     cfg = validate(compose_config("eval", [f"run={sweep}", "eval=superhf"]))
     result = run_eval(cfg, tmp_path / "out")
     assert [p["kl_coef"] for p in result["sweep"]] == [0.0, 0.35]

@@ -16,11 +16,20 @@ from steerable.config.schema import ConfigError, EvalConfig
 log = logging.getLogger("steerable")
 
 
+def check_run_folder(run: str) -> None:
+    """A run folder, or a Hydra multirun folder of them (a sweep: `eval=superhf` compares its jobs)."""
+    path = Path(run)
+    if (path / ".hydra").is_dir():
+        return
+    if path.is_dir() and any((child / ".hydra").is_dir() for child in path.iterdir()):
+        return
+    raise ConfigError(f"run={run} is neither a run folder nor a multirun folder of runs (no .hydra/ inside)")
+
+
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 def _main(dict_cfg: DictConfig) -> None:
     cfg: EvalConfig = validate(dict_cfg)
-    if not (Path(cfg.run) / ".hydra").is_dir():
-        raise ConfigError(f"run={cfg.run} is not a run folder (no .hydra/ inside)")
+    check_run_folder(cfg.run)
     set_threads(cfg.hardware.torch_threads)
     from steerable.evaluation.runner import run_eval
 
