@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -68,6 +69,11 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
         "cheerful",
     }
     assert results["pcm"]["steps"] == 2 and (run_dir / "controller" / "controller.safetensors").is_file()
+    # trainer.max_steps counts sampling rounds; each makes method.epochs (2) REBEL updates
+    assert results["pcm"]["optimizer_updates"] == 4
+    metrics = (run_dir / "metrics.csv").read_text().splitlines()
+    rounds = [r for r in csv.DictReader(metrics) if r.get("train/reward")]
+    assert len(rounds) == 2
     arms = {row["pcm vs"] for row in json.loads((run_dir / "pcm" / "results.json").read_text())["win_rates"]}
     assert arms == {
         "uniform mixture",

@@ -334,6 +334,16 @@ def pcm_prompts(ctx: RunContext, tokenizer) -> tuple[list, list]:
     )
 
 
+def rounds_context(ctx: RunContext, epochs: int) -> RunContext:
+    """trainer.max_steps and the checkpoint interval count sampling rounds, but Lightning counts every
+    optimizer update as a step, and REBEL makes `epochs` of them per round."""
+    t = ctx.cfg.trainer
+    trainer = replace(
+        t, max_steps=t.max_steps * epochs, checkpoint_every_n_steps=t.checkpoint_every_n_steps * epochs
+    )
+    return replace(ctx, cfg=replace(ctx.cfg, trainer=trainer))
+
+
 def pcm_stage(ctx: RunContext, done) -> dict:
     cfg, m = ctx.cfg, ctx.cfg.method
     dims = parse_dimensions(m.dimensions)
@@ -354,8 +364,16 @@ def pcm_stage(ctx: RunContext, done) -> dict:
     module = PCMModule(
         controller, experts, tokenizer, mixer, dims, BTRewards(cfg.reward, dims, m.bt_beta), m, optim, sampler
     )
-    fit = fit_module(ctx, module, loader, None, trainer_overrides={"gradient_clip_val": None})
+    fit = fit_module(
+        rounds_context(ctx, m.epochs), module, loader, None, trainer_overrides={"gradient_clip_val": None}
+    )
     info = {"num_experts": len(sides(dims)), "seed": cfg.seed, "kind": m.controller, "sides": sides(dims)}
     save_controller(controller, ctx.run_dir / CONTROLLER_DIR, info)
     write_text_atomic(ctx.run_dir / CONTROLLER_DIR / "references.json", json.dumps(module.rewards.reference))
-    return {**fit.summary(), "controller": str(ctx.run_dir / CONTROLLER_DIR), "items": len(items)}
+    return {
+        **fit.summary(),
+        "steps": fit.steps // m.epochs,
+        "optimizer_updates": fit.steps,
+        "controller": str(ctx.run_dir / CONTROLLER_DIR),
+        "items": len(items),
+    }
