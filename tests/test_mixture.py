@@ -4,6 +4,7 @@ expert's own greedy decoding."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from steerable.backbone.mixing import AdapterMixer
@@ -42,6 +43,36 @@ def test_replicated_batch_forward_equals_separate_adapter_forwards() -> None:
         torch.testing.assert_close(batched[:, i], alone, rtol=1e-4, atol=1e-5)
     model.base_model.set_adapter(mixer.names)
     assert not torch.allclose(batched[:, 0], batched[:, 1])
+
+
+@pytest.mark.parametrize("variant", ["full", "attn", "logit"])
+def test_stacked_mixing_equals_the_per_adapter_hooks_and_leaves_the_model_as_it_was(variant) -> None:
+    model, mixer = policy(variant, copies=3)
+    for seed, adapter in enumerate(model.peft_config):  # the shared adapter too (attn, logit), weight 1
+        perturb(model, adapter, 20 + seed)
+    model.eval()
+    ids = torch.randint(0, 250, (4, 7), generator=torch.Generator().manual_seed(1))
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.3, 0.5], [0.6, 0.4, 0.0]])
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert mixer.supports_stacking()
+    with torch.no_grad():
+        with mixer.weighted(weights):
+            hooked = model(ids).logits
+        with mixer.stacked(weights):
+            stacked = model(ids).logits
+        with mixer.weighted(weights):
+            after = model(ids).logits
+        with model.disable_adapter():
+            base = model(ids).logits
+    torch.testing.assert_close(stacked, hooked, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(after, hooked)  # adapters back on, same weights
+    assert not torch.allclose(stacked, base, atol=1e-3)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable
+    with pytest.raises(ValueError, match="3 weight rows for a batch of 4"), mixer.stacked(weights[:3]):
+        model(ids)
+    model.train()
+    with pytest.raises(RuntimeError, match="inference"), mixer.stacked(weights):
+        pass
 
 
 def test_one_hot_mixture_decoding_reproduces_the_experts_greedy_decoding() -> None:

@@ -4,6 +4,10 @@ CLP's conditioned copies and Rewarded Soups' interpolation are named PEFT adapte
 at once; a forward hook on each adapter's `lora_B` scales that adapter's output by its weight for each row of
 the batch. Mixing the outputs is mixing ΔW_i = B_i A_i (what parameter interpolation means); mixing A and B
 separately would not be, since the product is bilinear (clp_pcm.md §1.8).
+
+For decoding, `stacked` computes the same sum with two matmuls per layer over all adapters at once,
+B_cat · (w ⊙ A_cat x), instead of one pair per adapter plus a hook: PEFT's per-adapter loop dominates a
+decode step on a CPU (benchmarks/pcm_decode.py).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from peft import PeftModel
+from peft.tuners.lora import Linear as LoraLinear
 from peft.tuners.lora import LoraLayer
 
 
@@ -52,21 +58,91 @@ class AdapterMixer:
         column = self.weights[:, index].to(device=output.device, dtype=output.dtype)
         return output * column.view(-1, *([1] * (output.dim() - 1)))
 
-    @contextmanager
-    def weighted(self, weights: torch.Tensor) -> Iterator[None]:
+    def _checked(self, weights: torch.Tensor) -> torch.Tensor:
         weights = torch.as_tensor(weights, dtype=torch.float32)
         if weights.ndim != 2 or weights.shape[1] != len(self.names):
             raise ValueError(f"weights must be [batch, {len(self.names)}], got {tuple(weights.shape)}")
+        return weights
+
+    @contextmanager
+    def weighted(self, weights: torch.Tensor) -> Iterator[None]:
+        weights = self._checked(weights)
         previous, self.weights = self.weights, weights
         try:
             yield
         finally:
             self.weights = previous
 
+    @contextmanager
+    def stacked(self, weights: torch.Tensor) -> Iterator[None]:
+        """Inference-only `weighted`: PEFT's adapters are switched off and each LoRA linear layer adds
+        Σ_i w_i·s_i·B_i A_i x (shared adapters with weight 1) as one stacked low-rank product."""
+        weights = self._checked(weights)
+        if self.model.training:
+            raise RuntimeError(
+                "stacked mixing is for inference: call model.eval() first (dropout is skipped)"
+            )
+        adapters = [*self.shared_adapters(), *self.names]
+        full = torch.cat([torch.ones(weights.shape[0], len(adapters) - len(self.names)), weights], dim=1)
+        hooks = [
+            module.register_forward_hook(_StackedDelta(module, adapters, full))
+            for module in self.model.modules()
+            if isinstance(module, LoraLayer) and any(a in module.lora_A for a in adapters)
+        ]
+        trainable = {name: p.requires_grad for name, p in self.model.named_parameters()}
+        try:
+            with self.model.disable_adapter():
+                yield
+        finally:
+            for hook in hooks:
+                hook.remove()
+            for name, p in self.model.named_parameters():
+                p.requires_grad_(trainable[name])
+
+    def supports_stacking(self) -> bool:
+        """`stacked` covers plain LoRA on linear layers (no DoRA, no LoRA on embeddings)."""
+        adapters = [*self.shared_adapters(), *self.names]
+        return all(
+            _stackable(module, adapters)
+            for module in self.model.modules()
+            if isinstance(module, LoraLayer) and any(a in module.lora_A for a in adapters)
+        )
+
     def remove(self) -> None:
         for handle in self.handles:
             handle.remove()
         self.handles = []
+
+
+def _stackable(module: torch.nn.Module, adapters: list[str]) -> bool:
+    return isinstance(module, LoraLinear) and not any(module.use_dora.get(a, False) for a in adapters)
+
+
+class _StackedDelta:
+    """Forward hook for one LoRA linear layer: output + B_cat · (w_cols ⊙ A_cat x)."""
+
+    def __init__(self, module: LoraLinear, adapters: list[str], weights: torch.Tensor) -> None:
+        present = [i for i, a in enumerate(adapters) if a in module.lora_A]
+        if not _stackable(module, adapters):
+            raise ValueError(
+                f"stacked mixing supports plain LoRA on linear layers, not {type(module).__name__}"
+            )
+        with torch.no_grad():
+            self.down = torch.cat([module.lora_A[adapters[i]].weight for i in present], dim=0)
+            self.up = torch.cat(
+                [module.lora_B[adapters[i]].weight * module.scaling[adapters[i]] for i in present], dim=1
+            )
+        ranks = torch.tensor([module.lora_A[adapters[i]].weight.shape[0] for i in present])
+        self.row_weights = weights[:, present].repeat_interleave(ranks, dim=1)
+
+    def __call__(self, module: torch.nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        x = inputs[0]
+        if self.row_weights.shape[0] != x.shape[0]:
+            raise ValueError(f"{self.row_weights.shape[0]} weight rows for a batch of {x.shape[0]}")
+        hidden = F.linear(x, self.down.to(x.device))
+        scale = self.row_weights.to(device=hidden.device, dtype=hidden.dtype)
+        hidden = hidden * scale.view(x.shape[0], *([1] * (hidden.dim() - 2)), -1)
+        return output + F.linear(hidden, self.up.to(hidden.device)).to(output.dtype)
 
 
 def copy_adapter(model: PeftModel, source: str, target: str) -> None:

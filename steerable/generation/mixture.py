@@ -1,8 +1,8 @@
 """Decoding from a token-level mixture of LoRA experts that share one base model.
 
 Each prompt row is replicated once per expert and every replica runs with its expert's adapter (one-hot weights in
-an `AdapterMixer`), so one batched forward per step with one KV cache serves all experts; the next token is drawn
-from the mixture and appended to every replica. Mixing modes:
+an `AdapterMixer`, its stacked form where the adapters allow it), so one batched forward per step with one KV cache
+serves all experts; the next token is drawn from the mixture and appended to every replica. Mixing modes:
   probability  p(y_t) = Σ_i α_i p_i(y_t)                         (PCM's token-level merging)
   logit        p(y_t) ∝ Π_i p_i(y_t)^α_i, i.e. Σ_i α_i log p_i    (zero-shot logit mixing, DeRa/MOD-style)
 The weights are fixed per prompt or come from a function of the tokens generated so far (PCM's controller).
@@ -59,6 +59,7 @@ class MixtureSampler:
             raise ValueError(f"mixing mode must be one of {MODES}, got {mode!r}")
         self.mixer, self.model, self.tokenizer, self.mode = mixer, mixer.model, tokenizer, mode
         self.num_experts = len(mixer.names)
+        self.stacked = mixer.supports_stacking()  # one low-rank product per layer for all experts
         self.end_ids = end_token_ids(self.model, tokenizer, end_of_turn)
         pad = tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else self.end_ids[0]
@@ -100,8 +101,9 @@ class MixtureSampler:
         expert_token_log_probs = torch.zeros(b, 0, n)
         finished = torch.zeros(b, dtype=torch.bool, device=self.device)
         cache, step_ids, positions = None, ids, position_ids_from_mask(mask)
-        for _ in range(settings.max_new_tokens):
-            with self.mixer.weighted(one_hot):
+        mixing = self.mixer.stacked if self.stacked else self.mixer.weighted
+        with mixing(one_hot):  # the replicas' adapters stay fixed for the whole batch
+            for _ in range(settings.max_new_tokens):
                 output = self.model(
                     input_ids=step_ids,
                     attention_mask=mask,
@@ -109,22 +111,22 @@ class MixtureSampler:
                     past_key_values=cache,
                     use_cache=True,
                 )
-            cache = output.past_key_values
-            expert_lp = output.logits[:, -1].float().log_softmax(-1).view(b, n, -1)
-            alpha = self._weights(weights, indices, generated).to(self.device)
-            mixed = mix_log_probs(expert_lp, alpha, self.mode)
-            token = self._pick(mixed, settings)
-            token = torch.where(finished, torch.full_like(token, self.pad_id), token)
-            token_log_probs = torch.cat([token_log_probs, mixed.gather(1, token[:, None]).cpu()], dim=1)
-            picked = expert_lp.gather(2, token[:, None, None].expand(b, n, 1)).squeeze(2).cpu()
-            expert_token_log_probs = torch.cat([expert_token_log_probs, picked[:, None]], dim=1)
-            generated = torch.cat([generated, token[:, None]], dim=1)
-            finished |= torch.isin(token, torch.tensor(self.end_ids, device=self.device))
-            if bool(finished.all()):
-                break
-            step_ids = token.repeat_interleave(n)[:, None]
-            mask = torch.cat([mask, torch.ones(b * n, 1, dtype=mask.dtype, device=self.device)], dim=1)
-            positions = positions[:, -1:] + 1
+                cache = output.past_key_values
+                expert_lp = output.logits[:, -1].float().log_softmax(-1).view(b, n, -1)
+                alpha = self._weights(weights, indices, generated).to(self.device)
+                mixed = mix_log_probs(expert_lp, alpha, self.mode)
+                token = self._pick(mixed, settings)
+                token = torch.where(finished, torch.full_like(token, self.pad_id), token)
+                token_log_probs = torch.cat([token_log_probs, mixed.gather(1, token[:, None]).cpu()], dim=1)
+                picked = expert_lp.gather(2, token[:, None, None].expand(b, n, 1)).squeeze(2).cpu()
+                expert_token_log_probs = torch.cat([expert_token_log_probs, picked[:, None]], dim=1)
+                generated = torch.cat([generated, token[:, None]], dim=1)
+                finished |= torch.isin(token, torch.tensor(self.end_ids, device=self.device))
+                if bool(finished.all()):
+                    break
+                step_ids = token.repeat_interleave(n)[:, None]
+                mask = torch.cat([mask, torch.ones(b * n, 1, dtype=mask.dtype, device=self.device)], dim=1)
+                positions = positions[:, -1:] + 1
         return [
             self._completion(
                 indices[row], generated[row], token_log_probs[row], expert_token_log_probs[row], encoded
