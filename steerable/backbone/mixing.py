@@ -127,22 +127,27 @@ class _StackedDelta:
             raise ValueError(
                 f"stacked mixing supports plain LoRA on linear layers, not {type(module).__name__}"
             )
+        down = module.lora_A[adapters[present[0]]].weight
+        device_type = down.device.type
+        # cast once here, not in every call (autocast would recast these weights at every decode step)
+        dtype = (
+            torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else down.dtype
+        )
         with torch.no_grad():
-            self.down = torch.cat([module.lora_A[adapters[i]].weight for i in present], dim=0)
+            self.down = torch.cat([module.lora_A[adapters[i]].weight for i in present], dim=0).to(dtype)
             self.up = torch.cat(
                 [module.lora_B[adapters[i]].weight * module.scaling[adapters[i]] for i in present], dim=1
-            )
+            ).to(dtype)
         ranks = torch.tensor([module.lora_A[adapters[i]].weight.shape[0] for i in present])
-        self.row_weights = weights[:, present].repeat_interleave(ranks, dim=1)
+        self.row_weights = weights[:, present].repeat_interleave(ranks, dim=1).to(down.device, dtype)
 
     def __call__(self, module: torch.nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
         x = inputs[0]
         if self.row_weights.shape[0] != x.shape[0]:
             raise ValueError(f"{self.row_weights.shape[0]} weight rows for a batch of {x.shape[0]}")
-        hidden = F.linear(x, self.down.to(x.device))
-        scale = self.row_weights.to(device=hidden.device, dtype=hidden.dtype)
-        hidden = hidden * scale.view(x.shape[0], *([1] * (hidden.dim() - 2)), -1)
-        return output + F.linear(hidden, self.up.to(hidden.device)).to(output.dtype)
+        hidden = F.linear(x.to(self.down.dtype), self.down)
+        hidden = hidden * self.row_weights.view(x.shape[0], *([1] * (hidden.dim() - 2)), -1).to(hidden.dtype)
+        return output + F.linear(hidden, self.up).to(output.dtype)
 
 
 def copy_adapter(model: PeftModel, source: str, target: str) -> None:
