@@ -78,7 +78,8 @@ def sequential_mixture(model, mixer, tokenizer, prompts, settings: GenerationSet
         for _ in range(settings.max_new_tokens):
             expert_lp = []
             for i in range(n):
-                one_hot = torch.nn.functional.one_hot(torch.full((b,), i), n).float()
+                model.base_model.set_adapter(mixer.names[i])  # PEFT's single-adapter path for expert i
+                one_hot = torch.nn.functional.one_hot(torch.full((b,), i), n).float()  # the mixer's hooks: x1
                 with mixer.weighted(one_hot):
                     out = model(
                         input_ids=step_ids[i],
@@ -100,6 +101,7 @@ def sequential_mixture(model, mixer, tokenizer, prompts, settings: GenerationSet
             mask = torch.cat([mask, torch.ones(b, 1, dtype=mask.dtype)], 1)
             positions = positions[:, -1:] + 1
         generated_tokens += kept_tokens(generated, end_ids)
+    model.base_model.set_adapter(mixer.names)
     return generated_tokens
 
 
