@@ -34,7 +34,7 @@ from steerable.generation.mixture import MixtureSampler, mix_log_probs
 from steerable.methods.pcm.stages import build_controller, controller_prefix
 from steerable.report import markdown_table
 
-SIDES = ["concise", "detailed", "cheerful"]
+SIDES = ["concise", "detailed", "friendly"]
 
 
 def experts(cfg: ModelConfig):
@@ -118,7 +118,7 @@ def main() -> None:
     model, tokenizer, mixer = experts(cfg)
     prompts = [p.messages for p in demo_prompts(args.prompts)]
     controller = build_controller(PCMConfig(), cfg, tokenizer, len(SIDES), seed=0).eval()
-    prefixes = [controller_prefix(tokenizer, p, ("concise", "cheerful")) for p in prompts]
+    prefixes = [controller_prefix(tokenizer, p, ("concise", "friendly")) for p in prompts]
 
     def weights_fn(indices: list[int], generated: torch.Tensor) -> torch.Tensor:
         """The controller on [preference; prompt; tokens so far], re-read every step as in PCM decoding."""

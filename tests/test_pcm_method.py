@@ -38,20 +38,20 @@ def test_unquoted_preference_argument_is_quoted_for_hydra() -> None:
 
 
 def test_preferences_pick_one_side_per_dimension() -> None:
-    dims = parse_dimensions(["verbosity:concise:detailed", "positivity:gloomy:cheerful"])
+    dims = parse_dimensions(["verbosity:concise:detailed", "positivity:unfriendly:friendly"])
     assert combinations(dims) == [
-        ("concise", "gloomy"),
-        ("concise", "cheerful"),
-        ("detailed", "gloomy"),
-        ("detailed", "cheerful"),
+        ("concise", "unfriendly"),
+        ("concise", "friendly"),
+        ("detailed", "unfriendly"),
+        ("detailed", "friendly"),
     ]
-    assert parse_preference("cheerful, concise", dims) == ("concise", "cheerful")
+    assert parse_preference("friendly, concise", dims) == ("concise", "friendly")
     with pytest.raises(ConfigError, match="exactly one of concise/detailed"):
-        parse_preference("concise, detailed, cheerful", dims)
-    with pytest.raises(ConfigError, match="exactly one of gloomy/cheerful"):
+        parse_preference("concise, detailed, friendly", dims)
+    with pytest.raises(ConfigError, match="exactly one of unfriendly/friendly"):
         parse_preference("concise", dims)
     with pytest.raises(ConfigError, match=r"unknown side\(s\) \['witty'\]"):
-        parse_preference("concise, cheerful, witty", dims)
+        parse_preference("concise, friendly, witty", dims)
     with pytest.raises(ConfigError, match=r"method\.dimensions"):
         validate(compose_config("train", [*PCM, "method.dimensions=[verbosity:short]"]))
 
@@ -65,8 +65,8 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
     assert set(json.loads((run_dir / "experts" / "final" / "steerable.json").read_text())["sides"]) == {
         "concise",
         "detailed",
-        "gloomy",
-        "cheerful",
+        "unfriendly",
+        "friendly",
     }
     assert results["pcm"]["steps"] == 2 and (run_dir / "controller" / "controller.safetensors").is_file()
     # trainer.max_steps counts sampling rounds; each makes method.epochs (2) REBEL updates
@@ -85,7 +85,7 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
     gen = validate(
         compose_config(
             "generate",
-            [f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=4", "preference='concise, cheerful'"],
+            [f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=4", "preference='concise, friendly'"],
         )
     )
     assert len(generate(gen)) == 1
@@ -93,7 +93,7 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
         generate(
             validate(
                 compose_config(
-                    "generate", [f"run={run_dir}", "prompt=x", "preference='concise, gloomy, odd'"]
+                    "generate", [f"run={run_dir}", "prompt=x", "preference='concise, unfriendly, odd'"]
                 )
             )
         )

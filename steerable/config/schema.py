@@ -573,7 +573,7 @@ class PCMConfig(RecipeConfig):
     name: str = "pcm"
     stages: list[str] = field(default_factory=lambda: ["experts", "pcm", "eval"])
     dimensions: list[str] = field(
-        default_factory=lambda: ["verbosity:concise:detailed", "positivity:gloomy:cheerful"]
+        default_factory=lambda: ["verbosity:concise:detailed", "positivity:unfriendly:friendly"]
     )
     experts: str | None = None  # a pcm run folder whose experts to reuse
     expert_steps: int | None = None  # SFT steps per expert; null = trainer.max_steps
@@ -701,7 +701,7 @@ class GenerateConfig:
     attributes: dict[str, float] = field(default_factory=dict)  # SteerLM runs: attributes.quality=4 ...
     # CLP / Rewarded Soups runs: the reward weighting, one value per objective, summing to 1
     weights: list[float] = field(default_factory=list)
-    preference: str | None = None  # PCM runs: one side per dimension, e.g. "concise, cheerful"
+    preference: str | None = None  # PCM runs: one side per dimension, e.g. "concise, friendly"
 
 
 # ------------------------------------------------------------------------------------------------ eval

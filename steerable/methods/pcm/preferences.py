@@ -40,7 +40,7 @@ def describe(preference: tuple[str, ...]) -> str:
 
 
 def parse_preference(text: str, dimensions: list[Dimension]) -> tuple[str, ...]:
-    """`"concise, cheerful"` -> one side per dimension in dimension order; unknown or missing sides are errors."""
+    """`"concise, friendly"` -> one side per dimension in dimension order; unknown or missing sides are errors."""
     wanted = [w.strip() for w in text.split(",") if w.strip()]
     chosen = []
     for d in dimensions:
