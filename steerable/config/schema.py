@@ -287,7 +287,7 @@ class AttributeModelConfig(ScoringConfig):
             )
 
 
-STEERLM_STAGES = ["apm", "annotate", "acsft", "baseline", "bootstrap", "eval"]
+STEERLM_STAGES = ["apm", "annotate", "acsft", "baseline", "bootstrap", "steerlm2", "eval"]
 
 
 @dataclass
@@ -308,6 +308,37 @@ class BootstrapConfig:
     def __post_init__(self) -> None:
         if self.num_prompts < 1 or self.samples_per_prompt < 1:
             raise ConfigError("method.bootstrap.num_prompts and samples_per_prompt must be at least 1")
+
+
+@dataclass
+class SteerLM2Config:
+    """SteerLM 2.0 (spec A8): importance-weighted KL fit of the conditioned policy to P(a|x,y)·P(y|x).
+    Defaults are the paper's (n=10, temperature 0.7, top-p 0.9, 2 iterations x 2 epochs, constant lr 1e-7)
+    except the prompt count (20,000 there)."""
+
+    num_prompts: int = 64
+    samples_per_prompt: int = 10
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 128
+    condition: list[str] = field(default_factory=lambda: ["quality:4"])  # requested a: high-quality combos
+    iterations: int = 2  # resample from the updated policy between iterations
+    epochs: int = 2
+    lr: float = 1.0e-7
+    groups_per_step: int = 2  # (prompt, attributes) groups per optimizer step; a group never splits
+    concentration: float = 24.0  # alpha + beta of the Beta read of the attribute model's prediction
+
+    def __post_init__(self) -> None:
+        if self.samples_per_prompt < 2:
+            raise ConfigError(
+                f"method.steerlm2.samples_per_prompt must be at least 2 (weights are normalised within a "
+                f"group), got {self.samples_per_prompt}"
+            )
+        for key in ("num_prompts", "iterations", "epochs", "groups_per_step", "max_new_tokens"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"method.steerlm2.{key} must be at least 1, got {getattr(self, key)}")
+        if self.lr <= 0 or self.concentration <= 0:
+            raise ConfigError("method.steerlm2.lr and method.steerlm2.concentration must be positive")
 
 
 @dataclass
@@ -347,6 +378,7 @@ class SteerLMConfig(RecipeConfig):
     apm_batch_size: int = 4
     apm_pooling: str = "last"
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    steerlm2: SteerLM2Config = field(default_factory=SteerLM2Config)
     eval: SteerEvalSettings = field(default_factory=SteerEvalSettings)
 
     def allowed_stages(self) -> list[str]:

@@ -11,6 +11,7 @@ from steerable.methods.steerlm.stages import (
     baseline_stage,
     bootstrap_stage,
 )
+from steerable.methods.steerlm.steerlm2 import steerlm2_stage
 
 
 def build_stages(ctx: RunContext) -> dict:
@@ -20,6 +21,7 @@ def build_stages(ctx: RunContext) -> dict:
         "acsft": acsft_stage,
         "baseline": baseline_stage,
         "bootstrap": bootstrap_stage,
+        "steerlm2": steerlm2_stage,
         "eval": eval_stage,
     }
     return {name: (lambda done, fn=fn: fn(ctx, done)) for name, fn in stages.items()}

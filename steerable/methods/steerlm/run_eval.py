@@ -154,7 +154,7 @@ def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: 
             "label format": f"`{schema.prefix(schema.resolve({}))!r}` before the reply (no loss on it)",
             "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
             "stages run": ", ".join(
-                n for n in ("apm", "annotate", "acsft", "baseline", "bootstrap") if n in done
+                n for n in ("apm", "annotate", "acsft", "baseline", "bootstrap", "steerlm2") if n in done
             ),
         }
     )
@@ -201,6 +201,27 @@ def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: 
                     "relabel_equals_request",
                 )
             }
+        )
+    steer2 = done.get("steerlm2")
+    if steer2:
+        report.section(
+            "SteerLM 2.0",
+            "Importance-weighted KL fit to P(a|x,y)·P(y|x). distance = Σ w' log(w'/b') at the last step "
+            "(0 when the policy matches the target weights); effective sample fraction 1 = uniform weights.",
+        )
+        report.table(
+            ["iteration", "groups", "steps", "distance", "effective sample fraction", "seconds"],
+            [
+                [
+                    i,
+                    r.get("groups"),
+                    r.get("steps"),
+                    r.get("distance"),
+                    r.get("effective_sample_fraction"),
+                    r.get("fit_seconds"),
+                ]
+                for i, r in enumerate(steer2["iterations"], start=1)
+            ],
         )
 
 

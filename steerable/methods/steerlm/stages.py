@@ -5,6 +5,7 @@
     acsft/      attribute-conditioned SFT policy (+ the schema)
     baseline/   the same SFT recipe on the same replies, no labels
     bootstrap/  samples for high-quality labels, relabelled; second ACSFT round   <- method.policy=<steerlm run>
+    steerlm2/   SteerLM 2.0: importance-weighted KL fit to P(a|x,y)·P(y|x) (steerlm2.py), iter<k>/samples.jsonl
     checkpoints/final   the newest steerable policy (what steerable-generate and steerable-eval load)
 
 A stage whose input is missing runs the stage that makes it first, so `method.stages=[acsft]` on a fresh
@@ -395,20 +396,22 @@ def policy_dir(ctx: RunContext, done: StageResults) -> Path:
         folder = folder / FINAL_MODEL_DIR if (folder / FINAL_MODEL_DIR).is_dir() else folder
         load_schema(folder)  # fails clearly when it is not a SteerLM policy
         return folder
-    if "bootstrap" in done:
-        return Path(done["bootstrap"]["path"])
+    for stage in ("steerlm2", "bootstrap"):
+        if stage in done:
+            return Path(done[stage]["path"])
     return Path(done.require("acsft")["path"])
 
 
 def high_quality_combinations(
-    schema: AttributeSchema, train: list[Conversation], condition: dict
+    schema: AttributeSchema,
+    train: list[Conversation],
+    condition: dict,
+    key: str = "method.bootstrap.condition",
 ) -> list[dict]:
     """V_hq: attribute combinations seen in the annotated training data that meet the condition (Eq. 3)."""
     unknown = sorted(set(condition) - set(schema.names))
     if unknown:
-        raise ConfigError(
-            f"method.bootstrap.condition names {unknown}; the schema's attributes are {list(schema.names)}"
-        )
+        raise ConfigError(f"{key} names {unknown}; the schema's attributes are {list(schema.names)}")
     seen = {
         tuple(sorted(values.items()))
         for c in train
@@ -417,9 +420,7 @@ def high_quality_combinations(
     }
     hq = [dict(v) for v in sorted(seen) if all(dict(v)[k] == int(x) for k, x in condition.items())]
     if not hq:
-        raise ConfigError(
-            f"no labelled reply in the training data meets method.bootstrap.condition={condition}; relax it"
-        )
+        raise ConfigError(f"no labelled reply in the training data meets {key}={condition}; relax it")
     return hq
 
 
