@@ -86,8 +86,7 @@ class AdapterMixer:
         full = torch.cat([torch.ones(weights.shape[0], len(adapters) - len(self.names)), weights], dim=1)
         hooks = [
             module.register_forward_hook(_StackedDelta(module, adapters, full))
-            for module in self.model.modules()
-            if isinstance(module, LoraLayer) and any(a in module.lora_A for a in adapters)
+            for module in self._lora_layers(adapters)
         ]
         trainable = {name: p.requires_grad for name, p in self.model.named_parameters()}
         try:
@@ -102,10 +101,13 @@ class AdapterMixer:
     def supports_stacking(self) -> bool:
         """`stacked` covers plain LoRA on linear layers (no DoRA, no LoRA on embeddings)."""
         adapters = [*self.shared_adapters(), *self.names]
-        return all(
-            _stackable(module, adapters)
-            for module in self.model.modules()
-            if isinstance(module, LoraLayer) and any(a in module.lora_A for a in adapters)
+        return all(_stackable(module, adapters) for module in self._lora_layers(adapters))
+
+    def _lora_layers(self, adapters: list[str]) -> Iterator[LoraLayer]:
+        return (
+            m
+            for m in self.model.modules()
+            if isinstance(m, LoraLayer) and any(a in m.lora_A for a in adapters)
         )
 
     def remove(self) -> None:

@@ -424,6 +424,30 @@ def high_quality_combinations(
     return hq
 
 
+def sample_steered(
+    ctx: RunContext,
+    model,
+    tokenizer,
+    schema: AttributeSchema,
+    prompts: list[list[dict]],
+    requested: list[dict],
+    samples_per_prompt: int,
+    **sampling: Any,
+) -> list:
+    """`samples_per_prompt` replies per prompt, each asked for its `requested` attribute values (the trained
+    label prefix), stopping before a new label; `sampling` = max_new_tokens, temperature, top_k/top_p, seed."""
+    texts = [steered_prompt(tokenizer, p, schema, v) for p, v in zip(prompts, requested, strict=True)]
+    gen = GenerationSettings(
+        do_sample=True,
+        num_return_sequences=samples_per_prompt,
+        batch_size=max(1, ctx.cfg.method.eval.batch_size // samples_per_prompt),
+        stop=[schema.label_start],
+        **sampling,
+    )
+    with ctx.autocast():
+        return HFSampler(model, tokenizer, ctx.cfg.model.end_of_turn).generate(texts, gen)
+
+
 def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
     cfg, method = ctx.cfg, ctx.cfg.method
     settings = method.bootstrap
@@ -438,19 +462,19 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
 
     model, tokenizer = load_backbone(cfg.model, adapter_dir=source, trainable=True)
     model.to(ctx.device)
-    texts = [steered_prompt(tokenizer, p, schema, v) for p, v in zip(prompts, requested, strict=True)]
-    gen = GenerationSettings(
+    completions = sample_steered(
+        ctx,
+        model,
+        tokenizer,
+        schema,
+        prompts,
+        requested,
+        settings.samples_per_prompt,
         max_new_tokens=settings.max_new_tokens,
-        do_sample=True,
         temperature=settings.temperature,
         top_k=settings.top_k,
-        num_return_sequences=settings.samples_per_prompt,
-        batch_size=max(1, method.eval.batch_size // settings.samples_per_prompt),
-        stop=[schema.label_start],
         seed=cfg.seed,
     )
-    with ctx.autocast():
-        completions = HFSampler(model, tokenizer, cfg.model.end_of_turn).generate(texts, gen)
     kept = [c for c in completions if c.text.strip()]
     annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
     relabelled = annotator.predict([prompts[c.prompt_index] for c in kept], [c.text for c in kept])

@@ -24,14 +24,14 @@ from scipy.stats import beta as beta_distribution
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import save_model
 from steerable.config.schema import SteerLM2Config
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.data.tokenize import tokenize_prompt
 from steerable.generation.base import Completion
-from steerable.generation.hf import eval_mode, render_prompt
+from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.methods.sft import prompt_of
-from steerable.methods.steerlm.attributes import AttributeSchema, parse_assignments, steered_prompt
+from steerable.methods.steerlm.attributes import AttributeSchema, parse_assignments
 from steerable.methods.steerlm.stages import (
     SCHEMA_KEY,
     Annotator,
@@ -40,6 +40,7 @@ from steerable.methods.steerlm.stages import (
     load_schema,
     policy_dir,
     publish_policy,
+    sample_steered,
 )
 from steerable.pipeline import StageResults
 from steerable.run_dir import write_text_atomic
@@ -136,37 +137,30 @@ def sample_groups(
     combos: list[dict],
     train,
     iteration: int,
+    pad_id: int,
 ) -> tuple[list[dict], list[dict]]:
     """n replies per (prompt, requested attributes) from the current policy, with their three log-probs."""
     cfg, s = ctx.cfg, ctx.cfg.method.steerlm2
     rng = random.Random(cfg.seed + iteration)
     prompts = [prompt_of(c) for c in rng.sample(train, min(s.num_prompts, len(train)))]
     requested = [rng.choice(combos) for _ in prompts]
-    gen = GenerationSettings(
+    completions = sample_steered(
+        ctx,
+        policy,
+        tokenizer,
+        schema,
+        prompts,
+        requested,
+        s.samples_per_prompt,
         max_new_tokens=s.max_new_tokens,
-        do_sample=True,
         temperature=s.temperature,
         top_p=s.top_p,
-        num_return_sequences=s.samples_per_prompt,
-        batch_size=max(1, cfg.method.eval.batch_size // s.samples_per_prompt),
-        stop=[schema.label_start],
         seed=cfg.seed + iteration,
     )
-    texts = [steered_prompt(tokenizer, p, schema, a) for p, a in zip(prompts, requested, strict=True)]
-    with ctx.autocast():
-        completions = HFSampler(policy, tokenizer, cfg.model.end_of_turn).generate(texts, gen)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     log_sampler = torch.stack([c.logprobs.sum() for c in completions]).float()
-    plain = [
-        replace(
-            c,
-            prompt_token_ids=tokenizer(
-                render_prompt(tokenizer, prompts[c.prompt_index]), add_special_tokens=False
-            )["input_ids"],
-        )
-        for c in completions
-    ]
-    log_prior = summed_logprobs(prior, plain, pad, cfg.method.eval_batch_size, ctx.autocast)
+    plain_ids = [tokenize_prompt(tokenizer, p) for p in prompts]  # P(y|x) reads the prompt without a label
+    plain = [replace(c, prompt_token_ids=plain_ids[c.prompt_index]) for c in completions]
+    log_prior = summed_logprobs(prior, plain, pad_id, cfg.method.eval_batch_size, ctx.autocast)
     raw = annotator.raw([prompts[c.prompt_index] for c in completions], [c.text for c in completions])
     labels = np.array([[requested[c.prompt_index][k] for k in schema.names] for c in completions])
     log_attributes = torch.tensor(
@@ -227,7 +221,7 @@ def steerlm2_stage(ctx: RunContext, done: StageResults) -> dict:
     for iteration in range(1, s.iterations + 1):
         folder = f"steerlm2/iter{iteration}"
         groups, records = sample_groups(
-            ctx, policy, prior, tokenizer, annotator, schema, combos, train, iteration
+            ctx, policy, prior, tokenizer, annotator, schema, combos, train, iteration, pad
         )
         write_text_atomic(
             ctx.run_dir / folder / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records)
