@@ -15,6 +15,7 @@ from pathlib import Path
 
 COMPLETE_MARKER = ".steerable/complete"
 WANDB_ID_FILE = ".steerable/wandb_id"
+HARDWARE_FILE = "hardware.json"  # the precision chosen on the machine that ran it, and why
 
 
 class RunDirError(ValueError):

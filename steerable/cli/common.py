@@ -37,6 +37,17 @@ def validate(cfg: DictConfig) -> Any:
         raise ConfigError(str(err)) from None
 
 
+def machine_hardware(cfg: Any) -> Any:
+    """`cfg` with its hardware resolved for this machine (auto precision/accelerator), the choice logged."""
+    from dataclasses import replace
+
+    from steerable.hardware import resolve_hardware
+
+    hardware, choice = resolve_hardware(cfg.hardware)
+    log.info("precision %s (hardware.precision=%s): %s", choice.precision, choice.requested, choice.reason)
+    return replace(cfg, hardware=hardware)
+
+
 def set_threads(threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)

@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from steerable.cli.common import CONF_DIR, set_threads, setup_hydra, validate
+from steerable.cli.common import CONF_DIR, machine_hardware, set_threads, setup_hydra, validate
 from steerable.config.schema import ConfigError, EvalConfig
 
 log = logging.getLogger("steerable")
@@ -30,6 +30,7 @@ def check_run_folder(run: str) -> None:
 def _main(dict_cfg: DictConfig) -> None:
     cfg: EvalConfig = validate(dict_cfg)
     check_run_folder(cfg.run)
+    cfg = machine_hardware(cfg)
     set_threads(cfg.hardware.torch_threads)
     from steerable.evaluation.runner import run_eval
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from steerable.cli.common import CONF_DIR, set_threads, setup_hydra, validate
+from steerable.cli.common import CONF_DIR, machine_hardware, set_threads, setup_hydra, validate
 from steerable.config.schema import ConfigError, GenerateConfig
 
 log = logging.getLogger("steerable")
@@ -160,7 +160,7 @@ def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> 
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
 def _main(dict_cfg: DictConfig) -> None:
-    cfg: GenerateConfig = validate(dict_cfg)
+    cfg: GenerateConfig = machine_hardware(validate(dict_cfg))
     for i, text in enumerate(generate(cfg)):
         if cfg.num_return_sequences > 1:
             print(f"--- sample {i + 1}")

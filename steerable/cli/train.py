@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -11,7 +13,7 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import CONF_DIR, set_threads, setup_hydra, validate
 from steerable.config.schema import TrainConfig
-from steerable.run_dir import is_complete, mark_complete
+from steerable.run_dir import HARDWARE_FILE, is_complete, mark_complete, write_text_atomic
 
 log = logging.getLogger("steerable")
 
@@ -20,11 +22,16 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     """Run every selected stage of the configured method in `run_dir` (resuming what is there)."""
     import lightning.pytorch as pl  # heavy imports wait until a run starts, so --help stays fast
 
+    from steerable.hardware import resolve_hardware
     from steerable.methods import METHODS
     from steerable.methods.base import RunContext
     from steerable.pipeline import run_stages
 
     set_threads(cfg.hardware.torch_threads)
+    hardware, choice = resolve_hardware(cfg.hardware)
+    cfg = replace(cfg, hardware=hardware)
+    log.info("precision %s (hardware.precision=%s): %s", choice.precision, choice.requested, choice.reason)
+    write_text_atomic(run_dir / HARDWARE_FILE, json.dumps(choice.as_dict(), indent=2))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.resume is not None and is_complete(run_dir):
         log.info("run %s is already complete; finished stages are skipped", run_dir)
@@ -33,14 +40,14 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
         results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages)
     finally:
         _finish_wandb()
-    mark_complete(run_dir, results)
+    mark_complete(run_dir, {**results, "hardware": choice.as_dict()})
     return results
 
 
 def objective(results: dict[str, dict]) -> float:
     """The number a sweep optimises: the last held-out loss (lower is better)."""
     for summary in reversed(list(results.values())):
-        if summary.get("val_loss") is not None:
+        if isinstance(summary, dict) and summary.get("val_loss") is not None:
             return float(summary["val_loss"])
     return float("nan")
 

@@ -142,7 +142,8 @@ class DataConfig:
 
 
 Accelerator = _choices("Accelerator", ["cpu", "gpu", "auto"])
-Precision = _choices("Precision", ["32-true", "bf16-mixed", "bf16-true", "16-mixed"])
+# auto: bf16-mixed where the device computes bf16 natively, else 32-true (steerable/hardware.py).
+Precision = _choices("Precision", ["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"])
 Strategy = _choices(
     "Strategy", ["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"]
 )
@@ -155,7 +156,7 @@ class HardwareConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: Strategy = Strategy["auto"]
-    precision: Precision = Precision["32-true"]
+    precision: Precision = Precision["auto"]
     fsdp_state_dict_type: str = "full"
     fsdp_cpu_offload: bool = False
     torch_threads: int | None = None

@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
 from steerable.config.schema import ModelConfig, TrainConfig
+from steerable.hardware import uses_bf16
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class RunContext:
 
     def autocast(self) -> AbstractContextManager:
         """bf16 autocast for inference when the run trains in bf16 (CPUs with bf16 units gain ~2.5x)."""
-        if str(self.cfg.hardware.precision.value).startswith("bf16"):
+        if uses_bf16(self.cfg.hardware):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 

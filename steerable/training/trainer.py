@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 
 from steerable.config.schema import HardwareConfig, LoggerConfig, TrainerConfig
+from steerable.hardware import effective_precision
 from steerable.run_dir import wandb_run_id, write_text_atomic
 from steerable.training.checkpoint_io import AtomicCheckpointIO
 
@@ -140,7 +141,7 @@ def build_trainer(
         devices=hardware.devices,
         num_nodes=hardware.num_nodes,
         strategy=build_strategy(hardware, model),
-        precision=hardware.precision.value,
+        precision=effective_precision(hardware),
         max_steps=trainer_cfg.max_steps,
         max_epochs=trainer_cfg.max_epochs if trainer_cfg.max_epochs is not None else -1,
         accumulate_grad_batches=accumulate,

@@ -27,6 +27,7 @@ from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
 from steerable.generation import HFSampler
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.hardware import uses_bf16
 from steerable.methods.base import load_policy, run_config
 from steerable.methods.superhf.loop import Scorer, trim_completion, user_text
 from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
@@ -370,7 +371,7 @@ def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
     model.to("cuda" if gpu else "cpu")
     autocast = (
         (lambda: torch.autocast("cuda" if gpu else "cpu", dtype=torch.bfloat16))
-        if str(cfg.hardware.precision.value).startswith("bf16")
+        if uses_bf16(cfg.hardware)
         else nullcontext
     )
     return run_evaluation(
