@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from steerable.config.schema import Accelerator, HardwareConfig, Precision
+from steerable.config.schema import DEEPSPEED_NEEDS_GPU, Accelerator, ConfigError, HardwareConfig, Precision
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ def _warn_slow_bf16(requested: str, features: str) -> None:
 def resolve_hardware(hardware: HardwareConfig) -> tuple[HardwareConfig, PrecisionChoice]:
     """`hardware` with `auto` precision and accelerator replaced by what this machine gets."""
     choice = choose_precision(hardware)
+    if hardware.strategy.value.startswith("deepspeed") and choice.accelerator == "cpu":
+        raise ConfigError(DEEPSPEED_NEEDS_GPU.format(strategy=hardware.strategy.value))
     resolved = replace(
         hardware, accelerator=Accelerator[choice.accelerator], precision=Precision[choice.precision]
     )

@@ -84,7 +84,10 @@ def test_enum_value_lists_allowed() -> None:
     ("overrides", "needle"),
     [
         (["hardware.precision=16-mixed"], "16-mixed"),
-        (["hardware.strategy=fsdp"], "hardware.strategy"),
+        (
+            ["hardware.strategy=deepspeed_stage_2"],
+            "hardware.strategy=deepspeed_stage_2 runs only on CUDA GPUs",
+        ),
         (["model=hf"], "model.name_or_path"),
         (["model.lora.r=0"], "model.lora.r"),
         (["method.stages=[train,bogus]"], "method.stages"),

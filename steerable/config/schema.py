@@ -149,6 +149,12 @@ Strategy = _choices(
 )
 
 
+DEEPSPEED_NEEDS_GPU = (
+    "hardware.strategy={strategy} runs only on CUDA GPUs (Lightning's DeepSpeed strategy refuses the CPU); "
+    "on CPU use hardware=ddp or hardware=fsdp with hardware.accelerator=cpu"
+)
+
+
 @dataclass
 class HardwareConfig:
     name: str = MISSING
@@ -157,8 +163,6 @@ class HardwareConfig:
     num_nodes: int = 1
     strategy: Strategy = Strategy["auto"]
     precision: Precision = Precision["auto"]
-    fsdp_state_dict_type: str = "full"
-    fsdp_cpu_offload: bool = False
     torch_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -166,10 +170,8 @@ class HardwareConfig:
             raise ConfigError("hardware.devices and hardware.num_nodes must be at least 1")
         if self.accelerator == "cpu" and self.precision == "16-mixed":
             raise ConfigError("hardware.precision=16-mixed needs a GPU; use bf16-mixed on CPU")
-        if self.strategy in ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3") and (
-            self.accelerator == "cpu"
-        ):
-            raise ConfigError(f"hardware.strategy={self.strategy.value} needs hardware.accelerator=gpu")
+        if self.strategy in ("deepspeed_stage_2", "deepspeed_stage_3") and self.accelerator == "cpu":
+            raise ConfigError(DEEPSPEED_NEEDS_GPU.format(strategy=self.strategy.value))
 
 
 # ---------------------------------------------------------------------------------------------- logger

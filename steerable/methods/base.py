@@ -29,6 +29,12 @@ class RunContext:
     resuming: bool = False
     callbacks: list = field(default_factory=list)  # extra Lightning callbacks (tests, profiling)
     _backbone: tuple[torch.nn.Module, PreTrainedTokenizerBase] | None = field(default=None, repr=False)
+    _sharded_fit: bool = field(default=False, repr=False)
+
+    def drop_sharded_model(self) -> None:
+        """After an FSDP fit the live model is sharded across processes; later stages (eval, reports, the
+        next stage's fit) load the gathered weights from checkpoints/final instead."""
+        self._backbone, self._sharded_fit = None, True
 
     def backbone(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
         """The model being trained in this process (fresh LoRA on the configured base)."""
@@ -40,6 +46,8 @@ class RunContext:
         """The trained model: still in memory when training ran in this process, else loaded from disk."""
         if self._backbone is not None:
             return self._backbone
+        if self._sharded_fit and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # rank 0 writes checkpoints/final after the fit; wait for it
         final = self.run_dir / FINAL_MODEL_DIR
         if not final.is_dir():
             raise FileNotFoundError(f"{final} is missing: run the train stage first")

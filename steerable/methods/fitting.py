@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,8 +13,9 @@ from torch.utils.data import DataLoader
 
 from steerable.backbone.adapters import count_parameters
 from steerable.methods.base import RunContext
-from steerable.training.lm_module import CausalLMModule, OptimSettings
-from steerable.training.sampler import ResumableSampler, make_loader
+from steerable.training.lm_module import CausalLMModule, OptimSettings, check_trainable_state
+from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader
+from steerable.training.sharding import is_sharded
 from steerable.training.trainer import (
     build_trainer,
     gathered_state_dict,
@@ -74,8 +76,34 @@ def build_loaders(
         num_workers=cfg.data.num_workers,
         drop_last=len(train_set) >= method.batch_size,
     )
-    val_loader = make_loader(val_set, method.eval_batch_size, collate, seed=cfg.seed) if val_set else None
+    val_loader = (
+        make_loader(
+            val_set,
+            method.eval_batch_size,
+            collate,
+            sampler=ResumableSampler(len(val_set), seed=cfg.seed, shuffle=False, even=False),
+            seed=cfg.seed,
+        )
+        if val_set
+        else None
+    )
     return sampler, train_loader, val_loader
+
+
+def check_resume_checkpoint(path: Path, module: CausalLMModule) -> int:
+    """The step a checkpoint resumes from, after checking it holds every weight this model trains (Lightning
+    loads it non-strictly, since it carries trainable weights only, so a partial one would pass silently)."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise ValueError(f"cannot read the checkpoint {path}: {err}") from None
+    saved, trainable = set(checkpoint.get("state_dict", {})), module.trainable_names()
+    if saved != trainable:
+        raise ValueError(
+            f"checkpoint {path} holds {len(saved & trainable)} of the {len(trainable)} weights this run trains"
+            f" ({len(saved - trainable)} unknown): it was written by a different model or configuration"
+        )
+    return int(checkpoint["global_step"])
 
 
 def fit_module(
@@ -89,32 +117,39 @@ def fit_module(
     """Fit (resuming from checkpoints/last.ckpt when asked), optionally measuring held-out loss first."""
     cfg = ctx.cfg
     checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
+    resumed_at = check_resume_checkpoint(checkpoint, module) if checkpoint is not None else 0
     if checkpoint is not None:
         set_aside_metrics(ctx.run_dir)
+    samplers = [
+        loader.sampler
+        for loader in (train_loader, val_loader)
+        if loader is not None and isinstance(loader.sampler, ResumableSampler)
+    ]
     trainer = build_trainer(
         cfg.trainer,
         cfg.hardware,
         cfg.logger,
         ctx.run_dir,
         f"{cfg.task_name}/{ctx.run_dir.name}",
-        module.model,
         ctx.hparams(module.model),
-        ctx.callbacks,
+        [ShardByRank(samplers), *ctx.callbacks],
         overrides=trainer_overrides,
     )
     val_before = None
     if validate_first and checkpoint is None and val_loader is not None:
         val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
         module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
-    resumed_at = (
-        torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"] if checkpoint else 0
-    )
     started = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     if checkpoint is not None and trainer.is_global_zero:
         merge_resumed_metrics(ctx.run_dir, resumed_at)
     counts = count_parameters(module.model)
+    state_dict = gathered_state_dict(trainer)
+    if trainer.is_global_zero:
+        check_trainable_state(state_dict, {n[len("model.") :] for n in module.trainable_names()}, "model")
+    if is_sharded(module.model):
+        ctx.drop_sharded_model()
     return FitResult(
         steps=trainer.global_step,
         metrics={k: float(v) for k, v in trainer.callback_metrics.items()},
@@ -123,6 +158,6 @@ def fit_module(
         frozen_params=counts.frozen,
         is_global_zero=trainer.is_global_zero,
         val_loss_before=val_before,
-        state_dict=gathered_state_dict(trainer),
+        state_dict=state_dict,
         resumed_from=str(checkpoint) if checkpoint else None,
     )

@@ -142,16 +142,21 @@ class RewardModelModule(CausalLMModule):
         super().__init__(model, optim, **kwargs)
         self.margin = margin
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Summed over pairs (chosen and rejected rows make one pair)."""
         loss, accuracy = bradley_terry_loss(
             self.model(batch["input_ids"], batch["attention_mask"]), self.margin
         )
-        return loss, {"accuracy": accuracy}
+        pairs = torch.tensor(batch["input_ids"].shape[0] // 2, device=loss.device)
+        return loss * pairs, pairs, {"accuracy": accuracy}
 
 
 class AttributeModelModule(CausalLMModule):
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return masked_mse(self.model(batch["input_ids"], batch["attention_mask"]), batch["labels"]), {}
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Summed over labelled (reply, attribute) entries."""
+        labelled = (batch["labels"] != MISSING_LABEL).sum()
+        mean = masked_mse(self.model(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+        return mean * labelled, labelled, {}
 
 
 # ----------------------------------------------------------------------------------------------- stages

@@ -15,8 +15,9 @@ import lightning.pytorch as pl
 import torch
 from transformers import get_scheduler
 
-from steerable.training.losses import masked_lm_loss
+from steerable.training.losses import summed_lm_loss
 from steerable.training.sampler import ResumableSampler
+from steerable.training.sharding import shard_model
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ class OptimSettings:
 
 
 class CausalLMModule(pl.LightningModule):
+    """Losses are sums over items (target tokens, pairs, groups) divided by the *global* item count of the
+    optimizer step: across data-parallel ranks and accumulated micro-batches. So 2 processes equal 1 process at
+    the same global batch, and accumulation equals the large batch (a per-micro-batch mean would not)."""
+
+    # False for modules whose training_step returns a loss that is already a mean over equally sized rank
+    # batches (policy gradient): data parallelism then averages it into the global mean by itself.
+    global_mean_loss = True
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -43,22 +52,52 @@ class CausalLMModule(pl.LightningModule):
         self.optim = optim
         self.sampler = sampler
         self.batch_size = batch_size  # per-process micro-batch; turns batches consumed into examples to skip
-        self.strict_loading = False  # checkpoints carry trainable weights only
+        self.strict_loading = False  # checkpoints carry trainable weights only (checked in fitting.py)
         self.model.train()  # from_pretrained returns eval mode; Lightning does not switch it back for fit
         self._step_started = 0.0
+        self._window = torch.zeros(2, dtype=torch.float64)  # summed loss, item count since the last step
+        self._val = torch.zeros(2, dtype=torch.float64)
 
     # ------------------------------------------------------------------ loss
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean cross-entropy over target tokens (labels != -100) of the micro-batch."""
-        return masked_lm_loss(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]), {}
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """(summed loss, number of items summed, extra metrics); here cross-entropy over target tokens."""
+        total, count = summed_lm_loss(
+            self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+        )
+        return total, count, {}
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The micro-batch's own mean loss (for callers outside the training loop)."""
+        total, count, extra = self.loss_terms(batch)
+        return total / count.clamp_min(1), extra
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, extra = self.compute_loss(batch)
+        total, count, extra = self.loss_terms(batch)
+        self._window += torch.stack([total.detach().double().cpu(), count.detach().double().cpu()])
         size = batch["input_ids"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
         for name, value in extra.items():
-            self.log(f"train/{name}", value, batch_size=size)
-        return loss
+            self.log(f"train/{name}", value, batch_size=size, sync_dist=True)
+        return total  # gradients are rescaled to the global mean in on_before_optimizer_step
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Turn the accumulated gradient of summed losses into the gradient of the global mean.
+
+        Gradients here are Σ(summed losses) / (accumulate_grad_batches · world_size): Lightning divides each
+        micro-batch by the accumulation factor and data parallelism averages over ranks."""
+        if not (self.automatic_optimization and self.global_mean_loss):
+            return
+        loss_sum, count = self._reduced(self._window)
+        self._window.zero_()
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / max(count, 1.0)
+        for p in self.trainer.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        self.log("train/loss", loss_sum / max(count, 1.0), prog_bar=True, batch_size=1)
+
+    def _reduced(self, pair: torch.Tensor) -> tuple[float, float]:
+        """(sum, count) summed over every process."""
+        total = self.trainer.strategy.reduce(pair.to(self.device, torch.float32), reduce_op="sum")
+        return float(total[0]), float(total[1])
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
@@ -66,15 +105,26 @@ class CausalLMModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Throughput over forward, backward and optimizer step: real (non-pad) tokens per second."""
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
-        self.log("train/tokens_per_s", batch["attention_mask"].sum().float() / elapsed, batch_size=1)
+        tokens_per_s = batch["attention_mask"].sum().float() / elapsed
+        self.log("train/tokens_per_s", tokens_per_s, batch_size=1, sync_dist=True, reduce_fx="sum")
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, extra = self.compute_loss(batch)
+    def on_validation_epoch_start(self) -> None:
+        self._val.zero_()
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        total, count, extra = self.loss_terms(batch)
+        self._val += torch.stack([total.detach().double().cpu(), count.detach().double().cpu()])
         size = batch["input_ids"].shape[0]
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=size)
         for name, value in extra.items():
             self.log(f"val/{name}", value, sync_dist=True, batch_size=size)
-        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """Held-out loss over every process's shard of the validation set."""
+        loss_sum, count = self._reduced(self._val)
+        if count > 0:
+            self.log(
+                "val/loss", loss_sum / count, prog_bar=True, batch_size=1, sync_dist=True
+            )  # equal on all ranks
 
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:
@@ -91,28 +141,26 @@ class CausalLMModule(pl.LightningModule):
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Lightning's FSDP precision plugin cannot clip by norm, and its FSDP units are not a single root
-        whose clip_grad_norm_ could be used: under FSDP gradients are left unclipped (warned once)."""
-        from lightning.pytorch.strategies import FSDPStrategy
+    def configure_model(self) -> None:
+        """Under hardware=fsdp (Lightning's ModelParallelStrategy) shard the model with FSDP2."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
 
-        if gradient_clip_val and isinstance(self.trainer.strategy, FSDPStrategy):
-            if not getattr(self, "_warned_fsdp_clip", False):
-                log.warning("trainer.gradient_clip_val=%s is not applied under FSDP", gradient_clip_val)
-                self._warned_fsdp_clip = True
-            return
-        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            shard_model(self.model, self.device_mesh["data_parallel"])
 
     # ------------------------------------------------------------ checkpoint
+    def trainable_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
-        checkpoint["rng_state"] = {"torch": torch.get_rng_state()}
+        """Keep the trainable weights only; refuse to write a checkpoint that lacks any of them. Under FSDP
+        only rank 0 holds the gathered weights (the one rank that writes)."""
+        full = checkpoint["state_dict"]
+        trainable = self.trainable_names()
+        checkpoint["state_dict"] = {k: v for k, v in full.items() if k in trainable}
+        if full or self.trainer.is_global_zero:
+            check_trainable_state(checkpoint["state_dict"], trainable, "checkpoint")
+        checkpoint["rng_state"] = {"torch_per_rank": self._rng_states()}
         if torch.cuda.is_available():
             checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
         if self.sampler is not None:
@@ -122,13 +170,38 @@ class CausalLMModule(pl.LightningModule):
                 "batches_in_epoch": epoch_loop.batch_progress.current.processed,
             }
 
+    def _rng_states(self) -> list[torch.Tensor]:
+        """Every rank's torch RNG state (ranks sample differently), gathered so rank 0 can save them all."""
+        state = torch.get_rng_state()
+        if self.trainer.world_size == 1:
+            return [state]
+        gathered = self.trainer.strategy.all_gather(state.to(self.device))
+        return [row.cpu() for row in gathered.view(self.trainer.world_size, -1)]
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("rng_state")
         if rng is not None:
-            torch.set_rng_state(rng["torch"])
+            states = rng.get("torch_per_rank") or [rng["torch"]]
+            if len(states) != self.trainer.world_size:
+                raise ValueError(
+                    f"the checkpoint was written by {len(states)} process(es); resume it with as many "
+                    f"(hardware.devices x hardware.num_nodes = {len(states)}), not {self.trainer.world_size}"
+                )
+            torch.set_rng_state(states[self.trainer.global_rank].to(torch.uint8))
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         position = checkpoint.get("data_position")
         if position is not None and self.sampler is not None:
             self.sampler.set_epoch(position["epoch"])
             self.sampler.skip(position["batches_in_epoch"] * self.batch_size)
+
+
+def check_trainable_state(state: dict[str, torch.Tensor], trainable: set[str], what: str) -> None:
+    """A checkpoint or adapter must hold every trained weight: an empty or partial one would resume or load
+    silently from nothing (the FSDP1 failure this project once had)."""
+    missing = sorted(trainable - state.keys())
+    if not state or missing:
+        raise RuntimeError(
+            f"refusing to write a {what} with {len(state)} of the {len(trainable)} trained weights"
+            + (f" (missing e.g. {missing[:3]})" if missing else "")
+        )

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
+from steerable.training.sharding import is_sharded
+
 IGNORE_INDEX = -100
 
 
@@ -35,6 +37,23 @@ def _plain_output_layer(lm: torch.nn.Module) -> bool:
     return (
         not getattr(config, "final_logit_softcapping", None) and getattr(config, "logit_scale", None) is None
     )
+
+
+def summed_lm_loss(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy over target tokens and their number: a loss that data-parallel ranks
+    and accumulated micro-batches can normalise by the global token count (see CausalLMModule)."""
+    count = (labels[:, 1:] != IGNORE_INDEX).sum()
+    if not _plain_output_layer(_causal_lm(model)) or is_sharded(model):
+        # The model's own forward: it applies soft-capping, and under FSDP2 only the root's forward gathers
+        # the root's weights (embeddings, tied output layer); calling the decoder directly would not.
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+        keep = labels[:, 1:] != IGNORE_INDEX
+        return F.cross_entropy(logits[keep].float(), labels[:, 1:][keep], reduction="sum"), count
+    hidden, targets = target_hidden_states(model, input_ids, attention_mask, labels)
+    logits = _causal_lm(model).get_output_embeddings()(hidden).float()
+    return F.cross_entropy(logits, targets, reduction="sum"), count
 
 
 def masked_lm_loss(

@@ -67,6 +67,8 @@ class PGSettings:
 class PolicyGradientModule(CausalLMModule):
     """One step = one batch of prompts: sample, reward, RLOO loss (Lightning does backward, clipping, step)."""
 
+    global_mean_loss = False  # a mean over this rank's equally sized batch; DDP's average makes it global
+
     def __init__(
         self,
         model: torch.nn.Module,
@@ -88,7 +90,7 @@ class PolicyGradientModule(CausalLMModule):
 
     def training_step(self, prompts: list[list[dict]], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.rl_loss(prompts)
-        self.log_dict(metrics, batch_size=len(prompts))
+        self.log_dict(metrics, batch_size=len(prompts), sync_dist=True)
         return loss
 
     def rl_loss(self, prompts: list[list[dict]]) -> tuple[torch.Tensor, dict[str, Any]]:

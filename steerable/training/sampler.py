@@ -6,24 +6,41 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, Sampler
 
 
 class ResumableSampler(Sampler[int]):
-    """Epoch e visits a permutation seeded by (seed, e); each rank takes every world_size-th index."""
+    """Epoch e visits a permutation seeded by (seed, e); each rank takes every world_size-th index.
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
-        if num_samples < world_size:
-            raise ValueError(
-                f"{num_samples} training examples cannot be shared across {world_size} processes"
-            )
+    Training drops the last `num_samples % world_size` indices so every rank makes the same number of steps;
+    evaluation (`even=False`) keeps them all, ranks reducing sums rather than stepping together.
+    The rank is set when the trainer knows it (`shard`), before the first batch is drawn.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        even: bool = True,
+    ):
         self.num_samples = num_samples
         self.seed = seed
         self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
+        self.even = even
         self.epoch = 0
         self._skip = 0  # indices of the current epoch already consumed before a restart
+        self.shard(rank, world_size)
+
+    def shard(self, rank: int, world_size: int) -> None:
+        if self.even and self.num_samples < world_size:
+            raise ValueError(
+                f"{self.num_samples} training examples cannot be shared across {world_size} processes"
+            )
+        self.rank, self.world_size = rank, world_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -38,7 +55,7 @@ class ResumableSampler(Sampler[int]):
         else:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=generator).tolist()
-        usable = len(order) - len(order) % self.world_size
+        usable = len(order) - len(order) % self.world_size if self.even else len(order)
         return order[self.rank : usable : self.world_size]
 
     def __iter__(self) -> Iterator[int]:
@@ -47,7 +64,23 @@ class ResumableSampler(Sampler[int]):
         return iter(order[start:])
 
     def __len__(self) -> int:
-        return self.num_samples // self.world_size
+        usable = self.num_samples - self.num_samples % self.world_size if self.even else self.num_samples
+        return len(range(self.rank, usable, self.world_size))
+
+
+class ShardByRank(Callback):
+    """Give every ResumableSampler of a fit this process's rank once the trainer knows it, and let ranks > 0
+    draw different random numbers (online methods sample their own completions; rank 0 is unchanged, so a
+    1-process run is the same as before)."""
+
+    def __init__(self, samplers: list[ResumableSampler]) -> None:
+        self.samplers = samplers
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        for sampler in self.samplers:
+            sampler.shard(trainer.global_rank, trainer.world_size)
+        if trainer.global_rank > 0:
+            torch.manual_seed(torch.initial_seed() + trainer.global_rank)
 
 
 def make_loader(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import logging
 import os
@@ -29,46 +28,17 @@ warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*"
 LAST_CHECKPOINT = "checkpoints/last.ckpt"
 
 
-def decoder_layer_classes(model: torch.nn.Module) -> set[type]:
-    """The transformer block classes FSDP should wrap one by one (from HF's `_no_split_modules`)."""
-    names = set()
-    for module in model.modules():
-        names.update(getattr(module, "_no_split_modules", None) or [])
-    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
-    if not classes:
-        raise ValueError("could not find decoder layer classes for FSDP auto-wrapping")
-    return classes
-
-
-def lora_aware_wrap_policy(model: torch.nn.Module) -> Any:
-    """FSDP units: every decoder layer, and separately every leaf with trainable weights (the LoRA A/B
-    layers), so frozen and trainable parameters never share a flat parameter (PEFT's recipe for FSDP)."""
-    from torch.distributed.fsdp.wrap import _or_policy, lambda_auto_wrap_policy, transformer_auto_wrap_policy
-
-    def trainable_leaf(module: torch.nn.Module) -> bool:
-        weight = getattr(module, "weight", None)
-        return not list(module.children()) and weight is not None and weight.requires_grad
-
-    return functools.partial(
-        _or_policy,
-        policies=[
-            functools.partial(lambda_auto_wrap_policy, lambda_fn=trainable_leaf),
-            functools.partial(
-                transformer_auto_wrap_policy, transformer_layer_cls=decoder_layer_classes(model)
-            ),
-        ],
-    )
-
-
-def build_strategy(hardware: HardwareConfig, model: torch.nn.Module) -> Any:
+def build_strategy(hardware: HardwareConfig) -> Any:
+    """FSDP is FSDP2 (`fully_shard` per decoder layer and the root, applied in CausalLMModule.configure_model)
+    through Lightning's ModelParallelStrategy with full state dicts gathered to rank 0: frozen and LoRA weights
+    share units freely, and it runs on CPU (gloo) as well as GPU."""
     if hardware.strategy == "fsdp":
-        from lightning.pytorch.strategies import FSDPStrategy
+        from lightning.pytorch.strategies import ModelParallelStrategy
 
-        return FSDPStrategy(
-            auto_wrap_policy=lora_aware_wrap_policy(model),
-            state_dict_type=hardware.fsdp_state_dict_type,
-            cpu_offload=hardware.fsdp_cpu_offload,
-            use_orig_params=True,
+        return ModelParallelStrategy(
+            data_parallel_size=hardware.devices * hardware.num_nodes,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=False,
         )
     if hardware.strategy == "ddp":
         from lightning.pytorch.strategies import DDPStrategy
@@ -110,7 +80,6 @@ def build_trainer(
     logger_cfg: LoggerConfig,
     run_dir: Path,
     run_name: str,
-    model: torch.nn.Module,
     hparams: dict,
     extra_callbacks: list[pl.Callback] | None = None,
     overrides: dict[str, Any] | None = None,
@@ -133,14 +102,14 @@ def build_trainer(
     ]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    sharded = hardware.strategy in ("fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
+    deepspeed = hardware.strategy in ("deepspeed_stage_2", "deepspeed_stage_3")
     accumulate = trainer_cfg.accumulate_grad_batches
     val_every = (trainer_cfg.val_check_interval or trainer_cfg.max_steps) * accumulate
     arguments: dict[str, Any] = dict(
         accelerator=hardware.accelerator.value,
         devices=hardware.devices,
         num_nodes=hardware.num_nodes,
-        strategy=build_strategy(hardware, model),
+        strategy=build_strategy(hardware),
         precision=effective_precision(hardware),
         max_steps=trainer_cfg.max_steps,
         max_epochs=trainer_cfg.max_epochs if trainer_cfg.max_epochs is not None else -1,
@@ -155,7 +124,7 @@ def build_trainer(
         callbacks=callbacks,
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
-        plugins=None if sharded else [AtomicCheckpointIO()],
+        plugins=None if deepspeed else [AtomicCheckpointIO()],
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
@@ -163,7 +132,7 @@ def build_trainer(
 
 
 def gathered_state_dict(trainer: pl.Trainer, attribute: str = "model") -> dict[str, torch.Tensor]:
-    """State dict of `lightning_module.<attribute>`, gathered from shards under FSDP (rank 0 gets it all).
+    """State dict of `lightning_module.<attribute>`, gathered from shards under FSDP (only rank 0 gets it).
 
     A collective call under sharded strategies: every rank must make it, before rank 0 saves.
     """

@@ -297,7 +297,9 @@ class PCMModule(CausalLMModule):
             optimizer.step()
         self.lr_schedulers().step()
         self.log_dict(
-            {"train/loss": float(loss.detach()), "train/reward": float(reward.mean())}, batch_size=len(items)
+            {"train/loss": float(loss.detach()), "train/reward": float(reward.mean())},
+            batch_size=len(items),
+            sync_dist=True,
         )
 
     def _batch(self, pairs, samples):
@@ -368,8 +370,10 @@ def pcm_stage(ctx: RunContext, done) -> dict:
         rounds_context(ctx, m.epochs), module, loader, None, trainer_overrides={"gradient_clip_val": None}
     )
     info = {"num_experts": len(sides(dims)), "seed": cfg.seed, "kind": m.controller, "sides": sides(dims)}
-    save_controller(controller, ctx.run_dir / CONTROLLER_DIR, info)
-    write_text_atomic(ctx.run_dir / CONTROLLER_DIR / "references.json", json.dumps(module.rewards.reference))
+    if fit.is_global_zero:
+        save_controller(controller, ctx.run_dir / CONTROLLER_DIR, info)
+        references = json.dumps(module.rewards.reference)
+        write_text_atomic(ctx.run_dir / CONTROLLER_DIR / "references.json", references)
     return {
         **fit.summary(),
         "steps": fit.steps // m.epochs,

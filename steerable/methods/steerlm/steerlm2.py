@@ -16,6 +16,7 @@ import math
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -85,7 +86,8 @@ def steerlm2_loss(
 class SteerLM2Module(CausalLMModule):
     """A batch is a list of groups: every reply to one (prompt, attributes) sits in the same batch."""
 
-    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Summed over groups (the spec's loss is a mean over (prompt, attributes) groups)."""
         groups, n = batch["weights"].shape
         logp = sequence_logprobs(
             self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"]
@@ -93,7 +95,8 @@ class SteerLM2Module(CausalLMModule):
         sequence = logp.sum(dim=1).view(groups, n)
         tokens = batch["response_mask"].sum(dim=1).view(groups, n)
         loss, distance = steerlm2_loss(sequence, tokens, batch["log_sampler"], batch["weights"])
-        return loss, {"distance": distance.detach()}
+        count = torch.tensor(groups, device=loss.device)
+        return loss * count, count, {"distance": distance.detach()}
 
 
 def collate_groups(pad_id: int):

@@ -134,16 +134,19 @@ def superhf_loss(
     batch: dict[str, torch.Tensor],
     kl: KLSettings,
     reference: torch.nn.Module | None = None,
+    ce_scale: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """CE (mean over the minibatch's completion tokens) + coef * aggregate of per-example KLs.
 
-    The reference is `model` with its adapter disabled, or `reference` for full fine-tuning."""
+    The reference is `model` with its adapter disabled, or `reference` for full fine-tuning. `ce_scale`
+    turns the rank's token mean into its share of the mean over every rank's tokens (data parallel)."""
     input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     hidden = _hidden(model, input_ids, attention_mask)
     targets = labels[:, 1:]
     predicts = targets != IGNORE_INDEX
     ce = F.cross_entropy(_logits(model, hidden[:, :-1][predicts]).float(), targets[predicts])
     stats = {"ce": float(ce.detach())}
+    ce = ce * ce_scale
     if kl.coef < 0:
         return ce, stats
     where = kl_mask(labels, kl.positions)
@@ -257,7 +260,7 @@ class SuperHFModule(CausalLMModule):
 
     def training_step(self, prompts: list[list[dict]], batch_idx: int) -> None:
         s = self.settings
-        if self.evaluate_fn is not None and batch_idx % s.eval_every == 0:
+        if self.evaluate_fn is not None and batch_idx % s.eval_every == 0 and self.trainer.is_global_zero:
             self._log_eval()
         started = time.perf_counter()
         with self.autocast():
@@ -285,7 +288,8 @@ class SuperHFModule(CausalLMModule):
             metrics["train/meteor_similarity"] = mean_pairwise_meteor(
                 kept_texts, max_pairs=64, seed=batch_idx
             )
-        self.log_dict(metrics, batch_size=1)
+        self.last_local_metrics = metrics  # this rank's own values (tests compare them with the reduced ones)
+        self.log_dict(metrics, batch_size=1, sync_dist=True)
 
     def _train_on(self, sampled: Sampled, kept: list[int]) -> dict[str, float]:
         s = self.settings
@@ -304,11 +308,15 @@ class SuperHFModule(CausalLMModule):
                 for k, v in self.collate(examples[start : start + s.minibatch_size]).items()
             }
             loss, stats = superhf_loss(
-                self.model, batch, s.kl, self._reference[0] if self._reference else None
+                self.model,
+                batch,
+                s.kl,
+                self._reference[0] if self._reference else None,
+                ce_scale=self._token_share(batch["labels"]),
             )
             if s.inverse_loss_penalty > 0:
                 loss = loss + s.inverse_loss_penalty / loss
-            if not torch.isfinite(loss) or loss.item() < 0:
+            if self._any_rank(not torch.isfinite(loss) or loss.item() < 0):
                 self.skipped_losses += 1
                 log.warning("skipped an invalid loss (%s); %d so far", loss.item(), self.skipped_losses)
                 continue
@@ -324,13 +332,30 @@ class SuperHFModule(CausalLMModule):
                 totals[key] = totals.get(key, 0.0) + value
         return {k: v / steps for k, v in totals.items()} if steps else {}
 
+    def _token_share(self, labels: torch.Tensor) -> float:
+        """world_size x this rank's target tokens / all ranks' target tokens (1.0 in one process): with it,
+        DDP's gradient average equals the gradient of the token mean over the global minibatch."""
+        world = self.trainer.world_size
+        if world == 1:
+            return 1.0
+        local = (labels[:, 1:] != IGNORE_INDEX).sum().float()
+        total = self.trainer.strategy.reduce(local.clone(), reduce_op="sum")
+        return float(local * world / total.clamp_min(1))
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Ranks must agree on skipping a minibatch: one rank stepping alone would hang the other."""
+        if self.trainer.world_size == 1:
+            return flag
+        votes = self.trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum")
+        return bool(votes > 0)
+
     def _log_eval(self) -> None:
         with self.autocast():
             values = self.evaluate_fn(self.model)
-        self.log_dict({f"eval/{k}": v for k, v in values.items()}, batch_size=1)
+        self.log_dict({f"eval/{k}": v for k, v in values.items()}, batch_size=1, rank_zero_only=True)
 
     def on_train_end(self) -> None:
-        if self.evaluate_fn is not None and self.logger is not None:
+        if self.evaluate_fn is not None and self.logger is not None and self.trainer.is_global_zero:
             with self.autocast():
                 values = self.evaluate_fn(self.model)
             self.logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=self.global_step)
