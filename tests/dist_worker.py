@@ -29,7 +29,10 @@ def row_keys(batch) -> list[str]:
     if isinstance(batch, dict):
         rows = zip(batch["input_ids"], batch["attention_mask"], strict=True)  # padding differs by batch
         return [hashlib.sha1(str(ids[mask.bool()].tolist()).encode()).hexdigest()[:10] for ids, mask in rows]
-    return [json.dumps(item, sort_keys=True, default=str)[:200] for item in batch]
+    return [
+        hashlib.sha1(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:10]
+        for item in batch
+    ]
 
 
 class RecordRows(pl.Callback):

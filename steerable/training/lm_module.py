@@ -176,7 +176,7 @@ class CausalLMModule(pl.LightningModule):
         if self.trainer.world_size == 1:
             return [state]
         gathered = self.trainer.strategy.all_gather(state.to(self.device))
-        return [row.cpu() for row in gathered.view(self.trainer.world_size, -1)]
+        return [row.cpu().clone() for row in gathered.view(self.trainer.world_size, -1)]  # own storage
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         rng = checkpoint.get("rng_state")
@@ -187,7 +187,7 @@ class CausalLMModule(pl.LightningModule):
                     f"the checkpoint was written by {len(states)} process(es); resume it with as many "
                     f"(hardware.devices x hardware.num_nodes = {len(states)}), not {self.trainer.world_size}"
                 )
-            torch.set_rng_state(states[self.trainer.global_rank].to(torch.uint8))
+            torch.set_rng_state(states[self.trainer.global_rank].to(torch.uint8).clone())
             if "cuda" in rng and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(rng["cuda"])
         position = checkpoint.get("data_position")
