@@ -168,12 +168,12 @@ def test_tiny_run_trains_only_on_the_kept_completions(tmp_path, monkeypatch) -> 
         scored.append((sampled.texts, sampled.scores))
         return sampled
 
-    def spy_loss(model, batch, kl, reference=None):
+    def spy_loss(model, batch, kl, reference=None, **kwargs):
         tok = tokenizer_holder[0]
         for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
             target = ids[labels != IGNORE_INDEX].tolist()
             trained.append(tok.decode(target, skip_special_tokens=True))
-        return real_loss(model, batch, kl, reference)
+        return real_loss(model, batch, kl, reference, **kwargs)
 
     tokenizer_holder = [load_backbone(tiny_config())[1]]
     monkeypatch.setattr(loop, "sample_and_score", spy_sample)

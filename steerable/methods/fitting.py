@@ -137,7 +137,8 @@ def fit_module(
     )
     val_before = None
     if validate_first and checkpoint is None and val_loader is not None:
-        val_before = trainer.validate(module, val_loader, verbose=False)[0].get("val/loss")
+        measured = trainer.validate(module, val_loader, verbose=False)  # [] with limit_val_batches=0
+        val_before = measured[0].get("val/loss") if measured else None
         module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
     started = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)

@@ -160,9 +160,9 @@ class CausalLMModule(pl.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in full.items() if k in trainable}
         if full or self.trainer.is_global_zero:
             check_trainable_state(checkpoint["state_dict"], trainable, "checkpoint")
-        checkpoint["rng_state"] = {"torch_per_rank": self._rng_states()}
-        if torch.cuda.is_available():
-            checkpoint["rng_state"]["cuda"] = torch.cuda.get_rng_state_all()
+        checkpoint["rng_state"] = {"torch_per_rank": self._gathered(torch.get_rng_state())}
+        if self.device.type == "cuda":  # each rank's own GPU generator (dropout on the GPU)
+            checkpoint["rng_state"]["cuda_per_rank"] = self._gathered(torch.cuda.get_rng_state(self.device))
         if self.sampler is not None:
             epoch_loop = self.trainer.fit_loop.epoch_loop
             checkpoint["data_position"] = {
@@ -170,9 +170,8 @@ class CausalLMModule(pl.LightningModule):
                 "batches_in_epoch": epoch_loop.batch_progress.current.processed,
             }
 
-    def _rng_states(self) -> list[torch.Tensor]:
-        """Every rank's torch RNG state (ranks sample differently), gathered so rank 0 can save them all."""
-        state = torch.get_rng_state()
+    def _gathered(self, state: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's RNG state (ranks sample differently), gathered so rank 0 can save them all."""
         if self.trainer.world_size == 1:
             return [state]
         gathered = self.trainer.strategy.all_gather(state.to(self.device))
@@ -188,8 +187,9 @@ class CausalLMModule(pl.LightningModule):
                     f"(hardware.devices x hardware.num_nodes = {len(states)}), not {self.trainer.world_size}"
                 )
             torch.set_rng_state(states[self.trainer.global_rank].to(torch.uint8).clone())
-            if "cuda" in rng and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(rng["cuda"])
+            cuda = rng.get("cuda_per_rank")
+            if cuda is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(cuda[self.trainer.global_rank].to(torch.uint8).clone(), self.device)
         position = checkpoint.get("data_position")
         if position is not None and self.sampler is not None:
             self.sampler.set_epoch(position["epoch"])
