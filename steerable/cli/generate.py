@@ -9,7 +9,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from steerable.cli.common import CONF_DIR, machine_hardware, set_threads, setup_hydra, validate
+from steerable.cli.common import (
+    CONF_DIR,
+    check_run_argument,
+    machine_hardware,
+    report_user_errors,
+    set_threads,
+    setup_hydra,
+    validate,
+)
 from steerable.config.schema import ConfigError, GenerateConfig
 
 log = logging.getLogger("steerable")
@@ -22,8 +30,10 @@ def generate(cfg: GenerateConfig) -> list[str]:
 
     set_threads(cfg.hardware.torch_threads)
     if cfg.run is not None and is_multi_objective(Path(cfg.run)):
+        refuse_controls(cfg, "a clp or rewarded_soups run", "weights=[...] (one per objective)", "weights")
         return weighted_generate(cfg)
     if cfg.run is not None and is_pcm_run(Path(cfg.run)):
+        refuse_controls(cfg, "a pcm run", "preference=... (one side per dimension)", "preference")
         return preference_generate(cfg)
     if cfg.preference:
         raise ConfigError(f"preference={cfg.preference!r}: run={cfg.run} is not a method=pcm run")
@@ -41,6 +51,18 @@ def generate(cfg: GenerateConfig) -> list[str]:
     prompt, stop = conditioned_prompt(cfg, tokenizer, messages)
     completions = HFSampler(model, tokenizer).generate([prompt], settings_of(cfg, stop))
     return [c.text for c in completions]
+
+
+def refuse_controls(cfg: GenerateConfig, kind: str, controls: str, accepted: str) -> None:
+    """Steering arguments another kind of run would read are errors here, not silently ignored."""
+    given = {
+        "attributes": [f"attributes.{k}" for k in cfg.attributes],
+        "weights": ["weights"] if cfg.weights else [],
+        "preference": ["preference"] if cfg.preference else [],
+    }
+    wrong = [arg for name, args in given.items() if name != accepted for arg in args]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)}: run={cfg.run} is {kind}, whose only control is {controls}")
 
 
 def settings_of(cfg: GenerateConfig, stop: list[str]):
@@ -159,6 +181,7 @@ def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> 
 
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
+@report_user_errors
 def _main(dict_cfg: DictConfig) -> None:
     cfg: GenerateConfig = machine_hardware(validate(dict_cfg))
     for i, text in enumerate(generate(cfg)):
@@ -180,6 +203,7 @@ def main() -> None:
     sys.argv = [f"+{a}" if a.startswith("attributes.") else a for a in sys.argv]
     # `preference="concise, friendly"` reaches us unquoted; a comma would otherwise read as a sweep or a list.
     sys.argv = [quoted_preference(a) for a in sys.argv]
+    check_run_argument(sys.argv[1:], required=False, example="")
     _main()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from steerable.cli.common import CONF_DIR, set_threads, setup_hydra, validate
+from steerable.cli.common import (
+    CONF_DIR,
+    check_resume_argument,
+    report_user_errors,
+    set_threads,
+    setup_hydra,
+    validate,
+)
 from steerable.config.schema import TrainConfig
 from steerable.run_dir import HARDWARE_FILE, is_complete, mark_complete, write_text_atomic
 
@@ -53,6 +61,7 @@ def objective(results: dict[str, dict]) -> float:
 
 
 @hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
+@report_user_errors
 def _main(dict_cfg: DictConfig) -> float:
     cfg: TrainConfig = validate(dict_cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -64,8 +73,6 @@ def _main(dict_cfg: DictConfig) -> float:
 
 def _finish_wandb() -> None:
     """Close the W&B run so the next job of a multirun starts its own."""
-    import sys
-
     if "wandb" in sys.modules:
         import wandb
 
@@ -75,6 +82,7 @@ def _finish_wandb() -> None:
 
 def main() -> None:
     setup_hydra()
+    check_resume_argument(sys.argv[1:])
     _main()
 
 

@@ -13,9 +13,20 @@ from typing import Any
 
 from omegaconf import MISSING
 
+from steerable.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A config value is wrong; the message names the key."""
+
+
+def at_least(key: str, value: float | None, low: float, strictly: bool = False) -> None:
+    """A numeric knob's lower bound (null passes: it means "off" or "default" where allowed)."""
+    if value is None:
+        return
+    if value < low or (strictly and value == low):
+        bound = f"greater than {low}" if strictly else f"at least {low}"
+        raise ConfigError(f"{key} must be {bound}, got {value}")
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -49,6 +60,7 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if self.r <= 0:
             raise ConfigError(f"model.lora.r must be positive, got {self.r}")
+        at_least("model.lora.alpha", self.alpha, 0, strictly=True)
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.lora.dropout must be in [0, 1), got {self.dropout}")
         if self.enabled and not self.target_modules:
@@ -134,6 +146,7 @@ class DataConfig:
             raise ConfigError(f"data.half must be null, first or second, got {self.half!r}")
         if self.max_length < 16:
             raise ConfigError(f"data.max_length must be at least 16, got {self.max_length}")
+        at_least("data.num_workers", self.num_workers, 0)
         if self.max_records is not None and self.max_records <= 0:
             raise ConfigError(f"data.max_records must be positive or null, got {self.max_records}")
 
@@ -168,6 +181,7 @@ class HardwareConfig:
     def __post_init__(self) -> None:
         if self.devices < 1 or self.num_nodes < 1:
             raise ConfigError("hardware.devices and hardware.num_nodes must be at least 1")
+        at_least("hardware.torch_threads", self.torch_threads, 1)
         if self.accelerator == "cpu" and self.precision == "16-mixed":
             raise ConfigError("hardware.precision=16-mixed needs a GPU; use bf16-mixed on CPU")
         if self.strategy in ("deepspeed_stage_2", "deepspeed_stage_3") and self.accelerator == "cpu":
@@ -238,6 +252,8 @@ class RecipeConfig(MethodConfig):
             raise ConfigError(f"method.scheduler must be constant, linear or cosine, got {self.scheduler!r}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("method.batch_size and method.eval_batch_size must be at least 1")
+        at_least("method.weight_decay", self.weight_decay, 0)
+        at_least("method.warmup_steps", self.warmup_steps, 0)
 
 
 @dataclass
@@ -664,6 +680,12 @@ class TrainerConfig:
             raise ConfigError(f"trainer.max_steps must be at least 1, got {self.max_steps}")
         if self.accumulate_grad_batches < 1:
             raise ConfigError("trainer.accumulate_grad_batches must be at least 1")
+        at_least("trainer.max_epochs", self.max_epochs, 1)
+        at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0)  # null or 0 = no clipping
+        at_least("trainer.val_check_interval", self.val_check_interval, 1)
+        at_least("trainer.limit_val_batches", self.limit_val_batches, 0)
+        at_least("trainer.log_every_n_steps", self.log_every_n_steps, 1)
+        at_least("trainer.checkpoint_every_n_steps", self.checkpoint_every_n_steps, 1)
 
 
 @dataclass
@@ -676,6 +698,13 @@ class ReportConfig:
     do_sample: bool = False
     temperature: float = 0.7
     top_p: float = 0.9
+
+    def __post_init__(self) -> None:
+        at_least("report.num_samples", self.num_samples, 0)
+        at_least("report.max_new_tokens", self.max_new_tokens, 1)
+        at_least("report.temperature", self.temperature, 0, strictly=True)
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"report.top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -716,6 +745,29 @@ class TrainConfig:
             raise ConfigError("method=attribute_model needs attribute labels (data=oasst1, helpsteer2, demo)")
         if self.resume not in (None, "auto") and not self.resume:
             raise ConfigError("resume must be null, 'auto' or a run folder")
+        self._check_reward_sources()
+
+    def _check_reward_sources(self) -> None:
+        """Methods that score with named reward sources fail here, before any model loads, when one is missing."""
+        if self.method.name == "pcm" and {"experts", "pcm"} & set(self.method.stages):
+            names = [item.split(":")[0] for item in self.method.dimensions]
+            missing = [n for n in names if n not in self.reward]
+            if missing:
+                raise ConfigError(
+                    f"method=pcm scores each dimension with the reward source of its name: {missing} missing "
+                    f"from reward=; add reward=[{','.join(names)}] (or change method.dimensions)"
+                )
+        if self.method.name == "superhf" and "train" in self.method.stages:
+            given = self.method.reward
+            if not given:
+                raise ConfigError(
+                    "method.reward is required: a reward model run folder (method=reward_model) or a reward "
+                    "source key, e.g. reward=[positivity] method.reward=positivity"
+                )
+            if given not in self.reward and "/" not in given and not given.startswith("."):
+                raise ConfigError(
+                    f"method.reward={given} is neither a source in reward= ({sorted(self.reward)}) nor a run folder"
+                )
 
 
 @dataclass

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from steerable.errors import UserError
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -74,7 +76,7 @@ class PromptRecord:
         return self.messages[-1]["content"]
 
 
-class DataFormatError(ValueError):
+class DataFormatError(UserError, ValueError):
     """Malformed input; the message says file, line and field."""
 
     def __init__(self, path: str, line: int | None, field_name: str | None, problem: str) -> None:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from steerable.errors import UserError
+
 IGNORE_INDEX = -100
 log = logging.getLogger(__name__)
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """The chat template does not render prefixes of a conversation as prefixes of its tokens."""
 
 

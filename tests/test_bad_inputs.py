@@ -1,0 +1,121 @@
+"""A battery of bad inputs through the real command-line entry points (in-process, so it stays fast): each must
+exit non-zero with one short message naming the key or path, print no traceback, and leave nothing that looks
+like a finished run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+TINY = ["model=tiny", "data=demo", "hardware=cpu", "logger=csv", "debug=fast"]
+
+TRAIN_CASES = [
+    # unknown keys and wrong types or choices (Hydra's composition error names the key)
+    (["method.lrr=1"], "method.lrr"),
+    (["trainer.max_stepz=3"], "trainer.max_stepz"),
+    (["method.lr=fast"], "method.lr"),
+    (["hardware.precision=bf17"], "hardware.precision"),
+    (["hardware=tpu"], "hardware"),
+    (["method=dpo"], "method"),
+    (["model.lora.r=abc"], "model.lora.r"),
+    (["data.too_long=cut"], "data.too_long"),
+    # numeric ranges
+    (["trainer.max_steps=0"], "trainer.max_steps"),
+    (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val"),
+    (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+    (["trainer.val_check_interval=0"], "trainer.val_check_interval"),
+    (["trainer.limit_val_batches=-1"], "trainer.limit_val_batches"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs"),
+    (["method.lr=0"], "method.lr"),
+    (["method.lr=-0.001"], "method.lr"),
+    (["method.warmup_steps=-5"], "method.warmup_steps"),
+    (["method.weight_decay=-0.1"], "method.weight_decay"),
+    (["method.batch_size=0"], "method.batch_size"),
+    (["method.scheduler=exp"], "method.scheduler"),
+    (["model.lora.r=0"], "model.lora.r"),
+    (["model.lora.alpha=-16"], "model.lora.alpha"),
+    (["model.lora.dropout=1.5"], "model.lora.dropout"),
+    (["model.dtype=int8"], "model.dtype"),
+    (["data.max_length=4"], "data.max_length"),
+    (["data.val_fraction=1.5"], "data.val_fraction"),
+    (["data.max_records=0"], "data.max_records"),
+    (["data.half=third"], "data.half"),
+    (["data.num_workers=-1"], "data.num_workers"),
+    (["hardware.devices=0"], "hardware.devices"),
+    (["hardware.torch_threads=0"], "hardware.torch_threads"),
+    (["report.max_new_tokens=0"], "report.max_new_tokens"),
+    (["report.top_p=0"], "report.top_p"),
+    (["report.temperature=0"], "report.temperature"),
+    # cross-field rules
+    (["hardware.precision=16-mixed"], "16-mixed"),
+    (["hardware=deepspeed", "hardware.accelerator=cpu"], "hardware.strategy=deepspeed_stage_2"),
+    (["method.stages=[train,bogus]"], "method.stages"),
+    (["method.stages=[]"], "method.stages"),
+    (["model=hf"], "model.name_or_path"),
+    (["data=oasst1", "data.hub_id=null"], "data.path"),
+    (["method=reward_model"], "preference pairs"),
+    (["method=attribute_model", "data=hh-rlhf", "data.path=x.jsonl"], "attribute labels"),
+    (["method=attribute_model", "method.value_range=[4,0]"], "method.value_range"),
+    (["resume=/no/such/run"], "resume="),
+]
+
+EVAL_CASES = [
+    ([], "run=<run folder> is required"),
+    (["run=/no/such/run"], "does not exist"),
+    (["run=/no/such/run", "eval=steerability"], "does not exist"),
+]
+
+GENERATE_CASES = [
+    (["run=does/not/exist", "prompt=hi"], "does not exist"),
+    (["run=/no/such/run", "prompt=hi", "attributes.quality=4"], "does not exist"),
+]
+
+
+def invoke(capsys, monkeypatch, tmp_path: Path, script: str, args: list[str]) -> tuple[int, str]:
+    """Run `steerable-<script> args` in this process; (exit status, everything it printed)."""
+    from importlib import import_module
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", [f"steerable-{script}", *args])
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit) as exited:
+        import_module(f"steerable.cli.{script}").main()
+    GlobalHydra.instance().clear()
+    out = capsys.readouterr()
+    code = exited.value.code
+    return (code if isinstance(code, int) else 1), out.out + out.err
+
+
+def assert_clear_failure(code: int, printed: str, needle: str, tmp_path: Path) -> None:
+    assert code != 0, printed
+    assert needle in printed, printed[-2000:]
+    assert "Traceback" not in printed, printed[-3000:]
+    finished = list(tmp_path.rglob(".steerable/complete")) + list(tmp_path.rglob("adapter_model.safetensors"))
+    assert not finished, finished
+
+
+@pytest.mark.parametrize(("overrides", "needle"), TRAIN_CASES, ids=lambda v: str(v))
+def test_bad_train_input_is_one_clear_error(capsys, monkeypatch, tmp_path, overrides, needle) -> None:
+    code, printed = invoke(
+        capsys, monkeypatch, tmp_path, "train", [*TINY, f"output_root={tmp_path}", *overrides]
+    )
+    assert_clear_failure(code, printed, needle, tmp_path)
+
+
+@pytest.mark.parametrize(("args", "needle"), EVAL_CASES, ids=lambda v: str(v))
+def test_bad_eval_input_is_one_clear_error(capsys, monkeypatch, tmp_path, args, needle) -> None:
+    code, printed = invoke(capsys, monkeypatch, tmp_path, "eval", args)
+    assert_clear_failure(code, printed, needle, tmp_path)
+    assert not Path("/no/such/run").exists()  # a missing run gets no eval/ folder
+
+
+@pytest.mark.parametrize(("args", "needle"), GENERATE_CASES, ids=lambda v: str(v))
+def test_bad_generate_input_is_one_clear_error(capsys, monkeypatch, tmp_path, args, needle) -> None:
+    code, printed = invoke(capsys, monkeypatch, tmp_path, "generate", args)
+    assert_clear_failure(code, printed, needle, tmp_path)
