@@ -62,6 +62,13 @@ TRAIN_CASES = [
     (["method=attribute_model", "data=hh-rlhf", "data.path=x.jsonl"], "attribute labels"),
     (["method=attribute_model", "method.value_range=[4,0]"], "method.value_range"),
     (["resume=/no/such/run"], "resume="),
+    (["resume=/tmp"], "is not a run folder"),
+    # method x reward rules, checked before any model loads
+    (["method=pcm"], "reward=[verbosity,positivity]"),
+    (["method=pcm", "reward=[verbosity]"], "['positivity'] missing"),
+    (["method=superhf"], "method.reward is required"),
+    (["method=superhf", "method.reward=verbosity"], "method.reward=verbosity is neither"),
+    (["method=superhf", "reward=[positivity]", "method.reward=verbosity"], "['positivity']"),
 ]
 
 EVAL_CASES = [

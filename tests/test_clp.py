@@ -187,6 +187,8 @@ def test_tiny_clp_and_rewarded_soups_runs_share_one_pareto_evaluation(tmp_path) 
         generate(validate(compose_config("generate", [f"run={clp}", "prompt=x", "weights=[0.5,0.6]"])))
     with pytest.raises(ConfigError, match="one value per objective"):
         generate(validate(compose_config("generate", [f"run={clp}", "prompt=x", "weights=[1.0]"])))
+    with pytest.raises(ConfigError, match=r"preference: run=.* whose only control is weights"):
+        generate(validate(compose_config("generate", [f"run={clp}", "prompt=x", "preference=concise"])))
 
 
 def test_clp_config_errors_name_the_key(tmp_path) -> None:

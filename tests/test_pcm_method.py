@@ -89,6 +89,14 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
         )
     )
     assert len(generate(gen)) == 1
+    with pytest.raises(ConfigError, match=r"attributes.quality: run=.* whose only control is preference"):
+        generate(
+            validate(
+                compose_config(
+                    "generate", [f"run={run_dir}", "prompt=x", "+attributes.quality=4", "preference=concise"]
+                )
+            )
+        )
     with pytest.raises(ConfigError, match="unknown side"):
         generate(
             validate(
