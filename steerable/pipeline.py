@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -39,15 +40,17 @@ class StageResults(dict):
             raise RuntimeError(f"stage dependency cycle: {' -> '.join([*self.running, name])}")
         log.info("stage %s: start", name)
         self.running.append(name)
+        started = time.monotonic()
         try:
             summary = self.stages[name](self)
         finally:
             self.running.pop()
+        seconds = time.monotonic() - started
         write_text_atomic(
             stage_marker(self.run_dir, name), json.dumps(summary, indent=2, sort_keys=True, default=str)
         )
         self[name] = json.loads(stage_marker(self.run_dir, name).read_text())
-        log.info("stage %s: done", name)
+        log.info("stage %s: done in %d:%02d", name, seconds // 60, seconds % 60)
         return self[name]
 
     def require(self, name: str) -> dict:

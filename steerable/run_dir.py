@@ -6,6 +6,7 @@ same command continues in its own folder instead of starting over.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -17,6 +18,7 @@ from steerable.errors import UserError
 
 COMPLETE_MARKER = ".steerable/complete"
 WANDB_ID_FILE = ".steerable/wandb_id"
+LOCK_FILE = ".steerable/lock"
 HARDWARE_FILE = "hardware.json"  # the precision chosen on the machine that ran it, and why
 
 
@@ -33,12 +35,57 @@ def mark_complete(run_dir: Path, summary: dict) -> None:
 
 
 def new_run_dir(root: Path, task: str) -> Path:
+    """A folder created here and now (exclusively: two runs started in the same second get two folders)."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    (root / task).mkdir(parents=True, exist_ok=True)
     candidate, n = root / task / stamp, 1
-    while candidate.exists():
-        n += 1
-        candidate = root / task / f"{stamp}_{n}"
-    return candidate
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = root / task / f"{stamp}_{n}"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as this process writes into it (released when the
+    process ends, however it ends): a second run cannot resume into it or write beside it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        path = run_dir / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(path, "a+")  # noqa: SIM115  (held open for the run's lifetime)
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.seek(0)
+            holder = self.handle.read().strip() or "another process"
+            self.handle.close()
+            raise RunDirError(
+                f"{run_dir} is in use by {holder}; wait for it to finish, or start a new run (no resume=)"
+            ) from None
+        self.handle.seek(0)
+        self.handle.truncate()
+        self.handle.write(f"pid {os.getpid()}")
+        self.handle.flush()
+
+    def release(self) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def is_locked(run_dir: Path) -> bool:
+    path = run_dir / LOCK_FILE
+    if not path.is_file():
+        return False
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
 
 
 def latest_unfinished(root: Path, task: str) -> Path | None:
@@ -50,7 +97,7 @@ def latest_unfinished(root: Path, task: str) -> Path | None:
     )
     # A folder without checkpoints or finished stages failed before any work (e.g. a config error).
     started = [p for p in runs if (p / "checkpoints").is_dir() or (p / "stages").is_dir()]
-    unfinished = [p for p in started if not is_complete(p)]
+    unfinished = [p for p in started if not is_complete(p) and not is_locked(p)]  # locked: running now
     return unfinished[-1] if unfinished else None
 
 

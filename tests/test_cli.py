@@ -97,5 +97,7 @@ def test_resume_auto_picks_newest_unfinished_run(tmp_path) -> None:
     assert latest_unfinished(tmp_path, "sft").name == "2026-01-02_00-00-00"
     assert resolve_run_dir(str(tmp_path), "sft", "auto").endswith("2026-01-02_00-00-00")
     fresh = Path(resolve_run_dir(str(tmp_path), "sft", None))
-    assert fresh.parent == tmp_path / "sft" and not fresh.exists()
+    assert (
+        fresh.parent == tmp_path / "sft" and fresh.is_dir() and not any(fresh.iterdir())
+    )  # made, exclusively
     assert Path(resolve_run_dir(str(tmp_path), "other", "auto")).parent == tmp_path / "other"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -21,7 +22,7 @@ from steerable.cli.common import (
     validate,
 )
 from steerable.config.schema import TrainConfig
-from steerable.run_dir import HARDWARE_FILE, is_complete, mark_complete, write_text_atomic
+from steerable.run_dir import HARDWARE_FILE, RunLock, is_complete, mark_complete, write_text_atomic
 
 log = logging.getLogger("steerable")
 
@@ -34,7 +35,9 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     from steerable.methods import METHODS
     from steerable.methods.base import RunContext
     from steerable.pipeline import run_stages
+    from steerable.training.progress import quiet_third_party
 
+    quiet_third_party()
     set_threads(cfg.hardware.torch_threads)
     hardware, choice = resolve_hardware(cfg.hardware)
     cfg = replace(cfg, hardware=hardware)
@@ -44,12 +47,21 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     if cfg.resume is not None and is_complete(run_dir):
         log.info("run %s is already complete; finished stages are skipped", run_dir)
     ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None, callbacks=callbacks or [])
+    lock = RunLock(run_dir) if launching_process() else None  # ranks > 0 share rank 0's folder
     try:
         results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages)
+        mark_complete(run_dir, {**results, "hardware": choice.as_dict()})
     finally:
         _finish_wandb()
-    mark_complete(run_dir, {**results, "hardware": choice.as_dict()})
+        if lock is not None:
+            lock.release()
     return results
+
+
+def launching_process() -> bool:
+    """The process a user started: Lightning starts the other ranks with LOCAL_RANK / NODE_RANK set, torchrun
+    sets RANK, and srun starts one task per rank with SLURM_PROCID."""
+    return all(os.environ.get(key, "0") == "0" for key in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"))
 
 
 def objective(results: dict[str, dict]) -> float:
@@ -65,7 +77,19 @@ def objective(results: dict[str, dict]) -> float:
 def _main(dict_cfg: DictConfig) -> float:
     cfg: TrainConfig = validate(dict_cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    log.info("run folder: %s", run_dir)
+    h = cfg.hardware
+    log.info(
+        "steerable-train: method=%s stages=%s model=%s data=%s on %s x%d (%s, precision %s), run folder %s",
+        cfg.method.name,
+        list(cfg.method.stages),
+        cfg.model.name,
+        cfg.data.name,
+        h.accelerator.value,
+        h.devices * h.num_nodes,
+        h.strategy.value,
+        h.precision.value,
+        run_dir,
+    )
     results = run(cfg, run_dir)
     log.info("done: %s", run_dir)
     return objective(results)

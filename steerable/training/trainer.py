@@ -19,6 +19,7 @@ from steerable.config.schema import HardwareConfig, LoggerConfig, TrainerConfig
 from steerable.hardware import effective_precision
 from steerable.run_dir import wandb_run_id, write_text_atomic
 from steerable.training.checkpoint_io import AtomicCheckpointIO
+from steerable.training.progress import PlainProgress, console_is_terminal
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,9 @@ def build_trainer(
     ]
     if loggers:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
+    plain = not console_is_terminal()  # a file or a pipe: Lightning's bar would print only at the end
+    if plain:
+        callbacks.append(PlainProgress())
     deepspeed = hardware.strategy in ("deepspeed_stage_2", "deepspeed_stage_3")
     accumulate = trainer_cfg.accumulate_grad_batches
     val_every = (trainer_cfg.val_check_interval or trainer_cfg.max_steps) * accumulate
@@ -126,6 +130,7 @@ def build_trainer(
         use_distributed_sampler=False,  # ResumableSampler shards by rank itself
         plugins=None if deepspeed else [AtomicCheckpointIO()],
         enable_model_summary=False,
+        enable_progress_bar=not plain,
         num_sanity_val_steps=0,
     )
     return pl.Trainer(**{**arguments, **(overrides or {})})
