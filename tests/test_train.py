@@ -97,3 +97,52 @@ def test_finished_stages_are_skipped(tmp_path, tiny_train_cfg) -> None:
     second = run(tiny_train_cfg(tmp_path, "trainer.max_steps=2", "method.stages=[train,report]"), run_dir)
     assert marker.stat().st_mtime_ns == stamp and second["train"] == json.loads(json.dumps(first["train"]))
     assert (run_dir / "report.md").is_file()
+
+
+def test_broken_last_checkpoint_falls_back_and_a_failed_resume_keeps_the_metrics(
+    tmp_path, tiny_train_cfg, caplog
+) -> None:
+    overrides = ["trainer.max_steps=6", "trainer.checkpoint_every_n_steps=3", "method.stages=[train]"]
+    straight = new_run_dir(tmp_path, "straight")
+    run(tiny_train_cfg(tmp_path, *overrides), straight)
+    interrupted = new_run_dir(tmp_path, "interrupted")
+    with pytest.raises(Crash):
+        run(tiny_train_cfg(tmp_path, *overrides), interrupted, callbacks=[KillAtStep(4)])
+    metrics_before = (interrupted / "metrics.csv").read_text()
+    last = interrupted / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:100])  # a truncated file, as after a crash mid-write
+
+    with pytest.raises(Crash):  # resumes from step-000003.ckpt, then fails again
+        run(
+            tiny_train_cfg(tmp_path, *overrides, f"resume={interrupted}"),
+            interrupted,
+            callbacks=[KillAtStep(4)],
+        )
+    assert "cannot read the checkpoint" in caplog.text and "resuming from step-000003.ckpt" in caplog.text
+    assert (interrupted / "metrics.csv").read_text() == metrics_before  # the failed resume changed nothing
+
+    run(tiny_train_cfg(tmp_path, *overrides, f"resume={interrupted}"), interrupted)
+    expected, resumed = train_losses(straight), train_losses(interrupted)
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in expected], abs=1e-6)
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_the_file(tmp_path, tiny_train_cfg) -> None:
+    from steerable.run_dir import RunDirError
+
+    overrides = ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=2", "method.stages=[train]"]
+    run_dir = new_run_dir(tmp_path, "run")
+    with pytest.raises(Crash):
+        run(tiny_train_cfg(tmp_path, *overrides), run_dir, callbacks=[KillAtStep(3)])
+    with pytest.raises(
+        RunDirError, match=r"last.ckpt holds \d+ of the \d+ weights this run trains \(\d+ unknown\)"
+    ):
+        run(
+            tiny_train_cfg(
+                tmp_path,
+                *overrides,
+                "model.lora.r=4",
+                "model.lora.target_modules=[q_proj]",
+                f"resume={run_dir}",
+            ),
+            run_dir,
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from torch.utils.data import DataLoader
 
 from steerable.backbone.adapters import count_parameters
 from steerable.methods.base import RunContext
+from steerable.run_dir import RunDirError
 from steerable.training.lm_module import CausalLMModule, OptimSettings, check_trainable_state
 from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader
 from steerable.training.sharding import is_sharded
@@ -20,9 +22,12 @@ from steerable.training.trainer import (
     build_trainer,
     gathered_state_dict,
     merge_resumed_metrics,
+    restore_metrics,
     resume_checkpoint,
     set_aside_metrics,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -90,20 +95,50 @@ def build_loaders(
     return sampler, train_loader, val_loader
 
 
+class UnreadableCheckpoint(RunDirError):
+    pass
+
+
 def check_resume_checkpoint(path: Path, module: CausalLMModule) -> int:
     """The step a checkpoint resumes from, after checking it holds every weight this model trains (Lightning
     loads it non-strictly, since it carries trainable weights only, so a partial one would pass silently)."""
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        raise ValueError(f"cannot read the checkpoint {path}: {err}") from None
+        step = int(checkpoint["global_step"])
+    except Exception as err:  # truncated, not a checkpoint, or a pickle we refuse to run
+        reason = str(err).splitlines()[0][:200]
+        raise UnreadableCheckpoint(f"cannot read the checkpoint {path}: {reason}") from None
     saved, trainable = set(checkpoint.get("state_dict", {})), module.trainable_names()
     if saved != trainable:
-        raise ValueError(
+        raise RunDirError(
             f"checkpoint {path} holds {len(saved & trainable)} of the {len(trainable)} weights this run trains"
             f" ({len(saved - trainable)} unknown): it was written by a different model or configuration"
         )
-    return int(checkpoint["global_step"])
+    return step
+
+
+def intact_resume_checkpoint(run_dir: Path, module: CausalLMModule) -> tuple[Path, int] | None:
+    """checkpoints/last.ckpt, or when it cannot be read (a crash while the file system wrote it, a disk that
+    filled up), the newest step-*.ckpt that can, with a warning. None when the run has no checkpoint."""
+    last = resume_checkpoint(run_dir)
+    candidates = ([last] if last else []) + sorted(
+        (run_dir / "checkpoints").glob("step-*.ckpt"), reverse=True
+    )
+    problems = []
+    for path in candidates:
+        try:
+            step = check_resume_checkpoint(path, module)
+        except UnreadableCheckpoint as err:
+            problems.append(str(err))
+            continue
+        for problem in problems:
+            log.warning("%s; resuming from %s (step %d) instead", problem, path.name, step)
+        return path, step
+    if problems:
+        raise RunDirError(
+            f"no readable checkpoint to resume from in {run_dir / 'checkpoints'}: {problems[0]}"
+        )
+    return None
 
 
 def fit_module(
@@ -116,8 +151,8 @@ def fit_module(
 ) -> FitResult:
     """Fit (resuming from checkpoints/last.ckpt when asked), optionally measuring held-out loss first."""
     cfg = ctx.cfg
-    checkpoint = resume_checkpoint(ctx.run_dir) if ctx.resuming else None
-    resumed_at = check_resume_checkpoint(checkpoint, module) if checkpoint is not None else 0
+    found = intact_resume_checkpoint(ctx.run_dir, module) if ctx.resuming else None
+    checkpoint, resumed_at = found if found is not None else (None, 0)
     if checkpoint is not None:
         set_aside_metrics(ctx.run_dir)
     samplers = [
@@ -141,7 +176,12 @@ def fit_module(
         val_before = measured[0].get("val/loss") if measured else None
         module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
     started = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
+    try:
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)
+    except BaseException:
+        if checkpoint is not None and trainer.is_global_zero:
+            restore_metrics(ctx.run_dir)  # a failed resume leaves the interrupted run's metrics as they were
+        raise
     seconds = time.perf_counter() - started
     if checkpoint is not None and trainer.is_global_zero:
         merge_resumed_metrics(ctx.run_dir, resumed_at)

@@ -163,6 +163,13 @@ def set_aside_metrics(run_dir: Path) -> None:
         os.replace(current, target)
 
 
+def restore_metrics(run_dir: Path) -> None:
+    """Undo set_aside_metrics after a resume that failed: the interrupted run's rows come back as they were."""
+    earlier = run_dir / PRE_RESUME_METRICS
+    if earlier.is_file():
+        os.replace(earlier, run_dir / "metrics.csv")
+
+
 def merge_resumed_metrics(run_dir: Path, resumed_at_step: int) -> None:
     """metrics.csv = the interrupted run's rows before the resumed step + everything logged since."""
     earlier = run_dir / PRE_RESUME_METRICS
