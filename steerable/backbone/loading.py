@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,6 +30,18 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 class ModelLoadError(UserError, RuntimeError):
     """The configured model cannot be found or loaded; the message says which key to change."""
+
+
+def untrusted_model_config(cfg: ModelConfig, source: Path) -> ModelConfig:
+    """A model config read from a run or scorer folder someone else may have made: it never runs code from
+    the hub (`trust_remote_code`); only the current command line can turn that on."""
+    if cfg.trust_remote_code:
+        log.warning(
+            "%s asks for model.trust_remote_code=true; ignored for a loaded folder (it would run code from "
+            "the model repository). Pass model.trust_remote_code=true on the command line to allow it.",
+            source,
+        )
+    return replace(cfg, trust_remote_code=False)
 
 
 def bundled_gguf_path() -> Path:
@@ -131,6 +144,10 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
         model = build_tiny_model(cfg.tiny, tokenizer, seed=cfg.tiny.seed).to(DTYPES[cfg.dtype])
     else:
         source = resolve_pretrained_dir(cfg)
+        if cfg.trust_remote_code:
+            log.warning(
+                "model.trust_remote_code=true: running the model repository's own code from %s", source
+            )
         try:
             model = AutoModelForCausalLM.from_pretrained(
                 source,

@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
+from steerable.backbone.loading import untrusted_model_config
 from steerable.config.schema import ModelConfig, TrainConfig
 from steerable.hardware import uses_bf16
 
@@ -95,7 +96,7 @@ def run_config(run_dir: Path, key: str, schema: type) -> Any:
 
 def run_model_config(run_dir: Path) -> ModelConfig:
     """The model config a run was trained with, so using a run needs no repeated model overrides."""
-    return run_config(run_dir, "model", ModelConfig)
+    return untrusted_model_config(run_config(run_dir, "model", ModelConfig), Path(run_dir))
 
 
 def load_policy(run_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import atomic_directory
+from steerable.backbone.loading import untrusted_model_config
 from steerable.config.schema import ModelConfig
 from steerable.training.losses import _causal_lm
 
@@ -124,6 +125,7 @@ def load_scorer(path: str | Path) -> tuple[ScoringModel, PreTrainedTokenizerBase
     folder = scorer_dir(path)
     meta = ScorerMeta(**json.loads((folder / META_FILE).read_text()))
     model_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), meta.model))
+    model_cfg = untrusted_model_config(model_cfg, folder / META_FILE)
     backbone, tokenizer = load_backbone(model_cfg, adapter_dir=folder)
     head_state = load_file(folder / HEAD_FILE)
     model = ScoringModel(backbone, len(meta.names), pooling=meta.pooling, bias="bias" in head_state)
