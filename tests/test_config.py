@@ -17,6 +17,12 @@ NEEDS = {  # options that require a value the user must give
     ("model", "hf"): ["model.name_or_path=some/model"],
     ("method", "reward_model"): ["data=hh-rlhf"],
     ("data", "jsonl"): ["data.path=x.jsonl"],
+    ("method", "pcm"): ["reward=[verbosity,positivity]"],
+    ("method", "superhf"): ["reward=[verbosity]", "method.reward=verbosity"],
+    ("experiment", "superhf_hh"): [
+        "reward=[verbosity]",
+        "method.reward=verbosity",
+    ],  # its header: pass RM runs
 }
 GPU_ONLY = {"gpu", "ddp", "fsdp", "deepspeed"}
 
@@ -47,7 +53,7 @@ def test_every_option_composes_and_validates(group: str, option: str) -> None:
 
 @pytest.mark.parametrize("name", experiments())
 def test_every_experiment_composes(name: str) -> None:
-    cfg = validate(compose_config("train", [f"experiment={name}"]))
+    cfg = validate(compose_config("train", [f"experiment={name}", *NEEDS.get(("experiment", name), [])]))
     assert cfg.task_name == name
 
 

@@ -225,24 +225,27 @@ def test_reward_trend_finds_a_rising_noisy_curve_and_a_flat_one() -> None:
 
 def test_config_errors_name_the_key(tmp_path) -> None:
     base = [*TINY_RUN, "method=superhf", f"output_root={tmp_path}"]
-    from steerable.methods.superhf.stages import run_scorers
 
-    missing = validate(compose_config("train", base))
     with pytest.raises(ConfigError, match=r"method\.reward is required"):
-        run_scorers(missing.method, missing.reward)
+        validate(compose_config("train", base))  # at start-up, before any model loads
+    with pytest.raises(ConfigError, match=r"method\.reward=x is neither a source in reward="):
+        validate(compose_config("train", [*base, "method.reward=x"]))
+    base = [*base, "reward=[verbosity]"]
     with pytest.raises(ConfigError, match=r"method\.top_k"):
         validate(
             compose_config(
-                "train", [*base, "method.reward=x", "method.top_k=5", "method.completions_per_prompt=4"]
+                "train",
+                [*base, "method.reward=verbosity", "method.top_k=5", "method.completions_per_prompt=4"],
             )
         )
     with pytest.raises(ConfigError, match=r"method\.eval_samples"):
-        validate(compose_config("train", [*base, "method.reward=x", "method.eval_samples=0"]))
+        validate(compose_config("train", [*base, "method.reward=verbosity", "method.eval_samples=0"]))
     with pytest.raises(ConfigError, match=r"method\.kl_direction"):
-        validate(compose_config("train", [*base, "method.reward=x", "method.kl_direction=backwards"]))
-    cfg = validate(compose_config("train", [*base, "method.reward=no_such_rm"]))
-    with pytest.raises(ConfigError, match=r"method\.reward='no_such_rm'"):
-        run_scorers(cfg.method, cfg.reward)
+        validate(compose_config("train", [*base, "method.reward=verbosity", "method.kl_direction=backwards"]))
+    with pytest.raises(ConfigError, match=r"method\.gold_reward=\./no_such_rm is neither"):
+        validate(
+            compose_config("train", [*base, "method.reward=verbosity", "method.gold_reward=./no_such_rm"])
+        )
 
 
 def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:

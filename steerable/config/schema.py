@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -764,10 +765,13 @@ class TrainConfig:
                     "method.reward is required: a reward model run folder (method=reward_model) or a reward "
                     "source key, e.g. reward=[positivity] method.reward=positivity"
                 )
-            if given not in self.reward and "/" not in given and not given.startswith("."):
-                raise ConfigError(
-                    f"method.reward={given} is neither a source in reward= ({sorted(self.reward)}) nor a run folder"
-                )
+            for key in ("reward", "gold_reward"):
+                value = getattr(self.method, key)
+                if value and value not in self.reward and not Path(value).is_dir():
+                    raise ConfigError(
+                        f"method.{key}={value} is neither a source in reward= ({sorted(self.reward)}) "
+                        "nor an existing run folder"
+                    )
 
 
 @dataclass
