@@ -126,3 +126,11 @@ def test_bad_eval_input_is_one_clear_error(capsys, monkeypatch, tmp_path, args, 
 def test_bad_generate_input_is_one_clear_error(capsys, monkeypatch, tmp_path, args, needle) -> None:
     code, printed = invoke(capsys, monkeypatch, tmp_path, "generate", args)
     assert_clear_failure(code, printed, needle, tmp_path)
+
+
+def test_debug_fast_shrinks_an_evaluation() -> None:
+    from steerable.cli.eval import shrunk_for_debug
+
+    args = shrunk_for_debug(["run=x", "debug=fast", "eval.max_new_tokens=4"])
+    assert "debug=fast" not in args and "eval.num_prompts=2" in args
+    assert args.count("eval.max_new_tokens=4") == 1 and "eval.max_new_tokens=8" not in args  # the user's wins

@@ -92,3 +92,18 @@ def test_collator_pads_right_with_ignored_labels(tok) -> None:
 def test_unknown_end_of_turn_token_is_a_clear_error(tok) -> None:
     with pytest.raises(TemplateError, match=r"model\.end_of_turn"):
         end_of_turn_id(tok, "<|not_a_token|>")
+
+
+def test_a_huge_message_is_clipped_before_tokenising_with_the_same_result() -> None:
+    from steerable.backbone.tiny import build_tiny_tokenizer
+    from steerable.data.tokenize import clipped, tokenize_conversation, tokenize_dataset
+
+    tokenizer = build_tiny_tokenizer()
+    eot = tokenizer.eos_token_id
+    huge = [[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "word " * 200_000}]]
+    short = clipped(huge[0], 64 * 64)
+    assert len(short[1]["content"]) == 64 * 64 and huge[0][1]["content"] != short[1]["content"]
+    (from_huge,), stats = tokenize_dataset(tokenizer, huge, 64, "truncate", eot)
+    assert stats.truncated == 1 and len(from_huge.input_ids) == 64
+    whole = tokenize_conversation(tokenizer, huge[0], eot, {})  # the slow way: all 1M tokens, then truncate
+    assert from_huge.input_ids == whole.input_ids[:64] and from_huge.labels == whole.labels[:64]

@@ -50,8 +50,27 @@ def _main(dict_cfg: DictConfig) -> None:
     log.info("report: %s", out_dir / "report.md")
 
 
+# debug=fast for an evaluation: a few prompts and short replies (the training `debug` group has no eval keys).
+FAST_EVAL = {
+    "eval.num_prompts": "2",
+    "eval.max_new_tokens": "8",
+    "eval.batch_size": "2",
+    "data.max_records": "24",
+}
+
+
+def shrunk_for_debug(argv: list[str]) -> list[str]:
+    """`debug=fast` replaced by FAST_EVAL overrides (those the user did not set)."""
+    if "debug=fast" not in argv:
+        return argv
+    given = {a.split("=", 1)[0] for a in argv if "=" in a}
+    rest = [a for a in argv if a != "debug=fast"]
+    return rest + [f"{k}={v}" for k, v in FAST_EVAL.items() if k not in given]
+
+
 def main() -> None:
     setup_hydra()
+    sys.argv = [sys.argv[0], *shrunk_for_debug(sys.argv[1:])]
     check_run_argument(
         sys.argv[1:], required=True, example="steerable-eval run=outputs/quickstart/<timestamp>"
     )

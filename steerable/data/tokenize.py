@@ -138,6 +138,18 @@ def fit_length(
     return example
 
 
+# No token of a real vocabulary spans more characters than this, so a message clipped at max_length times it
+# still yields more than max_length tokens and truncation keeps the same tokens, without tokenising a
+# multi-megabyte line whole first.
+MAX_CHARS_PER_TOKEN = 64
+
+
+def clipped(messages: Sequence[dict], limit: int) -> Sequence[dict]:
+    if all(len(m.get("content") or "") <= limit for m in messages):
+        return messages
+    return [{**m, "content": (m.get("content") or "")[:limit]} for m in messages]
+
+
 def tokenize_dataset(
     tokenizer: PreTrainedTokenizerBase,
     conversations: Sequence[Sequence[dict]],
@@ -150,6 +162,7 @@ def tokenize_dataset(
     kept = []
     prefixes = no_loss_prefixes or [{}] * len(conversations)
     for messages, prefix in zip(conversations, prefixes, strict=True):
+        messages = clipped(messages, max_length * MAX_CHARS_PER_TOKEN)
         example = tokenize_conversation(tokenizer, messages, eot_id, prefix)
         fitted = fit_length(example, max_length, policy, stats)
         if fitted is not None:
