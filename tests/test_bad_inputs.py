@@ -134,3 +134,50 @@ def test_debug_fast_shrinks_an_evaluation() -> None:
     args = shrunk_for_debug(["run=x", "debug=fast", "eval.max_new_tokens=4"])
     assert "debug=fast" not in args and "eval.num_prompts=2" in args
     assert args.count("eval.max_new_tokens=4") == 1 and "eval.max_new_tokens=8" not in args  # the user's wins
+
+
+def oasst_rows(label_value: float, reply: str = "Sure, here it is.") -> list[dict]:
+    prompt = {
+        "message_id": "p",
+        "parent_id": None,
+        "text": "Tell me a joke.",
+        "role": "prompter",
+        "lang": "en",
+    }
+    labels = {"name": ["quality"], "value": [label_value], "count": [3]}
+    answer = {
+        "message_id": "a",
+        "parent_id": "p",
+        "text": reply,
+        "role": "assistant",
+        "lang": "en",
+        "labels": labels,
+    }
+    return [prompt, answer]
+
+
+def helpsteer_rows(helpfulness: float) -> list[dict]:
+    row = {"prompt": "Hi there", "response": "Hello! How can I help?", "helpfulness": helpfulness}
+    return [{**row, **{k: 2 for k in ("correctness", "coherence", "complexity", "verbosity")}}]
+
+
+DATA_CASES = [
+    ("oasst1", oasst_rows(7.5), "field 'labels.value[0]': 7.5 is outside OASST's label scale"),
+    ("oasst1", oasst_rows(-0.5), "outside OASST's label scale"),
+    ("oasst1", oasst_rows(0.5, reply="   "), "field 'text': empty text"),
+    ("helpsteer2", helpsteer_rows(99), "field 'helpfulness': 99 is outside HelpSteer2's attribute scale"),
+    ("jsonl", [{"messages": "not a list"}], "data.jsonl:1"),
+]
+
+
+@pytest.mark.parametrize(("data", "rows", "needle"), DATA_CASES, ids=[c[2][:40] for c in DATA_CASES])
+def test_bad_data_names_file_and_line(capsys, monkeypatch, tmp_path, data, rows, needle) -> None:
+    import json
+
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    method = ["method=attribute_model"] if data != "jsonl" else []
+    args = [*TINY, *method, f"data={data}", f"data.path={path}", f"output_root={tmp_path / 'out'}"]
+    code, printed = invoke(capsys, monkeypatch, tmp_path, "train", args)
+    assert_clear_failure(code, printed, needle, tmp_path)
+    assert f"{path}:" in printed  # file:line

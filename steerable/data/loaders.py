@@ -179,6 +179,16 @@ def _text(row: Row, source: str, name: str) -> str:
 def _check_text(row: Row, source: str, name: str, value: Any) -> str:
     if not isinstance(value, str):
         raise DataFormatError(source, row.line, name, f"expected a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataFormatError(
+            source, row.line, name, "empty text (a prompt or reply needs words to learn from)"
+        )
+    return value
+
+
+def _in_range(row: Row, source: str, name: str, value: float, low: float, high: float, scale: str) -> float:
+    if not low <= value <= high:
+        raise DataFormatError(source, row.line, name, f"{value:g} is outside {scale} ({low:g}..{high:g})")
     return value
 
 
@@ -291,10 +301,14 @@ def _oasst_labels(row: Row, source: str) -> dict[str, float]:
             source, row.line, "labels", "expected {name: [...], value: [...]} of equal length"
         )
     return {
-        str(name): float(round(_number(row, source, f"labels.value[{i}]", value) * 4))
+        str(name): float(round(_oasst_value(row, source, f"labels.value[{i}]", value) * 4))
         for i, (name, value) in enumerate(zip(names, values, strict=True))
         if value is not None
     }
+
+
+def _oasst_value(row: Row, source: str, name: str, value: Any) -> float:
+    return _in_range(row, source, name, _number(row, source, name, value), 0.0, 1.0, "OASST's label scale")
 
 
 def _oasst_tree(
@@ -450,7 +464,9 @@ def _helpsteer_turns(row: Row, source: str) -> list[Turn]:
     data = row.value
     prompt, response = _text(row, source, "prompt"), _text(row, source, "response")
     attributes = {
-        a: _number(row, source, a, data[a]) for a in HELPSTEER_ATTRIBUTES if data.get(a) is not None
+        a: _in_range(row, source, a, _number(row, source, a, data[a]), 0, 4, "HelpSteer2's attribute scale")
+        for a in HELPSTEER_ATTRIBUTES
+        if data.get(a) is not None
     }
     # Multi-turn HelpSteer2 prompts hold the earlier turns after NeMo markers: "q1\n<extra_id_1>Assistant\na1\n..."
     first, later = _nemo_split(prompt)

@@ -107,6 +107,8 @@ def check_resume_checkpoint(path: Path, module: CausalLMModule) -> int:
         step = int(checkpoint["global_step"])
     except Exception as err:  # truncated, not a checkpoint, or a pickle we refuse to run
         reason = str(err).splitlines()[0][:200]
+        if "Weights only load failed" in reason:  # torch's hint to unpickle it is not advice we give
+            reason = "it holds pickled Python objects, which are never loaded (they could run code)"
         raise UnreadableCheckpoint(f"cannot read the checkpoint {path}: {reason}") from None
     saved, trainable = set(checkpoint.get("state_dict", {})), module.trainable_names()
     if saved != trainable:
