@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from steerable.run_dir import write_text_atomic
+from steerable.run_dir import contained, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +22,11 @@ def stage_marker(run_dir: Path, name: str) -> Path:
 class StageResults(dict):
     """Summaries of finished stages by name; `require` runs a missing upstream stage first (make-style)."""
 
-    def __init__(self, run_dir: Path, stages: dict[str, StageFn]) -> None:
+    def __init__(
+        self, run_dir: Path, stages: dict[str, StageFn], named: set[str] | frozenset = frozenset()
+    ) -> None:
         super().__init__(
-            (n, json.loads(stage_marker(run_dir, n).read_text()))
-            for n in stages
-            if stage_marker(run_dir, n).is_file()
+            (n, checked_marker(run_dir, n, named)) for n in stages if stage_marker(run_dir, n).is_file()
         )
         self.run_dir = run_dir
         self.stages = stages
@@ -58,11 +58,29 @@ class StageResults(dict):
         return self.run(name)
 
 
-def run_stages(run_dir: Path, stages: dict[str, StageFn], selected: Sequence[str]) -> dict[str, dict]:
+PATH_FIELDS = ("path", "apm", "policy", "experts")
+
+
+def checked_marker(run_dir: Path, name: str, named: set[str] | frozenset) -> dict:
+    """A finished stage's summary; the artifact paths in it must stay inside the run (or be named in config)."""
+    summary = json.loads(stage_marker(run_dir, name).read_text())
+    for key in PATH_FIELDS:
+        if isinstance(summary.get(key), str):
+            contained(run_dir, summary[key], named, field=f"stages/{name}.json {key}")
+    return summary
+
+
+def run_stages(
+    run_dir: Path,
+    stages: dict[str, StageFn],
+    selected: Sequence[str],
+    named: set[str] | frozenset = frozenset(),
+) -> dict[str, dict]:
+    """`named`: artifact folders outside the run that the current config names (reused stages)."""
     unknown = [s for s in selected if s not in stages]
     if unknown:
         raise ValueError(f"method.stages has unknown stage(s) {unknown}; this method has {list(stages)}")
-    results = StageResults(run_dir, stages)
+    results = StageResults(run_dir, stages, named)
     for name in selected:
         results.run(name)
     return dict(results)

@@ -115,6 +115,23 @@ def resolve_run_dir(root: str, task: str, resume: str | None) -> str:
     return str(path)
 
 
+def contained(
+    run_dir: Path, value: str, named: set[str] | frozenset = frozenset(), field: str = "path"
+) -> Path:
+    """A path read from a run folder's own files, followed only inside that folder, or to an artifact the
+    run's config names (method.apm=, method.experts=, method.policy=): a folder someone else made cannot
+    point our reads anywhere else."""
+    path = Path(value)
+    resolved = (run_dir / path if not path.is_absolute() else path).resolve()
+    inside = resolved == run_dir.resolve() or run_dir.resolve() in resolved.parents
+    if inside or any(resolved == Path(n).resolve() or Path(n).resolve() in resolved.parents for n in named):
+        return resolved
+    raise RunDirError(
+        f"{run_dir}: {field}={value} points outside the run folder and is not named in its config; "
+        "pass the artifact on the command line (e.g. method.apm=<run>) to use it"
+    )
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")

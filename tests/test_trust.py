@@ -18,3 +18,26 @@ def test_a_run_folder_cannot_turn_on_remote_code(tmp_path, caplog) -> None:
         model = run_model_config(tmp_path)
     assert model.trust_remote_code is False
     assert "ignored for a loaded folder" in caplog.text
+
+
+def test_stage_paths_are_followed_only_inside_the_run_or_to_named_artifacts(tmp_path) -> None:
+    import json
+
+    import pytest
+
+    from steerable.pipeline import run_stages
+    from steerable.run_dir import RunDirError
+
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    stages = {
+        "experts": lambda done: {"path": str(run / "experts")},
+        "next": lambda done: done.require("experts"),
+    }
+    (run / "stages" / "experts.json").write_text(json.dumps({"path": "/etc"}))
+    with pytest.raises(RunDirError, match=r"stages/experts.json path=/etc points outside the run folder"):
+        run_stages(run, stages, ["next"])
+    assert run_stages(run, stages, ["next"], named={"/etc"})["next"] == {"path": "/etc"}  # named in config
+    (run / "stages" / "experts.json").write_text(json.dumps({"path": str(run / "experts")}))
+    (run / "stages" / "next.json").unlink()
+    assert run_stages(run, stages, ["next"])["next"]["path"] == str(run / "experts")

@@ -34,7 +34,7 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     from steerable.hardware import resolve_hardware
     from steerable.methods import METHODS
     from steerable.methods.base import RunContext
-    from steerable.pipeline import run_stages
+    from steerable.pipeline import PATH_FIELDS, run_stages
     from steerable.training.progress import quiet_third_party
 
     quiet_third_party()
@@ -49,7 +49,8 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None, callbacks=callbacks or [])
     lock = RunLock(run_dir) if launching_process() else None  # ranks > 0 share rank 0's folder
     try:
-        results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages)
+        named = {v for k in PATH_FIELDS if isinstance(v := getattr(cfg.method, k, None), str) and v}
+        results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages, named)
         mark_complete(run_dir, {**results, "hardware": choice.as_dict()})
     finally:
         _finish_wandb()

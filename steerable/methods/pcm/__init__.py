@@ -74,10 +74,14 @@ def load_pcm(run: Path):
 
     from steerable.config.schema import PCMConfig
     from steerable.methods.base import run_config, run_model_config
+    from steerable.run_dir import contained
 
     m = run_config(run, "method", PCMConfig)
     model_cfg = run_model_config(run)
-    experts_dir = Path(json.loads((Path(run) / "stages" / "experts.json").read_text())["path"])
+    recorded = json.loads((Path(run) / "stages" / "experts.json").read_text())["path"]
+    experts_dir = contained(
+        Path(run), recorded, {m.experts} if m.experts else set(), "stages/experts.json path"
+    )
     experts, tokenizer, mixer = load_experts(experts_dir, model_cfg)
     controller = load_controller(Path(run) / CONTROLLER_DIR, m, model_cfg, tokenizer)
     return experts, tokenizer, mixer, controller, m
