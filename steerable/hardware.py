@@ -9,6 +9,7 @@ logged once per process and written into the run folder.
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -113,3 +114,11 @@ def effective_precision(hardware: HardwareConfig) -> str:
 
 def uses_bf16(hardware: HardwareConfig) -> bool:
     return effective_precision(hardware).startswith("bf16")
+
+
+def inference_autocast(hardware: HardwareConfig) -> AbstractContextManager:
+    """bf16 autocast for generation and scoring where the run's precision is bf16, else nothing."""
+    if not uses_bf16(hardware):
+        return nullcontext()
+    device = "cuda" if resolved_accelerator(hardware) == "gpu" and gpu_available() else "cpu"
+    return torch.autocast(device, dtype=torch.bfloat16)

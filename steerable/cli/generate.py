@@ -183,8 +183,12 @@ def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")
 @report_user_errors
 def _main(dict_cfg: DictConfig) -> None:
+    from steerable.hardware import inference_autocast
+
     cfg: GenerateConfig = machine_hardware(validate(dict_cfg))
-    for i, text in enumerate(generate(cfg)):
+    with inference_autocast(cfg.hardware):
+        texts = generate(cfg)
+    for i, text in enumerate(texts):
         if cfg.num_return_sequences > 1:
             print(f"--- sample {i + 1}")
         print(text)
