@@ -41,3 +41,25 @@ def test_stage_paths_are_followed_only_inside_the_run_or_to_named_artifacts(tmp_
     (run / "stages" / "experts.json").write_text(json.dumps({"path": str(run / "experts")}))
     (run / "stages" / "next.json").unlink()
     assert run_stages(run, stages, ["next"])["next"]["path"] == str(run / "experts")
+
+
+def test_a_broken_adapter_is_an_error_naming_the_file(tmp_path) -> None:
+    import pytest
+
+    from steerable.backbone import load_backbone
+    from steerable.backbone.adapters import save_model
+    from steerable.backbone.loading import ModelLoadError
+
+    model_cfg = compose_config("train", ["model=tiny"]).model
+    from omegaconf import OmegaConf
+
+    from steerable.cli.common import validate  # noqa: F401  (keeps the config import path the same)
+    from steerable.config.schema import ModelConfig
+
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ModelConfig), model_cfg))
+    model, tokenizer = load_backbone(cfg)
+    save_model(model, tokenizer, tmp_path / "final")
+    weights = tmp_path / "final" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(ModelLoadError, match=r"cannot load the adapter .*adapter_model.safetensors"):
+        load_backbone(cfg, adapter_dir=tmp_path / "final")

@@ -123,9 +123,21 @@ def save_model(
 def load_adapter(
     base: PreTrainedModel, adapter_dir: Path, adapter_name: str = DEFAULT_ADAPTER, trainable: bool = False
 ) -> PeftModel:
-    return PeftModel.from_pretrained(
-        base, str(adapter_dir), adapter_name=adapter_name, is_trainable=trainable
-    )
+    """The adapter saved in `adapter_dir` on `base`; an unreadable or mismatched one is an error naming it."""
+    from steerable.backbone.loading import ModelLoadError
+
+    weights = Path(adapter_dir) / "adapter_model.safetensors"
+    if not weights.is_file() or not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ModelLoadError(
+            f"{adapter_dir} holds no adapter (adapter_config.json + adapter_model.safetensors)"
+        )
+    try:
+        return PeftModel.from_pretrained(
+            base, str(adapter_dir), adapter_name=adapter_name, is_trainable=trainable
+        )
+    except Exception as err:  # truncated file, wrong shapes, another base model
+        reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+        raise ModelLoadError(f"cannot load the adapter {weights}: {reason}") from None
 
 
 def export_merged(
