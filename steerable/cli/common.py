@@ -85,6 +85,38 @@ def check_resume_argument(argv: list[str]) -> None:
         fail(f"resume={resume} {kind}; use resume=auto or resume=<run folder>")
 
 
+def check_composition(config_name: str, argv: list[str]) -> None:
+    """Compose the command line's config once before Hydra runs, so a misspelt key, a wrong type or an unknown
+    option is one line naming the key (Hydra's own report spans several lines). Flags (-m, --help, --cfg) and
+    hydra.* overrides go to Hydra as they are."""
+    if any(a.startswith("-") or a.lstrip("+~").startswith("hydra") for a in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            compose(config_name=config_name, overrides=argv)
+    except (HydraException, OmegaConfBaseException) as err:
+        fail(one_line(err))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra/OmegaConf's message on one line: what is wrong and the full key."""
+    lines: list[str] = []
+    while err is not None:
+        lines += [line.strip() for line in str(err).splitlines()]
+        err = err.__cause__ or err.__context__
+    noise = ("object_type", "provider=", "Config search path", "$VALUE")
+    kept = [line for line in dict.fromkeys(lines) if line and not line.startswith(noise) and "$VALUE" not in line]
+    text = "; ".join(kept)
+    return text.replace(":; ", ": ").replace("; ", ", ") if "Available options" in text else text
+
+
 def report_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
     """A Hydra task whose user errors end the program with one line on stderr and exit status 2 instead of
     a traceback (HYDRA_FULL_ERROR=1 keeps the traceback); bugs still raise."""

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import (
     CONF_DIR,
+    check_composition,
     check_run_argument,
     machine_hardware,
     report_user_errors,
@@ -74,6 +75,7 @@ def main() -> None:
     check_run_argument(
         sys.argv[1:], required=True, example="steerable-eval run=outputs/quickstart/<timestamp>"
     )
+    check_composition("eval", sys.argv[1:])
     _main()
 
 

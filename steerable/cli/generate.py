@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import (
     CONF_DIR,
+    check_composition,
     check_run_argument,
     machine_hardware,
     report_user_errors,
@@ -208,6 +209,7 @@ def main() -> None:
     # `preference="concise, friendly"` reaches us unquoted; a comma would otherwise read as a sweep or a list.
     sys.argv = [quoted_preference(a) for a in sys.argv]
     check_run_argument(sys.argv[1:], required=False, example="")
+    check_composition("generate", sys.argv[1:])
     _main()
 
 

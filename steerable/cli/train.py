@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import (
     CONF_DIR,
+    check_composition,
     check_resume_argument,
     report_user_errors,
     set_threads,
@@ -108,6 +109,7 @@ def _finish_wandb() -> None:
 def main() -> None:
     setup_hydra()
     check_resume_argument(sys.argv[1:])
+    check_composition("train", sys.argv[1:])
     _main()
 
 
