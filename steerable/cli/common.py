@@ -86,9 +86,9 @@ def check_resume_argument(argv: list[str]) -> None:
 
 
 def check_composition(config_name: str, argv: list[str]) -> None:
-    """Compose the command line's config once before Hydra runs, so a misspelt key, a wrong type or an unknown
-    option is one line naming the key (Hydra's own report spans several lines). Flags (-m, --help, --cfg) and
-    hydra.* overrides go to Hydra as they are."""
+    """Compose and validate the command line's config once before Hydra runs, so a misspelt key, a wrong type,
+    an unknown option or a broken rule is one line naming the key (Hydra's own report spans several lines) and
+    no run folder is made. Flags (-m, --help, --cfg) and hydra.* overrides go to Hydra as they are."""
     if any(a.startswith("-") or a.lstrip("+~").startswith("hydra") for a in argv):
         return
     from hydra import compose, initialize_config_dir
@@ -98,8 +98,9 @@ def check_composition(config_name: str, argv: list[str]) -> None:
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-            compose(config_name=config_name, overrides=argv)
-    except (HydraException, OmegaConfBaseException) as err:
+            composed = compose(config_name=config_name, overrides=argv)
+        validate(composed)  # cross-field rules too, before Hydra makes a run folder
+    except (HydraException, OmegaConfBaseException, ConfigError) as err:
         fail(one_line(err))
     finally:
         GlobalHydra.instance().clear()
@@ -128,7 +129,7 @@ def report_user_errors(task: Callable[[DictConfig], Any]) -> Callable[[DictConfi
         except UserError as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            fail(str(err))
+            fail(one_line(err))
 
     return wrapper
 
