@@ -41,15 +41,16 @@ def validate(cfg: DictConfig) -> Any:
         raise ConfigError(str(err)) from None
 
 
-def machine_hardware(cfg: Any) -> Any:
-    """`cfg` with its hardware resolved for this machine (auto precision/accelerator), the choice logged."""
+def machine_hardware(cfg: Any) -> tuple[Any, Any]:
+    """`cfg` with its hardware resolved for this machine (auto precision/accelerator), and the choice
+    (a PrecisionChoice), which is logged."""
     from dataclasses import replace
 
     from steerable.hardware import resolve_hardware
 
     hardware, choice = resolve_hardware(cfg.hardware)
     log.info("precision %s (hardware.precision=%s): %s", choice.precision, choice.requested, choice.reason)
-    return replace(cfg, hardware=hardware)
+    return replace(cfg, hardware=hardware), choice
 
 
 def fail(message: str) -> NoReturn:
@@ -113,7 +114,9 @@ def one_line(err: BaseException) -> str:
         lines += [line.strip() for line in str(err).splitlines()]
         err = err.__cause__ or err.__context__
     noise = ("object_type", "provider=", "Config search path", "$VALUE")
-    kept = [line for line in dict.fromkeys(lines) if line and not line.startswith(noise) and "$VALUE" not in line]
+    kept = [
+        line for line in dict.fromkeys(lines) if line and not line.startswith(noise) and "$VALUE" not in line
+    ]
     text = "; ".join(kept)
     return text.replace(":; ", ": ").replace("; ", ", ") if "Available options" in text else text
 

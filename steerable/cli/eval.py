@@ -41,7 +41,7 @@ def check_run_folder(run: str) -> None:
 def _main(dict_cfg: DictConfig) -> None:
     cfg: EvalConfig = validate(dict_cfg)
     check_run_folder(cfg.run)
-    cfg = machine_hardware(cfg)
+    cfg, _ = machine_hardware(cfg)
     set_threads(cfg.hardware.torch_threads)
     from steerable.evaluation.runner import run_eval
 

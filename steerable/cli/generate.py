@@ -186,7 +186,7 @@ def conditioned_prompt(cfg: GenerateConfig, tokenizer, messages: list[dict]) -> 
 def _main(dict_cfg: DictConfig) -> None:
     from steerable.hardware import inference_autocast
 
-    cfg: GenerateConfig = machine_hardware(validate(dict_cfg))
+    cfg, _ = machine_hardware(validate(dict_cfg))
     with inference_autocast(cfg.hardware):
         texts = generate(cfg)
     for i, text in enumerate(texts):

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import hydra
@@ -17,6 +16,7 @@ from steerable.cli.common import (
     CONF_DIR,
     check_composition,
     check_resume_argument,
+    machine_hardware,
     report_user_errors,
     set_threads,
     setup_hydra,
@@ -32,7 +32,6 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     """Run every selected stage of the configured method in `run_dir` (resuming what is there)."""
     import lightning.pytorch as pl  # heavy imports wait until a run starts, so --help stays fast
 
-    from steerable.hardware import resolve_hardware
     from steerable.methods import METHODS
     from steerable.methods.base import RunContext
     from steerable.pipeline import PATH_FIELDS, run_stages
@@ -40,9 +39,7 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
 
     quiet_third_party()
     set_threads(cfg.hardware.torch_threads)
-    hardware, choice = resolve_hardware(cfg.hardware)
-    cfg = replace(cfg, hardware=hardware)
-    log.info("precision %s (hardware.precision=%s): %s", choice.precision, choice.requested, choice.reason)
+    cfg, choice = machine_hardware(cfg)
     write_text_atomic(run_dir / HARDWARE_FILE, json.dumps(choice.as_dict(), indent=2))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.resume is not None and is_complete(run_dir):

@@ -163,6 +163,10 @@ Strategy = _choices(
 )
 
 
+SUPERHF_REWARD_REQUIRED = (
+    "method.reward is required: a reward model run folder (method=reward_model) or a reward "
+    "source key, e.g. reward=[positivity] method.reward=positivity"
+)
 DEEPSPEED_NEEDS_GPU = (
     "hardware.strategy={strategy} runs only on CUDA GPUs (Lightning's DeepSpeed strategy refuses the CPU); "
     "on CPU use hardware=ddp or hardware=fsdp with hardware.accelerator=cpu"
@@ -761,10 +765,7 @@ class TrainConfig:
         if self.method.name == "superhf" and "train" in self.method.stages:
             given = self.method.reward
             if not given:
-                raise ConfigError(
-                    "method.reward is required: a reward model run folder (method=reward_model) or a reward "
-                    "source key, e.g. reward=[positivity] method.reward=positivity"
-                )
+                raise ConfigError(SUPERHF_REWARD_REQUIRED)
             for key in ("reward", "gold_reward"):
                 value = getattr(self.method, key)
                 if value and value not in self.reward and not Path(value).is_dir():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
 from steerable.backbone.loading import untrusted_model_config
 from steerable.config.schema import ModelConfig, TrainConfig
-from steerable.hardware import uses_bf16
+from steerable.hardware import inference_autocast
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,7 @@ class RunContext:
 
     def autocast(self) -> AbstractContextManager:
         """bf16 autocast for inference when the run trains in bf16 (CPUs with bf16 units gain ~2.5x)."""
-        if uses_bf16(self.cfg.hardware):
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+        return inference_autocast(self.cfg.hardware)
 
     def hparams(self, model: torch.nn.Module) -> dict[str, Any]:
         counts = count_parameters(model)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
 from steerable.generation import HFSampler
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
-from steerable.hardware import uses_bf16
+from steerable.hardware import inference_autocast
 from steerable.methods.base import load_policy, run_config
 from steerable.methods.superhf.loop import Scorer, trim_completion, user_text
 from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
@@ -369,11 +370,7 @@ def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
     model, tokenizer = load_policy(run)
     gpu = cfg.hardware.accelerator == "gpu" and torch.cuda.is_available()
     model.to("cuda" if gpu else "cpu")
-    autocast = (
-        (lambda: torch.autocast("cuda" if gpu else "cpu", dtype=torch.bfloat16))
-        if uses_bf16(cfg.hardware)
-        else nullcontext
-    )
+    autocast = partial(inference_autocast, cfg.hardware)
     return run_evaluation(
         model,
         tokenizer,

@@ -11,7 +11,7 @@ import numpy as np
 from peft import PeftModel
 
 from steerable.backbone.adapters import frozen_reference, save_model
-from steerable.config.schema import ConfigError, DataConfig, SuperHFConfig
+from steerable.config.schema import SUPERHF_REWARD_REQUIRED, ConfigError, DataConfig, SuperHFConfig
 from steerable.data.loaders import load_records, split_records
 from steerable.data.tokenize import end_of_turn_id, tokenize_prompt
 from steerable.generation import GenerationSettings, HFSampler
@@ -55,10 +55,7 @@ def scorer(source: RewardSource, output: str | None, which: str) -> Scorer:
 def run_scorers(m: SuperHFConfig, rewards: dict, device: str = "cpu") -> tuple[Scorer, Scorer | None]:
     """The train reward and the gold judge; checked before any sampling (the train stage starts here)."""
     if not m.reward:
-        raise ConfigError(
-            "method.reward is required: a reward model run folder (method=reward_model) or a reward "
-            "source key, e.g. reward=[positivity] method.reward=positivity"
-        )
+        raise ConfigError(SUPERHF_REWARD_REQUIRED)
     train = scorer(reward_source(rewards, m.reward, "reward", device), m.reward_output, "reward")
     if not m.gold_reward:
         return train, None
