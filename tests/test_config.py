@@ -18,6 +18,9 @@ NEEDS = {  # options that require a value the user must give
     ("method", "reward_model"): ["data=hh-rlhf"],
     ("data", "jsonl"): ["data.path=x.jsonl"],
     ("method", "pcm"): ["reward=[verbosity,positivity]"],
+    ("method", "clp"): ["reward=[verbosity,positivity]"],
+    ("method", "rewarded_soups"): ["reward=[verbosity,positivity]"],
+    ("method", "rl"): ["reward=[verbosity]"],
     ("method", "superhf"): ["reward=[verbosity]", "method.reward=verbosity"],
     ("experiment", "superhf_hh"): [
         "reward=[verbosity]",

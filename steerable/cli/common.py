@@ -15,12 +15,26 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerable.config.schema import ConfigError
-from steerable.config.store import register_configs
 from steerable.errors import EXIT_USER_ERROR, UserError
 from steerable.run_dir import resolve_run_dir
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
+
+
+def register_configs() -> None:
+    """The top-level schemas, and one `method_schema_<name>` per method spec (conf/method/<name>.yaml extends it)."""
+    from hydra.core.config_store import ConfigStore
+
+    from steerable.config.schema import EvalConfig, GenerateConfig, TrainConfig
+    from steerable.methods.registry import specs
+
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    store.store(name="generate_schema", node=GenerateConfig)
+    store.store(name="eval_schema", node=EvalConfig)
+    for name, spec in specs().items():
+        store.store(name=f"method_schema_{name}", node=spec.config)
 
 
 def setup_hydra() -> None:
@@ -31,14 +45,19 @@ def setup_hydra() -> None:
 
 
 def validate(cfg: DictConfig) -> Any:
-    """Turn the composed config into dataclass objects, running every cross-field check before any work."""
+    """Turn the composed config into dataclass objects, running every cross-field check before any work; a
+    training config also gets its method's own rules (MethodSpec.check) and its full stage list."""
+    from steerable.config.schema import TrainConfig
+    from steerable.methods.registry import check_train_config
+
     try:
-        return OmegaConf.to_object(cfg)
+        checked = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         cause = err.__cause__ or err.__context__
         if isinstance(cause, ConfigError):
             raise ConfigError(str(cause)) from None
         raise ConfigError(str(err)) from None
+    return check_train_config(checked) if isinstance(checked, TrainConfig) else checked
 
 
 def machine_hardware(cfg: Any) -> tuple[Any, Any]:
@@ -100,7 +119,7 @@ def check_composition(config_name: str, argv: list[str]) -> None:
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             composed = compose(config_name=config_name, overrides=argv)
-        validate(composed)  # cross-field rules too, before Hydra makes a run folder
+        validate(composed)  # cross-field and method rules too, before Hydra makes a run folder
     except (HydraException, OmegaConfBaseException, ConfigError) as err:
         fail(one_line(err))
     finally:

@@ -132,8 +132,8 @@ def is_pcm_run(run: Path) -> bool:
 def preference_generate(cfg: GenerateConfig) -> list[str]:
     """A PCM run: the experts of the requested sides merged token by token with the controller's weights."""
     from steerable.generation.mixture import MixtureSampler
-    from steerable.methods.pcm import load_pcm
     from steerable.methods.pcm.preferences import combinations, parse_dimensions, parse_preference
+    from steerable.methods.pcm.run_eval import load_pcm
     from steerable.methods.pcm.stages import controller_weights
 
     _, tokenizer, mixer, controller, m = load_pcm(Path(cfg.run))

@@ -32,12 +32,13 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     """Run every selected stage of the configured method in `run_dir` (resuming what is there)."""
     import lightning.pytorch as pl  # heavy imports wait until a run starts, so --help stays fast
 
-    from steerable.methods import METHODS
     from steerable.methods.base import RunContext
+    from steerable.methods.registry import check_train_config, spec_of, stage_functions
     from steerable.pipeline import PATH_FIELDS, run_stages
     from steerable.training.progress import quiet_third_party
 
     quiet_third_party()
+    cfg = check_train_config(cfg)
     set_threads(cfg.hardware.torch_threads)
     cfg, choice = machine_hardware(cfg)
     write_text_atomic(run_dir / HARDWARE_FILE, json.dumps(choice.as_dict(), indent=2))
@@ -48,7 +49,8 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     lock = RunLock(run_dir) if launching_process() else None  # ranks > 0 share rank 0's folder
     try:
         named = {v for k in PATH_FIELDS if isinstance(v := getattr(cfg.method, k, None), str) and v}
-        results = run_stages(run_dir, METHODS[cfg.method.name](ctx), cfg.method.stages, named)
+        stages = stage_functions(spec_of(cfg.method.name), ctx)
+        results = run_stages(run_dir, stages, cfg.method.stages, named)
         mark_complete(run_dir, {**results, "hardware": choice.as_dict()})
     finally:
         _finish_wandb()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
 from omegaconf import MISSING
@@ -163,10 +162,6 @@ Strategy = _choices(
 )
 
 
-SUPERHF_REWARD_REQUIRED = (
-    "method.reward is required: a reward model run folder (method=reward_model) or a reward "
-    "source key, e.g. reward=[positivity] method.reward=positivity"
-)
 DEEPSPEED_NEEDS_GPU = (
     "hardware.strategy={strategy} runs only on CUDA GPUs (Lightning's DeepSpeed strategy refuses the CPU); "
     "on CPU use hardware=ddp or hardware=fsdp with hardware.accelerator=cpu"
@@ -227,7 +222,7 @@ class LoggerConfig:
 @dataclass
 class MethodConfig:
     name: str = MISSING
-    stages: list[str] = field(default_factory=list)
+    stages: list[str] | None = None  # the stages to run, in order; null = every stage of the method
 
 
 @dataclass
@@ -241,16 +236,7 @@ class RecipeConfig(MethodConfig):
     batch_size: int = 4
     eval_batch_size: int = 8
 
-    def allowed_stages(self) -> list[str]:
-        raise NotImplementedError
-
     def __post_init__(self) -> None:
-        allowed = self.allowed_stages()
-        bad = [s for s in self.stages if s not in allowed]
-        if bad or not self.stages:
-            raise ConfigError(
-                f"method.stages={list(self.stages)} is not valid for {self.name}; allowed: {allowed}"
-            )
         if self.lr <= 0:
             raise ConfigError(f"method.lr must be positive, got {self.lr}")
         if self.scheduler not in ("constant", "linear", "cosine"):
@@ -259,410 +245,6 @@ class RecipeConfig(MethodConfig):
             raise ConfigError("method.batch_size and method.eval_batch_size must be at least 1")
         at_least("method.weight_decay", self.weight_decay, 0)
         at_least("method.warmup_steps", self.warmup_steps, 0)
-
-
-@dataclass
-class SFTConfig(RecipeConfig):
-    name: str = "sft"
-    stages: list[str] = field(default_factory=lambda: ["train", "report"])
-
-    def allowed_stages(self) -> list[str]:
-        return ["train", "report"]
-
-
-@dataclass
-class ScoringConfig(RecipeConfig):
-    """A backbone with a linear head on one pooled hidden state (reward and attribute models)."""
-
-    stages: list[str] = field(default_factory=lambda: ["train", "evaluate"])
-    lr: float = 1e-4
-    pooling: str = "last"  # last (hidden state of the final token) | mean (masked mean over real tokens)
-
-    def allowed_stages(self) -> list[str]:
-        return ["train", "evaluate"]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.pooling not in ("last", "mean"):
-            raise ConfigError(f"method.pooling must be last or mean, got {self.pooling!r}")
-
-
-@dataclass
-class RewardModelConfig(ScoringConfig):
-    """Bradley–Terry reward model: scalar head, loss -log σ(r_chosen - r_rejected - margin)."""
-
-    name: str = "reward_model"
-    margin: float = 0.0  # a constant margin in the loss (0 = plain Bradley–Terry)
-
-
-@dataclass
-class AttributeModelConfig(ScoringConfig):
-    """SteerLM's attribute prediction model: one regression output per attribute, -100 labels masked."""
-
-    name: str = "attribute_model"
-    attributes: list[str] = field(default_factory=list)  # empty = every attribute found in the data
-    value_range: list[float] = field(default_factory=lambda: [0.0, 4.0])
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
-            raise ConfigError(
-                f"method.value_range must be [low, high] with low < high, got {self.value_range}"
-            )
-
-
-STEERLM_STAGES = ["apm", "annotate", "acsft", "baseline", "bootstrap", "steerlm2", "eval"]
-
-
-@dataclass
-class BootstrapConfig:
-    """SteerLM step 4: sample for high-quality attribute values, relabel with the APM, fine-tune again."""
-
-    num_prompts: int = (
-        64  # training prompts to sample for (null-free: the first N of the shuffled train split)
-    )
-    samples_per_prompt: int = 2
-    top_k: int = 50  # the paper's sampling (Eq. 3)
-    temperature: float = 1.0
-    max_new_tokens: int = 128
-    condition: list[str] = field(default_factory=lambda: ["quality:4"])  # "name:value" items: high quality
-    max_steps: int | None = None  # null = trainer.max_steps
-    lr: float | None = None  # null = method.lr
-
-    def __post_init__(self) -> None:
-        if self.num_prompts < 1 or self.samples_per_prompt < 1:
-            raise ConfigError("method.bootstrap.num_prompts and samples_per_prompt must be at least 1")
-
-
-@dataclass
-class SteerLM2Config:
-    """SteerLM 2.0 (spec A8): importance-weighted KL fit of the conditioned policy to P(a|x,y)·P(y|x).
-    Defaults are the paper's (n=10, temperature 0.7, top-p 0.9, 2 iterations x 2 epochs, constant lr 1e-7)
-    except the prompt count (20,000 there)."""
-
-    num_prompts: int = 64
-    samples_per_prompt: int = 10
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 128
-    condition: list[str] = field(default_factory=lambda: ["quality:4"])  # requested a: high-quality combos
-    iterations: int = 2  # resample from the updated policy between iterations
-    epochs: int = 2
-    lr: float = 1.0e-7
-    groups_per_step: int = 2  # (prompt, attributes) groups per optimizer step; a group never splits
-    concentration: float = 24.0  # alpha + beta of the Beta read of the attribute model's prediction
-
-    def __post_init__(self) -> None:
-        if self.samples_per_prompt < 2:
-            raise ConfigError(
-                f"method.steerlm2.samples_per_prompt must be at least 2 (weights are normalised within a "
-                f"group), got {self.samples_per_prompt}"
-            )
-        for key in ("num_prompts", "iterations", "epochs", "groups_per_step", "max_new_tokens"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"method.steerlm2.{key} must be at least 1, got {getattr(self, key)}")
-        if self.lr <= 0 or self.concentration <= 0:
-            raise ConfigError("method.steerlm2.lr and method.steerlm2.concentration must be positive")
-
-
-@dataclass
-class SteerEvalSettings:
-    """The steerability sweep: each attribute's dial over its range on held-out prompts."""
-
-    attributes: list[str] = field(default_factory=list)  # empty = every attribute of the schema
-    values: list[int] = field(default_factory=list)  # empty = every integer of value_range
-    num_prompts: int = 16
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    samples_per_value: int = 3  # dial samples per value shown in the report
-
-
-@dataclass
-class SteerLMConfig(RecipeConfig):
-    """SteerLM: attribute model -> annotation -> attribute-conditioned SFT -> bootstrapping -> steered eval.
-
-    `lr`, `batch_size`, ... and trainer.max_steps are the attribute-conditioned SFT recipe (and its unlabelled
-    baseline); the APM and bootstrap rounds have their own keys."""
-
-    name: str = "steerlm"
-    stages: list[str] = field(default_factory=lambda: ["apm", "annotate", "acsft", "baseline", "eval"])
-    preset: str = "auto"  # auto (by data set) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
-    attributes: list[str] = field(default_factory=list)  # explicit names in label order; wins over preset
-    value_range: list[int] = field(default_factory=lambda: [0, 4])
-    label_start: str = "<extra_id_2>"  # NeMo's marker before the label string, written as plain text
-    labels: str = "apm"  # apm (annotate with the attribute model, the paper) | human (the data's own labels)
-    # "name:value" items for attributes a user leaves out (default: the good end, else the commonest value)
-    inference_defaults: list[str] = field(default_factory=list)
-    # Existing artifacts to reuse instead of running the stage that makes them:
-    apm: str | None = None  # an attribute_model run (or its checkpoints/final)
-    annotated: str | None = None  # an `annotate` folder of an earlier steerlm run
-    policy: str | None = None  # an earlier steerlm run whose conditioned policy to bootstrap/evaluate
-    apm_lr: float = 1.0e-4
-    apm_steps: int | None = None  # null = trainer.max_steps
-    apm_batch_size: int = 4
-    apm_pooling: str = "last"
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    steerlm2: SteerLM2Config = field(default_factory=SteerLM2Config)
-    eval: SteerEvalSettings = field(default_factory=SteerEvalSettings)
-
-    def allowed_stages(self) -> list[str]:
-        return list(STEERLM_STAGES)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.preset not in ("auto", "oasst", "helpsteer", "steerlm", "demo", "custom"):
-            raise ConfigError(
-                f"method.preset must be auto, oasst, helpsteer, steerlm, demo or custom, got {self.preset!r}"
-            )
-        if self.preset == "custom" and not self.attributes:
-            raise ConfigError("method.preset=custom needs method.attributes=[name, ...]")
-        if len(set(self.attributes)) != len(self.attributes):
-            raise ConfigError(f"method.attributes has duplicates: {list(self.attributes)}")
-        if len(self.value_range) != 2 or self.value_range[0] >= self.value_range[1]:
-            raise ConfigError(
-                f"method.value_range must be [low, high] with low < high, got {self.value_range}"
-            )
-        if self.labels not in ("apm", "human"):
-            raise ConfigError(f"method.labels must be apm or human, got {self.labels!r}")
-        if not self.label_start.strip():
-            raise ConfigError("method.label_start must be a non-blank marker string")
-        if self.apm_pooling not in ("last", "mean"):
-            raise ConfigError(f"method.apm_pooling must be last or mean, got {self.apm_pooling!r}")
-
-
-SUPERHF_KL_DIRECTIONS = ("ref_to_policy", "policy_to_ref")
-
-
-@dataclass
-class SuperHFConfig(RecipeConfig):
-    """SuperHF (Mukobi et al. 2023): per superbatch, sample `completions_per_prompt` replies to each of
-    `prompt_accumulation` prompts from the current policy, keep the best `top_k` per prompt under the train
-    reward, then take supervised steps on them plus kl_coef * KL to the adapter-disabled starting model.
-
-    Defaults follow the paper's main config (configs/default.yaml) except `num_prompts` (10,000 there) and
-    `warmup_steps` (32 superbatches there), sized so a CPU run finishes. `lr` is per optimizer step; the
-    scheduler (warmup_steps, total) counts superbatches, as in the paper's code."""
-
-    name: str = "superhf"
-    stages: list[str] = field(default_factory=lambda: ["train", "eval"])
-    lr: float = 2e-5
-    warmup_steps: int = 4
-    batch_size: int = 2  # kept completions per optimizer step (the paper's minibatch_size_finetuning)
-    reward: str | None = None  # train reward: a reward/attribute model run folder, or a key of `reward`
-    gold_reward: str | None = None  # held-out judge, trained on the other half of the pairs (same forms)
-    reward_output: str | None = None  # which output of a multi-output reward source (null = the first)
-    num_prompts: int = 256
-    prompt_accumulation: int = 2  # prompts per superbatch
-    completions_per_prompt: int = 16  # n, the paper's "superbatch_size"
-    top_k: int = 1  # kept per prompt
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    generation_batch_size: int = 32  # sampled rows per generate call (prompts x completions)
-    kl_coef: float = 0.35  # negative = no KL term and no reference forward (the paper's -1)
-    kl_direction: str = "ref_to_policy"  # KL(ref || policy), the paper's code | policy_to_ref
-    kl_aggregation: str = "sum"  # sum over the minibatch's examples (the code) | mean
-    kl_positions: str = (
-        "labels"  # labels: the code's unshifted label positions | targets: those predicting them
-    )
-    kl_clamp: bool = True  # max(kl_i, 0) per example, as the code does against bf16 noise
-    length_penalty: float = 0.0  # score -= c * log(words) (the code's option)
-    inverse_loss_penalty: float = 0.0  # loss += c / loss (the code's option)
-    trim: bool = True  # cut at the first "\n\n<Name>:", "Human" or "Assistant" (B9.4)
-    system_prompt: str | None = (
-        "A human user sends a message, and a helpful and harmless AI assistant responds."
-    )
-    first_turn_only: bool = True  # HH prompts: the first human turn only, as the paper does
-    eval_every: int = 8  # superbatches between gold-reward measurements on the fixed eval prompts
-    eval_prompts: int = 16
-    eval_samples: int = 1  # seeded samples per fixed eval prompt for the progress curve (more = less noise)
-    best_of_n: int = 16  # n of the best-of-n baseline in the eval stage
-    baselines: list[str] = field(default_factory=list)  # other policy run folders to compare (e.g. FeedME)
-
-    def allowed_stages(self) -> list[str]:
-        return ["train", "eval"]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        positive = {
-            "num_prompts": self.num_prompts,
-            "prompt_accumulation": self.prompt_accumulation,
-            "completions_per_prompt": self.completions_per_prompt,
-            "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens,
-            "generation_batch_size": self.generation_batch_size,
-            "eval_every": self.eval_every,
-            "eval_prompts": self.eval_prompts,
-            "eval_samples": self.eval_samples,
-            "best_of_n": self.best_of_n,
-        }
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"method.{key} must be at least 1, got {value}")
-        if self.top_k > self.completions_per_prompt:
-            raise ConfigError(
-                f"method.top_k={self.top_k} keeps more than method.completions_per_prompt="
-                f"{self.completions_per_prompt} samples"
-            )
-        if self.kl_direction not in SUPERHF_KL_DIRECTIONS:
-            raise ConfigError(f"method.kl_direction must be one of {SUPERHF_KL_DIRECTIONS}")
-        if self.kl_aggregation not in ("sum", "mean"):
-            raise ConfigError(f"method.kl_aggregation must be sum or mean, got {self.kl_aggregation!r}")
-        if self.kl_positions not in ("labels", "targets"):
-            raise ConfigError(f"method.kl_positions must be labels or targets, got {self.kl_positions!r}")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("method.temperature must be positive and method.top_p in (0, 1]")
-
-
-@dataclass
-class ParetoEvalSettings:
-    """The weight grid every arm is evaluated on (the same for all methods), on held-out prompts."""
-
-    grid_step: float = 0.1  # simplex lattice step: m=2 gives w_1 in 0, 0.1, ..., 1
-    num_prompts: int = 16
-    max_new_tokens: int = 48
-    do_sample: bool = True  # temperature-1 samples (the on-policy view); false = greedy, for every arm alike
-    batch_size: int = 16
-    compare: list[str] = field(default_factory=list)  # other CLP / rewarded_soups runs to plot with this one
-    logit_mixing: bool = (
-        True  # for each rewarded_soups run, also its single-reward policies mixed in logit space
-    )
-
-
-@dataclass
-class PolicyGradientConfig(RecipeConfig):
-    """What every on-policy RL method here shares: REINFORCE with a leave-one-out baseline over k samples per
-    prompt, KL to the adapter-disabled reference, rewards z-scored with statistics frozen from reference samples."""
-
-    lr: float = 1e-4
-    batch_size: int = 4  # prompts per step
-    samples_per_prompt: int = 4  # k (RLOO)
-    kl_coef: float = 0.05  # alpha, the same for every arm
-    kl_in: str = "reward"  # reward: r - alpha * log-ratio | loss: a separate loss term
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 48
-    generation_batch_size: int = 32  # sampled rows per generate call
-    objectives: list[str] = field(
-        default_factory=list
-    )  # reward keys in order; empty = every source of `reward`
-    normalize: str = "zscore"  # zscore (frozen, from reference samples) | none
-    calibration_prompts: int = 32
-    eval: ParetoEvalSettings = field(default_factory=ParetoEvalSettings)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.samples_per_prompt < 2:
-            raise ConfigError("method.samples_per_prompt must be at least 2 (leave-one-out baseline)")
-        if self.kl_in not in ("reward", "loss"):
-            raise ConfigError(f"method.kl_in must be reward or loss, got {self.kl_in!r}")
-        if self.normalize not in ("zscore", "none"):
-            raise ConfigError(f"method.normalize must be zscore or none, got {self.normalize!r}")
-        if not 0 < self.eval.grid_step <= 1:
-            raise ConfigError(f"method.eval.grid_step must be in (0, 1], got {self.eval.grid_step}")
-
-
-@dataclass
-class CLPConfig(PolicyGradientConfig):
-    """CLP: one policy conditioned on reward weightings w sampled on the simplex during multi-objective RL."""
-
-    name: str = "clp"
-    stages: list[str] = field(default_factory=lambda: ["calibrate", "train", "eval"])
-    variant: str = "attn"  # full | attn | logit | prompt
-    concentration: float = 1.0  # Dirichlet concentration of w (1 = uniform on the simplex)
-    weights_per: str = "example"  # example | batch (one w for the whole batch)
-    attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-    output_module: str = "lm_head"
-
-    def allowed_stages(self) -> list[str]:
-        return ["calibrate", "train", "eval"]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.variant not in ("full", "attn", "logit", "prompt"):
-            raise ConfigError(f"method.variant must be full, attn, logit or prompt, got {self.variant!r}")
-        if self.weights_per not in ("example", "batch"):
-            raise ConfigError(f"method.weights_per must be example or batch, got {self.weights_per!r}")
-        if self.concentration <= 0:
-            raise ConfigError(f"method.concentration must be positive, got {self.concentration}")
-
-
-@dataclass
-class RLConfig(PolicyGradientConfig):
-    """Plain on-policy RL on one reward (or a fixed weighting of several): the RLHF baseline for SuperHF and the
-    single-objective endpoint for CLP, with the same trainer. `weights` empty = equal weights."""
-
-    name: str = "rl"
-    stages: list[str] = field(default_factory=lambda: ["calibrate", "train"])
-    weights: list[float] = field(default_factory=list)
-
-    def allowed_stages(self) -> list[str]:
-        return ["calibrate", "train"]
-
-
-@dataclass
-class RewardedSoupsConfig(PolicyGradientConfig):
-    """Rewarded Soups: one RL run per reward (same recipe, trainer.max_steps each), LoRA updates interpolated
-    with the weights at inference."""
-
-    name: str = "rewarded_soups"
-    stages: list[str] = field(default_factory=lambda: ["calibrate", "train", "eval"])
-
-    def allowed_stages(self) -> list[str]:
-        return ["calibrate", "train", "eval"]
-
-
-@dataclass
-class PCMEvalSettings:
-    num_prompts: int = 8  # held-out prompts, each under every composite preference
-    max_new_tokens: int = 48
-    bootstrap: int = 1000
-
-
-@dataclass
-class PCMConfig(RecipeConfig):
-    """PCM: frozen per-side LoRA experts merged token by token with weights from a learned controller (REBEL).
-
-    `dimensions` items are "name:low_side:high_side"; `name` is both a reward source of the run (the measured
-    attribute, higher = the high side) and a label of the data (to pick each side's expert training data)."""
-
-    name: str = "pcm"
-    stages: list[str] = field(default_factory=lambda: ["experts", "pcm", "eval"])
-    dimensions: list[str] = field(
-        default_factory=lambda: ["verbosity:concise:detailed", "positivity:unfriendly:friendly"]
-    )
-    experts: str | None = None  # a pcm run folder whose experts to reuse
-    expert_steps: int | None = None  # SFT steps per expert; null = trainer.max_steps
-    expert_lr: float = 2e-4
-    low_side_max: float = 1.0  # data label <= this trains the low side's expert
-    high_side_min: float = 3.0  # data label >= this trains the high side's expert
-    controller: str = (
-        "small"  # small: random-init 2-layer LM on the base tokenizer | base: the base model + LoRA
-    )
-    controller_hidden: int = 128
-    lr: float = 1e-3  # controller
-    batch_size: int = 4  # (prompt, preference) pairs per REBEL step, two responses each
-    epochs: int = 2  # optimisation passes over each batch of cached samples
-    eta: float = 1.0
-    bt_beta: float = 1.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 48
-    eval: PCMEvalSettings = field(default_factory=PCMEvalSettings)
-
-    def allowed_stages(self) -> list[str]:
-        return ["experts", "pcm", "eval"]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for item in self.dimensions:
-            if len(item.split(":")) != 3 or not all(item.split(":")):
-                raise ConfigError(f"method.dimensions: {item!r} must be name:low_side:high_side")
-        sides = [s for item in self.dimensions for s in item.split(":")[1:]]
-        if len(set(sides)) != len(sides):
-            raise ConfigError(f"method.dimensions: side names must be unique, got {sides}")
-        if self.controller not in ("small", "base"):
-            raise ConfigError(f"method.controller must be small or base, got {self.controller!r}")
 
 
 # --------------------------------------------------------------------------------------------- top level
@@ -733,46 +315,9 @@ class TrainConfig:
             raise ConfigError(
                 "model.dtype=float16 is not usable for training on CPU; use float32 or bfloat16"
             )
-        if (
-            self.method.name in ("sft", "attribute_model", "reward_model", "steerlm")
-            and self.data.format == "prompts"
-        ):
-            raise ConfigError(f"method={self.method.name} needs responses; data.format=prompts has none")
-        if self.method.name == "reward_model" and self.data.format not in ("hh-rlhf", "jsonl"):
-            raise ConfigError(
-                f"method=reward_model needs preference pairs (data=hh-rlhf), got data={self.data.name}"
-            )
-        if self.method.name == "steerlm" and self.method.labels == "human" and self.data.format == "hh-rlhf":
-            raise ConfigError(
-                "method.labels=human needs attribute labels in the data; hh-rlhf has none (use method.labels=apm)"
-            )
-        if self.method.name == "attribute_model" and self.data.format == "hh-rlhf":
-            raise ConfigError("method=attribute_model needs attribute labels (data=oasst1, helpsteer2, demo)")
         if self.resume not in (None, "auto") and not self.resume:
             raise ConfigError("resume must be null, 'auto' or a run folder")
-        self._check_reward_sources()
-
-    def _check_reward_sources(self) -> None:
-        """Methods that score with named reward sources fail here, before any model loads, when one is missing."""
-        if self.method.name == "pcm" and {"experts", "pcm"} & set(self.method.stages):
-            names = [item.split(":")[0] for item in self.method.dimensions]
-            missing = [n for n in names if n not in self.reward]
-            if missing:
-                raise ConfigError(
-                    f"method=pcm scores each dimension with the reward source of its name: {missing} missing "
-                    f"from reward=; add reward=[{','.join(names)}] (or change method.dimensions)"
-                )
-        if self.method.name == "superhf" and "train" in self.method.stages:
-            given = self.method.reward
-            if not given:
-                raise ConfigError(SUPERHF_REWARD_REQUIRED)
-            for key in ("reward", "gold_reward"):
-                value = getattr(self.method, key)
-                if value and value not in self.reward and not Path(value).is_dir():
-                    raise ConfigError(
-                        f"method.{key}={value} is neither a source in reward= ({sorted(self.reward)}) "
-                        "nor an existing run folder"
-                    )
+        # Method x data x reward rules are the method's own (MethodSpec.check), run by the registry.
 
 
 @dataclass
@@ -798,14 +343,11 @@ class GenerateConfig:
 
 # ------------------------------------------------------------------------------------------------ eval
 
-EVAL_KINDS = ("reward_accuracy", "generations", "win_rate", "steerability", "superhf", "pareto", "pcm")
-
-
 @dataclass
 class EvalSettings:
     """What `steerable-eval` measures; one option per file in conf/eval/."""
 
-    name: str = MISSING  # reward_accuracy | generations | win_rate
+    name: str = MISSING  # an eval kind: the generic ones and those methods declare (steerable-eval --help)
     # val = the held-out split of `data` (as in training) | all = every record | run = the held-out split of the
     # data the evaluated run was trained on (steerability)
     split: str = "val"
@@ -822,8 +364,6 @@ class EvalSettings:
     samples_in_report: int = 8
 
     def __post_init__(self) -> None:
-        if self.name not in EVAL_KINDS:
-            raise ConfigError(f"eval.name must be one of {list(EVAL_KINDS)}, got {self.name!r}")
         if self.split not in ("val", "all", "run"):
             raise ConfigError(f"eval.split must be val, all or run, got {self.split!r}")
         if self.num_prompts < 1:

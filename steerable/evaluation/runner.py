@@ -12,14 +12,14 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import reference_policy
-from steerable.config.schema import DataConfig, EvalConfig
+from steerable.config.schema import ConfigError, DataConfig, EvalConfig
 from steerable.data.loaders import load_records, split_records
 from steerable.evaluation.meteor import mean_pairwise_meteor, wordnet_available
 from steerable.evaluation.metrics import paired_bootstrap_ci, reward_accuracy, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import load_policy, run_config
-from steerable.methods.sft import prompt_of
+from steerable.methods.sft.stages import prompt_of
 from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.scoring_model import load_scorer, scorer_dir
@@ -47,7 +47,7 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
 
 
 def eval_reward_accuracy(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.scoring import attribute_metrics, attribute_table, pair_scores
+    from steerable.methods.reward_models.stages import attribute_metrics, attribute_table, pair_scores
 
     model, tokenizer, meta = load_scorer(cfg.run)
     records = eval_records(cfg)
@@ -232,39 +232,22 @@ def eval_win_rate(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, A
     return result
 
 
-def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.steerlm.run_eval import eval_steerability as steerlm_eval
-
-    return steerlm_eval(cfg, out_dir, report)
-
-
-def eval_superhf(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.superhf.evaluate import eval_superhf as superhf_eval
-
-    return superhf_eval(cfg, out_dir, report)
-
-
-def eval_pareto(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.clp import eval_pareto as clp_eval
-
-    return clp_eval(cfg, out_dir, report)
-
-
-def eval_pcm(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.pcm import eval_pcm as pcm_eval
-
-    return pcm_eval(cfg, out_dir, report)
-
-
-EVALUATIONS = {
+GENERIC = {
     "reward_accuracy": eval_reward_accuracy,
     "generations": eval_generations,
     "win_rate": eval_win_rate,
-    "steerability": eval_steerability,
-    "superhf": eval_superhf,
-    "pareto": eval_pareto,
-    "pcm": eval_pcm,
 }
+
+
+def evaluation_of(kind: str):
+    from steerable.methods.registry import evaluations, resolve
+
+    if kind in GENERIC:
+        return GENERIC[kind]
+    owned = evaluations()
+    if kind not in owned:
+        raise ConfigError(f"eval={kind} is not an eval kind; kinds: {sorted({*GENERIC, *owned})}")
+    return resolve(owned[kind].run)
 
 
 def run_eval(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
@@ -275,7 +258,7 @@ def run_eval(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.eval.name != "reward_accuracy" and is_scorer:
         raise ValueError(f"eval={cfg.eval.name} needs a policy run; {cfg.run} is a reward/attribute model")
     report = Report(f"eval {cfg.eval.name}: {cfg.run}")
-    result = EVALUATIONS[cfg.eval.name](cfg, out_dir, report)
+    result = evaluation_of(cfg.eval.name)(cfg, out_dir, report)
     write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, sort_keys=True, default=str))
     report.write(out_dir / "report.md")
     return result

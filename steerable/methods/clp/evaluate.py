@@ -15,13 +15,13 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import count_parameters, reference_policy
-from steerable.config.schema import ParetoEvalSettings, PolicyGradientConfig
 from steerable.evaluation.metrics import hypervolume, spearman, steerability
 from steerable.evaluation.plots import plot_pareto
 from steerable.generation import HFSampler
 from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.generation.mixture import MixtureSampler
+from steerable.methods.clp.config import ParetoEvalSettings, PolicyGradientConfig
 from steerable.methods.clp.stages import FrozenRewards, load_steerable_policy, sampling
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic

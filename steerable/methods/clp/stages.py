@@ -13,7 +13,7 @@ from peft import PeftModel
 from steerable.backbone.adapters import save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
-from steerable.config.schema import ConfigError, DataConfig, ModelConfig, PolicyGradientConfig, TrainConfig
+from steerable.config.schema import ConfigError, DataConfig, ModelConfig
 from steerable.data.loaders import load_records, split_records
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_model_config, sub_context
@@ -26,8 +26,9 @@ from steerable.methods.clp.conditioning import (
     objective_adapter,
     split_targets,
 )
+from steerable.methods.clp.config import PolicyGradientConfig, objective_names
 from steerable.methods.fitting import fit_module, optim_settings
-from steerable.methods.sft import fitting_prompts
+from steerable.methods.sft.stages import fitting_prompts
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
@@ -37,24 +38,6 @@ from steerable.training.sampler import ResumableSampler, as_list, make_loader
 CALIBRATION = "calibration.json"
 
 # --------------------------------------------------------------------------------------------- rewards
-
-
-def objective_names(cfg: TrainConfig) -> list[str]:
-    names = list(cfg.method.objectives) or list(cfg.reward)
-    missing = [n for n in names if n not in cfg.reward]
-    if missing:
-        raise ConfigError(
-            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
-        )
-    if not names:
-        raise ConfigError(
-            f"method={cfg.method.name} needs a reward source, e.g. reward=[checkpoint] reward.learned.path=<RM>"
-        )
-    if len(names) < 2 and cfg.method.name != "rl":
-        raise ConfigError(
-            f"method={cfg.method.name} needs at least two objectives, e.g. reward=[verbosity,positivity]"
-        )
-    return names
 
 
 class FrozenRewards:

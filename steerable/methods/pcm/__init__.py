@@ -1,112 +1,20 @@
-"""PCM (Preference Control Model): frozen per-side LoRA experts merged token by token, with mixing weights from a
-small controller that reads the preference description, the prompt and the partial reply (trained with REBEL)."""
+"""PCM: frozen per-preference LoRA experts merged token by token with weights from a learned controller."""
 
-from __future__ import annotations
+from steerable.methods.pcm.config import PCMConfig, check
+from steerable.methods.registry import Evaluation, MethodSpec, Stage
 
-from pathlib import Path
+_S = "steerable.methods.pcm"
 
-from steerable.methods.base import RunContext
-from steerable.methods.pcm.evaluate import run_pcm_eval
-from steerable.methods.pcm.preferences import parse_dimensions
-from steerable.methods.pcm.stages import (
-    CONTROLLER_DIR,
-    experts_stage,
-    load_controller,
-    load_experts,
-    pcm_prompts,
-    pcm_stage,
+SPEC = MethodSpec(
+    name="pcm",
+    summary="per-side experts mixed token by token by a learned Preference Control Model",
+    config=PCMConfig,
+    stages=(
+        Stage("experts", f"{_S}.stages:experts_stage", doc="one SFT expert per side of each dimension"),
+        Stage("pcm", f"{_S}.stages:pcm_stage", ("experts",), "the controller, trained with REBEL"),
+        Stage("eval", f"{_S}.run_eval:eval_stage", ("experts", "pcm"), "every composite preference"),
+    ),
+    check=check,
+    evaluation=Evaluation("pcm", f"{_S}.run_eval:eval_pcm", doc="rewards per composite preference"),
+    policy=f"{_S}.policy:load_preference_policy",
 )
-from steerable.report import Report
-
-
-def eval_stage(ctx: RunContext, done) -> dict:
-    cfg, m = ctx.cfg, ctx.cfg.method
-    experts_dir = Path(done.require("experts")["path"])
-    trained = done.require("pcm")
-    experts, tokenizer, mixer = load_experts(experts_dir, cfg.model)
-    controller = load_controller(ctx.run_dir / CONTROLLER_DIR, m, cfg.model, tokenizer)
-    dims = parse_dimensions(m.dimensions)
-    prompts = pcm_prompts(ctx, tokenizer)[1][: m.eval.num_prompts]
-    report = Report(f"{cfg.task_name}: PCM on {cfg.model.name} / {cfg.data.name}")
-    report.section("Setup").key_values(
-        {
-            "run folder": ctx.run_dir,
-            "dimensions": ", ".join(m.dimensions),
-            "experts": f"{experts_dir} (one LoRA per side, SFT on the data at that side's end)",
-            "controller": f"{m.controller} ({trained.get('trainable_params')} trainable parameters)",
-            "REBEL": f"{trained.get('steps')} steps x {m.batch_size} (prompt, preference) pairs x 2 replies, "
-            f"{m.epochs} epochs each, eta {m.eta}",
-            "training time (s)": trained.get("fit_seconds"),
-        }
-    )
-    result = run_pcm_eval(
-        experts,
-        tokenizer,
-        mixer,
-        controller,
-        dims,
-        prompts,
-        cfg.reward,
-        m,
-        cfg.seed,
-        ctx.run_dir / "pcm",
-        report,
-    )
-    report.write(ctx.run_dir / "report.md")
-    return result
-
-
-def build_stages(ctx: RunContext) -> dict:
-    return {
-        "experts": lambda done: experts_stage(ctx, done),
-        "pcm": lambda done: pcm_stage(ctx, done),
-        "eval": lambda done: eval_stage(ctx, done),
-    }
-
-
-def is_pcm_run(run: Path) -> bool:
-    return (Path(run) / CONTROLLER_DIR / "controller.json").is_file()
-
-
-def load_pcm(run: Path):
-    """Experts, tokenizer, mixer, controller and config of a finished PCM run."""
-    import json
-
-    from steerable.config.schema import PCMConfig
-    from steerable.methods.base import run_config, run_model_config
-    from steerable.run_dir import contained
-
-    m = run_config(run, "method", PCMConfig)
-    model_cfg = run_model_config(run)
-    recorded = json.loads((Path(run) / "stages" / "experts.json").read_text())["path"]
-    experts_dir = contained(
-        Path(run), recorded, {m.experts} if m.experts else set(), "stages/experts.json path"
-    )
-    experts, tokenizer, mixer = load_experts(experts_dir, model_cfg)
-    controller = load_controller(Path(run) / CONTROLLER_DIR, m, model_cfg, tokenizer)
-    return experts, tokenizer, mixer, controller, m
-
-
-def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
-    """`steerable-eval run=<pcm run> eval=pcm`: the eval stage's comparison on the run's held-out prompts."""
-    from omegaconf import OmegaConf
-
-    from steerable.config.schema import DataConfig
-    from steerable.data.loaders import load_records, split_records
-    from steerable.methods.base import run_config
-    from steerable.methods.sft import fitting_prompts
-
-    run = Path(cfg.run)
-    if not is_pcm_run(run):
-        raise ValueError(f"eval=pcm needs a finished method=pcm run; {run} has no {CONTROLLER_DIR}/")
-    experts, tokenizer, mixer, controller, m = load_pcm(run)
-    data = run_config(run, "data", DataConfig)
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    rewards = {**OmegaConf.to_container(saved.get("reward", {}), resolve=True), **cfg.reward}
-    _, val = split_records(load_records(data), data)
-    budget = data.max_length - m.max_new_tokens - 16
-    prompts = fitting_prompts(val, tokenizer, budget, cfg.eval.num_prompts)
-    dims = parse_dimensions(m.dimensions)
-    return run_pcm_eval(
-        experts, tokenizer, mixer, controller, dims, prompts, rewards, m, cfg.seed, out_dir, report
-    )

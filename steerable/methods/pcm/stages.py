@@ -17,13 +17,14 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from steerable.backbone.adapters import atomic_directory, reference_policy, save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
-from steerable.config.schema import ConfigError, PCMConfig
+from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.fitting import fit_module
+from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import (
     PreferenceController,
     aligned_log_alpha,
@@ -39,7 +40,7 @@ from steerable.methods.pcm.preferences import (
     side_sign,
     sides,
 )
-from steerable.methods.sft import fit_sft, fitting_prompts, tokenize_messages
+from steerable.methods.sft.stages import fit_sft, fitting_prompts, tokenize_messages
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
 from steerable.training.lm_module import CausalLMModule, OptimSettings

@@ -1,27 +1,25 @@
 """SteerLM (Dong et al. 2023): steer a policy with attribute values written before its reply."""
 
-from __future__ import annotations
+from steerable.methods.registry import Evaluation, MethodSpec, Stage
+from steerable.methods.steerlm.config import SteerLMConfig, check
 
-from steerable.methods.base import RunContext
-from steerable.methods.steerlm.run_eval import eval_stage
-from steerable.methods.steerlm.stages import (
-    acsft_stage,
-    annotate_stage,
-    apm_stage,
-    baseline_stage,
-    bootstrap_stage,
+_S = "steerable.methods.steerlm"
+
+SPEC = MethodSpec(
+    name="steerlm",
+    summary="attribute model -> annotation -> attribute-conditioned SFT -> bootstrap / SteerLM 2.0",
+    config=SteerLMConfig,
+    stages=(
+        Stage("apm", f"{_S}.stages:apm_stage", doc="attribute prediction model"),
+        Stage("annotate", f"{_S}.stages:annotate_stage", ("apm",), "label the data with the APM"),
+        Stage("acsft", f"{_S}.stages:acsft_stage", ("annotate",), "attribute-conditioned SFT"),
+        Stage("baseline", f"{_S}.stages:baseline_stage", doc="plain SFT on the same data"),
+        Stage("bootstrap", f"{_S}.stages:bootstrap_stage", ("apm", "acsft"), "sample, relabel, fine-tune"),
+        Stage("steerlm2", f"{_S}.steerlm2:steerlm2_stage", ("apm", "baseline"), "SteerLM 2.0"),
+        Stage("eval", f"{_S}.run_eval:eval_stage", doc="steerability of every dial"),
+    ),
+    check=check,
+    evaluation=Evaluation("steerability", f"{_S}.run_eval:eval_steerability", doc="each attribute's dial"),
+    policy=f"{_S}.policy:load_steerlm_policy",
+    paper="Dong et al. 2023, SteerLM; Wang et al. 2024, SteerLM 2.0",
 )
-from steerable.methods.steerlm.steerlm2 import steerlm2_stage
-
-
-def build_stages(ctx: RunContext) -> dict:
-    stages = {
-        "apm": apm_stage,
-        "annotate": annotate_stage,
-        "acsft": acsft_stage,
-        "baseline": baseline_stage,
-        "bootstrap": bootstrap_stage,
-        "steerlm2": steerlm2_stage,
-        "eval": eval_stage,
-    }
-    return {name: (lambda done, fn=fn: fn(ctx, done)) for name, fn in stages.items()}

@@ -10,19 +10,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from steerable.backbone import load_backbone
-from steerable.config.schema import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    SteerEvalSettings,
-    SteerLMConfig,
-)
+from steerable.config.schema import ConfigError, DataConfig, EvalConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.loaders import load_records, split_records
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
-from steerable.methods.scoring import attribute_table
-from steerable.methods.sft import fitting_prompts
+from steerable.methods.reward_models.stages import attribute_table
+from steerable.methods.sft.stages import fitting_prompts
 from steerable.methods.steerlm.attributes import AttributeSchema
+from steerable.methods.steerlm.config import SteerEvalSettings, SteerLMConfig
 from steerable.methods.steerlm.evaluate import (
     SweepSettings,
     apm_scorers,

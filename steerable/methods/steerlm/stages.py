@@ -29,19 +29,20 @@ import torch
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import atomic_directory
-from steerable.config.schema import AttributeModelConfig, ConfigError, SteerLMConfig
+from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_jsonl_conversations, load_records, read_rows, split_records
 from steerable.data.records import Conversation, PreferencePair, Turn
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
-from steerable.methods.scoring import (
+from steerable.methods.reward_models.config import AttributeModelConfig
+from steerable.methods.reward_models.stages import (
     MISSING_LABEL,
     attribute_metrics,
     labelled_replies,
     score_ids,
     train_attribute_model,
 )
-from steerable.methods.sft import fit_sft, prompt_of, tokenize_messages
+from steerable.methods.sft.stages import fit_sft, prompt_of, tokenize_messages
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
     conditioned_messages,
@@ -50,6 +51,7 @@ from steerable.methods.steerlm.attributes import (
     schema_names,
     steered_prompt,
 )
+from steerable.methods.steerlm.config import SteerLMConfig
 from steerable.pipeline import StageResults
 from steerable.rewards.scoring_model import ScorerMeta, load_scorer, render_scored, scorer_dir
 from steerable.run_dir import write_text_atomic

@@ -11,13 +11,14 @@ import numpy as np
 from peft import PeftModel
 
 from steerable.backbone.adapters import frozen_reference, save_model
-from steerable.config.schema import SUPERHF_REWARD_REQUIRED, ConfigError, DataConfig, SuperHFConfig
+from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.loaders import load_records, split_records
 from steerable.data.tokenize import end_of_turn_id, tokenize_prompt
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import fit_module
-from steerable.methods.sft import prompt_of
+from steerable.methods.sft.stages import prompt_of
+from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
 from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings, user_text
 from steerable.rewards.base import RewardSource, build_reward_source
 from steerable.training.lm_module import OptimSettings

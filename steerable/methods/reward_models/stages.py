@@ -20,6 +20,7 @@ from steerable.data.records import Conversation, PreferencePair
 from steerable.evaluation.metrics import reward_accuracy, spearman
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
+from steerable.pipeline import StageResults
 from steerable.report import Report
 from steerable.rewards.scoring_model import (
     ScorerMeta,
@@ -350,12 +351,9 @@ def evaluate_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     return result
 
 
-def reward_model_stages(ctx: RunContext) -> dict:
-    return {"train": lambda done: train_reward_model(ctx), "evaluate": lambda done: evaluate_stage(ctx, done)}
+def train_reward_model_stage(ctx: RunContext, done: StageResults) -> dict:
+    return train_reward_model(ctx)
 
 
-def attribute_model_stages(ctx: RunContext) -> dict:
-    return {
-        "train": lambda done: train_attribute_model(ctx),
-        "evaluate": lambda done: evaluate_stage(ctx, done),
-    }
+def train_attribute_model_stage(ctx: RunContext, done: StageResults) -> dict:
+    return train_attribute_model(ctx)

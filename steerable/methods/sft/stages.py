@@ -174,7 +174,3 @@ def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     report.table(["prompt", "before training", "after training"], rows)
     path = report.write(ctx.run_dir / "report.md")
     return {"report": str(path), "samples": len(rows)}
-
-
-def build_stages(ctx: RunContext) -> dict:
-    return {"train": lambda done: train_stage(ctx, done), "report": lambda done: report_stage(ctx, done)}

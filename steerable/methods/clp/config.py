@@ -1,0 +1,129 @@
+"""The `method.*` keys of clp: the schema Hydra validates its conf/method option against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerable.config.schema import ConfigError, RecipeConfig
+
+
+@dataclass
+class ParetoEvalSettings:
+    """The weight grid every arm is evaluated on (the same for all methods), on held-out prompts."""
+
+    grid_step: float = 0.1  # simplex lattice step: m=2 gives w_1 in 0, 0.1, ..., 1
+    num_prompts: int = 16
+    max_new_tokens: int = 48
+    do_sample: bool = True  # temperature-1 samples (the on-policy view); false = greedy, for every arm alike
+    batch_size: int = 16
+    compare: list[str] = field(default_factory=list)  # other CLP / rewarded_soups runs to plot with this one
+    logit_mixing: bool = (
+        True  # for each rewarded_soups run, also its single-reward policies mixed in logit space
+    )
+
+
+@dataclass
+class PolicyGradientConfig(RecipeConfig):
+    """What every on-policy RL method here shares: REINFORCE with a leave-one-out baseline over k samples per
+    prompt, KL to the adapter-disabled reference, rewards z-scored with statistics frozen from reference samples."""
+
+    lr: float = 1e-4
+    batch_size: int = 4  # prompts per step
+    samples_per_prompt: int = 4  # k (RLOO)
+    kl_coef: float = 0.05  # alpha, the same for every arm
+    kl_in: str = "reward"  # reward: r - alpha * log-ratio | loss: a separate loss term
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    generation_batch_size: int = 32  # sampled rows per generate call
+    objectives: list[str] = field(
+        default_factory=list
+    )  # reward keys in order; empty = every source of `reward`
+    normalize: str = "zscore"  # zscore (frozen, from reference samples) | none
+    calibration_prompts: int = 32
+    eval: ParetoEvalSettings = field(default_factory=ParetoEvalSettings)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.samples_per_prompt < 2:
+            raise ConfigError("method.samples_per_prompt must be at least 2 (leave-one-out baseline)")
+        if self.kl_in not in ("reward", "loss"):
+            raise ConfigError(f"method.kl_in must be reward or loss, got {self.kl_in!r}")
+        if self.normalize not in ("zscore", "none"):
+            raise ConfigError(f"method.normalize must be zscore or none, got {self.normalize!r}")
+        if not 0 < self.eval.grid_step <= 1:
+            raise ConfigError(f"method.eval.grid_step must be in (0, 1], got {self.eval.grid_step}")
+
+
+@dataclass
+class CLPConfig(PolicyGradientConfig):
+    """CLP: one policy conditioned on reward weightings w sampled on the simplex during multi-objective RL."""
+
+    name: str = "clp"
+    variant: str = "attn"  # full | attn | logit | prompt
+    concentration: float = 1.0  # Dirichlet concentration of w (1 = uniform on the simplex)
+    weights_per: str = "example"  # example | batch (one w for the whole batch)
+    attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    output_module: str = "lm_head"
+
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.variant not in ("full", "attn", "logit", "prompt"):
+            raise ConfigError(f"method.variant must be full, attn, logit or prompt, got {self.variant!r}")
+        if self.weights_per not in ("example", "batch"):
+            raise ConfigError(f"method.weights_per must be example or batch, got {self.weights_per!r}")
+        if self.concentration <= 0:
+            raise ConfigError(f"method.concentration must be positive, got {self.concentration}")
+
+
+@dataclass
+class RLConfig(PolicyGradientConfig):
+    """Plain on-policy RL on one reward (or a fixed weighting of several): the RLHF baseline for SuperHF and the
+    single-objective endpoint for CLP, with the same trainer. `weights` empty = equal weights."""
+
+    name: str = "rl"
+    weights: list[float] = field(default_factory=list)
+
+
+
+@dataclass
+class RewardedSoupsConfig(PolicyGradientConfig):
+    """Rewarded Soups: one RL run per reward (same recipe, trainer.max_steps each), LoRA updates interpolated
+    with the weights at inference."""
+
+    name: str = "rewarded_soups"
+
+
+def objective_names(cfg: Any) -> list[str]:
+    """The reward keys a multi-objective run optimises, in order (`method.objectives`, else every source)."""
+    names = list(cfg.method.objectives) or list(cfg.reward)
+    missing = [n for n in names if n not in cfg.reward]
+    if missing:
+        raise ConfigError(
+            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
+        )
+    if not names:
+        raise ConfigError(
+            f"method={cfg.method.name} needs a reward source, e.g. reward=[checkpoint] reward.learned.path=<RM>"
+        )
+    if len(names) < 2 and cfg.method.name != "rl":
+        raise ConfigError(
+            f"method={cfg.method.name} needs at least two objectives, e.g. reward=[verbosity,positivity]"
+        )
+    return names
+
+
+def check(cfg: Any) -> None:
+    if {"calibrate", "train"} & set(cfg.method.stages):
+        objective_names(cfg)
+
+
+def check_rl(cfg: Any) -> None:
+    check(cfg)
+    weights, names = list(cfg.method.weights), objective_names(cfg)
+    if weights and (len(weights) != len(names) or min(weights) < 0 or abs(sum(weights) - 1) > 1e-6):
+        raise ConfigError(
+            f"method.weights={weights} must be {len(names)} non-negative numbers summing to 1 ({names})"
+        )

@@ -1,0 +1,156 @@
+"""The list of methods, found by walking `steerable.methods`: every package there that exports `SPEC` (or
+`SPECS`) is a method, and everything central is derived from those specs — Hydra's `method_schema_<name>`
+configs, the stages a run may select, the start-up checks, `steerable-eval` kinds and the policy loader that
+`steerable-generate` uses. Adding a method therefore touches only its own package, its conf/method file and
+its tests.
+
+Stage functions, evaluations and policy loaders are named as "module:attr" strings and imported only when
+used, so the CLIs import no training code until a run needs it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from steerable.config.schema import ConfigError
+
+PACKAGE = "steerable.methods"
+
+
+def resolve(target: str) -> Any:
+    """The object a "package.module:attr" string names."""
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a method. `run(ctx, done) -> summary` is a "module:function" target; `requires` names
+    the stages whose results it reads (they run first when this run has not finished them)."""
+
+    name: str
+    run: str
+    requires: tuple[str, ...] = ()
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A `steerable-eval eval=<kind>` entry owned by a method: `run(cfg: EvalConfig, out_dir, report) -> dict`.
+    `reads` says what the evaluated run must be: a trained "policy" or a "scorer" (reward/attribute model)."""
+
+    kind: str
+    run: str
+    reads: str = "policy"
+    doc: str = ""
+
+
+def no_check(cfg: Any) -> None:
+    """Methods without cross-group rules."""
+
+
+def needs_responses(cfg: Any) -> None:
+    """Methods that learn from replies cannot train on a prompts-only data set."""
+    if cfg.data.format == "prompts":
+        raise ConfigError(f"method={cfg.method.name} needs responses; data.format=prompts has none")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the rest of the project needs to know about a method.
+
+    - `config`: the method's dataclass (`method.*` keys), registered as `method_schema_<name>`.
+    - `stages`: in run order; `method.stages` selects from these (null = all).
+    - `check(cfg: TrainConfig)`: method x data x reward rules, run when the config is validated, before any
+      folder or model exists.
+    - `evaluation`: the method's own `steerable-eval` kind, if any (the generic kinds serve every policy).
+    - `policy`: "module:load" target, `load(run_dir) -> SteerablePolicy`; null = the run is not a policy
+      (reward and attribute models).
+    """
+
+    name: str
+    summary: str
+    config: type
+    stages: tuple[Stage, ...]
+    check: Callable[[Any], None] = no_check
+    evaluation: Evaluation | None = None
+    policy: str | None = "steerable.policies.plain:load_plain_policy"
+    paper: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]
+
+    def stage(self, name: str) -> Stage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+
+@functools.cache
+def specs() -> dict[str, MethodSpec]:
+    """Every method spec by name, in discovery order (packages sorted by name)."""
+    found: dict[str, MethodSpec] = {}
+    package = importlib.import_module(PACKAGE)
+    packages = sorted(i.name for i in pkgutil.iter_modules(package.__path__) if i.ispkg)
+    for name in packages:
+        module = importlib.import_module(f"{PACKAGE}.{name}")
+        declared = list(getattr(module, "SPECS", ())) + (
+            [module.SPEC] if hasattr(module, "SPEC") else []
+        )
+        for spec in declared:
+            if spec.name in found:
+                raise RuntimeError(f"method {spec.name!r} is declared twice ({module.__name__})")
+            found[spec.name] = spec
+    return found
+
+
+def spec_of(name: str) -> MethodSpec:
+    try:
+        return specs()[name]
+    except KeyError:
+        raise ConfigError(f"method={name} is not a method; methods: {sorted(specs())}") from None
+
+
+def check_stages(spec: MethodSpec, selected: list[str]) -> None:
+    bad = [s for s in selected if s not in spec.stage_names]
+    if bad or not selected:
+        raise ConfigError(
+            f"method.stages={list(selected)} is not valid for {spec.name}: {bad} unknown; "
+            f"allowed: {spec.stage_names}"
+        )
+
+
+def check_train_config(cfg: Any) -> Any:
+    """Fill `method.stages` (null = every stage) and run the method's own rules; returns `cfg`."""
+    spec = spec_of(cfg.method.name)
+    if cfg.method.stages is None:
+        cfg.method.stages = spec.stage_names
+    check_stages(spec, list(cfg.method.stages))
+    spec.check(cfg)
+    return cfg
+
+
+def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Callable[[Any], dict]]:
+    """The stages bound to a run context, as the pipeline runs them: name -> fn(done)."""
+
+    def bind(stage: Stage) -> Callable[[Any], dict]:
+        return lambda done: resolve(stage.run)(ctx, done)
+
+    return {stage.name: bind(stage) for stage in spec.stages}
+
+
+def evaluations() -> dict[str, Evaluation]:
+    """Method-owned `steerable-eval` kinds by name (several methods may share one, e.g. reward_accuracy)."""
+    kinds: dict[str, Evaluation] = {}
+    for spec in specs().values():
+        if spec.evaluation is not None:
+            kinds.setdefault(spec.evaluation.kind, spec.evaluation)
+    return kinds
