@@ -14,7 +14,7 @@ from steerable.methods.dpo.pairs import PairCollator, PairStats, TokenizedPair, 
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.methods.sft.stages import fitting_prompts
 from steerable.pipeline import StageResults
-from steerable.report import Report
+from steerable.report import Report, format_number
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def setup_rows(ctx: RunContext, train: dict) -> dict[str, object]:
 
 def training_rows(train: dict) -> dict[str, object]:
     def pair(key: str, after: str | None = None) -> str:
-        return f"{train.get(key)} -> {train.get(after or key)}"
+        return f"{format_number(train.get(key))} -> {format_number(train.get(after or key))}"
 
     return {
         "optimizer steps": train.get("steps"),
