@@ -25,12 +25,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from steerable.backbone.adapters import add_adapter, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
-from steerable.config.schema import LoraConfig, ModelConfig, ModelSource, PCMConfig
+from steerable.config.schema import LoraConfig, ModelConfig, ModelSource
 from steerable.data.demo import demo_prompts
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.hf import end_token_ids, left_pad, render_prompt
 from steerable.generation.logprobs import position_ids_from_mask
 from steerable.generation.mixture import MixtureSampler, mix_log_probs
+from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.stages import build_controller, controller_prefix
 from steerable.report import markdown_table
 
