@@ -107,6 +107,10 @@ def _finish_wandb() -> None:
 
 def main() -> None:
     setup_hydra()
+    if {"--help", "-h"} & set(sys.argv[1:]):
+        from steerable.methods.registry import describe
+
+        print(describe() + "\n")
     check_resume_argument(sys.argv[1:])
     check_composition("train", sys.argv[1:])
     _main()

@@ -154,3 +154,15 @@ def evaluations() -> dict[str, Evaluation]:
         if spec.evaluation is not None:
             kinds.setdefault(spec.evaluation.kind, spec.evaluation)
     return kinds
+
+
+def describe() -> str:
+    """The methods for `steerable-train --help`: name, what it does, and its stages with what each needs."""
+    lines = ["== Methods (method=NAME; method.stages=[...] picks stages, default all) =="]
+    for spec in specs().values():
+        lines.append(f"  {spec.name:<16} {spec.summary}")
+        for stage in spec.stages:
+            needs = f" (needs {', '.join(stage.requires)})" if stage.requires else ""
+            doc = f": {stage.doc}" if stage.doc else ""
+            lines.append(f"      {stage.name}{needs}{doc}")
+    return "\n".join(lines)
