@@ -1,4 +1,7 @@
-"""Scoring models on the shared backbone: a Bradley–Terry reward model and SteerLM's attribute prediction model."""
+"""Scoring models on the shared backbone: a Bradley–Terry reward model and SteerLM's attribute prediction model.
+Both train one head and share the evaluate stage and the `reward_accuracy` eval kind; neither is a policy."""
+
+from dataclasses import replace
 
 from steerable.methods.registry import Evaluation, MethodSpec, Stage
 from steerable.methods.reward_models.config import (
@@ -8,38 +11,32 @@ from steerable.methods.reward_models.config import (
     check_reward_model,
 )
 
-_STAGES = "steerable.methods.reward_models.stages"
+_S = "steerable.methods.reward_models"
 _ACCURACY = Evaluation(
     "reward_accuracy",
-    "steerable.methods.reward_models.evaluate:eval_reward_accuracy",
+    f"{_S}.evaluate:eval_reward_accuracy",
     reads="scorer",
     doc="pairwise accuracy (reward model) or per-attribute error and correlation (attribute model)",
 )
-
-SPECS = [
-    MethodSpec(
-        name="reward_model",
-        summary="Bradley-Terry reward model on preference pairs",
-        config=RewardModelConfig,
-        stages=(
-            Stage("train", f"{_STAGES}:train_reward_model_stage"),
-            Stage("evaluate", f"{_STAGES}:evaluate_stage", ("train",)),
-        ),
-        check=check_reward_model,
-        evaluation=_ACCURACY,
-        policy=None,
+REWARD_MODEL = MethodSpec(
+    name="reward_model",
+    summary="Bradley-Terry reward model on preference pairs",
+    config=RewardModelConfig,
+    stages=(
+        Stage("train", f"{_S}.stages:train_reward_model_stage"),
+        Stage("evaluate", f"{_S}.stages:evaluate_stage", ("train",)),
     ),
-    MethodSpec(
-        name="attribute_model",
-        summary="SteerLM attribute prediction model (one regression output per attribute)",
-        config=AttributeModelConfig,
-        stages=(
-            Stage("train", f"{_STAGES}:train_attribute_model_stage"),
-            Stage("evaluate", f"{_STAGES}:evaluate_stage", ("train",)),
-        ),
-        check=check_attribute_model,
-        evaluation=_ACCURACY,
-        policy=None,
-        paper="Dong et al. 2023, SteerLM",
-    ),
-]
+    check=check_reward_model,
+    evaluation=_ACCURACY,
+    policy=None,
+)
+ATTRIBUTE_MODEL = replace(
+    REWARD_MODEL,
+    name="attribute_model",
+    summary="SteerLM attribute prediction model (one regression output per attribute)",
+    config=AttributeModelConfig,
+    stages=(Stage("train", f"{_S}.stages:train_attribute_model_stage"), REWARD_MODEL.stages[1]),
+    check=check_attribute_model,
+    paper="Dong et al. 2023, SteerLM",
+)
+SPECS = [REWARD_MODEL, ATTRIBUTE_MODEL]
