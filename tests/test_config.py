@@ -16,6 +16,7 @@ GROUPS = ["method", "model", "data", "hardware", "logger", "debug"]
 NEEDS = {  # options that require a value the user must give
     ("model", "hf"): ["model.name_or_path=some/model"],
     ("method", "reward_model"): ["data=hh-rlhf"],
+    ("method", "dpo"): ["data=hh-rlhf"],
     ("data", "jsonl"): ["data.path=x.jsonl"],
     ("method", "pcm"): ["reward=[verbosity,positivity]"],
     ("method", "clp"): ["reward=[verbosity,positivity]"],

@@ -298,7 +298,7 @@ class ReportConfig:
 class TrainConfig:
     task_name: str = MISSING
     seed: int = 1234
-    resume: str | None = None  # null | auto | a run folder
+    resume: str | None = None  # null | auto (the last unfinished run of this task) | a run folder
     output_root: str = "outputs"
     method: Any = MISSING
     model: ModelConfig = MISSING

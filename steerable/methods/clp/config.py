@@ -17,10 +17,10 @@ class ParetoEvalSettings:
     max_new_tokens: int = 48
     do_sample: bool = True  # temperature-1 samples (the on-policy view); false = greedy, for every arm alike
     batch_size: int = 16
-    compare: list[str] = field(default_factory=list)  # other CLP / rewarded_soups runs to plot with this one
-    logit_mixing: bool = (
-        True  # for each rewarded_soups run, also its single-reward policies mixed in logit space
-    )
+    # other clp / rewarded_soups runs, evaluated on the same grid and plotted with this one
+    compare: list[str] = field(default_factory=list)
+    # each rewarded_soups run also as zero-shot logit mixing of its single-reward policies
+    logit_mixing: bool = True
 
 
 @dataclass
@@ -30,16 +30,14 @@ class PolicyGradientConfig(RecipeConfig):
 
     lr: float = 1e-4
     batch_size: int = 4  # prompts per step
-    samples_per_prompt: int = 4  # k (RLOO)
+    samples_per_prompt: int = 4  # k, for the leave-one-out (RLOO) baseline
     kl_coef: float = 0.05  # alpha, the same for every arm
     kl_in: str = "reward"  # reward: r - alpha * log-ratio | loss: a separate loss term
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 48
     generation_batch_size: int = 32  # sampled rows per generate call
-    objectives: list[str] = field(
-        default_factory=list
-    )  # reward keys in order; empty = every source of `reward`
+    objectives: list[str] = field(default_factory=list)  # reward keys in order; empty = every source of `reward`
     normalize: str = "zscore"  # zscore (frozen, from reference samples) | none
     calibration_prompts: int = 32
     eval: ParetoEvalSettings = field(default_factory=ParetoEvalSettings)
@@ -62,7 +60,7 @@ class CLPConfig(PolicyGradientConfig):
 
     name: str = "clp"
     variant: str = "attn"  # full | attn | logit | prompt
-    concentration: float = 1.0  # Dirichlet concentration of w (1 = uniform on the simplex)
+    concentration: float = 1.0  # Dirichlet concentration of w (Dirichlet(1) = uniform on the simplex)
     weights_per: str = "example"  # example | batch (one w for the whole batch)
     attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     output_module: str = "lm_head"
@@ -84,7 +82,7 @@ class RLConfig(PolicyGradientConfig):
     single-objective endpoint for CLP, with the same trainer. `weights` empty = equal weights."""
 
     name: str = "rl"
-    weights: list[float] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)  # a fixed weighting of the objectives; empty = equal
 
 
 

@@ -23,7 +23,7 @@ class PCMConfig(RecipeConfig):
     attribute, higher = the high side) and a label of the data (to pick each side's expert training data)."""
 
     name: str = "pcm"
-    dimensions: list[str] = field(
+    dimensions: list[str] = field(  # name:low_side:high_side
         default_factory=lambda: ["verbosity:concise:detailed", "positivity:unfriendly:friendly"]
     )
     experts: str | None = None  # a pcm run folder whose experts to reuse

@@ -20,7 +20,8 @@ class BootstrapConfig:
     top_k: int = 50  # the paper's sampling (Eq. 3)
     temperature: float = 1.0
     max_new_tokens: int = 128
-    condition: list[str] = field(default_factory=lambda: ["quality:4"])  # "name:value" items: high quality
+    # "name:value" items to request: high quality (the paper's quality == max)
+    condition: list[str] = field(default_factory=lambda: ["quality:4"])
     max_steps: int | None = None  # null = trainer.max_steps
     lr: float | None = None  # null = method.lr
 
@@ -43,7 +44,7 @@ class SteerLM2Config:
     condition: list[str] = field(default_factory=lambda: ["quality:4"])  # requested a: high-quality combos
     iterations: int = 2  # resample from the updated policy between iterations
     epochs: int = 2
-    lr: float = 1.0e-7
+    lr: float = 1.0e-7  # the paper's constant lr (for a 70B model; small models need more)
     groups_per_step: int = 2  # (prompt, attributes) groups per optimizer step; a group never splits
     concentration: float = 24.0  # alpha + beta of the Beta read of the attribute model's prediction
 
@@ -82,8 +83,11 @@ class SteerLMConfig(RecipeConfig):
     name: str = "steerlm"
     # bootstrap and steerlm2 are opt-in (slow); null would run every stage
     stages: list[str] | None = field(default_factory=lambda: ["apm", "annotate", "acsft", "baseline", "eval"])
-    preset: str = "auto"  # auto (by data set) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
-    attributes: list[str] = field(default_factory=list)  # explicit names in label order; wins over preset
+    # auto (by data set: oasst1 -> quality, toxicity, humor, creativity; helpsteer2 -> the 5 HelpSteer ones;
+    # demo -> verbosity, positivity) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
+    preset: str = "auto"
+    # explicit names in label order, e.g. [quality,humor]; wins over the preset
+    attributes: list[str] = field(default_factory=list)
     value_range: list[int] = field(default_factory=lambda: [0, 4])
     label_start: str = "<extra_id_2>"  # NeMo's marker before the label string, written as plain text
     labels: str = "apm"  # apm (annotate with the attribute model, the paper) | human (the data's own labels)

@@ -29,7 +29,7 @@ class SuperHFConfig(RecipeConfig):
 
     name: str = "superhf"
     lr: float = 2e-5
-    warmup_steps: int = 4
+    warmup_steps: int = 4  # superbatches (32 in the paper's 5,000-superbatch runs)
     batch_size: int = 2  # kept completions per optimizer step (the paper's minibatch_size_finetuning)
     reward: str | None = None  # train reward: a reward/attribute model run folder, or a key of `reward`
     gold_reward: str | None = None  # held-out judge, trained on the other half of the pairs (same forms)
