@@ -122,11 +122,17 @@ def test_label_masks_cover_exactly_the_replies(tiny) -> None:
     assert tok.decode(batch["input_ids"][2][batch["labels"][2] != IGNORE_INDEX]).startswith("No.")
 
 
-def test_pairs_without_reply_tokens_are_dropped(tiny) -> None:
+def test_pairs_without_reply_tokens_or_without_a_difference_are_dropped(tiny) -> None:
     _, tok = tiny
-    long_context = _pair("word " * 200, "yes", "no")
-    kept, stats = tokenize_pairs(tok, [long_context, PAIRS[0]], 64, "truncate", end_of_turn_id(tok))
-    assert len(kept) == 1 and stats.dropped == 1 and stats.kept == 1
+    no_reply = _pair("word " * 200, "yes", "no")  # the context alone fills max_length
+    same_start = _pair("Hi", "Sure thing " * 20 + "yes", "Sure thing " * 20 + "no")  # cut before they differ
+    equal = _pair("Hi", "same", "same")
+    pairs = [no_reply, same_start, equal, PAIRS[0]]
+    kept, stats = tokenize_pairs(tok, pairs, 64, "truncate", end_of_turn_id(tok))
+    assert (len(kept), stats.kept, stats.dropped, stats.identical) == (1, 1, 1, 2)
+    assert kept[0].chosen.input_ids != kept[0].rejected.input_ids
+    kept, stats = tokenize_pairs(tok, pairs, 2000, "truncate", end_of_turn_id(tok))
+    assert (stats.kept, stats.dropped, stats.identical, stats.truncated) == (3, 0, 1, 0)
 
 
 def test_jsonl_pair_rows_in_three_layouts_and_errors_name_the_field() -> None:
@@ -166,6 +172,21 @@ def test_helpsteer_replies_to_one_prompt_pair_by_helpfulness_and_ties_are_skippe
     ]
     pairs = helpsteer_pairs(load_helpsteer2(rows, "hs2"))
     assert [(p.context[-1].content, p.chosen, p.rejected) for p in pairs] == [("P1", "strong", "weak")]
+
+
+@pytest.mark.shared_data
+def test_the_helpsteer2_fixture_pairs_replies_without_splitting_a_prompt() -> None:
+    from steerable.methods.dpo.pairs import split_pairs
+    from tests.conftest import shared_file
+
+    path = shared_file("helpsteer2-fixture/test-rm.jsonl")
+    data = DataConfig(name="helpsteer2", format="helpsteer2", path=str(path), val_fraction=0.2)
+    train, val = split_pairs(data)
+    assert train and val
+    assert not {p.prompt_messages[-1]["content"] for p in train} & {
+        p.prompt_messages[-1]["content"] for p in val
+    }
+    assert all(p.chosen != p.rejected for p in train + val)
 
 
 # -------------------------------------------------------------------------------------------- reference
@@ -336,3 +357,24 @@ def test_train_and_report_write_the_run_folder(tmp_path) -> None:
     assert json.loads((run_dir / "stages" / "train.json").read_text())["heldout_pairs"] == 3
     metrics = (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert "train/rewards/margins" in metrics and "val/rewards/accuracy" in metrics
+
+
+def test_the_train_cli_dispatches_method_dpo(tmp_path) -> None:
+    from tests.test_cli import cli
+
+    data = write_hh_pairs(tmp_path / "hh.jsonl")
+    args = [
+        "method=dpo",
+        "model=tiny",
+        "data=hh-rlhf",
+        f"data.path={data}",
+        "trainer.max_steps=3",
+        "logger=csv",
+    ]
+    args += ["hardware=cpu", "report.num_samples=1", "report.max_new_tokens=4", f"output_root={tmp_path}"]
+    result = cli("train", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = list((tmp_path / "dpo").iterdir())
+    assert (run_dir / "checkpoints" / "final" / "adapter_model.safetensors").is_file()
+    assert "## Sample generations" in (run_dir / "report.md").read_text()
+    assert json.loads((run_dir / "stages" / "train.json").read_text())["steps"] == 3

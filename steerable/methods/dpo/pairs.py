@@ -12,11 +12,15 @@ Where pairs come from, by `data.format`:
   `Conversation.group`) are paired, the more helpful one chosen. Equal helpfulness says nothing about
   preference, so ties are skipped; a prompt with n replies gives every untied pair of them. The split is
   made on prompts before pairing, so no prompt has pairs on both sides.
+
+Tokenizing keeps a pair only when both sides keep reply tokens under `data.max_length` and they differ:
+with long contexts both replies are often cut before they diverge, and such a pair has no signal.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,8 @@ from steerable.data.tokenize import (
     tokenize_conversation,
 )
 from steerable.methods.dpo.config import data_format
+
+log = logging.getLogger(__name__)
 
 HELPSTEER_PREFERENCE = "helpfulness"
 
@@ -159,6 +165,9 @@ class PairStats:
     kept: int = 0
     truncated: int = 0  # pairs with at least one side cut to data.max_length
     dropped: int = 0  # a side too long under too_long=drop, or cut before its reply started
+    # Both sides the same tokens (equal replies, or replies cut at max_length before they differ): such a
+    # pair has h = 0 whatever the weights, so it gives no gradient and would only dilute means and accuracy.
+    identical: int = 0
 
 
 def tokenize_pair(tokenizer: Any, pair: PreferencePair, eot_id: int, limit: int) -> TokenizedPair:
@@ -180,9 +189,24 @@ def tokenize_pairs(
         if fitted[0] is None or fitted[1] is None:
             stats.dropped += 1
             continue
+        if fitted[0].input_ids == fitted[1].input_ids:
+            stats.identical += 1
+            continue
         stats.kept += 1
         stats.truncated += int(side_stats.truncated > 0)
         kept.append(TokenizedPair(fitted[0], fitted[1]))
+    if stats.dropped or stats.identical:
+        log.warning(
+            "%d of %d pairs left out at data.max_length=%d: %d without reply tokens or too long (too_long=%s), "
+            "%d identical once truncated; %d of the kept pairs are truncated",
+            stats.dropped + stats.identical,
+            len(pairs),
+            max_length,
+            stats.dropped,
+            policy,
+            stats.identical,
+            stats.truncated,
+        )
     return kept, stats
 
 

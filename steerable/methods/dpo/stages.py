@@ -31,8 +31,8 @@ def tokenized_split(
     val, _ = tokenize_pairs(tokenizer, val_pairs, data.max_length, policy, eot)
     if not train:
         raise ValueError(
-            f"no training pairs left from data={data.name} ({len(train_pairs)} read, {stats.dropped} dropped "
-            f"by the length policy at data.max_length={data.max_length})"
+            f"no training pairs left from data={data.name}: {len(train_pairs)} read, {stats.dropped} without reply "
+            f"tokens and {stats.identical} identical at data.max_length={data.max_length}"
         )
     return train, val, stats
 
@@ -56,6 +56,7 @@ def train_stage(ctx: RunContext, done: StageResults) -> dict:
         "val_pairs": len(val),
         "truncated": stats.truncated,
         "dropped": stats.dropped,
+        "identical": stats.identical,
     }
     trained, _ = ctx.trained_model()  # every rank: after a sharded fit this waits for rank 0's save
     if fit.is_global_zero and val:
@@ -156,7 +157,8 @@ def training_rows(train: dict) -> dict[str, object]:
     return {
         "optimizer steps": train.get("steps"),
         "train pairs / held-out pairs": f"{train.get('train_pairs')} / {train.get('val_pairs')}",
-        "truncated / dropped pairs (length policy)": f"{train.get('truncated')} / {train.get('dropped')}",
+        "truncated / dropped / identical pairs": f"{train.get('truncated')} / {train.get('dropped')} / "
+        f"{train.get('identical')}",
         "held-out DPO loss before -> after": pair("val_loss_before", "val_loss"),
         "last train loss": train.get("train_loss"),
         "held-out implicit reward accuracy (after)": train.get("heldout_reward_accuracy"),
