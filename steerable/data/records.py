@@ -76,6 +76,32 @@ class PromptRecord:
         return self.messages[-1]["content"]
 
 
+Messages = list[dict[str, str]]
+
+
+def as_messages(record: Conversation | PreferencePair) -> Messages:
+    """The conversation a record teaches: a conversation as is, or a pair's context plus its chosen reply."""
+    if isinstance(record, Conversation):
+        return record.messages
+    if isinstance(record, PreferencePair):
+        return [*record.prompt_messages, {"role": "assistant", "content": record.chosen}]
+    raise TypeError(f"SFT cannot train on {type(record).__name__} records")
+
+
+def prompt_of(record: Conversation | PreferencePair | PromptRecord) -> Messages:
+    """The context before the last assistant reply: what a held-out sample is generated from."""
+    if isinstance(record, PromptRecord):
+        return record.messages
+    messages = as_messages(record)
+    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    return messages[:last]
+
+
+def user_text(messages: list[dict]) -> str:
+    """The last user message: what text rewards score a reply against."""
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
 class DataFormatError(UserError, ValueError):
     """Malformed input; the message says file, line and field."""
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from steerable.config.schema import DataConfig
 from steerable.errors import UserError
 
 IGNORE_INDEX = -100
@@ -179,6 +180,29 @@ def tokenize_dataset(
             stats.dropped_no_target,
         )
     return kept, stats
+
+
+@dataclass
+class TokenizedSet:
+    """Loss-masked examples and what the length policy did to get them."""
+
+    examples: list[TokenizedExample]
+    stats: LengthPolicyStats
+
+
+def tokenize_messages(
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Sequence[dict]],
+    data: DataConfig,
+    end_of_turn: str | None = None,
+    no_loss_prefixes: Sequence[dict[int, str]] | None = None,
+) -> TokenizedSet:
+    """`tokenize_dataset` under a data config's length policy (data.max_length, data.too_long)."""
+    eot = end_of_turn_id(tokenizer, end_of_turn)
+    examples, stats = tokenize_dataset(
+        tokenizer, conversations, data.max_length, data.too_long.value, eot, no_loss_prefixes
+    )
+    return TokenizedSet(examples, stats)
 
 
 class PaddingCollator:

@@ -14,12 +14,12 @@ import torch
 from steerable.backbone.adapters import reference_policy
 from steerable.config.schema import ConfigError, DataConfig, EvalConfig
 from steerable.data.loaders import load_records, split_records
+from steerable.data.records import prompt_of
 from steerable.evaluation.meteor import mean_pairwise_meteor, wordnet_available
 from steerable.evaluation.metrics import paired_bootstrap_ci, reward_accuracy, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import load_policy, run_config
-from steerable.methods.sft.stages import prompt_of
 from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.scoring_model import load_scorer, scorer_dir

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from steerable.backbone.adapters import reference_policy
+from steerable.data.records import user_text
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.hf import RowContext, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
@@ -50,10 +51,6 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
         raise ValueError("the leave-one-out baseline needs at least 2 samples per prompt")
     others = (rewards.sum(dim=1, keepdim=True) - rewards) / (k - 1)
     return rewards - others
-
-
-def user_text(messages: list[dict]) -> str:
-    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
 @dataclass

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import count_parameters, reference_policy
+from steerable.data.records import user_text
 from steerable.evaluation.metrics import hypervolume, spearman, steerability
 from steerable.evaluation.plots import plot_pareto
 from steerable.generation import HFSampler
@@ -22,10 +23,10 @@ from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.clp.config import ParetoEvalSettings, PolicyGradientConfig
-from steerable.methods.clp.stages import FrozenRewards, load_steerable_policy, sampling
+from steerable.methods.clp.policy import load_steerable_policy
+from steerable.methods.clp.stages import FrozenRewards, sampling
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic
-from steerable.training.policy_gradient import user_text
 
 
 def weight_grid(num_objectives: int, step: float) -> torch.Tensor:

@@ -1,22 +1,22 @@
 """Stages shared by CLP and Rewarded Soups: calibrate (freeze reward statistics from reference samples), train
-(the policy-gradient trainer with the method's conditioning), and loading a trained multi-objective policy."""
+(the policy-gradient trainer with the method's conditioning); the trained policy loads through policy.py."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
-from steerable.backbone.mixing import AdapterMixer
-from steerable.config.schema import ConfigError, DataConfig, ModelConfig
-from steerable.data.loaders import load_records, split_records
+from steerable.config.schema import ConfigError, DataConfig
+from steerable.data.prompts import ALL, prompt_sets
+from steerable.data.records import Messages, user_text
 from steerable.generation import GenerationSettings, HFSampler
-from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_model_config, sub_context
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.clp.conditioning import (
     SHARED,
     ParameterConditioning,
@@ -28,11 +28,10 @@ from steerable.methods.clp.conditioning import (
 )
 from steerable.methods.clp.config import PolicyGradientConfig, objective_names
 from steerable.methods.fitting import fit_module, optim_settings
-from steerable.methods.sft.stages import fitting_prompts
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
-from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule, user_text
+from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule
 from steerable.training.sampler import ResumableSampler, as_list, make_loader
 
 CALIBRATION = "calibration.json"
@@ -71,15 +70,11 @@ def load_rewards(rewards: dict, calibration: dict) -> FrozenRewards:
 
 
 def prompt_split(
-    m: PolicyGradientConfig, data: DataConfig, tokenizer
-) -> tuple[list[list[dict]], list[list[dict]]]:
-    """Distinct training and held-out prompts with room for max_new_tokens within data.max_length."""
-    train, val = split_records(load_records(data), data)
+    m: PolicyGradientConfig, data: DataConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[Messages], list[Messages]]:
+    """Every fitting training prompt; the held-out split, else the training prompts, for evaluation."""
     budget = data.max_length - m.max_new_tokens
-    train_prompts = fitting_prompts(train, tokenizer, budget, len(train))
-    if not train_prompts:
-        raise ConfigError(f"no prompt of data={data.name} fits in {budget} tokens")
-    return train_prompts, fitting_prompts(val, tokenizer, budget, len(val)) or train_prompts
+    return prompt_sets(data, tokenizer, budget, held_out_fallback=ALL, required=True)
 
 
 def sampling(
@@ -262,32 +257,3 @@ def rl_train_stage(ctx: RunContext, done) -> dict:
         {"trained_on": names, "weights": weights.tolist()},
     )
     return {**summary, "objectives": names, "weights": weights.tolist()}
-
-
-# -------------------------------------------------------------------------------------------- loading
-
-
-def load_steerable_policy(run_dir: Path) -> tuple[PeftModel, Any, Any, dict]:
-    """A CLP or Rewarded Soups run's policy with its conditioning (weights -> adapters or prompt) and metadata."""
-    final = Path(run_dir) / FINAL_MODEL_DIR
-    meta_file = final / "steerable.json"
-    if not meta_file.is_file():
-        raise FileNotFoundError(
-            f"{run_dir} has no trained policy at {FINAL_MODEL_DIR}/ (did training finish?)"
-        )
-    meta = json.loads(meta_file.read_text())
-    if "objectives" not in meta or "adapters" not in meta:
-        raise ValueError(f"{run_dir} is not a CLP or rewarded_soups run (no objectives in {meta_file})")
-    cfg: ModelConfig = run_model_config(run_dir)
-    tokenizer = load_tokenizer(cfg)
-    first, *rest = meta["adapters"]
-    model = PeftModel.from_pretrained(load_base_model(cfg, tokenizer), str(final / first), adapter_name=first)
-    for name in rest:
-        model.load_adapter(str(final / name), adapter_name=name)
-    model.eval()
-    if meta["conditioned"]:
-        conditioning: Any = ParameterConditioning(AdapterMixer(model, meta["conditioned"]))
-    else:
-        model.base_model.set_adapter(meta["adapters"])
-        conditioning = PromptConditioning(meta["objectives"])
-    return model, tokenizer, conditioning, meta

@@ -15,16 +15,17 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import reference_policy
+from steerable.data.records import user_text
 from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_series
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.mixture import MixtureSampler
+from steerable.methods.pcm.policy import controller_prefix, controller_weights
 from steerable.methods.pcm.preferences import Dimension, active, combinations, describe, side_sign, sides
-from steerable.methods.pcm.stages import controller_prefix, controller_weights, prompted
+from steerable.methods.pcm.stages import prompted
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
-from steerable.training.policy_gradient import user_text
 
 
 def uniform_weights(items, dims: list[Dimension]) -> torch.Tensor:

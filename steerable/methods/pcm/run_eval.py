@@ -83,8 +83,8 @@ def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
 
     from steerable.config.schema import DataConfig
     from steerable.data.loaders import load_records, split_records
+    from steerable.data.prompts import fitting_prompts
     from steerable.methods.base import run_config
-    from steerable.methods.sft.stages import fitting_prompts
 
     run = Path(cfg.run)
     if not is_pcm_run(run):

@@ -11,15 +11,16 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from safetensors.torch import load_file, save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from safetensors.torch import save_file
+from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import atomic_directory, reference_policy, save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
-from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
-from steerable.data.records import Conversation
+from steerable.data.prompts import prompt_sets
+from steerable.data.records import Conversation, Messages, user_text
+from steerable.data.tokenize import tokenize_messages
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
@@ -31,6 +32,14 @@ from steerable.methods.pcm.controller import (
     mixture_log_likelihood,
     rebel_loss,
 )
+from steerable.methods.pcm.policy import (
+    CONTROLLER_DIR,
+    build_controller,
+    controller_prefix,
+    controller_weights,
+    load_experts,
+    right_pad,
+)
 from steerable.methods.pcm.preferences import (
     Dimension,
     active,
@@ -40,15 +49,14 @@ from steerable.methods.pcm.preferences import (
     side_sign,
     sides,
 )
-from steerable.methods.sft.stages import fit_sft, fitting_prompts, tokenize_messages
+from steerable.methods.sft.stages import fit_sft
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
 from steerable.training.lm_module import CausalLMModule, OptimSettings
-from steerable.training.policy_gradient import user_text
 from steerable.training.sampler import ResumableSampler, as_list, make_loader
 
 EXPERTS_DIR = "experts/final"
-CONTROLLER_DIR = "controller"
+PREFERENCE_ROOM = 16  # prompt tokens kept free for the preference description
 
 # --------------------------------------------------------------------------------------------- experts
 
@@ -90,7 +98,9 @@ def experts_stage(ctx: RunContext, done) -> dict:
                 wrap_lora(load_base_model(cfg.model, tokenizer), cfg.model.lora, side),
                 tokenizer,
             )
-            encode = lambda rs, s=sub: tokenize_messages(s, tokenizer, [r.messages for r in rs])  # noqa: E731
+            encode = lambda rs: tokenize_messages(  # noqa: E731
+                tokenizer, [r.messages for r in rs], cfg.data, cfg.model.end_of_turn
+            )
             summaries[side] = fit_sft(sub, encode(records), encode(held_out), metadata={"side": side})
     model = combined_experts(ctx.run_dir, dims, cfg.model, tokenizer)
     meta = {"method": "pcm", "sides": sides(dims), "dimensions": list(m.dimensions)}
@@ -109,41 +119,7 @@ def combined_experts(run_dir: Path, dims: list[Dimension], model_cfg, tokenizer)
     return model
 
 
-def load_experts(path: Path, model_cfg) -> tuple[PeftModel, Any, AdapterMixer]:
-    meta = json.loads((Path(path) / "steerable.json").read_text())
-    tokenizer = load_tokenizer(model_cfg)
-    first, *rest = meta["sides"]
-    model = PeftModel.from_pretrained(
-        load_base_model(model_cfg, tokenizer), str(Path(path) / first), adapter_name=first
-    )
-    for side in rest:
-        model.load_adapter(str(Path(path) / side), adapter_name=side)
-    model.eval()
-    return model, tokenizer, AdapterMixer(model, meta["sides"])
-
-
 # ------------------------------------------------------------------------------------------ controller
-
-
-def build_controller(m: PCMConfig, model_cfg, tokenizer, num_experts: int, seed: int) -> PreferenceController:
-    """`small`: a random-init 2-layer Llama on the experts' tokenizer (positions align); `base`: base + LoRA."""
-    if m.controller == "base":
-        backbone = wrap_lora(load_base_model(model_cfg, tokenizer), model_cfg.lora)
-    else:
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=m.controller_hidden,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            intermediate_size=2 * m.controller_hidden,
-            tie_word_embeddings=True,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            backbone = LlamaForCausalLM(config)
-    return PreferenceController(backbone, num_experts)
 
 
 def save_controller(controller: PreferenceController, folder: Path, info: dict) -> None:
@@ -151,48 +127,6 @@ def save_controller(controller: PreferenceController, folder: Path, info: dict) 
     with atomic_directory(folder) as tmp:
         save_file(trainable, str(tmp / "controller.safetensors"))
         (tmp / "controller.json").write_text(json.dumps(info, indent=2))
-
-
-def load_controller(folder: Path, m: PCMConfig, model_cfg, tokenizer) -> PreferenceController:
-    info = json.loads((Path(folder) / "controller.json").read_text())
-    controller = build_controller(m, model_cfg, tokenizer, info["num_experts"], info["seed"])
-    controller.load_state_dict(load_file(str(Path(folder) / "controller.safetensors")), strict=False)
-    return controller.eval()
-
-
-def controller_prefix(tokenizer, prompt: list[dict], preference: tuple[str, ...]) -> list[int]:
-    messages = [
-        {"role": "system", "content": describe(preference)},
-        *[x for x in prompt if x["role"] != "system"],
-    ]
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-
-def controller_weights(controller, tokenizer, items, dims, device="cpu"):
-    """A MixtureSampler weight function: the controller on [description; prompt; tokens so far], masked to the
-    preference's experts; `items[i]` = (prompt, preference) of prompt index i."""
-    masks = torch.stack([active(pref, dims) for _, pref in items])
-    prefixes = [controller_prefix(tokenizer, prompt, pref) for prompt, pref in items]
-
-    def weights(indices: list[int], generated: torch.Tensor) -> torch.Tensor:
-        rows = [prefixes[i] + generated[k].tolist() for k, i in enumerate(indices)]
-        ids, mask = _right_pad(rows, tokenizer.pad_token_id)
-        with torch.no_grad():
-            log_alpha = controller(ids.to(device), mask.to(device), masks[indices].to(device))
-        last = mask.sum(1) - 1
-        return log_alpha[torch.arange(len(rows)), last].exp()
-
-    return weights
-
-
-def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-    return ids, mask
 
 
 # ------------------------------------------------------------------------------------------- rewards
@@ -309,7 +243,7 @@ class PCMModule(CausalLMModule):
             prefix = controller_prefix(self.tokenizer, prompt, pref)
             starts.append(len(prefix))
             rows.append(prefix + s.token_ids)
-        ids, mask = _right_pad(rows, self.tokenizer.pad_token_id)
+        ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
         response = torch.zeros_like(mask)
         experts_lp = torch.zeros(*ids.shape, len(self.mixer.names))
         for k, (start, s) in enumerate(zip(starts, samples, strict=True)):
@@ -328,13 +262,10 @@ class PCMModule(CausalLMModule):
         """Sampling dominates; no token throughput is logged."""
 
 
-def pcm_prompts(ctx: RunContext, tokenizer) -> tuple[list, list]:
-    cfg, m = ctx.cfg, ctx.cfg.method
-    train, val = split_records(load_records(cfg.data), cfg.data)
-    budget = cfg.data.max_length - m.max_new_tokens - 16  # room for the preference line
-    return fitting_prompts(train, tokenizer, budget, len(train)), fitting_prompts(
-        val, tokenizer, budget, len(val)
-    )
+def pcm_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Messages], list[Messages]]:
+    """Training and held-out prompts with room for the reply and the preference line (no fallback)."""
+    cfg = ctx.cfg
+    return prompt_sets(cfg.data, tokenizer, cfg.data.max_length - cfg.method.max_new_tokens - PREFERENCE_ROOM)
 
 
 def rounds_context(ctx: RunContext, epochs: int) -> RunContext:

@@ -5,24 +5,17 @@ SteerLM's attribute-conditioned SFT and SuperHF's FeedME baseline reuse this rec
 
 from __future__ import annotations
 
-import itertools
 import logging
-from dataclasses import dataclass
 
 from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import reference_policy, save_model
 from steerable.data.loaders import load_records, split_records
-from steerable.data.records import Conversation, PreferencePair, PromptRecord
-from steerable.data.tokenize import (
-    LengthPolicyStats,
-    PaddingCollator,
-    TokenizedExample,
-    end_of_turn_id,
-    tokenize_dataset,
-    tokenize_prompt,
-)
+from steerable.data.prompts import ALL, fitting_prompts, prompt_sets
+from steerable.data.records import Messages, as_messages
+from steerable.data.tokenize import PaddingCollator, TokenizedSet, tokenize_messages
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
@@ -31,48 +24,18 @@ from steerable.training.lm_module import CausalLMModule
 
 log = logging.getLogger(__name__)
 
-
-def as_messages(record: Conversation | PreferencePair) -> list[dict[str, str]]:
-    """SFT target of a record: a conversation as is, or a preference pair's context plus its chosen reply."""
-    if isinstance(record, Conversation):
-        return record.messages
-    if isinstance(record, PreferencePair):
-        return [*record.prompt_messages, {"role": "assistant", "content": record.chosen}]
-    raise TypeError(f"SFT cannot train on {type(record).__name__} records")
-
-
-def prompt_of(record: Conversation | PreferencePair | PromptRecord) -> list[dict[str, str]]:
-    """The context before the last assistant reply: what a held-out sample is generated from."""
-    if isinstance(record, PromptRecord):
-        return record.messages
-    messages = as_messages(record)
-    last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-    return messages[:last]
+__all__ = ["fit_sft", "fitting_prompts", "report_stage", "train_stage"]  # fitting_prompts: methods.dpo's import
 
 
 def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     cfg = ctx.cfg
     _, tokenizer = ctx.backbone()
     train_records, val_records = split_records(load_records(cfg.data), cfg.data)
-    train = tokenize_messages(ctx, tokenizer, [as_messages(r) for r in train_records])
-    val = tokenize_messages(ctx, tokenizer, [as_messages(r) for r in val_records])
-    return fit_sft(ctx, train, val)
-
-
-def tokenize_messages(ctx: RunContext, tokenizer, conversations, no_loss_prefixes=None) -> TokenizedSet:
-    """Loss-masked examples under the run's length policy."""
-    data = ctx.cfg.data
-    eot = end_of_turn_id(tokenizer, ctx.cfg.model.end_of_turn)
-    examples, stats = tokenize_dataset(
-        tokenizer, conversations, data.max_length, data.too_long.value, eot, no_loss_prefixes
+    train, val = (
+        tokenize_messages(tokenizer, [as_messages(r) for r in records], cfg.data, cfg.model.end_of_turn)
+        for records in (train_records, val_records)
     )
-    return TokenizedSet(examples, stats)
-
-
-@dataclass
-class TokenizedSet:
-    examples: list[TokenizedExample]
-    stats: LengthPolicyStats
+    return fit_sft(ctx, train, val)
 
 
 def fit_sft(ctx: RunContext, train: TokenizedSet, val: TokenizedSet, metadata: dict | None = None) -> dict:
@@ -100,22 +63,15 @@ def fit_sft(ctx: RunContext, train: TokenizedSet, val: TokenizedSet, metadata: d
     }
 
 
-def report_prompts(ctx: RunContext, tokenizer) -> list[list[dict[str, str]]]:
-    """The configured prompts, else held-out contexts short enough to leave room for the reply."""
+def report_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> list[Messages]:
+    """The configured prompts, else held-out contexts (training ones without a held-out split) short enough
+    to leave room for the reply."""
     cfg = ctx.cfg
     if cfg.report.prompts:
         return [[{"role": "user", "content": p}] for p in cfg.report.prompts][: cfg.report.num_samples]
-    records = load_records(cfg.data)
-    _, val_records = split_records(records, cfg.data)
+    n = cfg.report.num_samples
     budget = cfg.data.max_length - cfg.report.max_new_tokens
-    return fitting_prompts(val_records or records, tokenizer, budget, cfg.report.num_samples)
-
-
-def fitting_prompts(records, tokenizer, budget: int, limit: int) -> list[list[dict[str, str]]]:
-    """The first `limit` distinct contexts of `records` whose prompt fits in `budget` tokens."""
-    unique = {repr(p): p for p in map(prompt_of, records)}.values()  # OASST threads share contexts
-    fitting = (p for p in unique if len(tokenize_prompt(tokenizer, p)) <= budget)
-    return list(itertools.islice(fitting, limit))
+    return prompt_sets(cfg.data, tokenizer, budget, limit=n, held_out_limit=n, held_out_fallback=ALL)[1]
 
 
 def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:

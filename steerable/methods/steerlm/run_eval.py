@@ -13,9 +13,9 @@ from steerable.backbone import load_backbone
 from steerable.config.schema import ConfigError, DataConfig, EvalConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.loaders import load_records, split_records
+from steerable.data.prompts import fitting_prompts
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
 from steerable.methods.reward_models.stages import attribute_table
-from steerable.methods.sft.stages import fitting_prompts
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.config import SteerEvalSettings, SteerLMConfig
 from steerable.methods.steerlm.evaluate import (

@@ -31,7 +31,8 @@ from steerable.backbone import load_backbone
 from steerable.backbone.adapters import atomic_directory
 from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_jsonl_conversations, load_records, read_rows, split_records
-from steerable.data.records import Conversation, PreferencePair, Turn
+from steerable.data.records import Conversation, PreferencePair, Turn, prompt_of
+from steerable.data.tokenize import tokenize_messages
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.reward_models.config import AttributeModelConfig
@@ -42,7 +43,7 @@ from steerable.methods.reward_models.stages import (
     score_ids,
     train_attribute_model,
 )
-from steerable.methods.sft.stages import fit_sft, prompt_of, tokenize_messages
+from steerable.methods.sft.stages import fit_sft
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
     conditioned_messages,
@@ -52,13 +53,12 @@ from steerable.methods.steerlm.attributes import (
     steered_prompt,
 )
 from steerable.methods.steerlm.config import SteerLMConfig
+from steerable.methods.steerlm.policy import SCHEMA_KEY, load_schema
 from steerable.pipeline import StageResults
 from steerable.rewards.scoring_model import ScorerMeta, load_scorer, render_scored, scorer_dir
 from steerable.run_dir import write_text_atomic
 
 log = logging.getLogger(__name__)
-
-SCHEMA_KEY = "attributes"  # where the schema sits in checkpoints/final/steerable.json
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -98,16 +98,6 @@ def publish_policy(source: Path, run_dir: Path) -> Path:
     with atomic_directory(target) as tmp:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
     return target
-
-
-def load_schema(policy_dir: Path) -> AttributeSchema:
-    meta_file = Path(policy_dir) / "steerable.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    if SCHEMA_KEY not in meta:
-        raise ConfigError(
-            f"{policy_dir} is not an attribute-conditioned (SteerLM) policy: no attribute schema"
-        )
-    return AttributeSchema.from_dict(meta[SCHEMA_KEY])
 
 
 def write_conversations(path: Path, conversations: list[Conversation], originals: list[list[dict]]) -> None:
@@ -357,10 +347,11 @@ def conditioned_sft(
     _, tokenizer = sub.backbone()
 
     def encode(conversations):
+        data, end_of_turn = sub.cfg.data, sub.cfg.model.end_of_turn
         if schema is None:
-            return tokenize_messages(sub, tokenizer, [c.messages for c in conversations])
+            return tokenize_messages(tokenizer, [c.messages for c in conversations], data, end_of_turn)
         pairs = [conditioned_messages(c, schema) for c in conversations]
-        return tokenize_messages(sub, tokenizer, [m for m, _ in pairs], [p for _, p in pairs])
+        return tokenize_messages(tokenizer, [m for m, _ in pairs], data, end_of_turn, [p for _, p in pairs])
 
     metadata = {SCHEMA_KEY: schema.to_dict()} if schema is not None else {}
     summary = fit_sft(sub, encode(train), encode(val), metadata=metadata)

@@ -24,13 +24,13 @@ from scipy.stats import beta as beta_distribution
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import save_model
+from steerable.data.records import prompt_of
 from steerable.data.tokenize import tokenize_prompt
 from steerable.generation.base import Completion
 from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
-from steerable.methods.sft.stages import prompt_of
 from steerable.methods.steerlm.attributes import AttributeSchema, parse_assignments
 from steerable.methods.steerlm.config import SteerLM2Config
 from steerable.methods.steerlm.stages import (

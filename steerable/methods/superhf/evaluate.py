@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from steerable.backbone.adapters import reference_policy
 from steerable.config.schema import DataConfig, ModelConfig
+from steerable.data.records import user_text
 from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
@@ -31,7 +32,7 @@ from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.hardware import inference_autocast
 from steerable.methods.base import load_policy, run_config
 from steerable.methods.superhf.config import SuperHFConfig
-from steerable.methods.superhf.loop import Scorer, trim_completion, user_text
+from steerable.methods.superhf.loop import Scorer, trim_completion
 from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic

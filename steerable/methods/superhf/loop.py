@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
+from steerable.data.records import user_text
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExample, tokenize_conversation
 from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.training.lm_module import CausalLMModule, OptimSettings
 from steerable.training.losses import _causal_lm
-from steerable.training.policy_gradient import user_text
 
 log = logging.getLogger(__name__)
 

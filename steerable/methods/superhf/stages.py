@@ -5,21 +5,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import frozen_reference, save_model
 from steerable.config.schema import ConfigError, DataConfig
-from steerable.data.loaders import load_records, split_records
-from steerable.data.tokenize import end_of_turn_id, tokenize_prompt
+from steerable.data.prompts import SystemPrompt, prompt_sets
+from steerable.data.records import Messages, user_text
+from steerable.data.tokenize import end_of_turn_id
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import fit_module
-from steerable.methods.sft.stages import prompt_of
 from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
-from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings, user_text
+from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings
 from steerable.rewards.base import RewardSource, build_reward_source
 from steerable.training.lm_module import OptimSettings
 from steerable.training.sampler import ResumableSampler, as_list, make_loader
@@ -66,34 +66,20 @@ def run_scorers(m: SuperHFConfig, rewards: dict, device: str = "cpu") -> tuple[S
 # ------------------------------------------------------------------------------------------- prompts
 
 
-def as_prompt(record: Any, system_prompt: str | None, first_turn_only: bool) -> list[dict[str, str]]:
-    """The context to sample from: optionally just the first human turn (HH, as the paper), behind the
-    configured system prompt."""
-    messages = [m for m in prompt_of(record) if m["role"] != "system" or not system_prompt]
-    if first_turn_only:
-        first_user = next(i for i, m in enumerate(messages) if m["role"] == "user")
-        messages = messages[: first_user + 1]
-    return ([{"role": "system", "content": system_prompt}] if system_prompt else []) + messages
-
-
-def prompt_split(m: SuperHFConfig, data: DataConfig, tokenizer) -> tuple[list[list[dict]], list[list[dict]]]:
-    """Distinct training and held-out prompts that leave room for max_new_tokens within data.max_length."""
-    budget = data.max_length - m.max_new_tokens
-    train, val = split_records(load_records(data), data)
-
-    def prompts(records: list) -> list[list[dict]]:
-        unique = {}
-        for record in records:
-            prompt = as_prompt(record, m.system_prompt, m.first_turn_only)
-            unique.setdefault(repr(prompt), prompt)
-        return [p for p in unique.values() if len(tokenize_prompt(tokenizer, p)) <= budget]
-
-    train_prompts, val_prompts = prompts(train), prompts(val)
-    if not train_prompts:
-        raise ConfigError(
-            f"no prompt of data={data.name} fits in data.max_length - method.max_new_tokens = {budget} tokens"
-        )
-    return train_prompts[: m.num_prompts], val_prompts or train_prompts[-m.eval_prompts :]
+def prompt_split(
+    m: SuperHFConfig, data: DataConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[Messages], list[Messages]]:
+    """SuperHF's prompts (behind its system prompt, optionally the first turn only): the first num_prompts
+    for training; the held-out split, else the last eval_prompts training prompts, for evaluation."""
+    return prompt_sets(
+        data,
+        tokenizer,
+        data.max_length - m.max_new_tokens,
+        transform=SystemPrompt(m.system_prompt, m.first_turn_only),
+        limit=m.num_prompts,
+        held_out_fallback=m.eval_prompts,
+        required=True,
+    )
 
 
 def sampling(m: SuperHFConfig, n: int, seed: int | None) -> GenerationSettings:
