@@ -1,0 +1,178 @@
+"""One source of truth for config defaults: the dataclass schemas. A YAML option sets only what differs from its
+schema (and never a key the schema lacks), every option still composes and validates, and the method specs agree
+with their config files and with Hydra's registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from steerable.cli.common import CONF_DIR, setup_hydra, validate
+from steerable.config.schema import (
+    DataConfig,
+    EvalConfig,
+    HardwareConfig,
+    LoggerConfig,
+    ModelConfig,
+    TrainConfig,
+)
+from steerable.methods.registry import specs
+from tests.conftest import compose_config
+
+CONF = Path(CONF_DIR)
+SCHEMAS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "hardware": HardwareConfig,
+    "logger": LoggerConfig,
+}
+PRIMARY: dict[str, type] = {"train": TrainConfig, "eval": EvalConfig}
+
+# Deliberate restatements: the value an option is named after, stated so that the option keeps its meaning
+# if the schema default ever changes (`hardware=cpu` must stay on the CPU).
+ALLOWED: dict[tuple[str, str], set[str]] = {
+    ("model", "hf"): {"source"},
+    ("data", "demo"): {"format"},
+    ("hardware", "cpu"): {"accelerator"},
+    ("logger", "csv"): {"csv"},
+}
+# Values an option needs from the user before it validates (as a user would pass them).
+NEEDS: dict[tuple[str, str], list[str]] = {
+    ("model", "hf"): ["model.name_or_path=some/model"],
+    ("data", "jsonl"): ["data.path=x.jsonl"],
+}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def schema_of(group: str, option: str) -> type:
+    return specs()[option].config if group == "method" else SCHEMAS[group]
+
+
+def option_body(path: Path) -> dict[str, Any]:
+    """The keys an option file sets for its group (a `_global_` option nests them under the group's name)."""
+    body = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    assert isinstance(body, dict)
+    if "# @package _global_" in path.read_text():
+        body = body.get(path.parent.name, {})
+    return {k: v for k, v in body.items() if k != "defaults"}
+
+
+def compare(body: dict[str, Any], schema: type) -> tuple[list[str], list[str]]:
+    """(keys the schema lacks, keys that restate the schema default), as dotted paths."""
+    default = OmegaConf.structured(schema)
+    plain_default = OmegaConf.to_container(default, resolve=False, enum_to_str=True)
+
+    def unknown_keys(node: dict[str, Any], defaults: dict[str, Any], prefix: str) -> list[str]:
+        found = []
+        for key, value in node.items():
+            if key not in defaults:
+                found.append(f"{prefix}{key}")
+            elif isinstance(value, dict) and isinstance(defaults[key], dict):
+                found += unknown_keys(value, defaults[key], f"{prefix}{key}.")
+        return found
+
+    unknown = unknown_keys(body, plain_default, "")
+    if unknown:
+        return unknown, []
+    # typed as the schema types them (0 -> 0.0, names -> enum members), then compared as plain values
+    merged = OmegaConf.to_container(OmegaConf.merge(default, body), resolve=False, enum_to_str=True)
+
+    def restated(node: dict[str, Any], defaults: dict[str, Any], typed: dict[str, Any], prefix: str) -> list[str]:
+        found = []
+        for key, value in node.items():
+            if isinstance(value, dict) and isinstance(defaults[key], dict):
+                found += restated(value, defaults[key], typed[key], f"{prefix}{key}.")
+            elif (value if value == "???" else typed[key]) == defaults[key]:  # a merge skips ???
+                found.append(f"{prefix}{key}")
+        return found
+
+    return [], restated(body, plain_default, merged, "")
+
+
+GROUP_OPTIONS = [(g, o) for g in ["method", *SCHEMAS] for o in options(g)]
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_option_sets_only_what_differs_from_its_schema(group: str, option: str) -> None:
+    body = option_body(CONF / group / f"{option}.yaml")
+    unknown, restated = compare(body, schema_of(group, option))
+    assert not unknown, f"{group}/{option}.yaml sets keys its schema lacks: {unknown}"
+    allowed = ALLOWED.get((group, option), set()) | ({"name"} if group == "method" else set())
+    extra = sorted(set(restated) - allowed)
+    if group == "method" and body.get("stages") == specs()[option].stage_names:
+        extra.append("stages")  # null already means every stage of the method
+    assert not extra, (
+        f"{group}/{option}.yaml restates schema defaults {extra}: delete them (the schema is the one source "
+        f"of defaults; move any comment onto the dataclass field)"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(PRIMARY))
+def test_primary_config_sets_only_what_differs(name: str) -> None:
+    body = option_body(CONF / f"{name}.yaml")
+    body = {k: v for k, v in body.items() if k != "hydra"}
+    unknown, restated = compare(body, PRIMARY[name])
+    assert not unknown and not restated, (unknown, restated)
+
+
+def test_allow_list_names_real_restatements() -> None:
+    """A stale allow-list entry would silently permit a future restatement."""
+    for (group, option), keys in ALLOWED.items():
+        _, restated = compare(option_body(CONF / group / f"{option}.yaml"), schema_of(group, option))
+        assert keys <= set(restated), (group, option, keys - set(restated))
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g != "method"])
+def test_option_composes_and_validates(group: str, option: str) -> None:
+    cfg = validate(compose_config("train", [f"{group}={option}", *NEEDS.get((group, option), [])]))
+    assert getattr(cfg, group).name == option
+
+
+@pytest.mark.parametrize("option", options("reward"))
+def test_reward_option_composes_and_validates(option: str) -> None:
+    given = {"checkpoint": ["reward.learned.path=x"], "classifier": ["reward.classifier.name_or_path=x"]}
+    cfg = validate(compose_config("train", [f"reward=[{option}]", *given.get(option, [])]))
+    assert len(cfg.reward) == 1
+
+
+# ------------------------------------------------------------------------------------------- method specs
+
+
+@pytest.mark.parametrize("name", sorted(specs()))
+def test_spec_stages_are_unique_and_requirements_exist(name: str) -> None:
+    spec = specs()[name]
+    assert spec.stage_names, name
+    assert len(set(spec.stage_names)) == len(spec.stage_names), spec.stage_names
+    for stage in spec.stages:
+        unknown = [r for r in stage.requires if r not in spec.stage_names or r == stage.name]
+        assert not unknown, f"{name}: stage {stage.name} requires {unknown}, not other stages of {name}"
+        assert ":" in stage.run, stage.run
+
+
+@pytest.mark.parametrize("name", sorted(specs()))
+def test_spec_config_and_file_agree(name: str) -> None:
+    spec = specs()[name]
+    default = spec.config()
+    assert default.name == name, f"{spec.config.__name__}.name defaults to {default.name!r}, not {name!r}"
+    if default.stages is not None:  # an explicit default subset (steerlm) must name real stages
+        assert set(default.stages) <= set(spec.stage_names), default.stages
+    path = CONF / "method" / f"{name}.yaml"
+    assert path.is_file(), f"method {name} has no {path}"
+    raw = OmegaConf.load(path)
+    assert raw.name == name
+    assert f"/method_schema_{name}@_here_" in list(raw.defaults), raw.defaults
+
+
+def test_every_spec_is_registered_with_hydra() -> None:
+    setup_hydra()
+    registered = {n.removesuffix(".yaml") for n in ConfigStore.instance().list("/")}
+    missing = [n for n in specs() if f"method_schema_{n}" not in registered]
+    assert not missing, missing
+    assert sorted(options("method")) == sorted(specs()), "every conf/method file is a spec and vice versa"
