@@ -7,6 +7,7 @@ calls ``OmegaConf.to_object`` before any work starts.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -32,18 +33,33 @@ def at_least(key: str, value: float | None, low: float, strictly: bool = False) 
 # ----------------------------------------------------------------------------------------------- model
 
 
-def _choices(name: str, values: list[str]) -> type[Enum]:
-    """A str Enum whose member names are the exact spellings users type (`bf16-mixed`, `hh-rlhf`).
+class Choice(str, Enum):
+    """A config choice: a str Enum whose member names are the exact spellings users type (`bf16-mixed`).
 
-    OmegaConf validates enum fields by member name, so names must equal the values; a wrong value fails
-    at composition with the list of allowed ones.
+    OmegaConf validates enum fields by member name at composition, so a wrong value fails there, naming the key
+    and listing the allowed ones (one error format for every choice). Members compare, hash and JSON-encode as
+    their strings, and print as them too: Python 3.11's str-mixin Enum would print `Name.value`.
     """
-    return Enum(name, [(v, v) for v in values], type=str)  # type: ignore[return-value]
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+def _choices(name: str, values: list[str]) -> type[Choice]:
+    """A `Choice` Enum with these values (names = values), defined in the caller's module so it pickles."""
+    module = sys._getframe(1).f_globals["__name__"]
+    return Choice(name, [(v, v) for v in values], module=module, qualname=name)  # type: ignore[return-value]
 
 
 # hub: hub id or local folder; gguf: a GGUF file (the bundled SmolLM2 by default), converted once and cached;
 # tiny: random weights built from `model.tiny` with the project's byte-level tokenizer (tests, smoke runs).
 ModelSource = _choices("ModelSource", ["hub", "gguf", "tiny"])
+DType = _choices("DType", ["float32", "bfloat16", "float16"])
+# Which biases LoRA trains (PEFT's `bias`): none | all | lora_only.
+LoraBias = _choices("LoraBias", ["none", "all", "lora_only"])
 
 
 @dataclass
@@ -55,7 +71,7 @@ class LoraConfig:
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
-    bias: str = "none"
+    bias: LoraBias = LoraBias["none"]
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -91,7 +107,7 @@ class ModelConfig:
     name_or_path: str | None = None
     gguf_file: str | None = None  # file name (or path) of the GGUF weights; null = the bundled SmolLM2 file
     revision: str | None = None
-    dtype: str = "float32"  # weights dtype on load: float32 | bfloat16 | float16
+    dtype: DType = DType["float32"]  # weights dtype on load
     trust_remote_code: bool = False
     attn_implementation: str | None = None
     gradient_checkpointing: bool = False
@@ -104,8 +120,6 @@ class ModelConfig:
             raise ConfigError(
                 "model.name_or_path is required when model.source=hub (a hub id or a local folder)"
             )
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -113,6 +127,9 @@ class ModelConfig:
 
 DataFormat = _choices("DataFormat", ["demo", "jsonl", "oasst1", "hh-rlhf", "helpsteer2", "prompts"])
 TooLong = _choices("TooLong", ["truncate", "drop"])
+# Train on one half of the non-held-out records (SuperHF trains its "train" and "gold" reward models on disjoint
+# halves); null = all of them. The held-out split is the same for both halves.
+Half = _choices("Half", ["first", "second"])
 
 
 @dataclass
@@ -129,9 +146,7 @@ class DataConfig:
     attributes: list[str] = field(default_factory=list)  # attribute names to keep (empty = all found)
     max_records: int | None = None
     val_fraction: float = 0.05
-    # Train on one half of the non-held-out records (SuperHF trains its "train" and "gold" reward models on
-    # disjoint halves); null = all of them. The held-out split is the same for both halves.
-    half: str | None = None
+    half: Half | None = None  # train on one half only (see Half); null = all the non-held-out records
     max_length: int = 512
     too_long: TooLong = TooLong["truncate"]
     num_workers: int = 0
@@ -142,8 +157,6 @@ class DataConfig:
             raise ConfigError(f"data={self.name} needs data.path (a local file) or data.hub_id")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.half not in (None, "first", "second"):
-            raise ConfigError(f"data.half must be null, first or second, got {self.half!r}")
         if self.max_length < 16:
             raise ConfigError(f"data.max_length must be at least 16, got {self.max_length}")
         at_least("data.num_workers", self.num_workers, 0)
@@ -225,6 +238,9 @@ class MethodConfig:
     stages: list[str] | None = None  # the stages to run, in order; null = every stage of the method
 
 
+Scheduler = _choices("Scheduler", ["constant", "linear", "cosine"])
+
+
 @dataclass
 class RecipeConfig(MethodConfig):
     """Optimisation settings every trained method shares."""
@@ -232,15 +248,13 @@ class RecipeConfig(MethodConfig):
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    scheduler: str = "cosine"  # constant | linear | cosine
+    scheduler: Scheduler = Scheduler["cosine"]  # learning-rate shape after warm-up
     batch_size: int = 4
     eval_batch_size: int = 8
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError(f"method.lr must be positive, got {self.lr}")
-        if self.scheduler not in ("constant", "linear", "cosine"):
-            raise ConfigError(f"method.scheduler must be constant, linear or cosine, got {self.scheduler!r}")
         if self.batch_size < 1 or self.eval_batch_size < 1:
             raise ConfigError("method.batch_size and method.eval_batch_size must be at least 1")
         at_least("method.weight_decay", self.weight_decay, 0)
@@ -343,14 +357,17 @@ class GenerateConfig:
 
 # ------------------------------------------------------------------------------------------------ eval
 
+# val = the held-out split of `data` (as in training) | all = every record | run = the held-out split of the data
+# the evaluated run was trained on (steerability)
+EvalSplit = _choices("EvalSplit", ["val", "all", "run"])
+
+
 @dataclass
 class EvalSettings:
     """What `steerable-eval` measures; one option per file in conf/eval/."""
 
     name: str = MISSING  # an eval kind: the generic ones and those methods declare (steerable-eval --help)
-    # val = the held-out split of `data` (as in training) | all = every record | run = the held-out split of the
-    # data the evaluated run was trained on (steerability)
-    split: str = "val"
+    split: EvalSplit = EvalSplit["val"]
     num_prompts: int = 32
     max_new_tokens: int = 128
     do_sample: bool = False
@@ -364,8 +381,6 @@ class EvalSettings:
     samples_in_report: int = 8
 
     def __post_init__(self) -> None:
-        if self.split not in ("val", "all", "run"):
-            raise ConfigError(f"eval.split must be val, all or run, got {self.split!r}")
         if self.num_prompts < 1:
             raise ConfigError("eval.num_prompts must be at least 1")
 

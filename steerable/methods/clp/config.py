@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig
+from steerable.config.schema import ConfigError, RecipeConfig, _choices
+
+# reward: r - alpha * log-ratio | loss: a separate loss term
+KLIn = _choices("KLIn", ["reward", "loss"])
+# zscore: frozen statistics from reference samples (calibrate stage) | none: raw rewards
+Normalize = _choices("Normalize", ["zscore", "none"])
+# Where w conditions the policy (m LoRA copies mixed as sum_i w_i B_i A_i x): full = every LoRA target | attn = the
+# attention projections (the MLP LoRA is shared) | logit = a LoRA on the output layer | prompt = w written into the
+# prompt of one shared LoRA (steerable/methods/clp/conditioning.py)
+Variant = _choices("Variant", ["full", "attn", "logit", "prompt"])
+# example: one w per example | batch: one w for the whole batch
+WeightsPer = _choices("WeightsPer", ["example", "batch"])
 
 
 @dataclass
@@ -32,13 +43,13 @@ class PolicyGradientConfig(RecipeConfig):
     batch_size: int = 4  # prompts per step
     samples_per_prompt: int = 4  # k, for the leave-one-out (RLOO) baseline
     kl_coef: float = 0.05  # alpha, the same for every arm
-    kl_in: str = "reward"  # reward: r - alpha * log-ratio | loss: a separate loss term
+    kl_in: KLIn = KLIn["reward"]
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 48
     generation_batch_size: int = 32  # sampled rows per generate call
     objectives: list[str] = field(default_factory=list)  # reward keys in order; empty = every source of `reward`
-    normalize: str = "zscore"  # zscore (frozen, from reference samples) | none
+    normalize: Normalize = Normalize["zscore"]
     calibration_prompts: int = 32
     eval: ParetoEvalSettings = field(default_factory=ParetoEvalSettings)
 
@@ -46,10 +57,6 @@ class PolicyGradientConfig(RecipeConfig):
         super().__post_init__()
         if self.samples_per_prompt < 2:
             raise ConfigError("method.samples_per_prompt must be at least 2 (leave-one-out baseline)")
-        if self.kl_in not in ("reward", "loss"):
-            raise ConfigError(f"method.kl_in must be reward or loss, got {self.kl_in!r}")
-        if self.normalize not in ("zscore", "none"):
-            raise ConfigError(f"method.normalize must be zscore or none, got {self.normalize!r}")
         if not 0 < self.eval.grid_step <= 1:
             raise ConfigError(f"method.eval.grid_step must be in (0, 1], got {self.eval.grid_step}")
 
@@ -59,19 +66,15 @@ class CLPConfig(PolicyGradientConfig):
     """CLP: one policy conditioned on reward weightings w sampled on the simplex during multi-objective RL."""
 
     name: str = "clp"
-    variant: str = "attn"  # full | attn | logit | prompt
+    variant: Variant = Variant["attn"]
     concentration: float = 1.0  # Dirichlet concentration of w (Dirichlet(1) = uniform on the simplex)
-    weights_per: str = "example"  # example | batch (one w for the whole batch)
+    weights_per: WeightsPer = WeightsPer["example"]
     attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     output_module: str = "lm_head"
 
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.variant not in ("full", "attn", "logit", "prompt"):
-            raise ConfigError(f"method.variant must be full, attn, logit or prompt, got {self.variant!r}")
-        if self.weights_per not in ("example", "batch"):
-            raise ConfigError(f"method.weights_per must be example or batch, got {self.weights_per!r}")
         if self.concentration <= 0:
             raise ConfigError(f"method.concentration must be positive, got {self.concentration}")
 

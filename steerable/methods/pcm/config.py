@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig
+from steerable.config.schema import ConfigError, RecipeConfig, _choices
+
+# small: a random-init 2-layer LM on the base tokenizer | base: the base model + LoRA
+ControllerKind = _choices("ControllerKind", ["small", "base"])
 
 
 @dataclass
@@ -31,9 +34,7 @@ class PCMConfig(RecipeConfig):
     expert_lr: float = 2e-4
     low_side_max: float = 1.0  # data label <= this trains the low side's expert
     high_side_min: float = 3.0  # data label >= this trains the high side's expert
-    controller: str = (
-        "small"  # small: random-init 2-layer LM on the base tokenizer | base: the base model + LoRA
-    )
+    controller: ControllerKind = ControllerKind["small"]
     controller_hidden: int = 128
     lr: float = 1e-3  # controller
     batch_size: int = 4  # (prompt, preference) pairs per REBEL step, two responses each
@@ -54,8 +55,6 @@ class PCMConfig(RecipeConfig):
         sides = [s for item in self.dimensions for s in item.split(":")[1:]]
         if len(set(sides)) != len(sides):
             raise ConfigError(f"method.dimensions: side names must be unique, got {sides}")
-        if self.controller not in ("small", "base"):
-            raise ConfigError(f"method.controller must be small or base, got {self.controller!r}")
 
 
 def check(cfg: Any) -> None:

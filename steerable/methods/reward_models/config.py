@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig
+from steerable.config.schema import ConfigError, RecipeConfig, _choices
 from steerable.methods.registry import needs_responses
+
+# last: the hidden state of the final token | mean: the masked mean over real tokens
+Pooling = _choices("Pooling", ["last", "mean"])
 
 
 @dataclass
@@ -14,13 +17,7 @@ class ScoringConfig(RecipeConfig):
     """A backbone with a linear head on one pooled hidden state (reward and attribute models)."""
 
     lr: float = 1e-4
-    pooling: str = "last"  # last (hidden state of the final token) | mean (masked mean over real tokens)
-
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.pooling not in ("last", "mean"):
-            raise ConfigError(f"method.pooling must be last or mean, got {self.pooling!r}")
+    pooling: Pooling = Pooling["last"]
 
 
 @dataclass

@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig
+from steerable.config.schema import ConfigError, RecipeConfig, _choices
 from steerable.methods.registry import needs_responses
+from steerable.methods.reward_models.config import Pooling
+
+# Attribute names in label order: auto (by data set: oasst1 -> quality, toxicity, humor, creativity; helpsteer2 ->
+# the 5 HelpSteer ones; demo -> verbosity, positivity) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
+Preset = _choices("Preset", ["auto", "oasst", "helpsteer", "steerlm", "demo", "custom"])
+# apm: annotate the data with the attribute model (the paper) | human: the data's own labels
+Labels = _choices("Labels", ["apm", "human"])
 
 
 @dataclass
@@ -83,14 +90,12 @@ class SteerLMConfig(RecipeConfig):
     name: str = "steerlm"
     # bootstrap and steerlm2 are opt-in (slow); null would run every stage
     stages: list[str] | None = field(default_factory=lambda: ["apm", "annotate", "acsft", "baseline", "eval"])
-    # auto (by data set: oasst1 -> quality, toxicity, humor, creativity; helpsteer2 -> the 5 HelpSteer ones;
-    # demo -> verbosity, positivity) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
-    preset: str = "auto"
+    preset: Preset = Preset["auto"]
     # explicit names in label order, e.g. [quality,humor]; wins over the preset
     attributes: list[str] = field(default_factory=list)
     value_range: list[int] = field(default_factory=lambda: [0, 4])
     label_start: str = "<extra_id_2>"  # NeMo's marker before the label string, written as plain text
-    labels: str = "apm"  # apm (annotate with the attribute model, the paper) | human (the data's own labels)
+    labels: Labels = Labels["apm"]
     # "name:value" items for attributes a user leaves out (default: the good end, else the commonest value)
     inference_defaults: list[str] = field(default_factory=list)
     # Existing artifacts to reuse instead of running the stage that makes them:
@@ -100,7 +105,7 @@ class SteerLMConfig(RecipeConfig):
     apm_lr: float = 1.0e-4
     apm_steps: int | None = None  # null = trainer.max_steps
     apm_batch_size: int = 4
-    apm_pooling: str = "last"
+    apm_pooling: Pooling = Pooling["last"]
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     steerlm2: SteerLM2Config = field(default_factory=SteerLM2Config)
     eval: SteerEvalSettings = field(default_factory=SteerEvalSettings)
@@ -108,10 +113,6 @@ class SteerLMConfig(RecipeConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.preset not in ("auto", "oasst", "helpsteer", "steerlm", "demo", "custom"):
-            raise ConfigError(
-                f"method.preset must be auto, oasst, helpsteer, steerlm, demo or custom, got {self.preset!r}"
-            )
         if self.preset == "custom" and not self.attributes:
             raise ConfigError("method.preset=custom needs method.attributes=[name, ...]")
         if len(set(self.attributes)) != len(self.attributes):
@@ -120,12 +121,8 @@ class SteerLMConfig(RecipeConfig):
             raise ConfigError(
                 f"method.value_range must be [low, high] with low < high, got {self.value_range}"
             )
-        if self.labels not in ("apm", "human"):
-            raise ConfigError(f"method.labels must be apm or human, got {self.labels!r}")
         if not self.label_start.strip():
             raise ConfigError("method.label_start must be a non-blank marker string")
-        if self.apm_pooling not in ("last", "mean"):
-            raise ConfigError(f"method.apm_pooling must be last or mean, got {self.apm_pooling!r}")
 
 
 def check(cfg: Any) -> None:

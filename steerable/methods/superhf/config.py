@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig
+from steerable.config.schema import ConfigError, RecipeConfig, _choices
 
 SUPERHF_REWARD_REQUIRED = (
     "method.reward is required: a reward model run folder (method=reward_model) or a reward "
@@ -14,7 +14,12 @@ SUPERHF_REWARD_REQUIRED = (
 )
 
 
-SUPERHF_KL_DIRECTIONS = ("ref_to_policy", "policy_to_ref")
+# ref_to_policy: KL(ref || policy), as the paper's code computes it | policy_to_ref: KL(policy || ref)
+KLDirection = _choices("KLDirection", ["ref_to_policy", "policy_to_ref"])
+# sum: per-example KLs summed over the minibatch (the code) | mean
+KLAggregation = _choices("KLAggregation", ["sum", "mean"])
+# labels: the code's unshifted label positions | targets: the positions that predict them
+KLPositions = _choices("KLPositions", ["labels", "targets"])
 
 
 @dataclass
@@ -43,11 +48,9 @@ class SuperHFConfig(RecipeConfig):
     max_new_tokens: int = 64
     generation_batch_size: int = 32  # sampled rows per generate call (prompts x completions)
     kl_coef: float = 0.35  # negative = no KL term and no reference forward (the paper's -1)
-    kl_direction: str = "ref_to_policy"  # KL(ref || policy), the paper's code | policy_to_ref
-    kl_aggregation: str = "sum"  # sum over the minibatch's examples (the code) | mean
-    kl_positions: str = (
-        "labels"  # labels: the code's unshifted label positions | targets: those predicting them
-    )
+    kl_direction: KLDirection = KLDirection["ref_to_policy"]
+    kl_aggregation: KLAggregation = KLAggregation["sum"]
+    kl_positions: KLPositions = KLPositions["labels"]
     kl_clamp: bool = True  # max(kl_i, 0) per example, as the code does against bf16 noise
     length_penalty: float = 0.0  # score -= c * log(words) (the code's option)
     inverse_loss_penalty: float = 0.0  # loss += c / loss (the code's option)
@@ -85,12 +88,6 @@ class SuperHFConfig(RecipeConfig):
                 f"method.top_k={self.top_k} keeps more than method.completions_per_prompt="
                 f"{self.completions_per_prompt} samples"
             )
-        if self.kl_direction not in SUPERHF_KL_DIRECTIONS:
-            raise ConfigError(f"method.kl_direction must be one of {SUPERHF_KL_DIRECTIONS}")
-        if self.kl_aggregation not in ("sum", "mean"):
-            raise ConfigError(f"method.kl_aggregation must be sum or mean, got {self.kl_aggregation!r}")
-        if self.kl_positions not in ("labels", "targets"):
-            raise ConfigError(f"method.kl_positions must be labels or targets, got {self.kl_positions!r}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
             raise ConfigError("method.temperature must be positive and method.top_p in (0, 1]")
 
