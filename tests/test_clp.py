@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from steerable.backbone.loading import load_base_model, load_tokenizer
@@ -192,7 +193,7 @@ def test_tiny_clp_and_rewarded_soups_runs_share_one_pareto_evaluation(tmp_path) 
 
 
 def test_clp_config_errors_name_the_key(tmp_path) -> None:
-    with pytest.raises(ConfigError, match=r"method\.variant"):
+    with pytest.raises(ConfigCompositionException, match=r"method\.variant"):  # an Enum: fails at composition
         validate(compose_config("train", [*CLP, "method=clp", "method.variant=middle"]))
     with pytest.raises(ConfigError, match=r"method\.samples_per_prompt"):
         validate(compose_config("train", [*CLP, "method=clp", "method.samples_per_prompt=1"]))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from steerable.backbone import load_backbone
@@ -238,7 +239,7 @@ def test_apm_artifact_drives_annotation_and_bootstrap_relabels(tmp_path, fake_ap
 def test_config_errors_name_the_key(tmp_path, fake_apm) -> None:
     with pytest.raises(ConfigError, match=r"method\.labels=human"):
         validate(compose_config("train", [*STEERLM, "data=hh-rlhf", "method.labels=human"]))
-    with pytest.raises(ConfigError, match=r"method\.preset"):
+    with pytest.raises(ConfigCompositionException, match=r"method\.preset"):  # an Enum: fails at composition
         steerlm_cfg(tmp_path, "method.preset=everything")
     cfg = steerlm_cfg(
         tmp_path, f"method.apm={fake_apm}", "method.stages=[annotate]", "method.attributes=[humor]"
