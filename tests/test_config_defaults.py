@@ -12,6 +12,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from steerable.cli.common import CONF_DIR, setup_hydra, validate
+from steerable.config.reward import REWARD_SCHEMAS, RewardSpec
 from steerable.config.schema import (
     DataConfig,
     EvalConfig,
@@ -51,7 +52,17 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
+def reward_schema(option: str) -> type:
+    """The typed spec a conf/reward file extends (its `/reward_schema_<kind>@_here_` defaults entry)."""
+    defaults = list(OmegaConf.load(CONF / "reward" / f"{option}.yaml").get("defaults", []))
+    kinds = [d.split("@")[0].removeprefix("/reward_schema_") for d in defaults if "reward_schema_" in str(d)]
+    assert len(kinds) == 1, f"reward/{option}.yaml must extend one /reward_schema_<kind>: {defaults}"
+    return REWARD_SCHEMAS[kinds[0]]
+
+
 def schema_of(group: str, option: str) -> type:
+    if group == "reward":
+        return reward_schema(option)
     return specs()[option].config if group == "method" else SCHEMAS[group]
 
 
@@ -96,7 +107,7 @@ def compare(body: dict[str, Any], schema: type) -> tuple[list[str], list[str]]:
     return [], restated(body, plain_default, merged, "")
 
 
-GROUP_OPTIONS = [(g, o) for g in ["method", *SCHEMAS] for o in options(g)]
+GROUP_OPTIONS = [(g, o) for g in ["method", *SCHEMAS, "reward"] for o in options(g)]
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -129,7 +140,7 @@ def test_allow_list_names_real_restatements() -> None:
         assert keys <= set(restated), (group, option, keys - set(restated))
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g != "method"])
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g not in ("method", "reward")])
 def test_option_composes_and_validates(group: str, option: str) -> None:
     cfg = validate(compose_config("train", [f"{group}={option}", *NEEDS.get((group, option), [])]))
     assert getattr(cfg, group).name == option
@@ -176,3 +187,57 @@ def test_every_spec_is_registered_with_hydra() -> None:
     missing = [n for n in specs() if f"method_schema_{n}" not in registered]
     assert not missing, missing
     assert sorted(options("method")) == sorted(specs()), "every conf/method file is a spec and vice versa"
+
+
+# ------------------------------------------------------------------------------------------- reward specs
+
+
+@pytest.mark.parametrize("kind", sorted(REWARD_SCHEMAS))
+def test_reward_spec_mirrors_its_scorer(kind: str) -> None:
+    """A typed spec has exactly its scorer's keyword arguments, with the constructor's defaults: the scorer stays
+    the one source of its defaults, and the schema cannot drift from it."""
+    import inspect
+    from enum import Enum
+
+    from steerable.rewards.base import _REGISTRY, _resolve
+
+    schema = REWARD_SCHEMAS[kind]
+    for type_name in schema.TYPES:
+        params = inspect.signature(_resolve(_REGISTRY[type_name])).parameters
+        spec = OmegaConf.to_container(OmegaConf.structured(schema), enum_to_str=True)
+        spec = {k: v for k, v in spec.items() if k not in ("type", "args")}
+        assert sorted(spec) == sorted(params), (kind, type_name)
+        for name, value in spec.items():
+            default = params[name].default
+            default = default.value if isinstance(default, Enum) else default
+            default = list(default) if isinstance(default, tuple) else default
+            if default is inspect.Parameter.empty:
+                assert value == "???", f"{schema.__name__}.{name} is required by the scorer"
+            else:
+                assert value == default, f"{schema.__name__}.{name}={value!r}, the scorer's default is {default!r}"
+
+
+def test_reward_keys_are_checked_at_composition() -> None:
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match=r"reward\.verbosity\.unti"):
+        compose_config("train", ["reward=[verbosity]", "reward.verbosity.unti=words"])
+    with pytest.raises(ConfigCompositionException, match=r"reward\.verbosity\.unit"):
+        compose_config("train", ["reward=[verbosity]", "reward.verbosity.unit=chars"])
+    with pytest.raises(Exception, match=r"reward\.verbosity\.type=sentiment does not match"):
+        validate(compose_config("train", ["reward=[verbosity]", "reward.verbosity.type=sentiment"]))
+    cfg = validate(compose_config("eval", ["run=x", "eval=generations", "reward=[positivity]"]))
+    assert isinstance(cfg.reward["positivity"], RewardSpec) and cfg.reward["positivity"].outputs == ["compound"]
+
+
+def test_typed_and_plain_specs_build_the_same_source() -> None:
+    """A run's validated spec and the plain dict a saved run's config holds give the same scorer."""
+    from steerable.rewards.base import build_reward_source
+
+    cfg = validate(compose_config("train", ["reward=[verbosity]"]))
+    typed = build_reward_source(cfg.reward["verbosity"])
+    plain = build_reward_source({"type": "length", "unit": "words", "log_scale": True})
+    texts = ["a b c", "one two three four five six"]
+    assert typed.score(["p", "p"], texts).tolist() == plain.score(["p", "p"], texts).tolist()
+    custom = build_reward_source(RewardSpec(type="length", args={"unit": "words", "target": 3.0}))
+    assert custom.score(["p"], ["a b c"]).item() == 0.0

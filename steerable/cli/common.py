@@ -23,9 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def register_configs() -> None:
-    """The top-level schemas, and one `method_schema_<name>` per method spec (conf/method/<name>.yaml extends it)."""
+    """The top-level schemas, one `method_schema_<name>` per method spec (conf/method/<name>.yaml extends it) and
+    one `reward_schema_<kind>` per typed reward spec (conf/reward/*.yaml extend them)."""
     from hydra.core.config_store import ConfigStore
 
+    from steerable.config.reward import REWARD_SCHEMAS
     from steerable.config.schema import EvalConfig, GenerateConfig, TrainConfig
     from steerable.methods.registry import specs
 
@@ -35,6 +37,8 @@ def register_configs() -> None:
     store.store(name="eval_schema", node=EvalConfig)
     for name, spec in specs().items():
         store.store(name=f"method_schema_{name}", node=spec.config)
+    for kind, schema in REWARD_SCHEMAS.items():
+        store.store(name=f"reward_schema_{kind}", node=schema)
 
 
 def setup_hydra() -> None:

@@ -7,51 +7,16 @@ calls ``OmegaConf.to_object`` before any work starts.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from omegaconf import MISSING
 
-from steerable.errors import UserError
-
-
-class ConfigError(UserError, ValueError):
-    """A config value is wrong; the message names the key."""
-
-
-def at_least(key: str, value: float | None, low: float, strictly: bool = False) -> None:
-    """A numeric knob's lower bound (null passes: it means "off" or "default" where allowed)."""
-    if value is None:
-        return
-    if value < low or (strictly and value == low):
-        bound = f"greater than {low}" if strictly else f"at least {low}"
-        raise ConfigError(f"{key} must be {bound}, got {value}")
-
+from steerable.config.base import Choice as Choice  # re-exported, as are ConfigError, _choices, at_least
+from steerable.config.base import ConfigError, _choices, at_least
+from steerable.config.reward import RewardSpec, check_reward_specs
 
 # ----------------------------------------------------------------------------------------------- model
-
-
-class Choice(str, Enum):
-    """A config choice: a str Enum whose member names are the exact spellings users type (`bf16-mixed`).
-
-    OmegaConf validates enum fields by member name at composition, so a wrong value fails there, naming the key
-    and listing the allowed ones (one error format for every choice). Members compare, hash and JSON-encode as
-    their strings, and print as them too: Python 3.11's str-mixin Enum would print `Name.value`.
-    """
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
-
-def _choices(name: str, values: list[str]) -> type[Choice]:
-    """A `Choice` Enum with these values (names = values), defined in the caller's module so it pickles."""
-    module = sys._getframe(1).f_globals["__name__"]
-    return Choice(name, [(v, v) for v in values], module=module, qualname=name)  # type: ignore[return-value]
 
 
 # hub: hub id or local folder; gguf: a GGUF file (the bundled SmolLM2 by default), converted once and cached;
@@ -322,9 +287,10 @@ class TrainConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     tags: list[str] = field(default_factory=list)
-    reward: dict[str, Any] = field(default_factory=dict)  # reward/scorer sources by name (conf/reward)
+    reward: dict[str, RewardSpec] = field(default_factory=dict)  # reward/scorer sources by name (conf/reward)
 
     def __post_init__(self) -> None:
+        check_reward_specs(self.reward)
         if self.hardware.accelerator == "cpu" and self.model.dtype == "float16":
             raise ConfigError(
                 "model.dtype=float16 is not usable for training on CPU; use float32 or bfloat16"
@@ -392,10 +358,11 @@ class EvalConfig:
     data: DataConfig = MISSING
     hardware: HardwareConfig = MISSING
     logger: LoggerConfig = MISSING
-    reward: dict[str, Any] = field(default_factory=dict)
+    reward: dict[str, RewardSpec] = field(default_factory=dict)  # scorers by name (conf/reward)
     seed: int = 1234
 
     def __post_init__(self) -> None:
+        check_reward_specs(self.reward)
         if self.eval.name in ("generations", "win_rate") and not self.reward:
             raise ConfigError(
                 f"eval={self.eval.name} needs reward sources to score with, e.g. reward=[verbosity]"

@@ -8,9 +8,11 @@ scorer.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 import torch
@@ -162,21 +164,30 @@ def _resolve(factory: RewardFactory | str) -> RewardFactory:
 
 
 def _to_plain_dict(spec: Any) -> dict[str, Any]:
-    """Accept plain mappings and OmegaConf configs (Hydra hands us DictConfig)."""
+    """Accept typed specs (steerable.config.reward: the validated `reward.<name>` of a run), plain mappings (a
+    saved run's config) and OmegaConf configs; choices become their plain strings, and `args` (the arguments of
+    a type without its own schema) joins the other keys."""
     try:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(spec, DictConfig):
-            return OmegaConf.to_container(spec, resolve=True)  # type: ignore[return-value]
+            spec = OmegaConf.to_container(spec, resolve=True, enum_to_str=True)
     except ImportError:  # pragma: no cover - omegaconf is a project dependency
         pass
+    if dataclasses.is_dataclass(spec) and not isinstance(spec, type):
+        spec = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
     if not isinstance(spec, Mapping):
-        raise TypeError(f"reward spec must be a mapping, got {type(spec).__name__}")
-    return dict(spec)
+        raise TypeError(f"reward spec must be a mapping or a RewardSpec, got {type(spec).__name__}")
+    plain = {k: v.value if isinstance(v, Enum) else v for k, v in spec.items()}
+    extra = dict(plain.pop("args", None) or {})
+    clash = sorted(set(extra) & set(plain))
+    if clash:
+        raise ValueError(f"reward spec sets {clash} both as keys and in 'args'")
+    return {**plain, **extra}
 
 
-def build_reward_source(spec: Mapping[str, Any]) -> RewardSource:
-    """Build a source from ``{"type": ..., **kwargs}``.
+def build_reward_source(spec: Mapping[str, Any] | Any) -> RewardSource:
+    """Build a source from a spec: a typed `RewardSpec` or a mapping ``{"type": ..., **kwargs}``.
 
     ``{"type": "stack", "sources": {key: spec, ...}}`` builds a RewardStack of nested specs.
     """
