@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig, _choices
+from steerable.config.base import ConfigError, _choices
+from steerable.config.method import RecipeConfig
 
 # reward: r - alpha * log-ratio | loss: a separate loss term
 KLIn = _choices("KLIn", ["reward", "loss"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig, _choices
+from steerable.config.base import ConfigError, _choices
+from steerable.config.method import RecipeConfig
 
 # small: a random-init 2-layer LM on the base tokenizer | base: the base model + LoRA
 ControllerKind = _choices("ControllerKind", ["small", "base"])

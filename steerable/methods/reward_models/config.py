@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig, _choices
+from steerable.config.base import ConfigError, _choices
+from steerable.config.method import RecipeConfig
 from steerable.methods.registry import needs_responses
 
 # last: the hidden state of the final token | mean: the masked mean over real tokens

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from steerable.config.schema import RecipeConfig
+from steerable.config.method import RecipeConfig
 from steerable.methods.registry import needs_responses
 
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig, _choices
+from steerable.config.base import ConfigError, _choices
+from steerable.config.method import RecipeConfig
 
 SUPERHF_REWARD_REQUIRED = (
     "method.reward is required: a reward model run folder (method=reward_model) or a reward "

@@ -1,0 +1,38 @@
+"""The `method.*` keys every method shares; each method's own config (steerable/methods/<name>/config.py)
+extends one of these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from steerable.config.base import ConfigError, _choices, at_least
+
+Scheduler = _choices("Scheduler", ["constant", "linear", "cosine"])
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    stages: list[str] | None = None  # the stages to run, in order; null = every stage of the method
+
+
+@dataclass
+class RecipeConfig(MethodConfig):
+    """Optimisation settings every trained method shares."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    scheduler: Scheduler = Scheduler["cosine"]  # learning-rate shape after warm-up
+    batch_size: int = 4
+    eval_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"method.lr must be positive, got {self.lr}")
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("method.batch_size and method.eval_batch_size must be at least 1")
+        at_least("method.weight_decay", self.weight_decay, 0)
+        at_least("method.warmup_steps", self.warmup_steps, 0)
