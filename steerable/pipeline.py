@@ -7,8 +7,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
-from steerable.run_dir import contained, write_text_atomic
+from steerable.run_dir import RunDirError, contained, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,25 @@ class StageResults(dict):
         )
         self.run_dir = run_dir
         self.stages = stages
+        self.named = named
         self.running: list[str] = []
+
+    @classmethod
+    def finished(
+        cls, run_dir: Path, names: Sequence[str], named: set[str] | frozenset = frozenset()
+    ) -> StageResults:
+        """The finished stages of a run, read-only: requiring one the run has not finished is an error naming
+        it (evaluation and inference never train)."""
+
+        def not_run(name: str) -> StageFn:
+            def refuse(done: dict) -> dict:
+                raise RunDirError(
+                    f"{run_dir} has not finished its {name} stage (stages/{name}.json is missing)"
+                )
+
+            return refuse
+
+        return cls(Path(run_dir), {name: not_run(name) for name in names}, named)
 
     def run(self, name: str) -> dict:
         if name in self:
@@ -57,8 +76,21 @@ class StageResults(dict):
         """The summary of an upstream stage, running it now when this run has not finished it yet."""
         return self.run(name)
 
+    def artifact(self, name: str, key: str = "path") -> Path:
+        """The folder or file a stage made (its summary's `key`), followed only inside the run or to an
+        artifact the run's config names."""
+        value = self.require(name).get(key)
+        if not isinstance(value, str) or not value:
+            raise RunDirError(f"{self.run_dir}: stages/{name}.json has no {key}")
+        return contained(self.run_dir, value, self.named, field=f"stages/{name}.json {key}")
+
 
 PATH_FIELDS = ("path", "apm", "policy", "experts")
+
+
+def named_artifacts(method: Any) -> set[str]:
+    """Artifact folders outside the run that its method config names (method.apm=, method.experts=, ...)."""
+    return {v for k in PATH_FIELDS if isinstance(v := getattr(method, k, None), str) and v}
 
 
 def checked_marker(run_dir: Path, name: str, named: set[str] | frozenset) -> dict:

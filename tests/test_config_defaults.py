@@ -16,6 +16,7 @@ from steerable.config.reward import REWARD_SCHEMAS, RewardSpec
 from steerable.config.schema import (
     DataConfig,
     EvalConfig,
+    EvalSettings,
     HardwareConfig,
     LoggerConfig,
     ModelConfig,
@@ -30,6 +31,7 @@ SCHEMAS: dict[str, type] = {
     "data": DataConfig,
     "hardware": HardwareConfig,
     "logger": LoggerConfig,
+    "eval": EvalSettings,
 }
 PRIMARY: dict[str, type] = {"train": TrainConfig, "eval": EvalConfig}
 
@@ -142,7 +144,9 @@ def test_allow_list_names_real_restatements() -> None:
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g not in ("method", "reward")])
 def test_option_composes_and_validates(group: str, option: str) -> None:
-    cfg = validate(compose_config("train", [f"{group}={option}", *NEEDS.get((group, option), [])]))
+    primary = "eval" if group == "eval" else "train"  # the method options: tests/test_config.py
+    extra = ["run=some/run", "reward=[verbosity]"] if primary == "eval" else []
+    cfg = validate(compose_config(primary, [*extra, f"{group}={option}", *NEEDS.get((group, option), [])]))
     assert getattr(cfg, group).name == option
 
 

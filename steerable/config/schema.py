@@ -143,6 +143,10 @@ class GenerateConfig:
     # CLP / Rewarded Soups runs: the reward weighting, one value per objective, summing to 1
     weights: list[float] = field(default_factory=list)
     preference: str | None = None  # PCM runs: one side per dimension, e.g. "concise, friendly"
+    # Any policy's controls by name (an unknown one is an error listing the run's own):
+    # controls.attributes.quality=4, controls.weights=[0.2,0.8], controls.preference.verbosity=concise. The
+    # three keys above are shorthands for the same controls.
+    controls: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -169,6 +173,9 @@ class EvalSettings:
     judge: str | None = None  # win_rate: the reward column that decides (null = the first one)
     meteor_pairs: int = 300
     samples_in_report: int = 8
+    # generations / win_rate: the evaluated policy's controls (unset ones take the policy's defaults), e.g.
+    # eval.controls.weights=[0.5,0.5] for a CLP run, eval.controls.preference='concise, friendly' for PCM
+    controls: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.num_prompts < 1:

@@ -1,6 +1,13 @@
 """Batched sampling for online methods and the CLI, behind a backend-neutral ``Sampler`` interface."""
 
-from steerable.generation.base import Completion, FinishReason, GenerationSettings, Prompt, Sampler
+from steerable.generation.base import (
+    Completion,
+    FinishReason,
+    GenerationSettings,
+    Prompt,
+    Sampler,
+    settings_from,
+)
 from steerable.generation.hf import HFSampler, render_prompt
 from steerable.generation.logprobs import pack_completions, sequence_logprobs, token_logprobs
 from steerable.generation.stops import Cut, cut_response
@@ -17,5 +24,6 @@ __all__ = [
     "pack_completions",
     "render_prompt",
     "sequence_logprobs",
+    "settings_from",
     "token_logprobs",
 ]

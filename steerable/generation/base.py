@@ -48,6 +48,21 @@ class GenerationSettings:
             raise ConfigError("stop strings must be non-empty")
 
 
+SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "stop")
+
+
+def settings_from(source: Any, keys: Sequence[str] = SAMPLING_KEYS, **overrides: Any) -> GenerationSettings:
+    """Settings for a config section that names its sampling options as `GenerationSettings` does
+    (`max_new_tokens`, `temperature`, ...): the one place a config becomes generation settings. Only the
+    sampling keys are read from `source` (a method's `batch_size` or `seed` means something else there), and
+    only `keys` of them where a name means something else (SuperHF's `top_k` counts kept samples);
+    everything else is passed by name in `overrides`, which also win over `source`."""
+    taken = {key: getattr(source, key) for key in keys if hasattr(source, key)}
+    if "stop" in taken:
+        taken["stop"] = list(taken["stop"] or [])
+    return GenerationSettings(**{**taken, **overrides})
+
+
 @dataclass
 class Completion:
     """One sampled response.

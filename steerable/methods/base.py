@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,12 +16,15 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
 from steerable.backbone.loading import untrusted_model_config
-from steerable.config.schema import ModelConfig, TrainConfig
+from steerable.config.schema import TrainConfig
 from steerable.hardware import inference_autocast
+from steerable.pipeline import StageResults, named_artifacts
+from steerable.policies.plain import load_run_model
+from steerable.policies.runs import FINAL_MODEL_DIR, run_config, run_model_config, saved_config
 
 log = logging.getLogger(__name__)
 
-FINAL_MODEL_DIR = "checkpoints/final"
+__all__ = ["FINAL_MODEL_DIR", "RunContext", "load_policy", "run_config", "run_model_config", "sub_context"]
 
 
 @dataclass
@@ -65,6 +69,19 @@ class RunContext:
         """bf16 autocast for inference when the run trains in bf16 (CPUs with bf16 units gain ~2.5x)."""
         return inference_autocast(self.cfg.hardware)
 
+    @classmethod
+    def from_run_dir(cls, run_dir: Path | str, overrides: Mapping[str, Any] | None = None) -> RunContext:
+        """The context a finished run's stages had, rebuilt from its folder, so `steerable-eval` runs the same
+        evaluation function as the run's eval stage (see `saved_train_config` for `overrides`)."""
+        return cls(cfg=saved_train_config(Path(run_dir), overrides), run_dir=Path(run_dir))
+
+    def finished_stages(self) -> StageResults:
+        """This run's finished stages, read-only (for evaluation of a run folder)."""
+        from steerable.methods.registry import spec_of
+
+        names = spec_of(self.cfg.method.name).stage_names
+        return StageResults.finished(self.run_dir, names, named_artifacts(self.cfg.method))
+
     def hparams(self, model: torch.nn.Module) -> dict[str, Any]:
         counts = count_parameters(model)
         config = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True, enum_to_str=True)
@@ -83,25 +100,31 @@ def sub_context(ctx: RunContext, folder: str, method: Any = None, max_steps: int
     return RunContext(cfg=cfg, run_dir=ctx.run_dir / folder, resuming=ctx.resuming, callbacks=ctx.callbacks)
 
 
-def run_config(run_dir: Path, key: str, schema: type) -> Any:
-    """One section of the config a run was trained with (e.g. its model or data), as its dataclass."""
-    saved = Path(run_dir) / ".hydra" / "config.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (missing .hydra/config.yaml)")
-    merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(saved)[key])
-    return OmegaConf.to_object(merged)
+def saved_train_config(run_dir: Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The config a run was trained with, as the dataclasses its stages saw, with `overrides` on top.
+
+    `overrides` are dotted keys (`hardware`, `seed`, `method.eval.num_prompts`, ...). A mapping value is
+    merged one level deep, name by name: `reward` sources given now replace the run's own of the same name
+    and keep the others (the one rule for re-using a run's rewards)."""
+    from steerable.methods.registry import spec_of
+
+    saved = saved_config(run_dir)
+    merged = OmegaConf.structured(TrainConfig)
+    merged.method = OmegaConf.structured(spec_of(saved.method.name).config)
+    merged = OmegaConf.merge(merged, saved)
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping):
+            current = OmegaConf.select(merged, key, default=None)
+            value = {
+                **(OmegaConf.to_container(current, resolve=True) if current is not None else {}),
+                **value,
+            }
+        OmegaConf.update(merged, key, value, merge=False)
+    cfg: TrainConfig = OmegaConf.to_object(merged)
+    if cfg.method.stages is None:
+        cfg.method.stages = spec_of(cfg.method.name).stage_names
+    return replace(cfg, model=untrusted_model_config(cfg.model, Path(run_dir)))
 
 
-def run_model_config(run_dir: Path) -> ModelConfig:
-    """The model config a run was trained with, so using a run needs no repeated model overrides."""
-    return untrusted_model_config(run_config(run_dir, "model", ModelConfig), Path(run_dir))
-
-
-def load_policy(run_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """The trained policy of a run folder: its base model plus the adapter (or full weights) in checkpoints/final."""
-    final = Path(run_dir) / FINAL_MODEL_DIR
-    if not final.is_dir():
-        raise FileNotFoundError(
-            f"{run_dir} has no trained model at {FINAL_MODEL_DIR}/ (did training finish?)"
-        )
-    return load_backbone(run_model_config(run_dir), adapter_dir=final)
+# The (model, tokenizer) of a run's checkpoints/final; `registry.load_policy` gives the run as a SteerablePolicy.
+load_policy = load_run_model

@@ -15,6 +15,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from steerable.config.schema import ConfigError
@@ -139,12 +140,42 @@ def check_train_config(cfg: Any) -> Any:
 
 
 def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Callable[[Any], dict]]:
-    """The stages bound to a run context, as the pipeline runs them: name -> fn(done)."""
+    """The stages bound to a run context, as the pipeline runs them: name -> fn(done). After each stage the
+    run's saved policy (if it has one by then) declares the run's kind, the method's name."""
 
     def bind(stage: Stage) -> Callable[[Any], dict]:
-        return lambda done: resolve(stage.run)(ctx, done)
+        def run_stage(done: Any) -> dict:
+            from steerable.policies.runs import declare_kind
+
+            summary = resolve(stage.run)(ctx, done)
+            if _is_writer():
+                declare_kind(ctx.run_dir, spec.name)
+            return summary
+
+        return run_stage
 
     return {stage.name: bind(stage) for stage in spec.stages}
+
+
+def _is_writer() -> bool:
+    """Rank 0 (or the only process) writes run-folder files."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def load_policy(run_dir: Path | str) -> Any:
+    """A finished run as a `SteerablePolicy`, loaded by its method's own loader (found from the run's kind)."""
+    from steerable.policies.runs import run_kind
+
+    kind = run_kind(Path(run_dir))
+    spec = spec_of(kind)
+    if spec.policy is None:
+        raise ConfigError(
+            f"run={run_dir} is a method={kind} run, a scorer and not a policy: it cannot generate "
+            "(evaluate it with steerable-eval eval=reward_accuracy)"
+        )
+    return resolve(spec.policy)(Path(run_dir))
 
 
 def evaluations() -> dict[str, Evaluation]:

@@ -7,13 +7,9 @@ from pathlib import Path
 
 from steerable.methods.base import RunContext
 from steerable.methods.pcm.evaluate import run_pcm_eval
+from steerable.methods.pcm.policy import CONTROLLER_DIR, load_controller, load_experts
 from steerable.methods.pcm.preferences import parse_dimensions
-from steerable.methods.pcm.stages import (
-    CONTROLLER_DIR,
-    load_controller,
-    load_experts,
-    pcm_prompts,
-)
+from steerable.methods.pcm.stages import pcm_prompts
 from steerable.report import Report
 
 

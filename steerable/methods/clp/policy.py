@@ -1,0 +1,106 @@
+"""A CLP or Rewarded Soups policy at inference: one weighting of the objectives (a point on the simplex) mixes
+the per-objective adapters per example, or is written into the prompt (CLP's prompt variant)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.backbone.mixing import AdapterMixer
+from steerable.config.schema import ModelConfig
+from steerable.generation import Completion, GenerationSettings, HFSampler
+from steerable.methods.clp.conditioning import ParameterConditioning, PromptConditioning
+from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
+
+WEIGHTS = "weights"
+
+
+def load_steerable_policy(run_dir: Path) -> tuple[PeftModel, Any, Any, dict]:
+    """A CLP or Rewarded Soups run's policy with its conditioning (weights -> adapters or prompt) and metadata."""
+    final = Path(run_dir) / FINAL_MODEL_DIR
+    meta_file = final / METADATA_FILE
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"{run_dir} has no trained policy at {FINAL_MODEL_DIR}/ (did training finish?)"
+        )
+    meta = json.loads(meta_file.read_text())
+    if "objectives" not in meta or "adapters" not in meta:
+        raise ValueError(f"{run_dir} is not a CLP or rewarded_soups run (no objectives in {meta_file})")
+    cfg: ModelConfig = run_model_config(run_dir)
+    tokenizer = load_tokenizer(cfg)
+    first, *rest = meta["adapters"]
+    model = PeftModel.from_pretrained(load_base_model(cfg, tokenizer), str(final / first), adapter_name=first)
+    for name in rest:
+        model.load_adapter(str(final / name), adapter_name=name)
+    model.eval()
+    if meta["conditioned"]:
+        conditioning: Any = ParameterConditioning(AdapterMixer(model, meta["conditioned"]))
+    else:
+        model.base_model.set_adapter(meta["adapters"])
+        conditioning = PromptConditioning(meta["objectives"])
+    return model, tokenizer, conditioning, meta
+
+
+class WeightedPolicy(SteerablePolicy):
+    """`weights`: one value per objective in the run's order; uniform when not given."""
+
+    def __init__(
+        self,
+        model: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        conditioning: ParameterConditioning | PromptConditioning,
+        objectives: list[str],
+        origin: str,
+        kind: str,
+        model_cfg: ModelConfig | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.conditioning = model, tokenizer, conditioning
+        self.objectives, self.origin, self.kind, self.model_cfg = list(objectives), origin, kind, model_cfg
+
+    def controls(self) -> list[Control]:
+        m = len(self.objectives)
+        return [
+            Control(
+                WEIGHTS,
+                "weights",
+                doc="how much each objective counts; the policy was trained for every weighting",
+                default=[1 / m] * m,
+                options=tuple(self.objectives),
+            )
+        ]
+
+    def to(self, device: torch.device | str) -> WeightedPolicy:
+        self.model.to(device)
+        return self
+
+    def describe(self, values: dict[str, Any]) -> str:
+        return f"weights: {dict(zip(self.objectives, values[WEIGHTS], strict=True))}"
+
+    def _generate(
+        self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        weights = torch.tensor([values[WEIGHTS]] * len(prompts))
+        shown = [self.conditioning.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
+        rows = self.conditioning.rows(weights)
+        return HFSampler(self.model, self.tokenizer).generate(shown, settings, row_context=rows)
+
+
+def load_weighted_policy(run_dir: Path) -> WeightedPolicy:
+    """The policy of a clp or rewarded_soups run."""
+    model, tokenizer, conditioning, meta = load_steerable_policy(run_dir)
+    return WeightedPolicy(
+        model,
+        tokenizer,
+        conditioning,
+        meta["objectives"],
+        f"run={run_dir}",
+        run_kind(run_dir),
+        run_model_config(run_dir),
+    )

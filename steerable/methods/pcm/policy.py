@@ -1,0 +1,187 @@
+"""A PCM policy at inference: one side per preference dimension; the experts of the chosen sides are merged
+token by token with the weights the controller reads from [preference description; prompt; reply so far].
+
+The loaders and the controller's weight function live here because training (the `pcm` stage), the
+evaluation and inference all use them; nothing here imports a training stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from safetensors.torch import load_file
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from steerable.backbone.adapters import wrap_lora
+from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.backbone.mixing import AdapterMixer
+from steerable.config.schema import ModelConfig
+from steerable.generation import Completion, GenerationSettings
+from steerable.generation.mixture import MixtureSampler
+from steerable.methods.pcm.config import PCMConfig
+from steerable.methods.pcm.controller import PreferenceController
+from steerable.methods.pcm.preferences import Dimension, active, describe, parse_dimensions, parse_preference
+from steerable.pipeline import StageResults, named_artifacts
+from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.runs import run_config, run_kind, run_model_config
+
+CONTROLLER_DIR = "controller"
+GROUP = "preference"  # control names: preference.<dimension>
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def load_experts(path: Path, model_cfg: ModelConfig) -> tuple[PeftModel, Any, AdapterMixer]:
+    """The experts saved by the `experts` stage: every side's adapter on one base, with their mixer."""
+    meta = json.loads((Path(path) / "steerable.json").read_text())
+    tokenizer = load_tokenizer(model_cfg)
+    first, *rest = meta["sides"]
+    model = PeftModel.from_pretrained(
+        load_base_model(model_cfg, tokenizer), str(Path(path) / first), adapter_name=first
+    )
+    for side in rest:
+        model.load_adapter(str(Path(path) / side), adapter_name=side)
+    model.eval()
+    return model, tokenizer, AdapterMixer(model, meta["sides"])
+
+
+def build_controller(m: PCMConfig, model_cfg, tokenizer, num_experts: int, seed: int) -> PreferenceController:
+    """`small`: a random-init 2-layer Llama on the experts' tokenizer (positions align); `base`: base + LoRA."""
+    if m.controller == "base":
+        backbone = wrap_lora(load_base_model(model_cfg, tokenizer), model_cfg.lora)
+    else:
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=m.controller_hidden,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            intermediate_size=2 * m.controller_hidden,
+            tie_word_embeddings=True,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            backbone = LlamaForCausalLM(config)
+    return PreferenceController(backbone, num_experts)
+
+
+def load_controller(folder: Path, m: PCMConfig, model_cfg, tokenizer) -> PreferenceController:
+    info = json.loads((Path(folder) / "controller.json").read_text())
+    controller = build_controller(m, model_cfg, tokenizer, info["num_experts"], info["seed"])
+    controller.load_state_dict(load_file(str(Path(folder) / "controller.safetensors")), strict=False)
+    return controller.eval()
+
+
+# ------------------------------------------------------------------------------------ mixing weights
+
+
+def controller_prefix(tokenizer, prompt: list[dict], preference: tuple[str, ...]) -> list[int]:
+    messages = [
+        {"role": "system", "content": describe(preference)},
+        *[x for x in prompt if x["role"] != "system"],
+    ]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def controller_weights(controller, tokenizer, items, dims, device="cpu"):
+    """A MixtureSampler weight function: the controller on [description; prompt; tokens so far], masked to the
+    preference's experts; `items[i]` = (prompt, preference) of prompt index i."""
+    masks = torch.stack([active(pref, dims) for _, pref in items])
+    prefixes = [controller_prefix(tokenizer, prompt, pref) for prompt, pref in items]
+
+    def weights(indices: list[int], generated: torch.Tensor) -> torch.Tensor:
+        rows = [prefixes[i] + generated[k].tolist() for k, i in enumerate(indices)]
+        ids, mask = right_pad(rows, tokenizer.pad_token_id)
+        with torch.no_grad():
+            log_alpha = controller(ids.to(device), mask.to(device), masks[indices].to(device))
+        last = mask.sum(1) - 1
+        return log_alpha[torch.arange(len(rows)), last].exp()
+
+    return weights
+
+
+def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded on the right to one width, with their attention mask."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
+    return ids, mask
+
+
+# ------------------------------------------------------------------------------------------- policy
+
+
+class PreferencePolicy(SteerablePolicy):
+    """`preference.<dimension>`: one of the dimension's two sides, each required; `preference="a, b"` names
+    one side per dimension at once."""
+
+    def __init__(
+        self,
+        experts: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        mixer: AdapterMixer,
+        controller: PreferenceController,
+        dims: list[Dimension],
+        origin: str,
+        kind: str = "pcm",
+        model_cfg: ModelConfig | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.mixer, self.controller = experts, tokenizer, mixer, controller
+        self.dims, self.origin, self.kind, self.model_cfg = dims, origin, kind, model_cfg
+        self.device = torch.device("cpu")
+
+    def controls(self) -> list[Control]:
+        return [
+            Control(f"{GROUP}.{d.name}", "choice", doc=f"which end of {d.name}", options=(d.low, d.high))
+            for d in self.dims
+        ]
+
+    def expand(self, given: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(given.get(GROUP), str):
+            chosen = parse_preference(given.pop(GROUP), self.dims)
+            given |= {f"{GROUP}.{d.name}": side for d, side in zip(self.dims, chosen, strict=True)}
+        return given
+
+    def preference(self, values: dict[str, Any]) -> tuple[str, ...]:
+        return tuple(values[f"{GROUP}.{d.name}"] for d in self.dims)
+
+    def describe(self, values: dict[str, Any]) -> str:
+        return f"preference: {', '.join(self.preference(values))}"
+
+    def to(self, device: torch.device | str) -> PreferencePolicy:
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.controller.to(self.device)
+        return self
+
+    def _generate(
+        self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        n = settings.num_return_sequences  # the mixture sampler draws one reply per prompt row
+        rows = [p for p in prompts for _ in range(n)]
+        items = [(p, self.preference(values)) for p in rows]
+        weights = controller_weights(self.controller, self.tokenizer, items, self.dims, self.device)
+        out = MixtureSampler(self.mixer, self.tokenizer).generate(rows, settings, weights)
+        for c in out:
+            c.prompt_index //= n
+        return out
+
+
+def load_preference_policy(run_dir: Path) -> PreferencePolicy:
+    """A finished PCM run: the experts its `experts` stage recorded and the controller it trained."""
+    run_dir = Path(run_dir)
+    m: PCMConfig = run_config(run_dir, "method", PCMConfig)
+    model_cfg = run_model_config(run_dir)
+    done = StageResults.finished(run_dir, ["experts"], named_artifacts(m))
+    experts, tokenizer, mixer = load_experts(done.artifact("experts"), model_cfg)
+    controller = load_controller(run_dir / CONTROLLER_DIR, m, model_cfg, tokenizer)
+    dims = parse_dimensions(m.dimensions)
+    origin = f"run={run_dir}"
+    return PreferencePolicy(experts, tokenizer, mixer, controller, dims, origin, run_kind(run_dir), model_cfg)

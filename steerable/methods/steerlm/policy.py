@@ -1,0 +1,90 @@
+"""A SteerLM policy at inference: one numeric dial per attribute of its schema, written as the label prefix it
+was trained with after the assistant header; generation stops before the model starts a new label."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from steerable.config.schema import ConfigError, ModelConfig
+from steerable.generation import Completion, GenerationSettings, HFSampler
+from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
+from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.plain import load_run_model
+from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
+
+SCHEMA_KEY = "attributes"  # where the schema sits in checkpoints/final/steerable.json
+GROUP = "attributes"  # control names: attributes.<name>
+
+
+def load_schema(policy_dir: Path) -> AttributeSchema:
+    """The attribute schema saved with an attribute-conditioned policy (a checkpoints/final folder)."""
+    meta_file = Path(policy_dir) / METADATA_FILE
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    if SCHEMA_KEY not in meta:
+        raise ConfigError(
+            f"{policy_dir} is not an attribute-conditioned (SteerLM) policy: no attribute schema"
+        )
+    return AttributeSchema.from_dict(meta[SCHEMA_KEY])
+
+
+class SteerLMPolicy(SteerablePolicy):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        schema: AttributeSchema,
+        origin: str,
+        kind: str = "steerlm",
+        model_cfg: ModelConfig | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.schema = model, tokenizer, schema
+        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+
+    def controls(self) -> list[Control]:
+        low, high = self.schema.value_range
+        return [
+            Control(
+                f"{GROUP}.{name}",
+                "number",
+                doc=f"requested {name}, written into the label the model was trained on",
+                default=self.schema.defaults.get(name),
+                low=low,
+                high=high,
+                step=1,
+            )
+            for name in self.schema.names
+        ]
+
+    def to(self, device: torch.device | str) -> SteerLMPolicy:
+        self.model.to(device)
+        return self
+
+    def values(self, resolved: dict[str, Any]) -> dict[str, int]:
+        """Controls -> the schema's attribute values, in label order."""
+        return {name: int(resolved[f"{GROUP}.{name}"]) for name in self.schema.names}
+
+    def describe(self, values: dict[str, Any]) -> str:
+        return f"attribute label: {self.schema.label(self.values(values))}"
+
+    def _generate(
+        self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        wanted = self.values(values)
+        texts = [steered_prompt(self.tokenizer, p, self.schema, wanted) for p in prompts]
+        stop = [*settings.stop, self.schema.label_start]
+        return HFSampler(self.model, self.tokenizer).generate(texts, replace(settings, stop=stop))
+
+
+def load_steerlm_policy(run_dir: Path) -> SteerLMPolicy:
+    """The newest attribute-conditioned policy of a SteerLM run (its checkpoints/final) with its schema."""
+    model, tokenizer = load_run_model(run_dir)
+    schema = load_schema(Path(run_dir) / FINAL_MODEL_DIR)
+    return SteerLMPolicy(
+        model, tokenizer, schema, f"run={run_dir}", run_kind(run_dir), run_model_config(run_dir)
+    )

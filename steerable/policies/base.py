@@ -1,0 +1,193 @@
+"""The inference interface every trained run offers, whatever method made it.
+
+A `SteerablePolicy` says what a user may set (`controls()`: SteerLM's attribute dials, CLP's weights on the
+simplex, PCM's side per dimension, nothing for a plain policy) and generates replies for chat prompts under
+those settings. `steerable-generate`, the generic `steerable-eval` kinds and a future playground or server
+use only this, so they never need to know which method trained the run.
+
+Control names are flat strings; a dotted name belongs to a group (`attributes.quality` to `attributes`,
+`preference.verbosity` to `preference`). A nested mapping such as Hydra's `{"attributes": {"quality": 4}}`
+is read as the dotted names it spells.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from steerable.config.schema import ConfigError, ModelConfig
+from steerable.generation import Completion, GenerationSettings
+
+ControlKind = Literal["number", "weights", "choice"]
+WEIGHT_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class Control:
+    """One setting a user may choose, with everything a form needs to render it.
+
+    - number: a value in [low, high] (step 1 = integers only), e.g. a SteerLM attribute;
+    - weights: one non-negative value per name in `options`, summing to 1 (CLP / Rewarded Soups);
+    - choice: one of `options` (a PCM dimension's two sides).
+    `default` None means the control must be given."""
+
+    name: str
+    kind: ControlKind
+    doc: str = ""
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    options: tuple[str, ...] = ()
+
+    @property
+    def group(self) -> str:
+        return self.name.partition(".")[0]
+
+    @property
+    def allowed(self) -> str:
+        """The allowed values in words, for error messages and help."""
+        if self.kind == "number":
+            what = "integers" if self.step == 1 else "numbers"
+            return f"{what} in [{_plain(self.low)}, {_plain(self.high)}]"
+        if self.kind == "weights":
+            return f"one non-negative value per objective {list(self.options)}, summing to 1"
+        return f"one of {list(self.options)}"
+
+    def check(self, value: Any) -> Any:
+        """`value` in its canonical form, or a one-line ConfigError naming this control and what it allows."""
+        if self.kind == "number":
+            return self._number(value)
+        if self.kind == "weights":
+            return self._weights(value)
+        if value not in self.options:
+            raise ConfigError(f"{self.name}={value!r}: {self.allowed}")
+        return value
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, for a UI."""
+        return {**asdict(self), "options": list(self.options), "allowed": self.allowed}
+
+    def _number(self, value: Any) -> float | int:
+        bad = ConfigError(f"{self.name}={value}: values are {self.allowed} for this model")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise bad from None
+        integer = self.step == 1
+        if (integer and number != int(number)) or not self.low <= number <= self.high:
+            raise bad
+        return int(number) if integer else number
+
+    def _weights(self, value: Any) -> list[float]:
+        names = list(self.options)
+        try:
+            weights = [float(w) for w in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{self.name}={value!r}: {self.allowed}") from None
+        if len(weights) != len(names):
+            raise ConfigError(f"{self.name}={weights} needs one value per objective {names}")
+        if min(weights) < 0 or abs(sum(weights) - 1) > WEIGHT_TOLERANCE:
+            raise ConfigError(f"{self.name}={weights} must be non-negative and sum to 1 (objectives {names})")
+        return weights
+
+
+def _plain(x: float | None) -> str:
+    return str(int(x)) if x is not None and float(x).is_integer() else str(x)
+
+
+def flatten(controls: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"attributes": {"quality": 4}}` -> `{"attributes.quality": 4}`; lists and scalars are values."""
+    out: dict[str, Any] = {}
+    for key, value in controls.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+class SteerablePolicy(ABC):
+    """A trained run (or a bare model) ready to generate. `kind` is the method that made it; `origin` says
+    where it came from in errors (`run=<folder>`, `model=<name>`)."""
+
+    kind: str = "policy"
+    origin: str = ""
+    model: torch.nn.Module  # the network that generates (PCM: the experts)
+    tokenizer: PreTrainedTokenizerBase
+    model_cfg: ModelConfig | None = None  # the base it was trained from, when known
+
+    @abstractmethod
+    def controls(self) -> list[Control]:
+        """What a user may set, in display order."""
+
+    @abstractmethod
+    def _generate(
+        self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        """Generation with `values` already checked and complete (every control has a value)."""
+
+    @abstractmethod
+    def to(self, device: torch.device | str) -> SteerablePolicy:
+        """Move every model the policy runs to `device`; returns self."""
+
+    def generate(
+        self, prompts: Sequence[list[dict]], controls: Mapping[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        """`settings.num_return_sequences` completions per chat prompt, grouped by prompt in input order,
+        all under the same `controls` (checked first; unset controls take their defaults)."""
+        return self._generate(list(prompts), self.resolve(controls), settings)
+
+    def resolve(self, controls: Mapping[str, Any]) -> dict[str, Any]:
+        """Every control's value: the given ones checked, the rest their defaults. Unknown names are errors."""
+        given = flatten(controls)
+        known = {c.name: c for c in self.controls()}
+        groups = {c.group for c in known.values()}
+        # names of no group the policy has are refused before a shorthand is parsed (the clearer error)
+        self._refuse_unknown([n for n in given if n not in known and n.partition(".")[0] not in groups])
+        given = self.expand(given)
+        self._refuse_unknown([name for name in given if name not in known])
+        values = {}
+        for name, control in known.items():
+            if name in given:
+                values[name] = control.check(given[name])
+            elif control.default is None:
+                raise ConfigError(f"{name} is required for {self.origin}: {control.allowed}")
+            else:
+                values[name] = control.default
+        return values
+
+    def expand(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Shorthands a policy accepts for its controls (PCM: `preference="concise, friendly"`)."""
+        return given
+
+    def describe(self, values: Mapping[str, Any]) -> str:
+        """What the model is conditioned on under `values`, for logs ("" when there is nothing to say)."""
+        return ""
+
+    def _refuse_unknown(self, unknown: list[str]) -> None:
+        if not unknown:
+            return
+        controls = self.controls()
+        groups = {c.group: [d for d in controls if d.group == c.group] for c in controls}
+        for name in unknown:
+            group = name.partition(".")[0]
+            if "." in name and group in groups:
+                members = [c.name.partition(".")[2] for c in groups[group]]
+                missing = sorted(n.partition(".")[2] for n in unknown if n.partition(".")[0] == group)
+                raise ConfigError(f"{group}: {self.origin} has {group} {members}; unknown {missing}")
+        if not controls:
+            names = ", ".join(unknown)
+            raise ConfigError(f"{names}: {self.origin} is a {self.kind} policy, which takes no controls")
+        summary = "; ".join(f"{c.name}: {c.allowed}" for c in controls)
+        only = ", ".join(groups)
+        raise ConfigError(
+            f"{', '.join(unknown)}: {self.origin} is a {self.kind} policy, whose only "
+            f"{'control is' if len(groups) == 1 else 'controls are'} {only} ({summary})"
+        )

@@ -1,0 +1,73 @@
+"""What a finished run folder says about itself: its saved config (`.hydra/config.yaml`, read here and nowhere
+else), the folder its policy is saved in, and its kind (the method that made it).
+
+A run's kind is declared in `checkpoints/final/steerable.json` (`"kind": "<method>"`, stamped when a stage
+saves the policy). Runs made before that, and runs whose policy is not one folder (PCM: experts plus a
+controller), take it from the saved config's `method.name`. Nothing guesses a kind from file names or keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from steerable.config.schema import ConfigError, ModelConfig
+from steerable.run_dir import write_text_atomic
+
+FINAL_MODEL_DIR = "checkpoints/final"
+METADATA_FILE = "steerable.json"  # written by backbone.adapters.save_model beside the weights
+KIND_KEY = "kind"
+
+
+def saved_config(run_dir: Path) -> DictConfig:
+    """The config a run was composed with, as Hydra recorded it."""
+    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (missing .hydra/config.yaml)")
+    return OmegaConf.load(saved)
+
+
+def run_config(run_dir: Path, key: str, schema: type) -> Any:
+    """One section of the config a run was trained with (e.g. its model or data), as its dataclass."""
+    merged = OmegaConf.merge(OmegaConf.structured(schema), saved_config(run_dir)[key])
+    return OmegaConf.to_object(merged)
+
+
+def run_model_config(run_dir: Path) -> ModelConfig:
+    """The model config a run was trained with, so using a run needs no repeated model overrides."""
+    from steerable.backbone.loading import untrusted_model_config  # torch: only when a model is used
+
+    return untrusted_model_config(run_config(run_dir, "model", ModelConfig), Path(run_dir))
+
+
+def final_metadata(run_dir: Path) -> dict[str, Any]:
+    """`checkpoints/final/steerable.json` of a run, or {} when the run saved no single policy folder."""
+    meta = Path(run_dir) / FINAL_MODEL_DIR / METADATA_FILE
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def run_kind(run_dir: Path) -> str:
+    """The method that made a run: declared next to its policy, else its saved config's `method.name`."""
+    declared = final_metadata(run_dir).get(KIND_KEY)
+    if isinstance(declared, str) and declared:
+        return declared
+    try:
+        name = saved_config(run_dir).method.name
+    except FileNotFoundError:
+        raise ConfigError(f"run={run_dir} is not a run folder (no .hydra/config.yaml inside)") from None
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"run={run_dir}: its .hydra/config.yaml names no method.name")
+    return name
+
+
+def declare_kind(run_dir: Path, kind: str) -> None:
+    """Stamp the run's kind into its saved policy's metadata (a no-op when there is none or it is there)."""
+    meta_file = Path(run_dir) / FINAL_MODEL_DIR / METADATA_FILE
+    if not meta_file.is_file():
+        return
+    meta = json.loads(meta_file.read_text())
+    if meta.get(KIND_KEY) != kind:
+        write_text_atomic(meta_file, json.dumps({**meta, KIND_KEY: kind}, indent=2, sort_keys=True))
