@@ -118,7 +118,9 @@ def test_enum_value_lists_allowed(overrides: list[str], wrong: str, allowed: str
 def test_eval_split_is_a_choice() -> None:
     with pytest.raises(ConfigCompositionException) as err:
         compose_config("eval", ["run=x", "eval.split=test"])
-    assert "expected one of [val, all, run]" in error_text(err.value) and "eval.split" in error_text(err.value)
+    assert "expected one of [val, all, run]" in error_text(err.value) and "eval.split" in error_text(
+        err.value
+    )
 
 
 def test_choices_print_and_compare_as_their_strings() -> None:
@@ -127,9 +129,15 @@ def test_choices_print_and_compare_as_their_strings() -> None:
     import json
     import pickle
 
-    cfg = validate(compose_config("train", ["method=superhf", "reward=[verbosity]", "method.reward=verbosity"]))
+    cfg = validate(
+        compose_config("train", ["method=superhf", "reward=[verbosity]", "method.reward=verbosity"])
+    )
     kl = cfg.method.kl_direction
-    assert kl == "ref_to_policy" and f"{kl}" == str(kl) == "ref_to_policy" and json.dumps(kl) == '"ref_to_policy"'
+    assert (
+        kl == "ref_to_policy"
+        and f"{kl}" == str(kl) == "ref_to_policy"
+        and json.dumps(kl) == '"ref_to_policy"'
+    )
     assert {"ref_to_policy": 1}[kl] == 1 and pickle.loads(pickle.dumps(kl)) is kl
 
 

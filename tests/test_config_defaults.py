@@ -97,7 +97,9 @@ def compare(body: dict[str, Any], schema: type) -> tuple[list[str], list[str]]:
     # typed as the schema types them (0 -> 0.0, names -> enum members), then compared as plain values
     merged = OmegaConf.to_container(OmegaConf.merge(default, body), resolve=False, enum_to_str=True)
 
-    def restated(node: dict[str, Any], defaults: dict[str, Any], typed: dict[str, Any], prefix: str) -> list[str]:
+    def restated(
+        node: dict[str, Any], defaults: dict[str, Any], typed: dict[str, Any], prefix: str
+    ) -> list[str]:
         found = []
         for key, value in node.items():
             if isinstance(value, dict) and isinstance(defaults[key], dict):
@@ -142,7 +144,9 @@ def test_allow_list_names_real_restatements() -> None:
         assert keys <= set(restated), (group, option, keys - set(restated))
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g not in ("method", "reward")])
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g, o in GROUP_OPTIONS if g not in ("method", "reward")]
+)
 def test_option_composes_and_validates(group: str, option: str) -> None:
     primary = "eval" if group == "eval" else "train"  # the method options: tests/test_config.py
     extra = ["run=some/run", "reward=[verbosity]"] if primary == "eval" else []
@@ -218,7 +222,9 @@ def test_reward_spec_mirrors_its_scorer(kind: str) -> None:
             if default is inspect.Parameter.empty:
                 assert value == "???", f"{schema.__name__}.{name} is required by the scorer"
             else:
-                assert value == default, f"{schema.__name__}.{name}={value!r}, the scorer's default is {default!r}"
+                assert value == default, (
+                    f"{schema.__name__}.{name}={value!r}, the scorer's default is {default!r}"
+                )
 
 
 def test_reward_keys_are_checked_at_composition() -> None:
@@ -231,7 +237,9 @@ def test_reward_keys_are_checked_at_composition() -> None:
     with pytest.raises(Exception, match=r"reward\.verbosity\.type=sentiment does not match"):
         validate(compose_config("train", ["reward=[verbosity]", "reward.verbosity.type=sentiment"]))
     cfg = validate(compose_config("eval", ["run=x", "eval=generations", "reward=[positivity]"]))
-    assert isinstance(cfg.reward["positivity"], RewardSpec) and cfg.reward["positivity"].outputs == ["compound"]
+    assert isinstance(cfg.reward["positivity"], RewardSpec) and cfg.reward["positivity"].outputs == [
+        "compound"
+    ]
 
 
 def test_typed_and_plain_specs_build_the_same_source() -> None:

@@ -25,7 +25,9 @@ def test_every_stage_target_resolves_to_a_function() -> None:
 def test_unknown_method_and_stage_name_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"methods: .*sft"):
         spec_of("nonesuch")
-    with pytest.raises(ConfigError, match=r"method.stages=\['train', 'bogus'\].*allowed: \['train', 'report'\]"):
+    with pytest.raises(
+        ConfigError, match=r"method.stages=\['train', 'bogus'\].*allowed: \['train', 'report'\]"
+    ):
         check_stages(spec_of("sft"), ["train", "bogus"])
 
 

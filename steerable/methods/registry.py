@@ -103,9 +103,7 @@ def specs() -> dict[str, MethodSpec]:
     packages = sorted(i.name for i in pkgutil.iter_modules(package.__path__) if i.ispkg)
     for name in packages:
         module = importlib.import_module(f"{PACKAGE}.{name}")
-        declared = list(getattr(module, "SPECS", ())) + (
-            [module.SPEC] if hasattr(module, "SPEC") else []
-        )
+        declared = list(getattr(module, "SPECS", ())) + ([module.SPEC] if hasattr(module, "SPEC") else [])
         for spec in declared:
             if spec.name in found:
                 raise RuntimeError(f"method {spec.name!r} is declared twice ({module.__name__})")

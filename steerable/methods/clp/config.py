@@ -49,7 +49,9 @@ class PolicyGradientConfig(RecipeConfig):
     top_p: float = 1.0
     max_new_tokens: int = 48
     generation_batch_size: int = 32  # sampled rows per generate call
-    objectives: list[str] = field(default_factory=list)  # reward keys in order; empty = every source of `reward`
+    objectives: list[str] = field(
+        default_factory=list
+    )  # reward keys in order; empty = every source of `reward`
     normalize: Normalize = Normalize["zscore"]
     calibration_prompts: int = 32
     eval: ParetoEvalSettings = field(default_factory=ParetoEvalSettings)
@@ -73,7 +75,6 @@ class CLPConfig(PolicyGradientConfig):
     attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     output_module: str = "lm_head"
 
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.concentration <= 0:
@@ -87,7 +88,6 @@ class RLConfig(PolicyGradientConfig):
 
     name: str = "rl"
     weights: list[float] = field(default_factory=list)  # a fixed weighting of the objectives; empty = equal
-
 
 
 @dataclass

@@ -47,7 +47,6 @@ class PCMConfig(RecipeConfig):
     max_new_tokens: int = 48
     eval: PCMEvalSettings = field(default_factory=PCMEvalSettings)
 
-
     def __post_init__(self) -> None:
         super().__post_init__()
         for item in self.dimensions:

@@ -47,7 +47,9 @@ class AttributeModelConfig(ScoringConfig):
 
 def check_reward_model(cfg: Any) -> None:
     if cfg.data.format not in ("hh-rlhf", "jsonl"):
-        raise ConfigError(f"method=reward_model needs preference pairs (data=hh-rlhf), got data={cfg.data.name}")
+        raise ConfigError(
+            f"method=reward_model needs preference pairs (data=hh-rlhf), got data={cfg.data.name}"
+        )
 
 
 def check_attribute_model(cfg: Any) -> None:

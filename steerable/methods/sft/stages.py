@@ -24,7 +24,12 @@ from steerable.training.lm_module import CausalLMModule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_sft", "fitting_prompts", "report_stage", "train_stage"]  # fitting_prompts: methods.dpo's import
+__all__ = [
+    "fit_sft",
+    "fitting_prompts",
+    "report_stage",
+    "train_stage",
+]  # fitting_prompts: methods.dpo's import
 
 
 def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:

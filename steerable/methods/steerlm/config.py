@@ -111,7 +111,6 @@ class SteerLMConfig(RecipeConfig):
     steerlm2: SteerLM2Config = field(default_factory=SteerLM2Config)
     eval: SteerEvalSettings = field(default_factory=SteerEvalSettings)
 
-
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.preset == "custom" and not self.attributes:

@@ -13,7 +13,9 @@ SPEC = MethodSpec(
     ),
     check=check,
     evaluation=Evaluation(
-        "superhf", "steerable.methods.superhf.evaluate:eval_superhf", doc="gold reward, KL, METEOR vs baselines"
+        "superhf",
+        "steerable.methods.superhf.evaluate:eval_superhf",
+        doc="gold reward, KL, METEOR vs baselines",
     ),
     paper="Mukobi et al. 2023, SuperHF",
 )

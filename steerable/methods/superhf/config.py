@@ -66,7 +66,6 @@ class SuperHFConfig(RecipeConfig):
     best_of_n: int = 16  # n of the best-of-n baseline in the eval stage
     baselines: list[str] = field(default_factory=list)  # other policy run folders to compare (e.g. FeedME)
 
-
     def __post_init__(self) -> None:
         super().__post_init__()
         positive = {
