@@ -60,7 +60,7 @@ def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerB
 
 
 def load_plain_policy(run_dir: Path) -> PlainPolicy:
-    """The policy of a run whose method has no controls (sft, superhf, rl, dpo)."""
+    """The policy of a run whose method has no controls (every method whose spec names this loader)."""
     model, tokenizer = load_run_model(run_dir)
     return PlainPolicy(model, tokenizer, run_kind(run_dir), f"run={run_dir}", run_model_config(run_dir))
 

@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 from steerable.backbone.adapters import reference_policy, save_model
+from steerable.data.prompts import fitting_prompts
 from steerable.data.tokenize import end_of_turn_id
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.dpo.module import DPOModule, Objective, preference_stats
 from steerable.methods.dpo.pairs import PairCollator, PairStats, TokenizedPair, split_pairs, tokenize_pairs
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
-from steerable.methods.sft.stages import fitting_prompts
 from steerable.pipeline import StageResults
 from steerable.report import Report, format_number
 

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import reference_policy, save_model
 from steerable.data.loaders import load_records, split_records
-from steerable.data.prompts import ALL, fitting_prompts, prompt_sets
+from steerable.data.prompts import ALL, prompt_sets
 from steerable.data.records import Messages, as_messages
 from steerable.data.tokenize import PaddingCollator, TokenizedSet, tokenize_messages
 from steerable.generation import GenerationSettings, HFSampler
@@ -24,12 +24,7 @@ from steerable.training.lm_module import CausalLMModule
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "fit_sft",
-    "fitting_prompts",
-    "report_stage",
-    "train_stage",
-]  # fitting_prompts: methods.dpo's import
+__all__ = ["fit_sft", "report_stage", "train_stage"]
 
 
 def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
