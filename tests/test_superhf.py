@@ -250,8 +250,7 @@ def test_config_errors_name_the_key(tmp_path) -> None:
 
 
 def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:
-    from steerable.cli.eval import check_run_folder
-    from steerable.evaluation.runner import run_eval
+    from steerable.cli.eval import check_run_folder, run_eval
 
     sweep = tmp_path / "multirun"
     for job, kl_coef in enumerate(["0.0", "0.35"]):

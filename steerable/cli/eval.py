@@ -36,6 +36,59 @@ def check_run_folder(run: str) -> None:
     raise ConfigError(f"run={run} is neither a run folder nor a multirun folder of runs (no .hydra/ inside)")
 
 
+GENERIC_KINDS = {
+    "generations": "any policy's replies scored by the reward sources",
+    "win_rate": "a policy against a baseline (eval.baseline=base: its starting model; or another run)",
+}
+
+
+def eval_kinds() -> dict[str, str]:
+    """Every `eval=` kind and what it measures: the generic ones and those the methods declare."""
+    from steerable.methods.registry import evaluations
+
+    return {**GENERIC_KINDS, **{kind: e.doc for kind, e in evaluations().items()}}
+
+
+def run_eval(cfg: EvalConfig, out_dir: Path) -> dict:
+    """One evaluation of `cfg.run` into `out_dir` (report.md, results.json, plots): a generic kind on the
+    run's policy, or the evaluation its method declares."""
+    from steerable.evaluation.runner import eval_generations, eval_win_rate, finish
+    from steerable.methods.registry import evaluations, load_policy, resolve
+    from steerable.policies.plain import starting_policy
+    from steerable.report import Report
+
+    kind = cfg.eval.name
+    if kind not in eval_kinds():
+        raise ConfigError(f"eval={kind} is not an eval kind; kinds: {sorted(eval_kinds())}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = Report(f"eval {kind}: {cfg.run}")
+    if kind in GENERIC_KINDS:
+        policy = load_policy(Path(cfg.run))
+        if kind == "generations":
+            return finish(eval_generations(cfg, policy, out_dir, report), report, out_dir)
+        base = cfg.eval.baseline
+        baseline = starting_policy(policy) if base == "base" else load_policy(Path(base))
+        return finish(eval_win_rate(cfg, policy, baseline, out_dir, report), report, out_dir)
+    evaluation = evaluations()[kind]
+    check_reads(cfg.run, kind, evaluation.reads)
+    return finish(resolve(evaluation.run)(cfg, out_dir, report), report, out_dir)
+
+
+def check_reads(run: str, kind: str, reads: str) -> None:
+    """A scorer evaluation needs a reward/attribute model run; a policy evaluation refuses one."""
+    from steerable.rewards.scoring_model import scorer_dir
+
+    try:
+        scorer_dir(run)
+        is_scorer = True
+    except FileNotFoundError:
+        is_scorer = False
+    if reads == "scorer" and not is_scorer:
+        raise ConfigError(f"eval={kind} needs a reward or attribute model run; {run} is a policy")
+    if reads == "policy" and is_scorer:
+        raise ConfigError(f"eval={kind} needs a policy run; {run} is a reward/attribute model")
+
+
 @hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
 @report_user_errors
 def _main(dict_cfg: DictConfig) -> None:
@@ -43,8 +96,6 @@ def _main(dict_cfg: DictConfig) -> None:
     check_run_folder(cfg.run)
     cfg, _ = machine_hardware(cfg)
     set_threads(cfg.hardware.torch_threads)
-    from steerable.evaluation.runner import run_eval
-
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run_eval(cfg, out_dir)
     print(json.dumps(result, indent=2, default=str))

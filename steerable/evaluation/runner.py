@@ -1,5 +1,6 @@
-"""`steerable-eval` kinds: reward accuracy of a scoring model; a policy's generations scored by reward sources;
-a policy's win rate against a baseline. Each writes report.md, results.json and PNG plots into its folder."""
+"""The method-neutral `steerable-eval` kinds: any policy's generations scored by reward sources, and its win
+rate against a baseline policy. Both take `SteerablePolicy` objects (the CLI loads them from run folders), so
+this library never imports a method; methods' own evaluations build on `eval_records` and `finish`."""
 
 from __future__ import annotations
 
@@ -11,18 +12,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from steerable.backbone.adapters import reference_policy
-from steerable.config.schema import ConfigError, DataConfig, EvalConfig
+from steerable.config.schema import DataConfig, EvalConfig
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import prompt_of
 from steerable.evaluation.meteor import mean_pairwise_meteor, wordnet_available
-from steerable.evaluation.metrics import paired_bootstrap_ci, reward_accuracy, win_rate
-from steerable.evaluation.plots import plot_pareto, plot_series
-from steerable.generation import GenerationSettings, HFSampler
-from steerable.methods.base import load_policy, run_config
+from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
+from steerable.evaluation.plots import plot_pareto
+from steerable.generation import GenerationSettings, settings_from
+from steerable.policies.base import SteerablePolicy
+from steerable.policies.runs import run_config
 from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
-from steerable.rewards.scoring_model import load_scorer, scorer_dir
 from steerable.run_dir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -43,55 +43,6 @@ def mean_and_stderr(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
 
 
-# ------------------------------------------------------------------------------------- reward accuracy
-
-
-def eval_reward_accuracy(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    from steerable.methods.reward_models.stages import attribute_metrics, attribute_table, pair_scores
-
-    model, tokenizer, meta = load_scorer(cfg.run)
-    records = eval_records(cfg)
-    if meta.kind == "attribute_model":
-        train_summary = Path(cfg.run) / "stages" / "train.json"
-        means = json.loads(train_summary.read_text()).get("train_means") if train_summary.is_file() else None
-        means = means or [None] * len(meta.names)
-        rows = attribute_metrics(model, tokenizer, meta, records, means, cfg.eval.batch_size)
-        report.section(
-            "Attribute prediction",
-            f"{sum(r['n'] for r in rows)} labels on {cfg.data.name} "
-            f"({cfg.eval.split}); baseline = the training mean of each attribute.",
-        )
-        attribute_table(report, rows)
-        return {"attributes": rows}
-    chosen, rejected = pair_scores(model, tokenizer, records, meta.max_length, cfg.eval.batch_size)
-    estimate, low, high = paired_bootstrap_ci(
-        chosen.numpy(), rejected.numpy(), stat=reward_accuracy, n_boot=cfg.eval.bootstrap, seed=cfg.seed
-    )
-    margins = (chosen - rejected).numpy()
-    plot = plot_series(
-        np.arange(len(margins)),
-        {"r(chosen) - r(rejected)": np.sort(margins)},
-        out_dir / "margins.png",
-        xlabel="pair (sorted)",
-        ylabel="score margin",
-        title="Reward margins on held-out pairs",
-    )
-    result = {
-        "accuracy": estimate,
-        "ci_low": low,
-        "ci_high": high,
-        "pairs": len(margins),
-        "mean_margin": float(margins.mean()),
-    }
-    report.section(
-        "Pairwise accuracy",
-        f"{len(margins)} pairs from {cfg.data.name} ({cfg.eval.split}); "
-        "95% paired bootstrap interval; chance is 0.5.",
-    ).key_values(result)
-    report.image(plot, out_dir, "sorted margins")
-    return result
-
-
 # ---------------------------------------------------------------------------------------- generations
 
 
@@ -99,26 +50,27 @@ def _prompts(cfg: EvalConfig) -> list[list[dict[str, str]]]:
     return [prompt_of(r) for r in eval_records(cfg)[: cfg.eval.num_prompts]]
 
 
+EVAL_SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p")
+
+
 def _settings(cfg: EvalConfig) -> GenerationSettings:
-    e = cfg.eval
-    return GenerationSettings(
-        max_new_tokens=e.max_new_tokens,
-        do_sample=e.do_sample,
-        temperature=e.temperature,
-        top_p=e.top_p,
-        batch_size=e.batch_size,
-        seed=cfg.seed,
-    )
+    return settings_from(cfg.eval, keys=EVAL_SAMPLING_KEYS, batch_size=cfg.eval.batch_size, seed=cfg.seed)
+
+
+def _texts(policy: SteerablePolicy, prompts: list[list[dict]], cfg: EvalConfig) -> list[str]:
+    return [c.text for c in policy.generate(prompts, cfg.eval.controls, _settings(cfg))]
 
 
 def _score(stack: RewardStack, prompts: list[list[dict]], texts: list[str]) -> torch.Tensor:
     return stack.score([p[-1]["content"] for p in prompts], texts)
 
 
-def eval_generations(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    model, tokenizer = load_policy(Path(cfg.run))
+def eval_generations(
+    cfg: EvalConfig, policy: SteerablePolicy, out_dir: Path, report: Report
+) -> dict[str, Any]:
+    """Rewards, diversity and lengths of the policy's replies under `eval.controls`."""
     prompts = _prompts(cfg)
-    completions = HFSampler(model, tokenizer).generate(prompts, _settings(cfg))
+    completions = policy.generate(prompts, cfg.eval.controls, _settings(cfg))
     texts = [c.text for c in completions]
     stack = reward_stack(cfg)
     scores = _score(stack, prompts, texts).numpy()
@@ -187,17 +139,13 @@ def _wandb_table(cfg: EvalConfig, out_dir: Path, prompts, texts, names, scores) 
 # ------------------------------------------------------------------------------------------- win rate
 
 
-def eval_win_rate(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    model, tokenizer = load_policy(Path(cfg.run))
+def eval_win_rate(
+    cfg: EvalConfig, policy: SteerablePolicy, baseline: SteerablePolicy, out_dir: Path, report: Report
+) -> dict[str, Any]:
+    """How often the policy (under `eval.controls`) beats `baseline` (with its defaults) on the same prompts."""
     prompts = _prompts(cfg)
-    settings = _settings(cfg)
-    ours = [c.text for c in HFSampler(model, tokenizer).generate(prompts, settings)]
-    if cfg.eval.baseline == "base":
-        with reference_policy(model):
-            theirs = [c.text for c in HFSampler(model, tokenizer).generate(prompts, settings)]
-    else:
-        base_model, base_tok = load_policy(Path(cfg.eval.baseline))
-        theirs = [c.text for c in HFSampler(base_model, base_tok).generate(prompts, settings)]
+    ours = _texts(policy, prompts, cfg)
+    theirs = [c.text for c in baseline.generate(prompts, {}, _settings(cfg))]
     stack = reward_stack(cfg)
     judge = cfg.eval.judge or stack.names[0]
     if judge not in stack.names:
@@ -232,41 +180,8 @@ def eval_win_rate(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, A
     return result
 
 
-GENERIC = {
-    "reward_accuracy": eval_reward_accuracy,
-    "generations": eval_generations,
-    "win_rate": eval_win_rate,
-}
-
-
-def evaluation_of(kind: str):
-    from steerable.methods.registry import evaluations, resolve
-
-    if kind in GENERIC:
-        return GENERIC[kind]
-    owned = evaluations()
-    if kind not in owned:
-        raise ConfigError(f"eval={kind} is not an eval kind; kinds: {sorted({*GENERIC, *owned})}")
-    return resolve(owned[kind].run)
-
-
-def run_eval(cfg: EvalConfig, out_dir: Path) -> dict[str, Any]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    is_scorer = _is_scorer(cfg.run)
-    if cfg.eval.name == "reward_accuracy" and not is_scorer:
-        raise ValueError(f"eval=reward_accuracy needs a reward or attribute model run; {cfg.run} is a policy")
-    if cfg.eval.name != "reward_accuracy" and is_scorer:
-        raise ValueError(f"eval={cfg.eval.name} needs a policy run; {cfg.run} is a reward/attribute model")
-    report = Report(f"eval {cfg.eval.name}: {cfg.run}")
-    result = evaluation_of(cfg.eval.name)(cfg, out_dir, report)
+def finish(result: dict[str, Any], report: Report, out_dir: Path) -> dict[str, Any]:
+    """results.json and report.md, each written whole (a half-written result never looks complete)."""
     write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, sort_keys=True, default=str))
     report.write(out_dir / "report.md")
     return result
-
-
-def _is_scorer(run: str) -> bool:
-    try:
-        scorer_dir(run)
-        return True
-    except FileNotFoundError:
-        return False

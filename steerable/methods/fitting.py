@@ -143,6 +143,22 @@ def intact_resume_checkpoint(run_dir: Path, module: CausalLMModule) -> tuple[Pat
     return None
 
 
+def resumable_samplers(*loaders: DataLoader | None) -> list[ResumableSampler]:
+    """The loaders' samplers that carry a position to resume from (and to shard by rank)."""
+    return [
+        loader.sampler
+        for loader in loaders
+        if loader is not None and isinstance(loader.sampler, ResumableSampler)
+    ]
+
+
+def validation_loss(trainer: Any, module: CausalLMModule, val_loader: DataLoader) -> float | None:
+    """Held-out loss before training (None when validation is switched off)."""
+    measured = trainer.validate(module, val_loader, verbose=False)  # [] with limit_val_batches=0
+    module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
+    return measured[0].get("val/loss") if measured else None
+
+
 def fit_module(
     ctx: RunContext,
     module: CausalLMModule,
@@ -157,11 +173,7 @@ def fit_module(
     checkpoint, resumed_at = found if found is not None else (None, 0)
     if checkpoint is not None:
         set_aside_metrics(ctx.run_dir)
-    samplers = [
-        loader.sampler
-        for loader in (train_loader, val_loader)
-        if loader is not None and isinstance(loader.sampler, ResumableSampler)
-    ]
+    samplers = resumable_samplers(train_loader, val_loader)
     trainer = build_trainer(
         cfg.trainer,
         cfg.hardware,
@@ -174,9 +186,7 @@ def fit_module(
     )
     val_before = None
     if validate_first and checkpoint is None and val_loader is not None:
-        measured = trainer.validate(module, val_loader, verbose=False)  # [] with limit_val_batches=0
-        val_before = measured[0].get("val/loss") if measured else None
-        module.train()  # validate() leaves modules in eval mode, which would switch dropout off in fit
+        val_before = validation_loss(trainer, module, val_loader)
     started = time.perf_counter()
     try:
         trainer.fit(module, train_loader, val_loader, ckpt_path=str(checkpoint) if checkpoint else None)

@@ -1,4 +1,4 @@
-"""Policies without controls: a run's fine-tuned model (SFT, SuperHF, RL, DPO, ...) or a bare base model."""
+"""Policies without controls: a run's fine-tuned model (SFT, SuperHF, RL, ...) or a bare base model."""
 
 from __future__ import annotations
 

@@ -87,6 +87,11 @@ class HFSequenceClassifierReward(RewardSource):
             {"token_type_ids"} if "token_type_ids" in forward_params else set()
         )
 
+        self.label_indices = self._selected_labels(label_index)
+        self.names = self._output_names(names)
+
+    def _selected_labels(self, label_index: int | Sequence[int] | None) -> list[int]:
+        """The logits kept as outputs (all by default), as non-negative indices."""
         num_labels = int(self.model.config.num_labels)
         if label_index is None:
             indices = list(range(num_labels))
@@ -97,18 +102,20 @@ class HFSequenceClassifierReward(RewardSource):
         bad = [i for i in indices if not -num_labels <= i < num_labels]
         if not indices or bad:
             raise ValueError(f"label_index {label_index} invalid for a model with {num_labels} labels")
-        self.label_indices = [i % num_labels for i in indices]
+        return [i % num_labels for i in indices]
 
+    def _output_names(self, names: Sequence[str] | None) -> list[str]:
+        """One name per kept logit: given, else the config's `id2label` ("score" for a single logit)."""
         if names is None:
             id2label = getattr(self.model.config, "id2label", None) or {}
-            if num_labels == 1:
+            if int(self.model.config.num_labels) == 1:
                 names = ["score"]
             else:
                 names = [str(id2label.get(i, f"LABEL_{i}")) for i in self.label_indices]
         names = list(names)
         if len(names) != len(self.label_indices):
             raise ValueError(f"{len(names)} names given for {len(self.label_indices)} selected labels")
-        self.names = names
+        return names
 
     def _fix_padding(self) -> None:
         """Right padding plus a pad id in the config: HF pools the rightmost non-pad token, and right

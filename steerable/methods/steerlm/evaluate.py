@@ -283,45 +283,66 @@ def evaluate_steering(
     write_steerability(report, out_dir, plot_dir or out_dir, dials, samples, prompts, schema, show)
     result: dict[str, Any] = {"dials": dials, "prompts": len(prompts), "defaults": schema.defaults}
     if baseline is not None:
-        defaults = schema.resolve({})
-        steered = greedy(
-            model,
-            tokenizer,
-            [steered_prompt(tokenizer, p, schema, defaults) for p in prompts],
-            settings,
-            end_of_turn,
-            autocast_factory(),
-            [schema.label_start],
-        )
-        plain = greedy(*baseline, prompts, settings, end_of_turn, autocast_factory())
-        rows = compare_with_baseline(steered, plain, prompts, scorers, settings.seed)
-        report.section(
-            "Against the SFT baseline",
-            f"The steered policy with its default values {defaults} against the same SFT recipe trained "
-            "without labels, on the same prompts (greedy). Win rate: share of prompts where the steered reply "
-            "scores higher (ties half), 95% paired bootstrap interval.",
-        )
-        report.table(
-            ["attribute", "measured by", "steered", "baseline", "win rate", "CI low", "CI high"],
-            [
-                [
-                    r["attribute"],
-                    r["scorer"],
-                    r["steered_mean"],
-                    r["baseline_mean"],
-                    r["win_rate"],
-                    r["ci_low"],
-                    r["ci_high"],
-                ]
-                for r in rows
-            ],
-        )
-        report.table(
-            ["prompt", "steered (defaults)", "SFT baseline"],
-            [
-                [_short(p[-1]["content"], 200), _short(a, 400), _short(b, 400)]
-                for p, a, b in list(zip(prompts, steered, plain, strict=True))[:show]
-            ],
+        rows = against_baseline(
+            policy, baseline, schema, prompts, settings, scorers, report, end_of_turn, autocast_factory, show
         )
         result["baseline_comparison"] = rows
     return result
+
+
+def against_baseline(
+    policy: tuple,
+    baseline: tuple,
+    schema: AttributeSchema,
+    prompts: list[list[dict]],
+    settings: SweepSettings,
+    scorers: dict[str, dict[str, Scorer]],
+    report: Report,
+    end_of_turn: str | None,
+    autocast_factory: Callable[[], AbstractContextManager],
+    show: int,
+) -> list[dict[str, Any]]:
+    """The steered policy at its default values against the unlabelled SFT baseline, greedy on the same
+    prompts: per-scorer means and win rates, reported with a few replies side by side."""
+    model, tokenizer = policy
+    defaults = schema.resolve({})
+    steered = greedy(
+        model,
+        tokenizer,
+        [steered_prompt(tokenizer, p, schema, defaults) for p in prompts],
+        settings,
+        end_of_turn,
+        autocast_factory(),
+        [schema.label_start],
+    )
+    plain = greedy(*baseline, prompts, settings, end_of_turn, autocast_factory())
+    rows = compare_with_baseline(steered, plain, prompts, scorers, settings.seed)
+    report.section(
+        "Against the SFT baseline",
+        f"The steered policy with its default values {defaults} against the same SFT recipe trained "
+        "without labels, on the same prompts (greedy). Win rate: share of prompts where the steered reply "
+        "scores higher (ties half), 95% paired bootstrap interval.",
+    )
+    report.table(
+        ["attribute", "measured by", "steered", "baseline", "win rate", "CI low", "CI high"],
+        [
+            [
+                r["attribute"],
+                r["scorer"],
+                r["steered_mean"],
+                r["baseline_mean"],
+                r["win_rate"],
+                r["ci_low"],
+                r["ci_high"],
+            ]
+            for r in rows
+        ],
+    )
+    report.table(
+        ["prompt", "steered (defaults)", "SFT baseline"],
+        [
+            [_short(p[-1]["content"], 200), _short(a, 400), _short(b, 400)]
+            for p, a, b in list(zip(prompts, steered, plain, strict=True))[:show]
+        ],
+    )
+    return rows

@@ -153,6 +153,12 @@ def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: 
             ),
         }
     )
+    labelling_sections(report, done)
+    training_sections(report, done)
+
+
+def labelling_sections(report: Report, done: StageResults) -> None:
+    """How well the attribute model predicts held-out labels and agrees with the data's own."""
     apm = done.get("apm", {})
     if apm.get("heldout"):
         origin = (
@@ -169,6 +175,10 @@ def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: 
             ["attribute", "n", "exact match", "mean |APM - data|"],
             [[n, a["n"], a["exact"], a["mean_abs_diff"]] for n, a in agreement.items()],
         )
+
+
+def training_sections(report: Report, done: StageResults) -> None:
+    """The fine-tuning stages: held-out loss, bootstrapping and the SteerLM 2.0 iterations."""
     rows = [
         [
             name,

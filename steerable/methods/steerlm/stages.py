@@ -441,6 +441,60 @@ def sample_steered(
         return HFSampler(model, tokenizer, ctx.cfg.model.end_of_turn).generate(texts, gen)
 
 
+def draw_requests(
+    train: list, combos: list[dict], num_prompts: int, rng: random.Random
+) -> tuple[list[list[dict]], list[dict]]:
+    """Up to `num_prompts` training prompts, each with attribute values drawn from `combos` to ask for."""
+    prompts = [prompt_of(c) for c in rng.sample(train, min(num_prompts, len(train)))]
+    return prompts, [rng.choice(combos) for _ in prompts]
+
+
+def relabelled_conversations(
+    prompts: list[list[dict]], kept: list, relabelled: list[dict]
+) -> list[Conversation]:
+    """Each sampled reply as a training conversation, labelled with what the attribute model says it is."""
+    return [
+        Conversation(
+            turns=[
+                *(Turn(m["role"], m["content"]) for m in prompts[c.prompt_index]),
+                Turn("assistant", c.text.strip(), labels),
+            ],
+            id=f"bootstrap-{i}",
+        )
+        for i, (c, labels) in enumerate(zip(kept, relabelled, strict=True))
+    ]
+
+
+def write_bootstrap_samples(
+    path: Path, prompts: list[list[dict]], requested: list[dict], kept: list, relabelled: list[dict]
+) -> None:
+    """The bootstrap data set, one JSON line per reply: prompt, values asked for, reply, values found."""
+    lines = [
+        {
+            "prompt": prompts[c.prompt_index],
+            "requested": requested[c.prompt_index],
+            "response": c.text,
+            "relabelled": labels,
+            "finish_reason": c.finish_reason,
+        }
+        for c, labels in zip(kept, relabelled, strict=True)
+    ]
+    write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
+
+
+def request_match_rate(
+    schema: AttributeSchema, requested: list[dict], kept: list, relabelled: list[dict]
+) -> float:
+    """How often the relabelled values equal every requested value (nan without samples)."""
+    if not kept:
+        return float("nan")
+    matches = [
+        all(labels[k] == requested[c.prompt_index][k] for k in schema.names)
+        for c, labels in zip(kept, relabelled, strict=True)
+    ]
+    return float(np.mean(matches))
+
+
 def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
     cfg, method = ctx.cfg, ctx.cfg.method
     settings = method.bootstrap
@@ -449,9 +503,7 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
     train, val = labelled_split(ctx, done)
     condition = parse_assignments(settings.condition, "method.bootstrap.condition")
     combos = high_quality_combinations(schema, train, condition)
-    rng = random.Random(cfg.seed)
-    prompts = [prompt_of(c) for c in rng.sample(train, min(settings.num_prompts, len(train)))]
-    requested = [rng.choice(combos) for _ in prompts]
+    prompts, requested = draw_requests(train, combos, settings.num_prompts, random.Random(cfg.seed))
 
     model, tokenizer = load_backbone(cfg.model, adapter_dir=source, trainable=True)
     model.to(ctx.device)
@@ -471,55 +523,18 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
     kept = [c for c in completions if c.text.strip()]
     annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
     relabelled = annotator.predict([prompts[c.prompt_index] for c in kept], [c.text for c in kept])
-    samples = [
-        Conversation(
-            turns=[
-                *(Turn(m["role"], m["content"]) for m in prompts[c.prompt_index]),
-                Turn("assistant", c.text.strip(), labels),
-            ],
-            id=f"bootstrap-{i}",
-        )
-        for i, (c, labels) in enumerate(zip(kept, relabelled, strict=True))
-    ]
-    out = ctx.run_dir / "bootstrap"
-    write_text_atomic(
-        out / "samples.jsonl",
-        "".join(
-            json.dumps(
-                {
-                    "prompt": prompts[c.prompt_index],
-                    "requested": requested[c.prompt_index],
-                    "response": c.text,
-                    "relabelled": labels,
-                    "finish_reason": c.finish_reason,
-                }
-            )
-            + "\n"
-            for c, labels in zip(kept, relabelled, strict=True)
-        ),
-    )
+    samples = relabelled_conversations(prompts, kept, relabelled)
+    write_bootstrap_samples(ctx.run_dir / "bootstrap" / "samples.jsonl", prompts, requested, kept, relabelled)
     round_two = replace(method, lr=settings.lr or method.lr)
     summary = conditioned_sft(
         ctx, "bootstrap", samples, val, schema, round_two, settings.max_steps, backbone=(model, tokenizer)
     )
     publish_policy(Path(summary["path"]), ctx.run_dir)
-    requested_match = (
-        float(
-            np.mean(
-                [
-                    all(labels[k] == requested[c.prompt_index][k] for k in schema.names)
-                    for c, labels in zip(kept, relabelled, strict=True)
-                ]
-            )
-        )
-        if kept
-        else float("nan")
-    )
     return {
         **summary,
         "from_policy": str(source),
         "high_quality_combinations": len(combos),
         "samples": len(kept),
         "empty_samples_dropped": len(completions) - len(kept),
-        "relabel_equals_request": requested_match,
+        "relabel_equals_request": request_match_rate(schema, requested, kept, relabelled),
     }

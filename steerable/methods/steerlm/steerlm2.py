@@ -24,7 +24,6 @@ from scipy.stats import beta as beta_distribution
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import save_model
-from steerable.data.records import prompt_of
 from steerable.data.tokenize import tokenize_prompt
 from steerable.generation.base import Completion
 from steerable.generation.hf import eval_mode
@@ -36,6 +35,7 @@ from steerable.methods.steerlm.config import SteerLM2Config
 from steerable.methods.steerlm.stages import (
     SCHEMA_KEY,
     Annotator,
+    draw_requests,
     high_quality_combinations,
     labelled_split,
     load_schema,
@@ -130,6 +130,32 @@ def summed_logprobs(
     return torch.cat(out)
 
 
+def group_record(
+    prompt: list[dict],
+    requested: dict,
+    group: dict,
+    log_attributes: torch.Tensor,
+    log_prior: torch.Tensor,
+    first: int,
+) -> dict:
+    """One prompt's replies with the three log-probs and the target weight, as written to the run folder
+    (`first` is the index of the group's first reply in the flat tensors)."""
+    return {
+        "prompt_turns": prompt,
+        "label": requested,
+        "responses": [
+            {
+                "value": c.text,
+                "log(P(a|x,y))": float(log_attributes[first + i]),
+                "log(P(y|x))": float(log_prior[first + i]),
+                "log(Q(y|a,x))": float(group["log_sampler"][i]),
+                "weight": float(group["weights"][i]),
+            }
+            for i, c in enumerate(group["completions"])
+        ],
+    }
+
+
 def sample_groups(
     ctx: RunContext,
     policy,
@@ -144,9 +170,7 @@ def sample_groups(
 ) -> tuple[list[dict], list[dict]]:
     """n replies per (prompt, requested attributes) from the current policy, with their three log-probs."""
     cfg, s = ctx.cfg, ctx.cfg.method.steerlm2
-    rng = random.Random(cfg.seed + iteration)
-    prompts = [prompt_of(c) for c in rng.sample(train, min(s.num_prompts, len(train)))]
-    requested = [rng.choice(combos) for _ in prompts]
+    prompts, requested = draw_requests(train, combos, s.num_prompts, random.Random(cfg.seed + iteration))
     completions = sample_steered(
         ctx,
         policy,
@@ -182,20 +206,7 @@ def sample_groups(
         for g in range(len(prompts))
     ]
     records = [
-        {
-            "prompt_turns": prompts[g],
-            "label": requested[g],
-            "responses": [
-                {
-                    "value": c.text,
-                    "log(P(a|x,y))": float(log_attributes[g * n + i]),
-                    "log(P(y|x))": float(log_prior[g * n + i]),
-                    "log(Q(y|a,x))": float(log_sampler[g * n + i]),
-                    "weight": float(weights[g, i]),
-                }
-                for i, c in enumerate(groups[g]["completions"])
-            ],
-        }
+        group_record(prompts[g], requested[g], groups[g], log_attributes, log_prior, g * n)
         for g in range(len(prompts))
     ]
     return groups, records

@@ -15,7 +15,7 @@ from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.prompts import SystemPrompt, prompt_sets
 from steerable.data.records import Messages, user_text
 from steerable.data.tokenize import end_of_turn_id
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import GenerationSettings, HFSampler, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import fit_module
 from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
@@ -83,11 +83,11 @@ def prompt_split(
 
 
 def sampling(m: SuperHFConfig, n: int, seed: int | None) -> GenerationSettings:
-    return GenerationSettings(
-        max_new_tokens=m.max_new_tokens,
+    """n samples per prompt; SuperHF's own `top_k` counts kept samples, so it is not read as top-k sampling."""
+    return settings_from(
+        m,
+        keys=("max_new_tokens", "temperature", "top_p"),
         do_sample=True,
-        temperature=m.temperature,
-        top_p=m.top_p,
         num_return_sequences=n,
         batch_size=max(1, m.generation_batch_size // n),
         seed=seed,
@@ -122,13 +122,9 @@ def fixed_prompt_eval(
     return evaluate
 
 
-def train_stage(ctx: RunContext, done: dict) -> dict:
-    cfg, m = ctx.cfg, ctx.cfg.method
-    model, tokenizer = ctx.backbone()
-    train_prompts, eval_prompts = prompt_split(m, cfg.data, tokenizer)
-    train_score, gold_score = run_scorers(m, cfg.reward, ctx.device.type)
-    superbatches = math.ceil(len(train_prompts) / m.prompt_accumulation)
-    settings = SuperHFSettings(
+def superhf_settings(m: SuperHFConfig, gradient_clip: float | None) -> SuperHFSettings:
+    """The loop's settings from the method config (sampling without a fixed seed: each superbatch draws anew)."""
+    return SuperHFSettings(
         completions_per_prompt=m.completions_per_prompt,
         top_k=m.top_k,
         minibatch_size=m.batch_size,
@@ -137,9 +133,18 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
         trim=m.trim,
         length_penalty=m.length_penalty,
         inverse_loss_penalty=m.inverse_loss_penalty,
-        gradient_clip=cfg.trainer.gradient_clip_val,
+        gradient_clip=gradient_clip,
         eval_every=m.eval_every,
     )
+
+
+def train_stage(ctx: RunContext, done: dict) -> dict:
+    cfg, m = ctx.cfg, ctx.cfg.method
+    model, tokenizer = ctx.backbone()
+    train_prompts, eval_prompts = prompt_split(m, cfg.data, tokenizer)
+    train_score, gold_score = run_scorers(m, cfg.reward, ctx.device.type)
+    superbatches = math.ceil(len(train_prompts) / m.prompt_accumulation)
+    settings = superhf_settings(m, cfg.trainer.gradient_clip_val)
     reference = None
     if m.kl_coef >= 0 and not isinstance(model, PeftModel):
         reference = frozen_reference(model)  # full fine-tuning: the KL needs the starting weights kept apart

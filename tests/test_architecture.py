@@ -1,0 +1,153 @@
+"""The layering the design promises, checked from the source itself (imports read with `ast`, lazy ones too):
+no package-level import cycle, the CLIs and the evaluation library reach no training code, a method lives
+in its own package, and no function grows past a screen."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from pathlib import Path
+
+from steerable.methods.registry import specs
+
+ROOT = Path(__file__).resolve().parents[1] / "steerable"
+MAX_FUNCTION_LINES = 60
+# What the CLIs and the evaluation library may import from a method package: its declaration, its config
+# and its inference side; never the modules that train.
+NOT_TRAINING = re.compile(r"^steerable\.methods(\.(registry|base)|\.[a-z0-9_]+(\.(config|policy|io))?)?$")
+
+
+@functools.cache
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def imported(path: Path, name: str) -> set[str]:
+    """Every steerable module `path` imports, at module level or inside functions."""
+    out: set[str] = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + [base]
+                ).strip(".")
+            out |= {f"{base}.{a.name}" for a in node.names} | {base}
+    known = modules()
+    return {as_module(m, known) for m in out if m.startswith("steerable.")}
+
+
+def as_module(name: str, known: dict[str, Path]) -> str:
+    """`steerable.a.b.func` -> the module `steerable.a.b` (an imported name is not a module)."""
+    while name not in known and "." in name:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def package(module: str) -> str:
+    """steerable.<package> for modules in a sub-package; top-level modules are their own unit."""
+    return ".".join(module.split(".")[:2])
+
+
+def package_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for name, path in modules().items():
+        source = package(name)
+        for target in imported(path, name):
+            if package(target) != source and package(target) != "steerable":
+                graph.setdefault(source, set()).add(package(target))
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one package (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in list(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_package_level_import_cycle() -> None:
+    assert cycles(package_graph()) == []
+
+
+def test_cli_and_evaluation_import_no_training_module() -> None:
+    offending = {
+        f"{name} -> {target}"
+        for name, path in modules().items()
+        if name.startswith(("steerable.cli", "steerable.evaluation"))
+        for target in imported(path, name)
+        if target.startswith("steerable.methods") and not NOT_TRAINING.match(target)
+    }
+    assert not offending, sorted(offending)
+
+
+def test_evaluation_library_is_method_neutral() -> None:
+    offending = {
+        f"{name} -> {target}"
+        for name, path in modules().items()
+        if name.startswith("steerable.evaluation")
+        for target in imported(path, name)
+        if target.startswith("steerable.methods")
+    }
+    assert not offending, sorted(offending)
+
+
+def test_each_method_is_named_only_in_its_own_package() -> None:
+    """The proof of the registry: a method's name appears in no central file (checked for methods whose name
+    is not also an ordinary word of other code)."""
+    for name in ("dpo",):
+        spec_package = specs()[name].config.__module__.rsplit(".", 1)[0]
+        home = ROOT.parent / Path(*spec_package.split("."))
+        word = re.compile(rf"\b{name}\b", re.IGNORECASE)
+        outside = [p for p in ROOT.rglob("*.py") if home not in p.parents and word.search(p.read_text())]
+        assert not outside, f"{name} is named outside {home}: {outside}"
+
+
+def test_no_function_is_longer_than_a_screen() -> None:
+    long = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({length} lines)")
+    assert not long, long
