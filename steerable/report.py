@@ -46,6 +46,16 @@ class Report:
         self.parts += [f"![{caption}]({path.relative_to(run_dir)})", ""]
         return self
 
+    def before_after(
+        self, prompts: Sequence[list[dict]], before: Sequence, after: Sequence, note: str
+    ) -> int:
+        """A "Sample generations" section: each prompt with its reply before and after training (completions
+        with a `.text`); `note` says how they were sampled and what "before" is. Returns the row count."""
+        rows = [[p[-1]["content"], b.text, a.text] for p, b, a in zip(prompts, before, after, strict=True)]
+        self.section("Sample generations", note)
+        self.table(["prompt", "before training", "after training"], rows)
+        return len(rows)
+
     def text(self, body: str) -> Report:
         self.parts += [body, ""]
         return self

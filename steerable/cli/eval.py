@@ -11,16 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from steerable.cli.common import (
-    CONF_DIR,
-    check_composition,
-    check_run_argument,
-    machine_hardware,
-    report_user_errors,
-    set_threads,
-    setup_hydra,
-    validate,
-)
+from steerable.cli import common
 from steerable.config.schema import ConfigError, EvalConfig
 
 log = logging.getLogger("steerable")
@@ -89,13 +80,13 @@ def check_reads(run: str, kind: str, reads: str) -> None:
         raise ConfigError(f"eval={kind} needs a policy run; {run} is a reward/attribute model")
 
 
-@hydra.main(config_path=CONF_DIR, config_name="eval", version_base="1.3")
-@report_user_errors
+@hydra.main(config_path=common.CONF_DIR, config_name="eval", version_base="1.3")
+@common.report_user_errors
 def _main(dict_cfg: DictConfig) -> None:
-    cfg: EvalConfig = validate(dict_cfg)
+    cfg: EvalConfig = common.validate(dict_cfg)
     check_run_folder(cfg.run)
-    cfg, _ = machine_hardware(cfg)
-    set_threads(cfg.hardware.torch_threads)
+    cfg, _ = common.machine_hardware(cfg)
+    common.set_threads(cfg.hardware.torch_threads)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run_eval(cfg, out_dir)
     print(json.dumps(result, indent=2, default=str))
@@ -121,12 +112,12 @@ def shrunk_for_debug(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    setup_hydra()
+    common.setup_hydra()
     sys.argv = [sys.argv[0], *shrunk_for_debug(sys.argv[1:])]
-    check_run_argument(
+    common.check_run_argument(
         sys.argv[1:], required=True, example="steerable-eval run=outputs/quickstart/<timestamp>"
     )
-    check_composition("eval", sys.argv[1:])
+    common.check_composition("eval", sys.argv[1:])
     _main()
 
 

@@ -667,14 +667,15 @@ def load_records(cfg: DataConfig) -> list[Conversation] | list[PreferencePair] |
         records: list[Any] = demo_conversations(n=cfg.max_records or DEMO_SIZE)
         source = "demo"
     else:
-        rows, source = _config_rows(cfg)
+        rows, source = config_rows(cfg)
         records = _config_loader(cfg, fmt)(rows, source)
     if cfg.attributes:
         _keep_attributes(records, list(cfg.attributes), source)
     return records[: cfg.max_records] if cfg.max_records is not None else records
 
 
-def _config_rows(cfg: DataConfig) -> tuple[list[Row], str]:
+def config_rows(cfg: DataConfig) -> tuple[list[Row], str]:
+    """The raw rows a data config names (a local file or a hub split) and where they came from."""
     if cfg.path:
         return read_rows(cfg.path), str(cfg.path)
     if cfg.hub_id:

@@ -74,14 +74,7 @@ def plot_dial_curves(
             lo, hi = min(lo, float(np.min(x))), max(hi, float(np.max(x)))
     if identity and np.isfinite(lo):
         ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1, label="y = x")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if curves:
-        ax.legend(fontsize="small")
-    return _save_atomic(fig, path)
+    return _finish(fig, ax, path, (xlabel, ylabel), title, legend=bool(curves))
 
 
 def plot_pareto(
@@ -107,12 +100,17 @@ def plot_pareto(
             line.set_data(front[:, 0], front[:, 1])
     if reference is not None:
         ax.scatter([reference[0]], [reference[1]], marker="x", color="black", s=50, label="HV reference")
+    return _finish(fig, ax, path, (labels[0], labels[1]), title, legend=bool(arms or reference is not None))
+
+
+def _finish(fig, ax, path: Path, labels: tuple[str, str], title: str | None, legend: bool) -> Path:
+    """Axis labels, title, grid and legend every plot here shares; then the file, written atomically."""
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    if arms or reference is not None:
+    if legend:
         ax.legend(fontsize="small")
     return _save_atomic(fig, path)
 
@@ -133,11 +131,4 @@ def plot_series(
         if v.shape != xs.shape:
             raise ValueError(f"series {name!r} has length {v.size}, x has {xs.size}")
         ax.plot(xs, v, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    if ys:
-        ax.legend(fontsize="small")
-    return _save_atomic(fig, path)
+    return _finish(fig, ax, path, (xlabel, ylabel), title, legend=bool(ys))

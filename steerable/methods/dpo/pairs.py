@@ -29,10 +29,9 @@ import torch
 from steerable.config.schema import DataConfig
 from steerable.data.loaders import (
     Row,
-    load_hub_rows,
+    config_rows,
     load_jsonl_conversations,
     load_records,
-    read_rows,
     split_records,
 )
 from steerable.data.records import Conversation, DataFormatError, PreferencePair
@@ -63,17 +62,9 @@ def split_pairs(data: DataConfig) -> tuple[list[PreferencePair], list[Preference
     if fmt == "hh-rlhf":
         return split_records(load_records(data), data)
     if fmt == "jsonl":
-        pairs = jsonl_pairs(*_rows(data), data)
+        pairs = jsonl_pairs(*config_rows(data), data)
         return split_records(pairs[: data.max_records] if data.max_records else pairs, data)
     raise ValueError(f"method=dpo cannot build preference pairs from data.format={fmt}")
-
-
-def _rows(data: DataConfig) -> tuple[list[Row], str]:
-    if data.path:
-        return read_rows(data.path), str(data.path)
-    if data.hub_id:
-        return load_hub_rows(data.hub_id, data.split), f"{data.hub_id}[{data.split}]"
-    raise ValueError(f"data={data.name} needs data.path (a local file) or data.hub_id")
 
 
 def helpsteer_pairs(conversations: list[Conversation]) -> list[PreferencePair]:

@@ -124,15 +124,15 @@ def report_stage(ctx: RunContext, done: StageResults) -> dict:
         "Log-prob preference: how often log pi(chosen) > log pi(rejected), for the reference (before) and the "
         "trained policy (after).",
     ).key_values(training_rows(train))
-    rows = [[p[-1]["content"], b.text, a.text] for p, b, a in zip(prompts, before, after, strict=True)]
-    report.section(
-        "Sample generations",
+    samples = report.before_after(
+        prompts,
+        before,
+        after,
         f"Greedy={not cfg.report.do_sample}, max_new_tokens={cfg.report.max_new_tokens}. "
         "'Before' is the reference: the same model with the LoRA adapter switched off.",
     )
-    report.table(["prompt", "before training", "after training"], rows)
     path = report.write(ctx.run_dir / "report.md")
-    return {"report": str(path), "samples": len(rows)}
+    return {"report": str(path), "samples": samples}
 
 
 def setup_rows(ctx: RunContext, train: dict) -> dict[str, object]:

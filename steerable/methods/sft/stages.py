@@ -121,12 +121,12 @@ def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
             "training time (s)": train.get("fit_seconds"),
         }
     )
-    rows = [[p[-1]["content"], b.text, a.text] for p, b, a in zip(prompts, before, after, strict=True)]
-    report.section(
-        "Sample generations",
+    samples = report.before_after(
+        prompts,
+        before,
+        after,
         f"Greedy={not cfg.report.do_sample}, max_new_tokens={cfg.report.max_new_tokens}. "
         "'Before' is the starting model (for LoRA: the adapter switched off).",
     )
-    report.table(["prompt", "before training", "after training"], rows)
     path = report.write(ctx.run_dir / "report.md")
-    return {"report": str(path), "samples": len(rows)}
+    return {"report": str(path), "samples": samples}
