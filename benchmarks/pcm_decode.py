@@ -27,8 +27,9 @@ from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import LoraConfig, ModelConfig, ModelSource
 from steerable.data.demo import demo_prompts
+from steerable.data.tokenize import pad_rows
 from steerable.generation import GenerationSettings, HFSampler
-from steerable.generation.hf import end_token_ids, left_pad, render_prompt
+from steerable.generation.hf import end_token_ids, render_prompt
 from steerable.generation.logprobs import position_ids_from_mask
 from steerable.generation.mixture import MixtureSampler, mix_log_probs
 from steerable.methods.pcm.config import PCMConfig
@@ -70,7 +71,7 @@ def sequential_mixture(model, mixer, tokenizer, prompts, settings: GenerationSet
             tokenizer(render_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]
             for p in prompts[start : start + settings.batch_size]
         ]
-        ids, mask = left_pad(rows, tokenizer.pad_token_id)
+        ids, mask = pad_rows(rows, tokenizer.pad_token_id, side="left")
         b = len(rows)
         caches = [None] * n
         step_ids = [ids] * n
@@ -124,7 +125,7 @@ def main() -> None:
     def weights_fn(indices: list[int], generated: torch.Tensor) -> torch.Tensor:
         """The controller on [preference; prompt; tokens so far], re-read every step as in PCM decoding."""
         rows = [prefixes[i] + generated[k].tolist() for k, i in enumerate(indices)]
-        ids, mask = left_pad(rows, tokenizer.pad_token_id)
+        ids, mask = pad_rows(rows, tokenizer.pad_token_id, side="left")
         return controller(ids, mask)[:, -1].exp()
 
     never_stop = GenerationSettings(

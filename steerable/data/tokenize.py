@@ -222,3 +222,20 @@ class PaddingCollator:
             labels[row, :n] = torch.tensor(ex.labels)
             attention_mask[row, :n] = 1
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def pad_rows(
+    rows: Sequence[Sequence[int]], pad_id: int, side: str = "right"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows padded to one width, with their attention mask: right for scoring and training, left for
+    generation (the next token follows the last real one). Done by hand so a shared tokenizer's
+    `padding_side` is never touched."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        if row:
+            span = slice(width - len(row), width) if side == "left" else slice(0, len(row))
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+    return ids, mask

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from steerable.data.tokenize import pad_rows
 from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
 from steerable.generation.logprobs import token_logprobs
 from steerable.generation.stops import cut_response
@@ -43,18 +44,6 @@ def end_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase, end_of_t
     if not unique:
         raise ValueError("no end-of-turn token: set tokenizer.eos_token or pass end_of_turn")
     return unique
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded ids and mask. Done by hand so the (shared) tokenizer's padding_side is never touched."""
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            attention_mask[i, width - len(row) :] = 1
-    return input_ids, attention_mask
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -156,7 +145,7 @@ class HFSampler(Sampler):
         self, encoded: list[list[int]], indices: list[int], settings: GenerationSettings
     ) -> list[Completion]:
         n = settings.num_return_sequences
-        input_ids, attention_mask = left_pad([encoded[i] for i in indices], self.pad_id)
+        input_ids, attention_mask = pad_rows([encoded[i] for i in indices], self.pad_id, side="left")
         input_ids = input_ids.repeat_interleave(n, dim=0).to(self.device)
         attention_mask = attention_mask.repeat_interleave(n, dim=0).to(self.device)
         out = self.model.generate(

@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 import torch
 
 from steerable.backbone.mixing import AdapterMixer
+from steerable.data.tokenize import pad_rows
 from steerable.generation.base import Completion, GenerationSettings, Prompt
-from steerable.generation.hf import end_token_ids, eval_mode, left_pad, render_prompt, seeded
+from steerable.generation.hf import end_token_ids, eval_mode, render_prompt, seeded
 from steerable.generation.logprobs import position_ids_from_mask
 
 # (prompt indices of the batch, tokens generated so far [B, t]) -> mixture weights [B, n]
@@ -93,7 +94,7 @@ class MixtureSampler:
 
     def _batch(self, encoded, indices: list[int], settings: GenerationSettings, weights) -> list[Completion]:
         n, b = self.num_experts, len(indices)
-        ids, mask = left_pad([encoded[i] for i in indices], self.pad_id)
+        ids, mask = pad_rows([encoded[i] for i in indices], self.pad_id, side="left")
         ids, mask = ids.repeat_interleave(n, 0).to(self.device), mask.repeat_interleave(n, 0).to(self.device)
         one_hot = torch.eye(n).repeat(b, 1)  # replica r of a prompt runs expert r
         generated = torch.zeros(b, 0, dtype=torch.long, device=self.device)

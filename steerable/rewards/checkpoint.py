@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
+from steerable.data.tokenize import pad_rows
 from steerable.rewards.base import RewardSource
-from steerable.rewards.scoring_model import load_scorer, pad_right, render_scored
+from steerable.rewards.scoring_model import load_scorer, render_scored
 
 
 class CheckpointReward(RewardSource):
@@ -31,6 +32,6 @@ class CheckpointReward(RewardSource):
         ]
         scores = []
         for start in range(0, len(sequences), self.batch_size):
-            ids, mask = pad_right(sequences[start : start + self.batch_size], self.tokenizer.pad_token_id)
+            ids, mask = pad_rows(sequences[start : start + self.batch_size], self.tokenizer.pad_token_id)
             scores.append(self.model(ids.to(self.device), mask.to(self.device)).float().cpu())
         return torch.cat(scores)[:, self.columns]

@@ -19,6 +19,7 @@ from steerable.backbone.adapters import wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import ModelConfig
+from steerable.data.tokenize import pad_rows
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.pcm.config import PCMConfig
@@ -96,23 +97,13 @@ def controller_weights(controller, tokenizer, items, dims, device="cpu"):
 
     def weights(indices: list[int], generated: torch.Tensor) -> torch.Tensor:
         rows = [prefixes[i] + generated[k].tolist() for k, i in enumerate(indices)]
-        ids, mask = right_pad(rows, tokenizer.pad_token_id)
+        ids, mask = pad_rows(rows, tokenizer.pad_token_id)
         with torch.no_grad():
             log_alpha = controller(ids.to(device), mask.to(device), masks[indices].to(device))
         last = mask.sum(1) - 1
         return log_alpha[torch.arange(len(rows)), last].exp()
 
     return weights
-
-
-def right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token rows padded on the right to one width, with their attention mask."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), 1
-    return ids, mask
 
 
 # ------------------------------------------------------------------------------------------- policy

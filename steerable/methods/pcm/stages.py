@@ -20,7 +20,7 @@ from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import prompt_sets
 from steerable.data.records import Conversation, Messages, user_text
-from steerable.data.tokenize import tokenize_messages
+from steerable.data.tokenize import pad_rows, tokenize_messages
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
@@ -38,7 +38,6 @@ from steerable.methods.pcm.policy import (
     controller_prefix,
     controller_weights,
     load_experts,
-    right_pad,
 )
 from steerable.methods.pcm.preferences import (
     Dimension,
@@ -243,7 +242,7 @@ class PCMModule(CausalLMModule):
             prefix = controller_prefix(self.tokenizer, prompt, pref)
             starts.append(len(prefix))
             rows.append(prefix + s.token_ids)
-        ids, mask = right_pad(rows, self.tokenizer.pad_token_id)
+        ids, mask = pad_rows(rows, self.tokenizer.pad_token_id)
         response = torch.zeros_like(mask)
         experts_lp = torch.zeros(*ids.shape, len(self.mixer.names))
         for k, (start, s) in enumerate(zip(starts, samples, strict=True)):

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation, PreferencePair
+from steerable.data.tokenize import pad_rows
 from steerable.evaluation.metrics import reward_accuracy, spearman
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
@@ -26,7 +27,6 @@ from steerable.rewards.scoring_model import (
     ScorerMeta,
     ScoringModel,
     load_scorer,
-    pad_right,
     render_scored,
     save_scorer,
 )
@@ -66,7 +66,7 @@ def pair_examples(pairs: list[PreferencePair], tokenizer, max_length: int) -> li
 
 def collate_pairs(pad_id: int):
     def collate(batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_right([b["chosen"] for b in batch] + [b["rejected"] for b in batch], pad_id)
+        ids, mask = pad_rows([b["chosen"] for b in batch] + [b["rejected"] for b in batch], pad_id)
         return {"input_ids": ids, "attention_mask": mask}
 
     return collate
@@ -109,7 +109,7 @@ def label_examples(samples, tokenizer, max_length: int) -> list[dict[str, Any]]:
 
 def collate_labels(pad_id: int):
     def collate(batch: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids, mask = pad_right([b["ids"] for b in batch], pad_id)
+        ids, mask = pad_rows([b["ids"] for b in batch], pad_id)
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -243,7 +243,7 @@ def score_ids(model: ScoringModel, sequences: list[list[int]], pad_id: int, batc
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(sequences), batch_size):
-        ids, mask = pad_right(sequences[start : start + batch_size], pad_id)
+        ids, mask = pad_rows(sequences[start : start + batch_size], pad_id)
         out.append(model(ids.to(device), mask.to(device)).float().cpu())
     return torch.cat(out) if out else torch.empty(0, model.head.out_features)
 
