@@ -39,6 +39,11 @@ class Report:
         self.parts += [markdown_table(header, [[format_number(c) for c in r] for r in rows]), ""]
         return self
 
+    def records(self, rows: Sequence[dict[str, object]]) -> Report:
+        """A table of dicts that share their keys; the first row's keys are the columns."""
+        keys = list(rows[0]) if rows else []
+        return self.table(keys, [[r[k] for k in keys] for r in rows])
+
     def key_values(self, values: dict[str, object]) -> Report:
         return self.table(["", "value"], [[k, v] for k, v in values.items()])
 

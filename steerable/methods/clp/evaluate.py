@@ -174,8 +174,7 @@ def pareto_report(
         "samples; spread: reward i at w_i=1 minus at w_i=0 per prompt; wrong-way: adjacent grid steps moving "
         "against w_i.",
     )
-    keys = list(summaries[0])
-    report.table(keys, [[s[k] for k in keys] for s in summaries])
+    report.records(summaries)
     if len(names) >= 2:
         plot = plot_pareto(
             {a.name: a.means[:, :2] for a in arms},

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from steerable.backbone.adapters import reference_policy, save_model
+from steerable.backbone.adapters import save_model
 from steerable.data.prompts import fitting_prompts
 from steerable.data.tokenize import end_of_turn_id
-from steerable.generation import GenerationSettings, HFSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.dpo.module import DPOModule, Objective, preference_stats
 from steerable.methods.dpo.pairs import PairCollator, PairStats, TokenizedPair, split_pairs, tokenize_pairs
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
+from steerable.methods.sft.stages import before_and_after, close_report
 from steerable.pipeline import StageResults
 from steerable.report import Report, format_number
 
@@ -92,28 +92,11 @@ def report_prompts(ctx: RunContext, tokenizer: Any) -> list[list[dict[str, str]]
     return fitting_prompts(val or train, tokenizer, budget, cfg.report.num_samples)
 
 
-def before_after(ctx: RunContext, model: Any, tokenizer: Any, prompts: list) -> tuple[list, list]:
-    """Greedy (or configured) samples of the reference (adapter off) and of the trained policy."""
-    r = ctx.cfg.report
-    settings = GenerationSettings(
-        max_new_tokens=r.max_new_tokens,
-        do_sample=r.do_sample,
-        temperature=r.temperature,
-        top_p=r.top_p,
-        seed=ctx.cfg.seed,
-        batch_size=len(prompts) or 1,
-    )
-    after = HFSampler(model, tokenizer).generate(prompts, settings)
-    with reference_policy(model):
-        before = HFSampler(model, tokenizer).generate(prompts, settings)
-    return before, after
-
-
 def report_stage(ctx: RunContext, done: StageResults) -> dict:
     cfg = ctx.cfg
     model, tokenizer = ctx.trained_model()
     prompts = report_prompts(ctx, tokenizer)
-    before, after = before_after(ctx, model, tokenizer, prompts)
+    before, after = before_and_after(ctx, model, tokenizer, prompts)
     train = done.get("train", {})
     report = Report(f"{cfg.task_name}: dpo on {cfg.model.name} / {cfg.data.name}")
     report.section("Setup").key_values(setup_rows(ctx, train))
@@ -124,15 +107,14 @@ def report_stage(ctx: RunContext, done: StageResults) -> dict:
         "Log-prob preference: how often log pi(chosen) > log pi(rejected), for the reference (before) and the "
         "trained policy (after).",
     ).key_values(training_rows(train))
-    samples = report.before_after(
+    return close_report(
+        ctx,
+        report,
         prompts,
         before,
         after,
-        f"Greedy={not cfg.report.do_sample}, max_new_tokens={cfg.report.max_new_tokens}. "
-        "'Before' is the reference: the same model with the LoRA adapter switched off.",
+        "the reference: the same model with the LoRA adapter switched off",
     )
-    path = report.write(ctx.run_dir / "report.md")
-    return {"report": str(path), "samples": samples}
 
 
 def setup_rows(ctx: RunContext, train: dict) -> dict[str, object]:

@@ -204,8 +204,7 @@ def run_pcm_eval(
         "requested side; pointwise, so both answer orders give the same verdict. Ties count half; 95% paired "
         "bootstrap intervals over replies. Overall: more requested dimensions won than lost.",
     )
-    keys = list(rows[0])
-    report.table(keys, [[r[k] for k in keys] for r in rows])
+    report.records(rows)
     means = {
         name: side_scores(judges, dims, items, texts).mean(0).tolist()
         for name, texts in arms.items()

@@ -6,6 +6,7 @@ SteerLM's attribute-conditioned SFT and SuperHF's FeedME baseline reuse this rec
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
@@ -16,7 +17,7 @@ from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import ALL, prompt_sets
 from steerable.data.records import Messages, as_messages
 from steerable.data.tokenize import PaddingCollator, TokenizedSet, tokenize_messages
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import HFSampler, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.report import Report
@@ -74,24 +75,44 @@ def report_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> list[
     return prompt_sets(cfg.data, tokenizer, budget, limit=n, held_out_limit=n, held_out_fallback=ALL)[1]
 
 
-def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
-    cfg = ctx.cfg
-    model, tokenizer = ctx.trained_model()
-    prompts = report_prompts(ctx, tokenizer)
-    settings = GenerationSettings(
-        max_new_tokens=cfg.report.max_new_tokens,
-        do_sample=cfg.report.do_sample,
-        temperature=cfg.report.temperature,
-        top_p=cfg.report.top_p,
-        seed=cfg.seed,
-        batch_size=len(prompts) or 1,
+def before_and_after(ctx: RunContext, model: Any, tokenizer: Any, prompts: list) -> tuple[list, list]:
+    """Replies (report.* sampling settings) of the starting model and of the trained one: with LoRA the
+    start is the same model with its adapter switched off; full fine-tuning loads the base again."""
+    settings = settings_from(
+        ctx.cfg.report, keys=REPORT_SAMPLING, seed=ctx.cfg.seed, batch_size=len(prompts) or 1
     )
     after = HFSampler(model, tokenizer).generate(prompts, settings)
     if isinstance(model, PeftModel):
         with reference_policy(model):
             before = HFSampler(model, tokenizer).generate(prompts, settings)
-    else:  # full fine-tuning: the starting point is the base model itself
-        before = HFSampler(load_backbone(cfg.model)[0], tokenizer).generate(prompts, settings)
+    else:
+        before = HFSampler(load_backbone(ctx.cfg.model)[0], tokenizer).generate(prompts, settings)
+    return before, after
+
+
+def close_report(
+    ctx: RunContext, report: Report, prompts: list, before: list, after: list, before_is: str
+) -> dict:
+    """The sample replies before and after training, then report.md written whole; the stage's summary."""
+    r = ctx.cfg.report
+    samples = report.before_after(
+        prompts,
+        before,
+        after,
+        f"Greedy={not r.do_sample}, max_new_tokens={r.max_new_tokens}. 'Before' is {before_is}.",
+    )
+    path = report.write(ctx.run_dir / "report.md")
+    return {"report": str(path), "samples": samples}
+
+
+REPORT_SAMPLING = ("max_new_tokens", "do_sample", "temperature", "top_p")
+
+
+def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
+    cfg = ctx.cfg
+    model, tokenizer = ctx.trained_model()
+    prompts = report_prompts(ctx, tokenizer)
+    before, after = before_and_after(ctx, model, tokenizer, prompts)
 
     train = summaries.get("train", {})
     report = Report(f"{cfg.task_name}: {cfg.method.name} on {cfg.model.name} / {cfg.data.name}")
@@ -121,12 +142,6 @@ def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
             "training time (s)": train.get("fit_seconds"),
         }
     )
-    samples = report.before_after(
-        prompts,
-        before,
-        after,
-        f"Greedy={not cfg.report.do_sample}, max_new_tokens={cfg.report.max_new_tokens}. "
-        "'Before' is the starting model (for LoRA: the adapter switched off).",
+    return close_report(
+        ctx, report, prompts, before, after, "the starting model (for LoRA: the adapter switched off)"
     )
-    path = report.write(ctx.run_dir / "report.md")
-    return {"report": str(path), "samples": samples}

@@ -33,7 +33,7 @@ from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_jsonl_conversations, load_records, read_rows, split_records
 from steerable.data.records import Conversation, PreferencePair, Turn, prompt_of
 from steerable.data.tokenize import tokenize_messages
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import HFSampler, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.reward_models.config import AttributeModelConfig
 from steerable.methods.reward_models.stages import (
@@ -417,28 +417,37 @@ def high_quality_combinations(
     return hq
 
 
-def sample_steered(
+STEERED_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p")
+
+
+def sample_requests(
     ctx: RunContext,
     model,
     tokenizer,
     schema: AttributeSchema,
-    prompts: list[list[dict]],
-    requested: list[dict],
-    samples_per_prompt: int,
-    **sampling: Any,
-) -> list:
-    """`samples_per_prompt` replies per prompt, each asked for its `requested` attribute values (the trained
-    label prefix), stopping before a new label; `sampling` = max_new_tokens, temperature, top_k/top_p, seed."""
+    train: list,
+    combos: list[dict],
+    section,
+    seed: int,
+) -> tuple[list[list[dict]], list[dict], list]:
+    """Draw `section.num_prompts` training prompts with attribute values to ask for (from `combos`), then
+    sample `section.samples_per_prompt` replies each with the trained label prefix, stopping before a new
+    label. `section` is the stage's config (bootstrap: top-k sampling; SteerLM 2.0: top-p)."""
+    prompts, requested = draw_requests(train, combos, section.num_prompts, random.Random(seed))
     texts = [steered_prompt(tokenizer, p, schema, v) for p, v in zip(prompts, requested, strict=True)]
-    gen = GenerationSettings(
+    n = section.samples_per_prompt
+    gen = settings_from(
+        section,
+        keys=STEERED_SAMPLING,
         do_sample=True,
-        num_return_sequences=samples_per_prompt,
-        batch_size=max(1, ctx.cfg.method.eval.batch_size // samples_per_prompt),
+        num_return_sequences=n,
+        batch_size=max(1, ctx.cfg.method.eval.batch_size // n),
         stop=[schema.label_start],
-        **sampling,
+        seed=seed,
     )
     with ctx.autocast():
-        return HFSampler(model, tokenizer, ctx.cfg.model.end_of_turn).generate(texts, gen)
+        completions = HFSampler(model, tokenizer, ctx.cfg.model.end_of_turn).generate(texts, gen)
+    return prompts, requested, completions
 
 
 def draw_requests(
@@ -503,22 +512,10 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
     train, val = labelled_split(ctx, done)
     condition = parse_assignments(settings.condition, "method.bootstrap.condition")
     combos = high_quality_combinations(schema, train, condition)
-    prompts, requested = draw_requests(train, combos, settings.num_prompts, random.Random(cfg.seed))
-
     model, tokenizer = load_backbone(cfg.model, adapter_dir=source, trainable=True)
     model.to(ctx.device)
-    completions = sample_steered(
-        ctx,
-        model,
-        tokenizer,
-        schema,
-        prompts,
-        requested,
-        settings.samples_per_prompt,
-        max_new_tokens=settings.max_new_tokens,
-        temperature=settings.temperature,
-        top_k=settings.top_k,
-        seed=cfg.seed,
+    prompts, requested, completions = sample_requests(
+        ctx, model, tokenizer, schema, train, combos, settings, cfg.seed
     )
     kept = [c for c in completions if c.text.strip()]
     annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))

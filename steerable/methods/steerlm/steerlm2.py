@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,12 @@ from steerable.methods.steerlm.config import SteerLM2Config
 from steerable.methods.steerlm.stages import (
     SCHEMA_KEY,
     Annotator,
-    draw_requests,
     high_quality_combinations,
     labelled_split,
     load_schema,
     policy_dir,
     publish_policy,
-    sample_steered,
+    sample_requests,
 )
 from steerable.pipeline import StageResults
 from steerable.run_dir import write_text_atomic
@@ -170,19 +168,8 @@ def sample_groups(
 ) -> tuple[list[dict], list[dict]]:
     """n replies per (prompt, requested attributes) from the current policy, with their three log-probs."""
     cfg, s = ctx.cfg, ctx.cfg.method.steerlm2
-    prompts, requested = draw_requests(train, combos, s.num_prompts, random.Random(cfg.seed + iteration))
-    completions = sample_steered(
-        ctx,
-        policy,
-        tokenizer,
-        schema,
-        prompts,
-        requested,
-        s.samples_per_prompt,
-        max_new_tokens=s.max_new_tokens,
-        temperature=s.temperature,
-        top_p=s.top_p,
-        seed=cfg.seed + iteration,
+    prompts, requested, completions = sample_requests(
+        ctx, policy, tokenizer, schema, train, combos, s, cfg.seed + iteration
     )
     log_sampler = torch.stack([c.logprobs.sum() for c in completions]).float()
     plain_ids = [tokenize_prompt(tokenizer, p) for p in prompts]  # P(y|x) reads the prompt without a label
