@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,55 @@ def reference_policy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         )
     with model.disable_adapter():
         yield model
+
+
+def single_active_adapter(model: torch.nn.Module) -> str | None:
+    """The one LoRA adapter a forward applies, or None where merging it would change the model: not a
+    PEFT model, adapters switched off (the reference policy), several active, or per-example mixing hooks."""
+    if not isinstance(model, PeftModel):
+        return None
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    active = model.base_model.active_adapters if layers else []
+    if len(active) != 1 or any(layer.disable_adapters or layer.merged for layer in layers):
+        return None
+    name = active[0]
+    if any(name in layer.lora_B and layer.lora_B[name]._forward_hooks for layer in layers):
+        return None
+    return name
+
+
+@contextlib.contextmanager
+def merged_adapter(model: torch.nn.Module) -> Iterator[bool]:
+    """Inside the block the active LoRA update is folded into the base weights, so a decode step runs plain
+    linears (PEFT's extra matmuls per layer dominate decoding on CPUs); afterwards the base weights are
+    restored bit for bit from a copy (unmerging by subtraction would leave rounding residue). Yields
+    whether it merged: nothing happens where `single_active_adapter` says merging is not exact."""
+    name = single_active_adapter(model)
+    if name is None:
+        yield False
+        return
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+    saved = [
+        (tensor, tensor.detach().clone())
+        for layer in layers
+        for tensor in (layer.get_base_layer().weight, getattr(layer.get_base_layer(), "bias", None))
+        if tensor is not None
+    ]
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                layer.merge(adapter_names=[name])
+        yield True
+    finally:
+        with torch.no_grad():
+            for tensor, copy_ in saved:
+                tensor.copy_(copy_)
+            for layer in layers:
+                layer.merged_adapters.clear()
 
 
 def frozen_reference(model: PreTrainedModel) -> PreTrainedModel:
@@ -124,20 +173,37 @@ def load_adapter(
     base: PreTrainedModel, adapter_dir: Path, adapter_name: str = DEFAULT_ADAPTER, trainable: bool = False
 ) -> PeftModel:
     """The adapter saved in `adapter_dir` on `base`; an unreadable or mismatched one is an error naming it."""
+    return load_named_adapters(base, {adapter_name: adapter_dir}, trainable=trainable)
+
+
+def load_named_adapters(
+    base: PreTrainedModel, folders: Mapping[str, Path | str], trainable: bool = False
+) -> PeftModel:
+    """Several saved adapters on one frozen base, each under its own name (CLP's objectives, PCM's
+    experts, Rewarded Soups' ingredients), in the order given; the first is the active one."""
     from steerable.backbone.loading import ModelLoadError
 
-    weights = Path(adapter_dir) / "adapter_model.safetensors"
-    if not weights.is_file() or not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise ModelLoadError(
-            f"{adapter_dir} holds no adapter (adapter_config.json + adapter_model.safetensors)"
-        )
-    try:
-        return PeftModel.from_pretrained(
-            base, str(adapter_dir), adapter_name=adapter_name, is_trainable=trainable
-        )
-    except Exception as err:  # truncated file, wrong shapes, another base model
-        reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
-        raise ModelLoadError(f"cannot load the adapter {weights}: {reason}") from None
+    if not folders:
+        raise ValueError("load_named_adapters needs at least one adapter folder")
+    model: PeftModel | None = None
+    for name, folder in folders.items():
+        weights = Path(folder) / "adapter_model.safetensors"
+        if not weights.is_file() or not (Path(folder) / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"{folder} holds no adapter (adapter_config.json + adapter_model.safetensors)"
+            )
+        try:
+            if model is None:
+                model = PeftModel.from_pretrained(
+                    base, str(folder), adapter_name=name, is_trainable=trainable
+                )
+            else:
+                model.load_adapter(str(folder), adapter_name=name, is_trainable=trainable)
+        except Exception as err:  # truncated file, wrong shapes, another base model
+            reason = str(err).splitlines()[0][:300] if str(err) else type(err).__name__
+            raise ModelLoadError(f"cannot load the adapter {weights}: {reason}") from None
+    assert model is not None
+    return model
 
 
 def export_merged(

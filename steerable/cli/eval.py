@@ -55,10 +55,12 @@ def run_eval(cfg: EvalConfig, out_dir: Path) -> dict:
     report = Report(f"eval {kind}: {cfg.run}")
     if kind in GENERIC_KINDS:
         policy = load_policy(Path(cfg.run))
+        policy.generation = cfg.generation
         if kind == "generations":
             return finish(eval_generations(cfg, policy, out_dir, report), report, out_dir)
         base = cfg.eval.baseline
         baseline = starting_policy(policy) if base == "base" else load_policy(Path(base))
+        baseline.generation = cfg.generation
         return finish(eval_win_rate(cfg, policy, baseline, out_dir, report), report, out_dir)
     evaluation = evaluations()[kind]
     check_reads(cfg.run, kind, evaluation.reads)

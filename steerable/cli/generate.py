@@ -38,6 +38,7 @@ def generate(cfg: GenerateConfig) -> list[str]:
         policy = load_policy(Path(cfg.run)) if cfg.run is not None else base_policy(cfg.model)
     except FileNotFoundError as err:
         raise ConfigError(f"run={cfg.run}: {err}") from None
+    policy.generation = cfg.generation
     values = policy.resolve(requested_controls(cfg))
     if described := policy.describe(values):
         print(described, file=sys.stderr)  # what the model is conditioned on

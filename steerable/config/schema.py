@@ -16,6 +16,7 @@ from omegaconf import MISSING
 
 from steerable.config.base import Choice, ConfigError, _choices, at_least
 from steerable.config.data import DataConfig, DataFormat, Half, TooLong
+from steerable.config.generation import Engine, GenerationConfig
 from steerable.config.hardware import DEEPSPEED_NEEDS_GPU, Accelerator, HardwareConfig, Precision, Strategy
 from steerable.config.logger import LoggerConfig, WandbConfig
 from steerable.config.method import MethodConfig, RecipeConfig, Scheduler
@@ -30,6 +31,8 @@ __all__ = [  # the re-exported schemas; the run configs below are this module's 
     "DType",
     "DataConfig",
     "DataFormat",
+    "Engine",
+    "GenerationConfig",
     "Half",
     "HardwareConfig",
     "LoggerConfig",
@@ -112,6 +115,7 @@ class TrainConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     tags: list[str] = field(default_factory=list)
     reward: dict[str, RewardSpec] = field(default_factory=dict)  # reward/scorer sources by name (conf/reward)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
 
     def __post_init__(self) -> None:
         check_reward_specs(self.reward)
@@ -147,6 +151,7 @@ class GenerateConfig:
     # controls.attributes.quality=4, controls.weights=[0.2,0.8], controls.preference.verbosity=concise. The
     # three keys above are shorthands for the same controls.
     controls: dict[str, Any] = field(default_factory=dict)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
 
 
 # ------------------------------------------------------------------------------------------------ eval
@@ -191,6 +196,7 @@ class EvalConfig:
     logger: LoggerConfig = MISSING
     reward: dict[str, RewardSpec] = field(default_factory=dict)  # scorers by name (conf/reward)
     seed: int = 1234
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
 
     def __post_init__(self) -> None:
         check_reward_specs(self.reward)

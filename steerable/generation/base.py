@@ -85,5 +85,10 @@ class Sampler(ABC):
     """A generation engine; implementations differ in backend, never in the result contract."""
 
     @abstractmethod
-    def generate(self, prompts: Sequence[Prompt], settings: GenerationSettings) -> list[Completion]:
-        """Return ``num_return_sequences`` completions per prompt, grouped by prompt in input order."""
+    def generate(
+        self, prompts: Sequence[Prompt], settings: GenerationSettings, row_context: Any = None
+    ) -> list[Completion]:
+        """Return ``num_return_sequences`` completions per prompt, grouped by prompt in input order.
+
+        `row_context(prompt_indices, n)`, where given, wraps each forward batch so per-row conditioning
+        (CLP's weightings over mixed adapters) follows the rows; an engine that cannot honour it raises."""

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from steerable.backbone.adapters import merged_adapter
 from steerable.data.tokenize import pad_rows
 from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
 from steerable.generation.logprobs import token_logprobs
@@ -81,13 +82,24 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
 
 
 class HFSampler(Sampler):
-    """Generation with a transformers (or PEFT-wrapped) causal LM."""
+    """Generation with a transformers (or PEFT-wrapped) causal LM.
+
+    Two speed-ups, both off by default here and on by default through `make_sampler` (`generation.*`):
+    `merge_lora` folds a single active LoRA adapter into the weights for the call (restored exactly after);
+    `share_prompt_cache` prefills each prompt once and copies its KV cache to its n samples."""
 
     def __init__(
-        self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None = None
+        self,
+        model: nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        end_of_turn: str | None = None,
+        merge_lora: bool = False,
+        share_prompt_cache: bool = False,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.merge_lora = merge_lora
+        self.share_prompt_cache = share_prompt_cache
         self.end_ids = end_token_ids(model, tokenizer, end_of_turn)
         pad = tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else self.end_ids[0]
@@ -111,7 +123,8 @@ class HFSampler(Sampler):
         encoded = [self.encode(p) for p in prompts]
         by_prompt: list[list[Completion]] = [[] for _ in encoded]
         # no_grad rather than inference_mode: logprobs may later meet autograd tensors in a loss.
-        with eval_mode(self.model), torch.no_grad(), seeded(settings.seed, self.device):
+        merge = merged_adapter(self.model) if self.merge_lora and row_context is None else nullcontext()
+        with eval_mode(self.model), torch.no_grad(), seeded(settings.seed, self.device), merge:
             for indices in length_sorted_batches([len(e) for e in encoded], settings.batch_size):
                 context = (
                     row_context(indices, settings.num_return_sequences) if row_context else nullcontext()
@@ -141,16 +154,28 @@ class HFSampler(Sampler):
             kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
         return kwargs
 
+    def _prompt_cache(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> Any:
+        """The KV cache of every prompt token but the last (generate needs one uncached token to start
+        from), computed once per prompt and repeated for its n rows; positions follow the left padding as
+        generate's own would."""
+        ids, mask = input_ids[:, :-1].to(self.device), attention_mask[:, :-1].to(self.device)
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(n)
+        return cache
+
     def _generate_batch(
         self, encoded: list[list[int]], indices: list[int], settings: GenerationSettings
     ) -> list[Completion]:
         n = settings.num_return_sequences
         input_ids, attention_mask = pad_rows([encoded[i] for i in indices], self.pad_id, side="left")
+        kwargs = self._generate_kwargs(settings)
+        if n > 1 and self.share_prompt_cache and bool(attention_mask[:, :-1].any(dim=1).all()):
+            kwargs["past_key_values"] = self._prompt_cache(input_ids, attention_mask, n)
         input_ids = input_ids.repeat_interleave(n, dim=0).to(self.device)
         attention_mask = attention_mask.repeat_interleave(n, dim=0).to(self.device)
-        out = self.model.generate(
-            input_ids=input_ids, attention_mask=attention_mask, **self._generate_kwargs(settings)
-        )
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new_tokens = out.sequences[:, input_ids.shape[1] :]
         steps = [token_logprobs(logits, new_tokens[:, t]) for t, logits in enumerate(out.logits)]
         logprobs = torch.stack(steps, dim=1).cpu()

@@ -20,8 +20,8 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from steerable.config.schema import ConfigError, ModelConfig
-from steerable.generation import Completion, GenerationSettings
+from steerable.config.schema import ConfigError, GenerationConfig, ModelConfig
+from steerable.generation import Completion, GenerationSettings, Sampler, make_sampler
 
 ControlKind = Literal["number", "weights", "choice"]
 WEIGHT_TOLERANCE = 1e-6
@@ -122,6 +122,11 @@ class SteerablePolicy(ABC):
     model: torch.nn.Module  # the network that generates (PCM: the experts)
     tokenizer: PreTrainedTokenizerBase
     model_cfg: ModelConfig | None = None  # the base it was trained from, when known
+    generation: GenerationConfig | None = None  # the engine (`generation.*` of the CLI); None = the defaults
+
+    def sampler(self, model: torch.nn.Module | None = None) -> Sampler:
+        """The configured engine over `model` (default: the policy's own network)."""
+        return make_sampler(model if model is not None else self.model, self.tokenizer, None, self.generation)
 
     @abstractmethod
     def controls(self) -> list[Control]:

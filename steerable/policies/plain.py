@@ -12,7 +12,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import reference_policy
 from steerable.config.schema import ModelConfig
-from steerable.generation import Completion, GenerationSettings, HFSampler
+from steerable.generation import Completion, GenerationSettings
 from steerable.policies.base import Control, SteerablePolicy
 from steerable.policies.runs import FINAL_MODEL_DIR, run_kind, run_model_config
 
@@ -44,9 +44,9 @@ class PlainPolicy(SteerablePolicy):
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
     ) -> list[Completion]:
         if not self.adapters_off:
-            return HFSampler(self.model, self.tokenizer).generate(prompts, settings)
+            return self.sampler().generate(prompts, settings)
         with reference_policy(self.model):
-            return HFSampler(self.model, self.tokenizer).generate(prompts, settings)
+            return self.sampler().generate(prompts, settings)
 
 
 def load_run_model(run_dir: Path) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:

@@ -17,8 +17,9 @@ from typing import Any, Protocol
 import torch
 
 from steerable.backbone.adapters import reference_policy
+from steerable.config.generation import GenerationConfig
 from steerable.data.records import user_text
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.hf import RowContext, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.training.lm_module import CausalLMModule, OptimSettings
@@ -77,6 +78,7 @@ class PolicyGradientModule(CausalLMModule):
         end_of_turn: str | None = None,
         sampler=None,
         prompts_per_step: int = 1,
+        generation: GenerationConfig | None = None,
     ) -> None:
         super().__init__(model, optim, sampler=sampler, batch_size=prompts_per_step)
         self.tokenizer = tokenizer
@@ -84,6 +86,7 @@ class PolicyGradientModule(CausalLMModule):
         self.rewards = rewards
         self.conditioning = conditioning
         self.end_of_turn = end_of_turn
+        self.generation = generation
 
     def training_step(self, prompts: list[list[dict]], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.rl_loss(prompts)
@@ -95,9 +98,8 @@ class PolicyGradientModule(CausalLMModule):
         k = s.samples_per_prompt
         weights = c.draw(len(prompts))
         shown = [c.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
-        completions = HFSampler(self.model, self.tokenizer, self.end_of_turn).generate(
-            shown, s.generation, row_context=c.rows(weights)
-        )
+        engine = make_sampler(self.model, self.tokenizer, self.end_of_turn, self.generation)
+        completions = engine.generate(shown, s.generation, row_context=c.rows(weights))
         row_weights = weights.repeat_interleave(k, dim=0)
         users = [user_text(prompts[x.prompt_index]) for x in completions]
         scores = self.rewards(users, [x.text for x in completions])  # [N, m] normalised

@@ -120,6 +120,12 @@ def objective_names(cfg: Any) -> list[str]:
 def check(cfg: Any) -> None:
     if {"calibrate", "train"} & set(cfg.method.stages):
         objective_names(cfg)
+    variant = getattr(cfg.method, "variant", None)
+    if cfg.generation.engine == "vllm" and variant not in (None, "prompt"):
+        raise ConfigError(
+            f"method.variant={variant} mixes LoRA copies per example while sampling, which only "
+            "generation.engine=hf does; use generation.engine=hf or method.variant=prompt"
+        )
 
 
 def check_rl(cfg: Any) -> None:

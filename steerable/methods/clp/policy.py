@@ -11,10 +11,11 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
+from steerable.backbone.adapters import load_named_adapters
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import ModelConfig
-from steerable.generation import Completion, GenerationSettings, HFSampler
+from steerable.generation import Completion, GenerationSettings
 from steerable.methods.clp.conditioning import ParameterConditioning, PromptConditioning
 from steerable.policies.base import Control, SteerablePolicy
 from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
@@ -35,10 +36,8 @@ def load_steerable_policy(run_dir: Path) -> tuple[PeftModel, Any, Any, dict]:
         raise ValueError(f"{run_dir} is not a CLP or rewarded_soups run (no objectives in {meta_file})")
     cfg: ModelConfig = run_model_config(run_dir)
     tokenizer = load_tokenizer(cfg)
-    first, *rest = meta["adapters"]
-    model = PeftModel.from_pretrained(load_base_model(cfg, tokenizer), str(final / first), adapter_name=first)
-    for name in rest:
-        model.load_adapter(str(final / name), adapter_name=name)
+    folders = {name: final / name for name in meta["adapters"]}
+    model = load_named_adapters(load_base_model(cfg, tokenizer), folders)
     model.eval()
     if meta["conditioned"]:
         conditioning: Any = ParameterConditioning(AdapterMixer(model, meta["conditioned"]))
@@ -89,7 +88,7 @@ class WeightedPolicy(SteerablePolicy):
         weights = torch.tensor([values[WEIGHTS]] * len(prompts))
         shown = [self.conditioning.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
         rows = self.conditioning.rows(weights)
-        return HFSampler(self.model, self.tokenizer).generate(shown, settings, row_context=rows)
+        return self.sampler().generate(shown, settings, row_context=rows)
 
 
 def load_weighted_policy(run_dir: Path) -> WeightedPolicy:

@@ -10,12 +10,12 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from steerable.backbone.adapters import save_model, wrap_lora
+from steerable.backbone.adapters import load_named_adapters, save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.prompts import ALL, prompt_sets
 from steerable.data.records import Messages, user_text
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import Engine, GenerationSettings
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.clp.conditioning import (
     SHARED,
@@ -103,9 +103,8 @@ def calibrate_stage(ctx: RunContext, done: dict) -> dict:
     base = load_base_model(cfg.model, tokenizer).to(ctx.device)
     prompts = prompt_split(m, cfg.data, tokenizer)[0][: m.calibration_prompts]
     with ctx.autocast():
-        completions = HFSampler(base, tokenizer, cfg.model.end_of_turn).generate(
-            prompts, sampling(m, 2, cfg.seed)
-        )
+        sampler = Engine(cfg.model.end_of_turn, cfg.generation).sampler(base, tokenizer)
+        completions = sampler.generate(prompts, sampling(m, 2, cfg.seed))
     stack = RewardStack({n: build_reward_source(cfg.reward[n]) for n in names})
     raw = stack.score(
         [user_text(prompts[c.prompt_index]) for c in completions], [c.text for c in completions]
@@ -163,6 +162,7 @@ def fit_policy(
         cfg.model.end_of_turn,
         sampler,
         m.batch_size,
+        generation=cfg.generation,
     )
     fit = fit_module(ctx, module, loader, None)
     if fit.is_global_zero:
@@ -215,14 +215,11 @@ def soups_train_stage(ctx: RunContext, done) -> dict:
             runs[name] = fit_policy(
                 sub, model, tokenizer, NoConditioning(one_hot), rewards, {"objectives": [name]}
             )
-    model = PeftModel.from_pretrained(
-        load_base_model(cfg.model, tokenizer),
-        str(ctx.run_dir / f"single_{names[0]}" / FINAL_MODEL_DIR / objective_adapter(0)),
-        adapter_name=objective_adapter(0),
-    )
-    for index, name in enumerate(names[1:], start=1):
-        path = ctx.run_dir / f"single_{name}" / FINAL_MODEL_DIR / objective_adapter(index)
-        model.load_adapter(str(path), adapter_name=objective_adapter(index))
+    folders = {
+        objective_adapter(i): ctx.run_dir / f"single_{name}" / FINAL_MODEL_DIR / objective_adapter(i)
+        for i, name in enumerate(names)
+    }
+    model = load_named_adapters(load_base_model(cfg.model, tokenizer), folders)
     adapters = [objective_adapter(i) for i in range(len(names))]
     metadata = {
         "method": "rewarded_soups",

@@ -15,7 +15,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from steerable.backbone.adapters import wrap_lora
+from steerable.backbone.adapters import load_named_adapters, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import ModelConfig
@@ -39,12 +39,8 @@ def load_experts(path: Path, model_cfg: ModelConfig) -> tuple[PeftModel, Any, Ad
     """The experts saved by the `experts` stage: every side's adapter on one base, with their mixer."""
     meta = json.loads((Path(path) / "steerable.json").read_text())
     tokenizer = load_tokenizer(model_cfg)
-    first, *rest = meta["sides"]
-    model = PeftModel.from_pretrained(
-        load_base_model(model_cfg, tokenizer), str(Path(path) / first), adapter_name=first
-    )
-    for side in rest:
-        model.load_adapter(str(Path(path) / side), adapter_name=side)
+    folders = {side: Path(path) / side for side in meta["sides"]}
+    model = load_named_adapters(load_base_model(model_cfg, tokenizer), folders)
     model.eval()
     return model, tokenizer, AdapterMixer(model, meta["sides"])
 

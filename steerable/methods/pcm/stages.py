@@ -14,7 +14,13 @@ from peft import PeftModel
 from safetensors.torch import save_file
 from transformers import PreTrainedTokenizerBase
 
-from steerable.backbone.adapters import atomic_directory, reference_policy, save_model, wrap_lora
+from steerable.backbone.adapters import (
+    atomic_directory,
+    load_named_adapters,
+    reference_policy,
+    save_model,
+    wrap_lora,
+)
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
@@ -108,14 +114,8 @@ def experts_stage(ctx: RunContext, done) -> dict:
 
 
 def combined_experts(run_dir: Path, dims: list[Dimension], model_cfg, tokenizer) -> PeftModel:
-    names = sides(dims)
-    folder = lambda side: str(run_dir / "experts" / side / FINAL_MODEL_DIR / side)  # noqa: E731
-    model = PeftModel.from_pretrained(
-        load_base_model(model_cfg, tokenizer), folder(names[0]), adapter_name=names[0]
-    )
-    for side in names[1:]:
-        model.load_adapter(folder(side), adapter_name=side)
-    return model
+    folders = {side: run_dir / "experts" / side / FINAL_MODEL_DIR / side for side in sides(dims)}
+    return load_named_adapters(load_base_model(model_cfg, tokenizer), folders)
 
 
 # ------------------------------------------------------------------------------------------ controller

@@ -17,7 +17,7 @@ from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import ALL, prompt_sets
 from steerable.data.records import Messages, as_messages
 from steerable.data.tokenize import PaddingCollator, TokenizedSet, tokenize_messages
-from steerable.generation import HFSampler, settings_from
+from steerable.generation import Engine, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.report import Report
@@ -81,12 +81,13 @@ def before_and_after(ctx: RunContext, model: Any, tokenizer: Any, prompts: list)
     settings = settings_from(
         ctx.cfg.report, keys=REPORT_SAMPLING, seed=ctx.cfg.seed, batch_size=len(prompts) or 1
     )
-    after = HFSampler(model, tokenizer).generate(prompts, settings)
+    engine = Engine(config=ctx.cfg.generation)
+    after = engine.sampler(model, tokenizer).generate(prompts, settings)
     if isinstance(model, PeftModel):
         with reference_policy(model):
-            before = HFSampler(model, tokenizer).generate(prompts, settings)
+            before = engine.sampler(model, tokenizer).generate(prompts, settings)
     else:
-        before = HFSampler(load_backbone(ctx.cfg.model)[0], tokenizer).generate(prompts, settings)
+        before = engine.sampler(load_backbone(ctx.cfg.model)[0], tokenizer).generate(prompts, settings)
     return before, after
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from steerable.evaluation.metrics import paired_bootstrap_ci, spearman, steerability, win_rate
 from steerable.evaluation.plots import plot_dial_curves
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import Engine, GenerationSettings
 from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
 from steerable.report import Report
 from steerable.rewards.base import RewardSource
@@ -75,7 +75,7 @@ def sweep(
     schema: AttributeSchema,
     prompts: list[list[dict]],
     settings: SweepSettings,
-    end_of_turn: str | None,
+    engine: Engine,
     autocast,
 ) -> list[DialSample]:
     """Greedy replies for every (attribute, value, prompt); other attributes at the schema's defaults."""
@@ -91,7 +91,7 @@ def sweep(
         seed=settings.seed,
     )
     with autocast:
-        completions = HFSampler(model, tokenizer, end_of_turn).generate(texts, gen)
+        completions = engine.sampler(model, tokenizer).generate(texts, gen)
     return [DialSample(a, v, i, c.text) for (a, v, i), c in zip(cells, completions, strict=True)]
 
 
@@ -245,7 +245,7 @@ def greedy(
     tokenizer,
     prompts: list,
     settings: SweepSettings,
-    end_of_turn: str | None,
+    engine: Engine,
     autocast,
     stop: list[str] | None = None,
 ) -> list[str]:
@@ -256,7 +256,7 @@ def greedy(
         seed=settings.seed,
     )
     with autocast:
-        return [c.text for c in HFSampler(model, tokenizer, end_of_turn).generate(prompts, gen)]
+        return [c.text for c in engine.sampler(model, tokenizer).generate(prompts, gen)]
 
 
 def evaluate_steering(
@@ -270,7 +270,7 @@ def evaluate_steering(
     *,
     plot_dir: Path | None = None,
     baseline: tuple | None = None,
-    end_of_turn: str | None = None,
+    engine: Engine | None = None,
     autocast_factory: Callable[[], AbstractContextManager] = nullcontext,
     show: int = 2,
 ) -> dict[str, Any]:
@@ -278,13 +278,14 @@ def evaluate_steering(
 
     `report` is written in `out_dir`; plots go to `plot_dir` (default out_dir)."""
     model, tokenizer = policy
-    samples = sweep(model, tokenizer, schema, prompts, settings, end_of_turn, autocast_factory())
+    engine = engine or Engine()
+    samples = sweep(model, tokenizer, schema, prompts, settings, engine, autocast_factory())
     dials = measure_dials(samples, prompts, scorers, settings.values)
     write_steerability(report, out_dir, plot_dir or out_dir, dials, samples, prompts, schema, show)
     result: dict[str, Any] = {"dials": dials, "prompts": len(prompts), "defaults": schema.defaults}
     if baseline is not None:
         rows = against_baseline(
-            policy, baseline, schema, prompts, settings, scorers, report, end_of_turn, autocast_factory, show
+            policy, baseline, schema, prompts, settings, scorers, report, engine, autocast_factory, show
         )
         result["baseline_comparison"] = rows
     return result
@@ -298,7 +299,7 @@ def against_baseline(
     settings: SweepSettings,
     scorers: dict[str, dict[str, Scorer]],
     report: Report,
-    end_of_turn: str | None,
+    engine: Engine,
     autocast_factory: Callable[[], AbstractContextManager],
     show: int,
 ) -> list[dict[str, Any]]:
@@ -311,11 +312,11 @@ def against_baseline(
         tokenizer,
         [steered_prompt(tokenizer, p, schema, defaults) for p in prompts],
         settings,
-        end_of_turn,
+        engine,
         autocast_factory(),
         [schema.label_start],
     )
-    plain = greedy(*baseline, prompts, settings, end_of_turn, autocast_factory())
+    plain = greedy(*baseline, prompts, settings, engine, autocast_factory())
     rows = compare_with_baseline(steered, plain, prompts, scorers, settings.seed)
     report.section(
         "Against the SFT baseline",

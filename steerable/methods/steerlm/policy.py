@@ -12,7 +12,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from steerable.config.schema import ConfigError, ModelConfig
-from steerable.generation import Completion, GenerationSettings, HFSampler
+from steerable.generation import Completion, GenerationSettings
 from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
 from steerable.policies.base import Control, SteerablePolicy
 from steerable.policies.plain import load_run_model
@@ -78,7 +78,7 @@ class SteerLMPolicy(SteerablePolicy):
         wanted = self.values(values)
         texts = [steered_prompt(self.tokenizer, p, self.schema, wanted) for p in prompts]
         stop = [*settings.stop, self.schema.label_start]
-        return HFSampler(self.model, self.tokenizer).generate(texts, replace(settings, stop=stop))
+        return self.sampler().generate(texts, replace(settings, stop=stop))
 
 
 def load_steerlm_policy(run_dir: Path) -> SteerLMPolicy:

@@ -14,6 +14,7 @@ from steerable.config.schema import ConfigError, DataConfig, EvalConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import fitting_prompts
+from steerable.generation import Engine
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
 from steerable.methods.reward_models.stages import attribute_table
 from steerable.methods.steerlm.attributes import AttributeSchema
@@ -118,7 +119,7 @@ def eval_stage(ctx: RunContext, done: StageResults) -> dict:
         report,
         plot_dir=out_dir,
         baseline=baseline,
-        end_of_turn=cfg.model.end_of_turn,
+        engine=Engine(cfg.model.end_of_turn, cfg.generation),
         autocast_factory=ctx.autocast,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -264,5 +265,5 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
         out_dir,
         report,
         baseline=baseline,
-        end_of_turn=run_model_config(run).end_of_turn,
+        engine=Engine(run_model_config(run).end_of_turn, cfg.generation),
     )

@@ -33,7 +33,7 @@ from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_jsonl_conversations, load_records, read_rows, split_records
 from steerable.data.records import Conversation, PreferencePair, Turn, prompt_of
 from steerable.data.tokenize import tokenize_messages
-from steerable.generation import HFSampler, settings_from
+from steerable.generation import Engine, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.reward_models.config import AttributeModelConfig
 from steerable.methods.reward_models.stages import (
@@ -446,7 +446,8 @@ def sample_requests(
         seed=seed,
     )
     with ctx.autocast():
-        completions = HFSampler(model, tokenizer, ctx.cfg.model.end_of_turn).generate(texts, gen)
+        engine = Engine(ctx.cfg.model.end_of_turn, ctx.cfg.generation)
+        completions = engine.sampler(model, tokenizer).generate(texts, gen)
     return prompts, requested, completions
 
 

@@ -27,7 +27,7 @@ from steerable.data.records import user_text
 from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_pareto, plot_series
-from steerable.generation import HFSampler
+from steerable.generation import Engine
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.hardware import inference_autocast
 from steerable.methods.base import load_policy, run_config
@@ -51,8 +51,8 @@ class Arm:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _sample(model, tokenizer, prompts, m: SuperHFConfig, n: int, seed: int, end_of_turn):
-    completions = HFSampler(model, tokenizer, end_of_turn).generate(prompts, sampling(m, n, seed))
+def _sample(model, tokenizer, prompts, m: SuperHFConfig, n: int, seed: int, engine: Engine):
+    completions = engine.sampler(model, tokenizer).generate(prompts, sampling(m, n, seed))
     return completions, [trim_completion(c.text) if m.trim else c.text.strip() for c in completions]
 
 
@@ -79,7 +79,7 @@ def compare(
     train: Scorer,
     gold: Scorer,
     baselines: dict[str, Callable[[], tuple[Any, Any]]],
-    end_of_turn: str | None = None,
+    engine: Engine,
     autocast: Callable = nullcontext,
 ) -> list[Arm]:
     users = [user_text(p) for p in prompts]
@@ -91,14 +91,14 @@ def compare(
 
     arms = []
     with autocast():
-        completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, end_of_turn)
+        completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, engine)
         arms.append(
             arm("superhf", texts, [len(c.token_ids) for c in completions], sample_kl(model, completions))
         )
         with reference_policy(model):
-            completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, end_of_turn)
+            completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, engine)
             arms.append(arm("initial", texts, [len(c.token_ids) for c in completions], 0.0))
-            many, many_texts = _sample(model, tokenizer, prompts, m, m.best_of_n, seed + 1, end_of_turn)
+            many, many_texts = _sample(model, tokenizer, prompts, m, m.best_of_n, seed + 1, engine)
         scores = np.array(train([users[c.prompt_index] for c in many], many_texts)).reshape(len(prompts), -1)
         best = scores.argmax(1) + np.arange(len(prompts)) * m.best_of_n
         arms.append(
@@ -110,7 +110,7 @@ def compare(
         )
         for name, load in baselines.items():
             other, other_tokenizer = load()
-            completions, texts = _sample(other, other_tokenizer, prompts, m, 1, seed, end_of_turn)
+            completions, texts = _sample(other, other_tokenizer, prompts, m, 1, seed, engine)
             arms.append(arm(name, texts, [len(c.token_ids) for c in completions]))
     return arms
 
@@ -332,7 +332,7 @@ def run_evaluation(
     num_prompts: int,
     seed: int,
     device: str = "cpu",
-    end_of_turn: str | None = None,
+    engine: Engine | None = None,
     autocast: Callable = nullcontext,
 ) -> dict[str, Any]:
     """The comparison table, samples and the run's curves; results.json in `out_dir`."""
@@ -344,7 +344,7 @@ def run_evaluation(
     _, held_out = prompt_split(m, data, tokenizer)
     prompts = held_out[:num_prompts]
     baselines = {f"baseline: {Path(b).name}": (lambda b=b: load_policy(Path(b))) for b in m.baselines}
-    arms = compare(model, tokenizer, prompts, m, seed, train, gold, baselines, end_of_turn, autocast)
+    arms = compare(model, tokenizer, prompts, m, seed, train, gold, baselines, engine or Engine(), autocast)
     rows = arm_rows(arms, seed)
     report.section("Judge", f"Gold column = {judge}.")
     report_comparison(report, rows, arms, prompts, samples=6)
@@ -385,6 +385,6 @@ def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
         num_prompts=cfg.eval.num_prompts,
         seed=cfg.seed,
         device="cuda" if gpu else "cpu",
-        end_of_turn=run_config(run, "model", ModelConfig).end_of_turn,
+        engine=Engine(run_config(run, "model", ModelConfig).end_of_turn, cfg.generation),
         autocast=autocast,
     )

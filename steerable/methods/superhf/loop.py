@@ -25,7 +25,7 @@ from peft import PeftModel
 from steerable.data.records import user_text
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExample, tokenize_conversation
 from steerable.evaluation.meteor import mean_pairwise_meteor
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import Engine, GenerationSettings, Sampler
 from steerable.training.lm_module import CausalLMModule, OptimSettings
 from steerable.training.losses import _causal_lm
 
@@ -212,7 +212,7 @@ class Sampled:
 
 
 def sample_and_score(
-    sampler: HFSampler, prompts: list[list[dict]], settings: SuperHFSettings, score: Scorer
+    sampler: Sampler, prompts: list[list[dict]], settings: SuperHFSettings, score: Scorer
 ) -> Sampled:
     completions = sampler.generate(prompts, settings.generation)
     per_completion = [prompts[c.prompt_index] for c in completions]
@@ -238,7 +238,7 @@ class SuperHFModule(CausalLMModule):
         settings: SuperHFSettings,
         train_score: Scorer,
         eot_id: int,
-        end_of_turn: str | None,
+        engine: Engine,
         evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
         sampler=None,
         prompts_per_step: int = 1,
@@ -251,7 +251,7 @@ class SuperHFModule(CausalLMModule):
         self.settings = settings
         self.train_score = train_score
         self.eot_id = eot_id
-        self.end_of_turn = end_of_turn
+        self.engine = engine
         self.evaluate_fn = evaluate
         self.autocast = autocast
         self.collate = PaddingCollator(tokenizer.pad_token_id)
@@ -265,7 +265,10 @@ class SuperHFModule(CausalLMModule):
         started = time.perf_counter()
         with self.autocast():
             sampled = sample_and_score(
-                HFSampler(self.model, self.tokenizer, self.end_of_turn), prompts, s, self.train_score
+                self.engine.sampler(self.model, self.tokenizer),
+                prompts,
+                s,
+                self.train_score,
             )
         generated = time.perf_counter()
         kept = top_k_per_prompt(sampled.scores, sampled.texts, s.completions_per_prompt, s.top_k)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from steerable.generation import Engine
 from steerable.methods.base import RunContext
 from steerable.methods.superhf.evaluate import run_evaluation
 from steerable.report import Report
@@ -41,7 +42,7 @@ def eval_stage(ctx: RunContext, done) -> dict:
         num_prompts=m.eval_prompts,
         seed=cfg.seed,
         device=ctx.device.type,
-        end_of_turn=cfg.model.end_of_turn,
+        engine=Engine(cfg.model.end_of_turn, cfg.generation),
         autocast=ctx.autocast,
     )
     report.write(ctx.run_dir / "report.md")

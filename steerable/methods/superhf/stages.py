@@ -15,7 +15,7 @@ from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.prompts import SystemPrompt, prompt_sets
 from steerable.data.records import Messages, user_text
 from steerable.data.tokenize import end_of_turn_id
-from steerable.generation import GenerationSettings, HFSampler, settings_from
+from steerable.generation import Engine, GenerationSettings, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import fit_module
 from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
@@ -104,14 +104,14 @@ def fixed_prompt_eval(
     seed: int,
     train: Scorer,
     gold: Scorer | None,
-    end_of_turn: str | None,
+    engine: Engine,
 ):
     """Mean train (and gold) reward of `eval_samples` seeded samples per fixed held-out prompt: the run's
     progress curve. The same seed at every point makes successive points differ by the policy, not the draw."""
 
     def evaluate(model) -> dict[str, float]:
         settings = sampling(m, m.eval_samples, seed)
-        completions = HFSampler(model, tokenizer, end_of_turn).generate(prompts, settings)
+        completions = engine.sampler(model, tokenizer).generate(prompts, settings)
         users = [user_text(prompts[c.prompt_index]) for c in completions]
         texts = [c.text for c in completions]
         values = {"train_reward": float(np.mean(train(users, texts)))}
@@ -149,6 +149,7 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
     if m.kl_coef >= 0 and not isinstance(model, PeftModel):
         reference = frozen_reference(model)  # full fine-tuning: the KL needs the starting weights kept apart
     sampler = ResumableSampler(len(train_prompts), seed=cfg.seed)
+    engine = Engine(cfg.model.end_of_turn, cfg.generation)
     loader = make_loader(train_prompts, m.prompt_accumulation, as_list, sampler=sampler, seed=cfg.seed)
     module = SuperHFModule(
         model,
@@ -157,7 +158,7 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
         settings,
         train_score,
         end_of_turn_id(tokenizer, cfg.model.end_of_turn),
-        cfg.model.end_of_turn,
+        engine,
         evaluate=fixed_prompt_eval(
             tokenizer,
             eval_prompts[: m.eval_prompts],
@@ -165,7 +166,7 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
             cfg.seed,
             train_score,
             gold_score,
-            cfg.model.end_of_turn,
+            engine,
         ),
         sampler=sampler,
         prompts_per_step=m.prompt_accumulation,
