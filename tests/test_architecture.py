@@ -151,3 +151,32 @@ def test_no_function_is_longer_than_a_screen() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({length} lines)")
     assert not long, long
+
+
+def test_stage_markers_are_read_only_through_stage_results() -> None:
+    """Typed stage results: a finished stage's summary is read via `StageResults` (which checks its paths),
+    never by opening stages/*.json elsewhere."""
+    allowed = {ROOT / "pipeline.py", ROOT / "run_dir.py"}
+    readers = [
+        str(path.relative_to(ROOT))
+        for path in ROOT.rglob("*.py")
+        if path not in allowed and re.search(r"""["']stages["']|stages/\*|["']stages/""", path.read_text())
+    ]
+    assert readers == []
+
+
+def test_online_modules_share_one_base_and_one_sampler_factory() -> None:
+    """Sample -> score -> update loops subclass OnlineModule (no trainer overrides in stages) and build their
+    sampler through make_sampler / Engine, never a concrete engine class."""
+    from steerable.methods.pcm.stages import PCMModule
+    from steerable.methods.superhf.loop import SuperHFModule
+    from steerable.training.online import OnlineModule
+    from steerable.training.policy_gradient import PolicyGradientModule
+
+    assert all(issubclass(m, OnlineModule) for m in (SuperHFModule, PCMModule, PolicyGradientModule))
+    for path in (ROOT / "methods").rglob("*.py"):
+        text = path.read_text()
+        assert "trainer_overrides" not in text, path
+        # mixture decoding (adapters mixed per example) is HF-only by design: evaluation arms may name it
+        if path.parent.name not in ("clp", "pcm") or path.name not in ("evaluate.py",):
+            assert "HFSampler(" not in text, path

@@ -175,3 +175,16 @@ def test_vllm_without_the_package_is_a_one_line_error_with_the_install_command(m
         GenerationConfig(engine="vllm")
     message = str(err.value)
     assert "\n" not in message and 'pip install -e ".[vllm]"' in message and "generation.engine" in message
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_many_long_seeded_prompts_in_one_call(name):
+    """More prompt tokens than one engine step takes (vLLM 0.32 split such prefills and then failed on
+    seeded CPU generators): every prompt still gets its n replies, in order, reproducibly."""
+    model, tokenizer = lora_model()
+    prompts = [[{"role": "user", "content": f"prompt {i} " + "x" * 300}] for i in range(40)]
+    settings = GenerationSettings(max_new_tokens=4, do_sample=True, num_return_sequences=4, seed=3)
+    sampler = engine(name, model, tokenizer)
+    first = sampler.generate(prompts, settings)
+    assert [c.prompt_index for c in first] == [i for i in range(40) for _ in range(4)]
+    assert [c.token_ids for c in first] == [c.token_ids for c in sampler.generate(prompts, settings)]

@@ -206,6 +206,17 @@ def load_named_adapters(
     return model
 
 
+def merged_copy(model: torch.nn.Module, adapter_name: str | None = None) -> torch.nn.Module:
+    """A plain transformers model with the (named, else active) LoRA update folded into its weights; the
+    live model is left as it was. A model without adapters is returned as it is."""
+    if not isinstance(model, PeftModel):
+        return model
+    work = copy.deepcopy(model)
+    if adapter_name is not None:
+        work.set_adapter(adapter_name)
+    return work.merge_and_unload()
+
+
 def export_merged(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -213,13 +224,7 @@ def export_merged(
     adapter_name: str = DEFAULT_ADAPTER,
 ) -> Path:
     """A plain transformers folder with the LoRA update folded into the weights (loads without peft)."""
-    if isinstance(model, PeftModel):
-        work = copy.deepcopy(model)
-        work.set_adapter(adapter_name)
-        merged = work.merge_and_unload()
-    else:
-        merged = model
     with atomic_directory(target) as tmp:
-        merged.save_pretrained(tmp, safe_serialization=True)
+        merged_copy(model, adapter_name).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     return Path(target)

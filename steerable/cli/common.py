@@ -28,13 +28,15 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     from steerable.config.reward import REWARD_SCHEMAS
-    from steerable.config.schema import EvalConfig, GenerateConfig, TrainConfig
+    from steerable.config.schema import EvalConfig, ExportConfig, GenerateConfig, ServeConfig, TrainConfig
     from steerable.methods.registry import specs
 
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     store.store(name="generate_schema", node=GenerateConfig)
     store.store(name="eval_schema", node=EvalConfig)
+    store.store(name="export_schema", node=ExportConfig)
+    store.store(name="serve_schema", node=ServeConfig)
     for name, spec in specs().items():
         store.store(name=f"method_schema_{name}", node=spec.config)
     for kind, schema in REWARD_SCHEMAS.items():

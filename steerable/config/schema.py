@@ -154,6 +154,31 @@ class GenerateConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
 
 
+@dataclass
+class ServeConfig:
+    run: str = MISSING  # the run folder whose policy to serve
+    hardware: HardwareConfig = MISSING
+    host: str = "127.0.0.1"  # loopback only unless asked: the page runs the model for whoever reaches it
+    port: int = 7860  # 0 = any free port (printed at start)
+    max_new_tokens: int = 128  # the page's starting settings; each request may change them
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 1234
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+
+
+@dataclass
+class ExportConfig:
+    run: str = MISSING  # the run folder whose trained policy to export
+    out: str = MISSING  # the folder to write (replaced atomically when it exists)
+    merged: bool = False  # true: LoRA folded into the weights (plain transformers, vLLM); false: the adapter
+
+
 # ------------------------------------------------------------------------------------------------ eval
 
 # val = the held-out split of `data` (as in training) | all = every record | run = the held-out split of the data

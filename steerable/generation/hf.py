@@ -13,6 +13,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
+from transformers.generation import utils as generation_utils
 
 from steerable.backbone.adapters import merged_adapter
 from steerable.data.tokenize import pad_rows
@@ -21,6 +22,8 @@ from steerable.generation.logprobs import token_logprobs
 from steerable.generation.stops import cut_response
 
 RowContext: TypeAlias = Callable[[list[int], int], AbstractContextManager]
+# transformers renamed `past_key_values` to `cache` (5.2x); use whichever this version takes.
+CACHE_KWARG = "cache" if "cache" in getattr(generation_utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
@@ -100,6 +103,9 @@ class HFSampler(Sampler):
         self.tokenizer = tokenizer
         self.merge_lora = merge_lora
         self.share_prompt_cache = share_prompt_cache
+        self.streamer: Any = (
+            None  # a transformers streamer fed the text of single-row calls (steerable-serve)
+        )
         self.end_ids = end_token_ids(model, tokenizer, end_of_turn)
         pad = tokenizer.pad_token_id
         self.pad_id: int = pad if pad is not None else self.end_ids[0]
@@ -161,7 +167,7 @@ class HFSampler(Sampler):
         ids, mask = input_ids[:, :-1].to(self.device), attention_mask[:, :-1].to(self.device)
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
+        cache = out[CACHE_KWARG]
         cache.batch_repeat_interleave(n)
         return cache
 
@@ -171,8 +177,10 @@ class HFSampler(Sampler):
         n = settings.num_return_sequences
         input_ids, attention_mask = pad_rows([encoded[i] for i in indices], self.pad_id, side="left")
         kwargs = self._generate_kwargs(settings)
+        if self.streamer is not None and len(indices) * n == 1:
+            kwargs["streamer"] = self.streamer
         if n > 1 and self.share_prompt_cache and bool(attention_mask[:, :-1].any(dim=1).all()):
-            kwargs["past_key_values"] = self._prompt_cache(input_ids, attention_mask, n)
+            kwargs[CACHE_KWARG] = self._prompt_cache(input_ids, attention_mask, n)
         input_ids = input_ids.repeat_interleave(n, dim=0).to(self.device)
         attention_mask = attention_mask.repeat_interleave(n, dim=0).to(self.device)
         out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)

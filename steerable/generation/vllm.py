@@ -91,6 +91,8 @@ class _Engine:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(config.cpu_kv_cache_gb))
+            # else vLLM drops this whole process (training included) to one torch thread
+            os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         eager = (not on_gpu) if config.enforce_eager is None else config.enforce_eager
         dtype = next(model.parameters()).dtype
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
@@ -104,6 +106,12 @@ class _Engine:
         }
         if on_gpu:
             kwargs["gpu_memory_utilization"] = config.gpu_memory_utilization
+        else:
+            # A seeded request whose prefill is split across steps fails on CPU generators in vLLM 0.32
+            # ("CPU Generator does not use offset"): prefill every prompt whole.
+            kwargs.update(
+                enable_chunked_prefill=False, max_num_batched_tokens=max(kwargs["max_model_len"], 8192)
+            )
         if lora_rank is not None:
             rank = next((r for r in VLLM_LORA_RANKS if r >= lora_rank), None)
             if rank is None:

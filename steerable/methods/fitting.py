@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from steerable.backbone.adapters import count_parameters
 from steerable.methods.base import RunContext
 from steerable.run_dir import RunDirError
 from steerable.training.lm_module import CausalLMModule, OptimSettings, check_trainable_state
+from steerable.training.online import OnlineModule
 from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader
 from steerable.training.sharding import is_sharded
 from steerable.training.trainer import (
@@ -165,10 +166,13 @@ def fit_module(
     train_loader: DataLoader,
     val_loader: DataLoader | None,
     validate_first: bool = False,
-    trainer_overrides: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Fit (resuming from checkpoints/last.ckpt when asked), optionally measuring held-out loss first."""
-    cfg = ctx.cfg
+    """Fit (resuming from checkpoints/last.ckpt when asked), optionally measuring held-out loss first.
+    An online module maps `trainer.*` (rounds) onto Lightning's steps itself (`OnlineModule`)."""
+    cfg, overrides = ctx.cfg, None
+    if isinstance(module, OnlineModule):
+        cfg = replace(cfg, trainer=module.trainer_config(cfg.trainer))
+        overrides = module.trainer_arguments()
     found = intact_resume_checkpoint(ctx.run_dir, module) if ctx.resuming else None
     checkpoint, resumed_at = found if found is not None else (None, 0)
     if checkpoint is not None:
@@ -182,7 +186,7 @@ def fit_module(
         f"{cfg.task_name}/{ctx.run_dir.name}",
         ctx.hparams(module.model),
         [ShardByRank(samplers), *ctx.callbacks],
-        overrides=trainer_overrides,
+        overrides=overrides,
     )
     val_before = None
     if validate_first and checkpoint is None and val_loader is not None:

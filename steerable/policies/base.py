@@ -123,10 +123,18 @@ class SteerablePolicy(ABC):
     tokenizer: PreTrainedTokenizerBase
     model_cfg: ModelConfig | None = None  # the base it was trained from, when known
     generation: GenerationConfig | None = None  # the engine (`generation.*` of the CLI); None = the defaults
+    streamer: Any = (
+        None  # a transformers streamer for single replies (steerable-serve); engines may ignore it
+    )
 
     def sampler(self, model: torch.nn.Module | None = None) -> Sampler:
         """The configured engine over `model` (default: the policy's own network)."""
-        return make_sampler(model if model is not None else self.model, self.tokenizer, None, self.generation)
+        sampler = make_sampler(
+            model if model is not None else self.model, self.tokenizer, None, self.generation
+        )
+        if self.streamer is not None and hasattr(sampler, "streamer"):
+            sampler.streamer = self.streamer
+        return sampler
 
     @abstractmethod
     def controls(self) -> list[Control]:
@@ -175,6 +183,11 @@ class SteerablePolicy(ABC):
     def describe(self, values: Mapping[str, Any]) -> str:
         """What the model is conditioned on under `values`, for logs ("" when there is nothing to say)."""
         return ""
+
+    def plain_prompt(self, messages: list[dict], values: Mapping[str, Any]) -> str | None:
+        """The exact text to feed the network for `messages` under `values`, for users without this library
+        (exported models, other engines); None where controls are not written into the prompt."""
+        return None
 
     def _refuse_unknown(self, unknown: list[str]) -> None:
         if not unknown:

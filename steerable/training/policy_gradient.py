@@ -22,7 +22,8 @@ from steerable.data.records import user_text
 from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.hf import RowContext, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
-from steerable.training.lm_module import CausalLMModule, OptimSettings
+from steerable.training.lm_module import OptimSettings
+from steerable.training.online import OnlineModule
 
 Rewards = Callable[[list[str], list[str]], torch.Tensor]  # (user prompts, completions) -> [N, m] normalised
 
@@ -62,7 +63,7 @@ class PGSettings:
     kl_in: str = "reward"  # reward: subtract kl_coef * log-ratio from the reward | loss: add it to the loss
 
 
-class PolicyGradientModule(CausalLMModule):
+class PolicyGradientModule(OnlineModule):
     """One step = one batch of prompts: sample, reward, RLOO loss (Lightning does backward, clipping, step)."""
 
     global_mean_loss = False  # a mean over this rank's equally sized batch; DDP's average makes it global
@@ -136,9 +137,6 @@ class PolicyGradientModule(CausalLMModule):
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
         return pad if pad is not None else self.tokenizer.eos_token_id
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Sampling dominates a step; its time is not a token throughput, so none is logged."""
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         raise NotImplementedError("RL runs have no teacher-forced validation; the eval stage measures them")

@@ -56,18 +56,14 @@ def is_pcm_run(run: Path) -> bool:
 
 def load_pcm(run: Path):
     """Experts, tokenizer, mixer, controller and config of a finished PCM run."""
-    import json
-
     from steerable.methods.base import run_config, run_model_config
     from steerable.methods.pcm.config import PCMConfig
-    from steerable.run_dir import contained
+    from steerable.pipeline import StageResults
 
     m = run_config(run, "method", PCMConfig)
     model_cfg = run_model_config(run)
-    recorded = json.loads((Path(run) / "stages" / "experts.json").read_text())["path"]
-    experts_dir = contained(
-        Path(run), recorded, {m.experts} if m.experts else set(), "stages/experts.json path"
-    )
+    named = {m.experts} if m.experts else set()
+    experts_dir = StageResults.finished(Path(run), ["experts"], named).artifact("experts")
     experts, tokenizer, mixer = load_experts(experts_dir, model_cfg)
     controller = load_controller(Path(run) / CONTROLLER_DIR, m, model_cfg, tokenizer)
     return experts, tokenizer, mixer, controller, m

@@ -7,7 +7,6 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from peft import PeftModel
@@ -27,7 +26,7 @@ from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import prompt_sets
 from steerable.data.records import Conversation, Messages, user_text
 from steerable.data.tokenize import pad_rows, tokenize_messages
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.fitting import fit_module
@@ -57,7 +56,8 @@ from steerable.methods.pcm.preferences import (
 from steerable.methods.sft.stages import fit_sft
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
-from steerable.training.lm_module import CausalLMModule, OptimSettings
+from steerable.training.lm_module import OptimSettings
+from steerable.training.online import OnlineModule
 from steerable.training.sampler import ResumableSampler, as_list, make_loader
 
 EXPERTS_DIR = "experts/final"
@@ -150,7 +150,7 @@ class BTRewards:
         with reference_policy(model):
             texts = [
                 c.text
-                for c in HFSampler(model, tokenizer).generate(
+                for c in make_sampler(model, tokenizer).generate(
                     [prompted(p, pref) for p, pref in todo], settings
                 )
             ]
@@ -186,7 +186,7 @@ def prompted(prompt: list[dict], preference: tuple[str, ...]) -> list[dict]:
 # ---------------------------------------------------------------------------------------- REBEL stage
 
 
-class PCMModule(CausalLMModule):
+class PCMModule(OnlineModule):
     """One step: sample two responses per (prompt, preference) from the current mixture, reward them against the
     cached reference, then `epochs` REBEL updates of the controller on the cached expert log-probs."""
 
@@ -195,6 +195,7 @@ class PCMModule(CausalLMModule):
     ):
         super().__init__(controller, optim, sampler=sampler, batch_size=m.batch_size)
         self.automatic_optimization = False
+        self.updates_per_round = m.epochs  # REBEL updates on each round's samples
         self._experts = [experts]  # frozen, not a submodule: never trained, never checkpointed
         self.tokenizer, self.mixer, self.dims, self.rewards, self.m = tokenizer, mixer, dims, rewards, m
         self.generation = GenerationSettings(
@@ -257,24 +258,11 @@ class PCMModule(CausalLMModule):
             masks.to(self.device),
         )
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Sampling dominates; no token throughput is logged."""
-
 
 def pcm_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Messages], list[Messages]]:
     """Training and held-out prompts with room for the reply and the preference line (no fallback)."""
     cfg = ctx.cfg
     return prompt_sets(cfg.data, tokenizer, cfg.data.max_length - cfg.method.max_new_tokens - PREFERENCE_ROOM)
-
-
-def rounds_context(ctx: RunContext, epochs: int) -> RunContext:
-    """trainer.max_steps and the checkpoint interval count sampling rounds, but Lightning counts every
-    optimizer update as a step, and REBEL makes `epochs` of them per round."""
-    t = ctx.cfg.trainer
-    trainer = replace(
-        t, max_steps=t.max_steps * epochs, checkpoint_every_n_steps=t.checkpoint_every_n_steps * epochs
-    )
-    return replace(ctx, cfg=replace(ctx.cfg, trainer=trainer))
 
 
 def pcm_stage(ctx: RunContext, done) -> dict:
@@ -297,9 +285,7 @@ def pcm_stage(ctx: RunContext, done) -> dict:
     module = PCMModule(
         controller, experts, tokenizer, mixer, dims, BTRewards(cfg.reward, dims, m.bt_beta), m, optim, sampler
     )
-    fit = fit_module(
-        rounds_context(ctx, m.epochs), module, loader, None, trainer_overrides={"gradient_clip_val": None}
-    )
+    fit = fit_module(ctx, module, loader, None)
     info = {"num_experts": len(sides(dims)), "seed": cfg.seed, "kind": m.controller, "sides": sides(dims)}
     if fit.is_global_zero:
         save_controller(controller, ctx.run_dir / CONTROLLER_DIR, info)

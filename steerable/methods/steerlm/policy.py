@@ -72,6 +72,9 @@ class SteerLMPolicy(SteerablePolicy):
     def describe(self, values: dict[str, Any]) -> str:
         return f"attribute label: {self.schema.label(self.values(values))}"
 
+    def plain_prompt(self, messages: list[dict], values: dict[str, Any]) -> str:
+        return steered_prompt(self.tokenizer, messages, self.schema, self.values(values))
+
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
     ) -> list[Completion]:

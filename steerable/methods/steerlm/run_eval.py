@@ -248,12 +248,11 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
     )
     model, tokenizer = load_policy(run)
     data = trained_data if cfg.eval.split == "run" else cfg.data
-    stages = {p.stem: json.loads(p.read_text()) for p in (run / "stages").glob("*.json")}
     named = {v for v in (method.apm, method.policy) if v}
-    apm = stages.get("apm", {}).get("path") or method.apm
-    apm = str(contained(run, apm, named, "stages/apm.json path")) if apm else None
-    baseline_dir = stages.get("baseline", {}).get("path")
-    baseline_dir = contained(run, baseline_dir, named, "stages/baseline.json path") if baseline_dir else None
+    stages = StageResults.finished(run, ["apm", "baseline"], named)
+    apm = str(stages.artifact("apm")) if "apm" in stages else method.apm
+    apm = str(contained(run, apm, named, "method.apm")) if apm else None
+    baseline_dir = stages.artifact("baseline") if "baseline" in stages else None
     baseline = load_backbone(run_model_config(run), adapter_dir=Path(baseline_dir)) if baseline_dir else None
     rewards = cfg.reward or dict(OmegaConf.load(run / ".hydra" / "config.yaml").get("reward") or {})
     return evaluate_steering(

@@ -26,8 +26,9 @@ from steerable.data.records import user_text
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExample, tokenize_conversation
 from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.generation import Engine, GenerationSettings, Sampler
-from steerable.training.lm_module import CausalLMModule, OptimSettings
+from steerable.training.lm_module import OptimSettings
 from steerable.training.losses import _causal_lm
+from steerable.training.online import OnlineModule
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +227,11 @@ def sample_and_score(
     return Sampled(per_completion, texts, ended, scores, [len(c.token_ids) for c in completions])
 
 
-class SuperHFModule(CausalLMModule):
+class SuperHFModule(OnlineModule):
     """One training step = one superbatch: sample, score, keep top-k per prompt, then one optimizer step per
     minibatch of kept completions; the scheduler steps once per superbatch (it counts superbatches)."""
+
+    one_pass = True  # one epoch over the prompts, as the paper's loop
 
     def __init__(
         self,
@@ -362,6 +365,3 @@ class SuperHFModule(CausalLMModule):
             with self.autocast():
                 values = self.evaluate_fn(self.model)
             self.logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=self.global_step)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """No per-batch token throughput here: generation and training times are logged per superbatch."""

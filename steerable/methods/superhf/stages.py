@@ -174,13 +174,7 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
         autocast=ctx.autocast,
     )
     # One epoch over the prompts; clipping happens inside the step (manual optimization).
-    fit = fit_module(
-        ctx,
-        module,
-        loader,
-        None,
-        trainer_overrides={"max_steps": -1, "max_epochs": 1, "gradient_clip_val": None},
-    )
+    fit = fit_module(ctx, module, loader, None)
     if fit.is_global_zero:
         meta = {"method": m.name, "base_model": cfg.model.name, "superbatches": superbatches}
         save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=meta, state_dict=fit.state_dict)

@@ -1,0 +1,51 @@
+"""`steerable-export`: a trained run as a Hugging Face folder (merged weights or adapter) with a model card."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from steerable.cli import common
+from steerable.config.schema import ConfigError, ExportConfig
+
+log = logging.getLogger("steerable")
+
+
+def export(cfg: ExportConfig) -> Path:
+    from steerable.methods.registry import load_policy
+    from steerable.policies.export import export_policy
+
+    try:
+        policy = load_policy(Path(cfg.run))
+    except FileNotFoundError as err:
+        raise ConfigError(f"run={cfg.run}: {err}") from None
+    return export_policy(policy, Path(cfg.run), Path(cfg.out), cfg.merged)
+
+
+@hydra.main(config_path=common.CONF_DIR, config_name="export", version_base="1.3")
+@common.report_user_errors
+def _main(dict_cfg: DictConfig) -> None:
+    cfg: ExportConfig = common.validate(dict_cfg)
+    out = export(cfg)
+    print(
+        f"exported {cfg.run} to {out} ({'merged weights' if cfg.merged else 'adapter'}; see {out}/README.md)"
+    )
+
+
+def main() -> None:
+    common.setup_hydra()
+    common.check_run_argument(
+        sys.argv[1:],
+        required=True,
+        example="steerable-export run=outputs/quickstart/<timestamp> out=exported",
+    )
+    common.check_composition("export", sys.argv[1:])
+    _main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""A trained run as a standard Hugging Face folder: merged weights (plain transformers, vLLM) or the PEFT
+adapter with its base model's hub id, plus a model card saying how to set the controls in a plain prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from peft import PeftModel
+
+from steerable.backbone.adapters import atomic_directory, merged_copy, single_active_adapter
+from steerable.backbone.loading import base_hub_id
+from steerable.config.schema import ConfigError
+from steerable.policies.base import SteerablePolicy
+from steerable.policies.runs import saved_config
+
+EXAMPLE = [{"role": "user", "content": "Any tips for running?"}]
+
+
+def check_exportable(policy: SteerablePolicy) -> None:
+    """One network with at most one adapter; mixtures of adapters have no single set of weights."""
+    model = policy.model
+    if isinstance(model, PeftModel) and single_active_adapter(model) is None:
+        raise ConfigError(
+            f"{policy.origin}: a {policy.kind} policy mixes {len(model.peft_config)} adapters per request, so "
+            "it has no single set of weights to export; export runs with one adapter or full weights"
+        )
+
+
+def export_policy(policy: SteerablePolicy, run_dir: Path, out: Path, merged: bool) -> Path:
+    """Write the folder atomically: nothing at `out` until the weights, tokenizer and card are all there."""
+    check_exportable(policy)
+    model = policy.model
+    hub_id = base_hub_id(policy.model_cfg) if policy.model_cfg is not None else None
+    with atomic_directory(out) as tmp:
+        if merged or not isinstance(model, PeftModel):
+            merged_copy(model).save_pretrained(tmp, safe_serialization=True)
+        else:
+            model.save_pretrained(tmp, safe_serialization=True)
+            set_adapter_base(tmp, hub_id)
+        policy.tokenizer.save_pretrained(tmp)
+        weights = "merged" if merged or not isinstance(model, PeftModel) else "adapter"
+        (tmp / "README.md").write_text(model_card(policy, run_dir, weights, hub_id))
+    return out
+
+
+def set_adapter_base(folder: Path, hub_id: str | None) -> None:
+    """PEFT records the local path the base was loaded from; a user elsewhere needs its hub id."""
+    config_file = folder / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config["base_model_name_or_path"] = hub_id
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def model_card(policy: SteerablePolicy, run_dir: Path, weights: str, hub_id: str | None) -> str:
+    saved = OmegaConf.to_container(saved_config(run_dir), resolve=True)
+    defaults = policy.resolve({})
+    lines = [
+        f"# {policy.kind} policy from {Path(run_dir).name}",
+        "",
+        f"Trained with the steerable framework (method `{policy.kind}`); exported by `steerable-export`.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| method | {policy.kind} |",
+        f"| base model | {hub_id or 'not on the Hugging Face Hub (local or random-weight base)'} |",
+        f"| weights | {'LoRA merged into the base (plain transformers / vLLM)' if weights == 'merged' else 'PEFT adapter'} |",
+        f"| data | {_get(saved, 'data.name')} ({_get(saved, 'data.path') or 'bundled'}) |",
+        f"| training budget | {_budget(saved)} |",
+        "",
+        *_controls_section(policy, defaults),
+        *_loading_section(weights, hub_id),
+        *_evaluation_section(run_dir),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _get(tree: dict, dotted: str) -> Any:
+    for key in dotted.split("."):
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _budget(saved: dict) -> str:
+    steps = _get(saved, "trainer.max_steps")
+    batch = _get(saved, "method.batch_size")
+    lr = _get(saved, "method.lr")
+    return f"{steps} steps, batch {batch}, lr {lr}, seed {_get(saved, 'seed')}"
+
+
+def _controls_section(policy: SteerablePolicy, defaults: dict[str, Any]) -> list[str]:
+    controls = policy.controls()
+    if not controls:
+        return ["## Controls", "", "None: prompt it as the chat model it is.", ""]
+    rows = [f"| `{c.name}` | {c.allowed} | {defaults[c.name]} | {c.doc} |" for c in controls]
+    lines = ["## Controls", "", "| control | allowed | default | meaning |", "|---|---|---|---|", *rows, ""]
+    example = policy.plain_prompt(EXAMPLE, defaults)
+    if example is not None:
+        lines += [
+            "Set them in a plain prompt by feeding the model this exact text (here with the defaults,",
+            f"{policy.describe(defaults)}), then generating; change the numbers to turn the dials:",
+            "",
+            "```",
+            example,
+            "```",
+            "",
+        ]
+    return lines
+
+
+def _loading_section(weights: str, hub_id: str | None) -> list[str]:
+    if weights == "merged":
+        code = "model = AutoModelForCausalLM.from_pretrained('<this folder>')"
+    else:
+        code = f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{hub_id}'), '<this folder>')"
+    return ["## Loading", "", "```python", "from transformers import AutoModelForCausalLM", code, "```", ""]
+
+
+def _evaluation_section(run_dir: Path) -> list[str]:
+    """The tables of the run's report.md (figures left out: their files stay in the run folder)."""
+    report = Path(run_dir) / "report.md"
+    if not report.is_file():
+        return ["## Evaluation", "", "The run has no report.md.", ""]
+    kept = [line for line in report.read_text().splitlines() if not line.startswith("![")]
+    return [
+        "## Evaluation (the run's report.md)",
+        "",
+        *[line.replace("# ", "### ", 1) if line.startswith("#") else line for line in kept],
+        "",
+    ]

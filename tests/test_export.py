@@ -1,0 +1,84 @@
+"""`steerable-export`: a run as a Hugging Face folder that plain transformers loads and that generates what
+`steerable-generate` generates, with a model card saying how to set the controls in a plain prompt."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from steerable.backbone.adapters import wrap_lora
+from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
+from steerable.config.schema import ConfigError, LoraConfig, TinyModelConfig
+from steerable.generation import GenerationSettings
+from steerable.methods.registry import load_policy
+from steerable.policies.export import check_exportable, export_policy
+from steerable.policies.plain import PlainPolicy
+from tests.test_cli import cli
+from tests.test_steerlm import run_as_cli
+
+PROMPT = [{"role": "user", "content": "Any tips for running?"}]
+CONTROLS = {"attributes.verbosity": 4, "attributes.positivity": 1}
+
+
+@pytest.fixture(scope="module")
+def steerlm_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("export") / "run"
+    run_as_cli(run_dir, "method.labels=human", "method.stages=[acsft]")
+    return run_dir
+
+
+def test_merged_export_loads_with_plain_transformers_and_generates_what_the_policy_does(
+    steerlm_run, tmp_path
+) -> None:
+    out = tmp_path / "exported"
+    done = cli("export", f"run={steerlm_run}", f"out={out}", "merged=true", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (out / "adapter_config.json").exists() and (out / "model.safetensors").is_file()
+
+    policy = load_policy(steerlm_run)
+    (want,) = policy.generate([PROMPT], CONTROLS, GenerationSettings(max_new_tokens=8))
+    model = AutoModelForCausalLM.from_pretrained(out)  # no peft, no steerable
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    text = policy.plain_prompt(PROMPT, policy.resolve(CONTROLS))
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        got = model.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :].tolist()
+    assert want.token_ids and got[: len(want.token_ids)] == want.token_ids
+
+    card = (out / "README.md").read_text()
+    assert "| `attributes.verbosity` |" in card and "<extra_id_2>verbosity:" in card
+    assert "| method | steerlm |" in card and "from_pretrained('<this folder>')" in card
+
+
+def test_adapter_export_records_its_base_and_leaves_no_partial_folder(
+    steerlm_run, tmp_path, monkeypatch
+) -> None:
+    policy = load_policy(steerlm_run)
+    out = export_policy(policy, steerlm_run, tmp_path / "adapter", merged=False)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] is None  # the random tiny base has no hub id
+    assert "not on the Hugging Face Hub" in (out / "README.md").read_text()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(policy.tokenizer, "save_pretrained", broken)
+    with pytest.raises(OSError):
+        export_policy(policy, steerlm_run, tmp_path / "half", merged=True)
+    assert not (tmp_path / "half").exists() and not list(tmp_path.glob(".half*"))
+
+
+def test_mixed_adapter_policies_are_refused_with_the_reason() -> None:
+    tokenizer = build_tiny_tokenizer()
+    model = wrap_lora(
+        build_tiny_model(TinyModelConfig(), tokenizer), LoraConfig(r=4, target_modules=["q_proj"])
+    )
+    model.add_adapter("other", model.peft_config["default"])
+    model.base_model.set_adapter(["default", "other"])
+    policy = PlainPolicy(model, tokenizer, "clp", "run=somewhere")
+    with pytest.raises(ConfigError, match="mixes 2 adapters per request"):
+        check_exportable(policy)
