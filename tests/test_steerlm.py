@@ -193,8 +193,8 @@ def test_human_label_run_then_cached_stages_and_reused_policy(tmp_path) -> None:
     assert final["attributes"]["names"] == ["verbosity", "positivity"]
     dials = json.loads((run_dir / "steerability/results.json").read_text())["dials"]
     assert set(dials) == {"verbosity"}  # only the attribute with a scorer named like it
-    assert dials["verbosity"]["verbosity (LengthScorer)"]["values"] == [0, 4]
-    assert "spearman/verbosity/verbosity (LengthScorer)" in results["eval"]
+    assert dials["verbosity"]["verbosity (log words)"]["values"] == [0, 4]
+    assert "spearman/verbosity/verbosity (log words)" in results["eval"]
 
     marker = run_dir / "stages/acsft.json"
     stamp = marker.stat().st_mtime_ns
@@ -284,6 +284,6 @@ def test_generate_and_eval_cli_on_a_steerlm_run(tmp_path) -> None:
     dials = json.loads((out / "results.json").read_text())["dials"]
     assert (
         list(dials) == ["positivity"]
-        and len(dials["positivity"]["positivity (SentimentScorer)"]["values"]) == 2
+        and len(dials["positivity"]["positivity (VADER compound, -1 to 1)"]["values"]) == 2
     )  # the run's own dial values
-    assert list(out.glob("dial_positivity_*.png"))
+    assert list(out.glob("dial_positivity*.png"))

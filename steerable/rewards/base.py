@@ -55,6 +55,11 @@ class RewardSource(ABC):
     names: list[str]
 
     @property
+    def measure(self) -> str:
+        """What the first output is, in units a report can print beside the numbers."""
+        return f"{type(self).__name__} score"
+
+    @property
     def num_outputs(self) -> int:
         """K, the number of reward columns."""
         return len(self.names)

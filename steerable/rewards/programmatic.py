@@ -59,6 +59,12 @@ class LengthScorer(RewardSource):
         self.target = target
         self.names = [name]
 
+    @property
+    def measure(self) -> str:
+        if self.target is not None:
+            return f"closeness to {self.target:g} {self.unit}"
+        return f"log {self.unit}" if self.log_scale else self.unit
+
     def counts(self, responses: Sequence[str]) -> list[int]:
         """Raw lengths in the chosen unit (special tokens excluded: they are not verbosity)."""
         if self.tokenizer is None:
@@ -204,6 +210,10 @@ class SentimentScorer(RewardSource):
     """
 
     _OUTPUTS = ("compound", "pos", "neu", "neg")
+
+    @property
+    def measure(self) -> str:
+        return "VADER compound, -1 to 1" if self.names[0] == "sentiment" else f"VADER {self.names[0]}"
 
     def __init__(self, outputs: Sequence[str] | str = ("compound",)) -> None:
         outputs = [outputs] if isinstance(outputs, str) else list(outputs)

@@ -8,6 +8,7 @@ Shared by the `eval` stage of method=steerlm and by `steerable-eval eval=steerab
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ def reward_scorers(
             def score(contexts, replies, s=source):
                 return s.score([c[-1]["content"] for c in contexts], replies)[:, 0].numpy()
 
-            out.setdefault(name, {})[f"{name} ({type(source).__name__})"] = score
+            out.setdefault(name, {})[f"{name} ({source.measure})"] = score
     return out
 
 
@@ -137,10 +138,11 @@ def plot_dials(results: dict, out_dir: Path, schema: AttributeSchema) -> list[Pa
     for attribute, by_scorer in results.items():
         for scorer_name, r in by_scorer.items():
             slug = scorer_name.split(" ")[0].replace("/", "_")
+            name = f"dial_{attribute}" if slug == attribute else f"dial_{attribute}_{slug}"
             path = plot_dial_curves(
                 {scorer_name: (r["values"], r["means"], r["stderrs"])},
-                out_dir / f"dial_{attribute}_{slug}.png",
-                title=f"{attribute} dial (rho={r['spearman']:.2f})",
+                out_dir / f"{name}.png",
+                title=f"{attribute} dial (Spearman {rho_text(r['spearman'])})",
                 xlabel=f"requested {attribute}",
                 ylabel=f"measured by {scorer_name}",
                 identity=scorer_name == "attribute model",
@@ -177,6 +179,11 @@ def compare_with_baseline(
     return rows
 
 
+def rho_text(rho: float) -> str:
+    """A correlation for a table: "n/a (constant)" where the measure did not vary (Spearman is undefined)."""
+    return "n/a (constant)" if math.isnan(rho) else f"{rho:.4g}"
+
+
 def write_steerability(
     report: Report,
     out_dir: Path,
@@ -192,8 +199,8 @@ def write_steerability(
         [
             a,
             s,
-            r["spearman"],
-            r["spearman_of_means"],
+            rho_text(r["spearman"]),
+            rho_text(r["spearman_of_means"]),
             r["spread"],
             r["wrong_way_fraction"],
             " / ".join(f"{m:.3g}" for m in r["means"]),
