@@ -20,9 +20,11 @@ from steerable.config.schema import ConfigError, GenerationConfig, LoraConfig, T
 from steerable.generation import GenerationSettings, HFSampler, make_sampler
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+NO_VLLM = pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed here")
 ENGINES = [
     "hf-fast",
-    pytest.param("vllm", marks=pytest.mark.skipif(not HAS_VLLM, reason="vLLM is not installed here")),
+    pytest.param("vllm", marks=NO_VLLM),  # on CPU: LoRA merged into the engine's weights after each update
+    pytest.param("vllm-adapter", marks=NO_VLLM),  # LoRA served as adapter versions (the GPU default)
 ]
 PROMPTS = [
     [{"role": "user", "content": "hello there"}],
@@ -54,7 +56,8 @@ def nudge(model, seed: int) -> None:
 def engine(name: str, model, tokenizer, end_of_turn: str | None = None):
     if name == "hf-fast":
         return make_sampler(model, tokenizer, end_of_turn, GenerationConfig())
-    return make_sampler(model, tokenizer, end_of_turn, GenerationConfig(engine="vllm"))
+    config = GenerationConfig(engine="vllm", vllm_merge_lora=name == "vllm")
+    return make_sampler(model, tokenizer, end_of_turn, config)
 
 
 def reference(model, tokenizer, end_of_turn: str | None = None) -> HFSampler:
@@ -188,3 +191,17 @@ def test_many_long_seeded_prompts_in_one_call(name):
     first = sampler.generate(prompts, settings)
     assert [c.prompt_index for c in first] == [i for i in range(40) for _ in range(4)]
     assert [c.token_ids for c in first] == [c.token_ids for c in sampler.generate(prompts, settings)]
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_full_fine_tuning_updates_reach_the_engine(name):
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(SHAPE, tokenizer)  # no adapters: every weight trains
+    sampler = engine(name, model, tokenizer)
+    before = sampler.generate(PROMPTS, GREEDY)
+    with torch.no_grad():
+        for param in model.model.layers[0].parameters():
+            param.add_(torch.randn_like(param) * 0.2)  # an optimizer step, in place
+    after = sampler.generate(PROMPTS, GREEDY)
+    assert [c.token_ids for c in after] != [c.token_ids for c in before]
+    assert_same(after, reference(model, tokenizer).generate(PROMPTS, GREEDY))

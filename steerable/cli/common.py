@@ -101,6 +101,13 @@ def check_run_argument(argv: list[str], required: bool, example: str) -> None:
         fail(f"run={run} does not exist (a run folder such as outputs/<task>/<timestamp>)")
 
 
+def launch_on_run(config_name: str, example: str, app: Callable[[], Any]) -> None:
+    """Start a Hydra app that works on a run folder (`run=` required): both checks first, then `app`."""
+    check_run_argument(sys.argv[1:], required=True, example=example)
+    check_composition(config_name, sys.argv[1:])
+    app()
+
+
 def check_resume_argument(argv: list[str]) -> None:
     """`resume=<folder>` must be a run folder; checked before Hydra resolves the run folder from it."""
     resume = argument(argv, "resume")

@@ -116,11 +116,7 @@ def shrunk_for_debug(argv: list[str]) -> list[str]:
 def main() -> None:
     common.setup_hydra()
     sys.argv = [sys.argv[0], *shrunk_for_debug(sys.argv[1:])]
-    common.check_run_argument(
-        sys.argv[1:], required=True, example="steerable-eval run=outputs/quickstart/<timestamp>"
-    )
-    common.check_composition("eval", sys.argv[1:])
-    _main()
+    common.launch_on_run("eval", "steerable-eval run=outputs/quickstart/<timestamp>", _main)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -38,13 +37,7 @@ def _main(dict_cfg: DictConfig) -> None:
 
 def main() -> None:
     common.setup_hydra()
-    common.check_run_argument(
-        sys.argv[1:],
-        required=True,
-        example="steerable-export run=outputs/quickstart/<timestamp> out=exported",
-    )
-    common.check_composition("export", sys.argv[1:])
-    _main()
+    common.launch_on_run("export", "steerable-export run=outputs/quickstart/<timestamp> out=exported", _main)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 from pathlib import Path
 
 import hydra
@@ -71,11 +70,7 @@ def _main(dict_cfg: DictConfig) -> None:
 
 def main() -> None:
     common.setup_hydra()
-    common.check_run_argument(
-        sys.argv[1:], required=True, example="steerable-serve run=outputs/quickstart/<timestamp>"
-    )
-    common.check_composition("serve", sys.argv[1:])
-    _main()
+    common.launch_on_run("serve", "steerable-serve run=outputs/quickstart/<timestamp>", _main)
 
 
 if __name__ == "__main__":

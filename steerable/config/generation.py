@@ -38,6 +38,9 @@ class GenerationConfig:
         None  # vllm: null = eager on CPU (compiling takes minutes there), graphs on GPU
     )
     max_model_len: int = 2048  # vllm: longest prompt + reply it plans memory for
+    # vllm: true = LoRA merged into the engine's weights after each update (plain kernels); false = served as
+    # a LoRA adapter version; null = merged on CPU (vLLM's CPU LoRA kernels are plain torch: 4x slower here)
+    vllm_merge_lora: bool | None = None
 
     def __post_init__(self) -> None:
         if self.engine == "vllm" and not vllm_installed():

@@ -12,12 +12,15 @@ One engine is started per process and base model (starting one takes 40-100 s on
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,7 @@ class _Engine:
     def __init__(self, model: nn.Module, tokenizer, config: GenerationConfig, lora_rank: int | None) -> None:
         vllm = require_vllm()
         self.scratch = Path(tempfile.mkdtemp(prefix="steerable-vllm-"))
+        weakref.finalize(self, shutil.rmtree, self.scratch, True)  # adapter versions, exported base
         on_gpu = next(model.parameters()).device.type == "cuda"
         # colocated: the engine core runs in this process, so weights can be handed over in memory
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -146,27 +150,44 @@ class _Engine:
         self.fingerprint = fingerprint
         return self.lora_request
 
-    def sync_weights(self, model: nn.Module) -> None:
-        """Full fine-tuning: load the network's weights into the engine's model when they changed."""
+    def sync_weights(self, model: nn.Module, adapter: str | None = None) -> None:
+        """Load the network's weights (with `adapter` merged in, when given) into the engine's model, in
+        memory, when they differ from what it holds: full fine-tuning, and LoRA served merged."""
+        from steerable.backbone.adapters import merged_adapter
+
         params = list(model.parameters())
-        fingerprint = ("full", *(p._version for p in params), *(id(p) for p in params))
+        fingerprint = ("weights", adapter, *(p._version for p in params), *(id(p) for p in params))
         if fingerprint == self.fingerprint:
             return
-        if self.fingerprint is not None:
+        with merged_adapter(model) if adapter is not None else nullcontext():
             weights = [(n, t.detach()) for n, t in plain_state_dict(model).items()]
-            self.llm.apply_model(lambda engine_model: engine_model.load_weights(weights))
-            self.llm.reset_prefix_cache()
+            # reload_weights, not the model's load_weights: it also redoes the post-load processing
+            # (the CPU backend repacks linear weights, whose repacked tensors load_weights cannot fill)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(weights)})
+        self.llm.reset_prefix_cache()
         self.fingerprint = fingerprint
 
 
-_ENGINES: dict[tuple[int, int | None], _Engine] = {}
+class _Current:
+    """The one engine a process keeps: for the model it was started for (held weakly, so a new model with a
+    recycled id() never meets a stale engine) and the LoRA rank it serves; starting another closes it."""
+
+    engine: _Engine | None = None
+    model: weakref.ref | None = None
+    key: tuple = ()
 
 
 def engine_for(model: nn.Module, tokenizer, config: GenerationConfig, lora_rank: int | None) -> _Engine:
-    key = (id(model), lora_rank)
-    if key not in _ENGINES:
-        _ENGINES[key] = _Engine(model, tokenizer, config, lora_rank)
-    return _ENGINES[key]
+    key = (lora_rank, config.max_model_len, config.cpu_kv_cache_gb, config.gpu_memory_utilization)
+    same = _Current.model is not None and _Current.model() is model and _Current.key == key
+    if not same:
+        if _Current.engine is not None:
+            log.info("closing the vLLM engine of another model")
+            _Current.engine = None  # its LLM, KV cache and weights go with it
+            gc.collect()
+        _Current.engine = _Engine(model, tokenizer, config, lora_rank)
+        _Current.model, _Current.key = weakref.ref(model), key
+    return _Current.engine
 
 
 class VLLMSampler(Sampler):
@@ -210,11 +231,16 @@ class VLLMSampler(Sampler):
             raise ConfigError(
                 "generation.engine=vllm serves one active LoRA adapter at a time; use generation.engine=hf"
             )
-        rank = self.model.peft_config[adapter].r if adapter is not None else None
-        engine = engine_for(self.model, self.tokenizer, self.config, rank)
-        lora = engine.sync_adapter(self.model, adapter) if adapter is not None else None
-        if not is_peft:
-            engine.sync_weights(self.model)
+        merge = self.config.vllm_merge_lora
+        merge = next(self.model.parameters()).device.type != "cuda" if merge is None else merge
+        lora = None
+        if is_peft and not merge:
+            rank = self.model.peft_config[adapter].r if adapter is not None else None
+            engine = engine_for(self.model, self.tokenizer, self.config, rank)
+            lora = engine.sync_adapter(self.model, adapter) if adapter is not None else None
+        else:
+            engine = engine_for(self.model, self.tokenizer, self.config, None)
+            engine.sync_weights(self.model, adapter)
         params = [self._params(settings, index) for index in range(len(encoded))]
         results = engine.llm.generate(
             [{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False, lora_request=lora
