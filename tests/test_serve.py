@@ -110,12 +110,12 @@ def test_cli_serves_on_loopback_and_answers_a_form_encoded_curl_body(steerlm_run
     try:
         assert url.startswith("http://127.0.0.1:")
         # what `curl -d '{...}'` sends: a JSON body labelled as a form
-        data = json.dumps({"prompt": "Any tips?", "controls": {"attributes.verbosity": 0}}).encode()
+        data = json.dumps({"prompt": "Any tips?", "controls": {"verbosity": 0, "positivity": 4}}).encode()
         with urllib.request.urlopen(
             urllib.request.Request(url + "/generate", data=data), timeout=60
         ) as reply:
             answer = json.loads(reply.read())
-        assert "verbosity:0" in answer["described"] and isinstance(answer["text"], str)
+        assert "verbosity:0,positivity:4" in answer["described"] and isinstance(answer["text"], str)
     finally:
         process.kill()
 

@@ -17,7 +17,7 @@ from steerable.methods.base import RunContext
 from steerable.run_dir import RunDirError
 from steerable.training.lm_module import CausalLMModule, OptimSettings, check_trainable_state
 from steerable.training.online import OnlineModule
-from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader
+from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader, shuffled_loader
 from steerable.training.sharding import is_sharded
 from steerable.training.trainer import (
     build_trainer,
@@ -72,15 +72,8 @@ def build_loaders(
 ) -> tuple[ResumableSampler, DataLoader, DataLoader | None]:
     """Shuffled, resumable training batches and ordered held-out batches of the method's sizes."""
     cfg, method = ctx.cfg, ctx.cfg.method
-    sampler = ResumableSampler(len(train_set), seed=cfg.seed)
-    train_loader = make_loader(
-        train_set,
-        method.batch_size,
-        collate,
-        sampler=sampler,
-        seed=cfg.seed,
-        num_workers=cfg.data.num_workers,
-        drop_last=len(train_set) >= method.batch_size,
+    sampler, train_loader = shuffled_loader(
+        train_set, method.batch_size, collate, seed=cfg.seed, num_workers=cfg.data.num_workers
     )
     val_loader = (
         make_loader(

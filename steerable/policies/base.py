@@ -159,8 +159,8 @@ class SteerablePolicy(ABC):
 
     def resolve(self, controls: Mapping[str, Any]) -> dict[str, Any]:
         """Every control's value: the given ones checked, the rest their defaults. Unknown names are errors."""
-        given = flatten(controls)
         known = {c.name: c for c in self.controls()}
+        given = self.short_names(flatten(controls), known)
         groups = {c.group for c in known.values()}
         # names of no group the policy has are refused before a shorthand is parsed (the clearer error)
         self._refuse_unknown([n for n in given if n not in known and n.partition(".")[0] not in groups])
@@ -175,6 +175,15 @@ class SteerablePolicy(ABC):
             else:
                 values[name] = control.default
         return values
+
+    @staticmethod
+    def short_names(given: dict[str, Any], known: Mapping[str, Control]) -> dict[str, Any]:
+        """`verbosity` for `attributes.verbosity`: a bare name that ends exactly one control's name."""
+        out = {}
+        for name, value in given.items():
+            matches = [k for k in known if k.endswith(f".{name}")] if name not in known else []
+            out[matches[0] if len(matches) == 1 else name] = value
+        return out
 
     def expand(self, given: dict[str, Any]) -> dict[str, Any]:
         """Shorthands a policy accepts for its controls (PCM: `preference="concise, friendly"`)."""

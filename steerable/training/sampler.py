@@ -3,7 +3,7 @@ uninterrupted run would have seen (Lightning restores loop counters but not a pl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -103,6 +103,31 @@ def make_loader(
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
     )
+
+
+def shuffled_loader(
+    items: Sequence,
+    batch_size: int,
+    collate_fn=None,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool | None = None,
+) -> tuple[ResumableSampler, DataLoader]:
+    """The training loader every method uses: shuffled per epoch by `seed`, sharded by rank, resumable
+    mid-epoch (the sampler is what a checkpoint records); `drop_last` None = full batches only when there is
+    at least one.
+    Online methods pass no collate: a batch of prompts stays a plain list."""
+    sampler = ResumableSampler(len(items), seed=seed)
+    loader = make_loader(
+        items,
+        batch_size,
+        collate_fn or as_list,
+        sampler=sampler,
+        seed=seed,
+        num_workers=num_workers,
+        drop_last=len(items) >= batch_size if drop_last is None else drop_last,
+    )
+    return sampler, loader
 
 
 def as_list(batch: list) -> list:

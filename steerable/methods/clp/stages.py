@@ -32,7 +32,7 @@ from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
 from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule
-from steerable.training.sampler import ResumableSampler, as_list, make_loader
+from steerable.training.sampler import shuffled_loader
 
 CALIBRATION = "calibration.json"
 
@@ -142,15 +142,7 @@ def fit_policy(
     """The shared policy-gradient run in ctx.run_dir; the adapters go to its checkpoints/final."""
     cfg, m = ctx.cfg, ctx.cfg.method
     prompts = prompt_split(m, cfg.data, tokenizer)[0]
-    sampler = ResumableSampler(len(prompts), seed=cfg.seed)
-    loader = make_loader(
-        prompts,
-        m.batch_size,
-        as_list,
-        sampler=sampler,
-        seed=cfg.seed,
-        drop_last=len(prompts) >= m.batch_size,
-    )
+    sampler, loader = shuffled_loader(prompts, m.batch_size, seed=cfg.seed)
     settings = PGSettings(m.samples_per_prompt, sampling(m, m.samples_per_prompt), m.kl_coef, m.kl_in)
     module = PolicyGradientModule(
         model,

@@ -58,7 +58,7 @@ from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
-from steerable.training.sampler import ResumableSampler, as_list, make_loader
+from steerable.training.sampler import shuffled_loader
 
 EXPERTS_DIR = "experts/final"
 PREFERENCE_ROOM = 16  # prompt tokens kept free for the preference description
@@ -277,10 +277,7 @@ def pcm_stage(ctx: RunContext, done) -> dict:
         (p, pref) for p in train_prompts for pref in combinations(dims)
     ]  # ξ uniform over all combinations
     controller = build_controller(m, cfg.model, tokenizer, len(sides(dims)), cfg.seed)
-    sampler = ResumableSampler(len(items), seed=cfg.seed)
-    loader = make_loader(
-        items, m.batch_size, as_list, sampler=sampler, seed=cfg.seed, drop_last=len(items) >= m.batch_size
-    )
+    sampler, loader = shuffled_loader(items, m.batch_size, seed=cfg.seed)
     optim = OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, cfg.trainer.max_steps)
     module = PCMModule(
         controller, experts, tokenizer, mixer, dims, BTRewards(cfg.reward, dims, m.bt_beta), m, optim, sampler

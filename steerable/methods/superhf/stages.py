@@ -22,7 +22,7 @@ from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFCon
 from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings
 from steerable.rewards.base import RewardSource, build_reward_source
 from steerable.training.lm_module import OptimSettings
-from steerable.training.sampler import ResumableSampler, as_list, make_loader
+from steerable.training.sampler import shuffled_loader
 
 # ------------------------------------------------------------------------------------------- rewards
 
@@ -148,9 +148,9 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
     reference = None
     if m.kl_coef >= 0 and not isinstance(model, PeftModel):
         reference = frozen_reference(model)  # full fine-tuning: the KL needs the starting weights kept apart
-    sampler = ResumableSampler(len(train_prompts), seed=cfg.seed)
     engine = Engine(cfg.model.end_of_turn, cfg.generation)
-    loader = make_loader(train_prompts, m.prompt_accumulation, as_list, sampler=sampler, seed=cfg.seed)
+    # every prompt once, the last superbatch possibly smaller (the scheduler counts ceil(prompts / accumulation))
+    sampler, loader = shuffled_loader(train_prompts, m.prompt_accumulation, seed=cfg.seed, drop_last=False)
     module = SuperHFModule(
         model,
         tokenizer,
