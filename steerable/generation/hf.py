@@ -136,7 +136,7 @@ class HFSampler(Sampler):
                     row_context(indices, settings.num_return_sequences) if row_context else nullcontext()
                 )
                 with context:
-                    batch = self._generate_batch(encoded, indices, settings)
+                    batch = self._generate_batch(encoded, indices, settings, share=row_context is None)
                 for completion in batch:
                     by_prompt[completion.prompt_index].append(completion)
         return [c for group in by_prompt for c in group]
@@ -172,14 +172,15 @@ class HFSampler(Sampler):
         return cache
 
     def _generate_batch(
-        self, encoded: list[list[int]], indices: list[int], settings: GenerationSettings
+        self, encoded: list[list[int]], indices: list[int], settings: GenerationSettings, share: bool = True
     ) -> list[Completion]:
         n = settings.num_return_sequences
         input_ids, attention_mask = pad_rows([encoded[i] for i in indices], self.pad_id, side="left")
         kwargs = self._generate_kwargs(settings)
         if self.streamer is not None and len(indices) * n == 1:
             kwargs["streamer"] = self.streamer
-        if n > 1 and self.share_prompt_cache and bool(attention_mask[:, :-1].any(dim=1).all()):
+        # per-row conditioning (row_context) sees n rows per prompt, so the shared prefill is skipped there
+        if share and n > 1 and self.share_prompt_cache and bool(attention_mask[:, :-1].any(dim=1).all()):
             kwargs[CACHE_KWARG] = self._prompt_cache(input_ids, attention_mask, n)
         input_ids = input_ids.repeat_interleave(n, dim=0).to(self.device)
         attention_mask = attention_mask.repeat_interleave(n, dim=0).to(self.device)
