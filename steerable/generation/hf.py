@@ -33,6 +33,12 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> str:
     return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
 
 
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt) -> list[int]:
+    """Prompt token ids, the same for every engine; no special tokens added (a chat template writes its own,
+    a string is as given)."""
+    return tokenizer(render_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+
+
 def end_token_ids(model: nn.Module, tokenizer: PreTrainedTokenizerBase, end_of_turn: str | None) -> list[int]:
     """Every id that closes a turn: the model's generation eos (int or list), the tokenizer's, and
     ``end_of_turn`` (ModelConfig.end_of_turn) when the chat format ends turns with another token."""
@@ -115,8 +121,7 @@ class HFSampler(Sampler):
         return next(self.model.parameters()).device
 
     def encode(self, prompt: Prompt) -> list[int]:
-        """Prompt token ids; no special tokens added (a chat template writes its own, a string is as given)."""
-        return self.tokenizer(render_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(token_ids), skip_special_tokens=True)

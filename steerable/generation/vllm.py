@@ -31,7 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.config.base import ConfigError
 from steerable.config.generation import INSTALL_HINT, GenerationConfig
 from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
-from steerable.generation.hf import end_token_ids, render_prompt
+from steerable.generation.hf import encode_prompt, end_token_ids
 from steerable.generation.stops import cut_response
 
 log = logging.getLogger(__name__)
@@ -221,10 +221,7 @@ class VLLMSampler(Sampler):
 
         from steerable.backbone.adapters import single_active_adapter
 
-        encoded = [
-            self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]
-            for p in prompts
-        ]
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         adapter = single_active_adapter(self.model)
         is_peft = isinstance(self.model, PeftModel)
         if is_peft and adapter is None and not self._adapters_off():
