@@ -15,7 +15,7 @@ from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
 from steerable.config.schema import ConfigError, LoraConfig, TinyModelConfig
 from steerable.generation import GenerationSettings
 from steerable.methods.registry import load_policy
-from steerable.policies.export import check_exportable, export_policy
+from steerable.policies.export import export_policy
 from steerable.policies.plain import PlainPolicy
 from tests.test_cli import cli
 from tests.test_steerlm import run_as_cli
@@ -81,4 +81,45 @@ def test_mixed_adapter_policies_are_refused_with_the_reason() -> None:
     model.base_model.set_adapter(["default", "other"])
     policy = PlainPolicy(model, tokenizer, "clp", "run=somewhere")
     with pytest.raises(ConfigError, match="mixes 2 adapters per request"):
-        check_exportable(policy)
+        policy.check_single_network()
+
+
+@pytest.fixture(scope="module")
+def clp_run(tmp_path_factory) -> Path:
+    from tests.test_clp import run_as_cli as run_clp
+
+    run_dir = tmp_path_factory.mktemp("export_clp") / "run"
+    run_clp(run_dir, "method=clp", "method.variant=attn", "method.stages=[calibrate,train]")
+    return run_dir
+
+
+def test_clp_exports_one_weighting_as_merged_weights_equal_to_the_mixture(clp_run, tmp_path) -> None:
+    weighting = [0.2, 0.8]
+    out = tmp_path / "clp_export"
+    done = cli("export", f"run={clp_run}", f"out={out}", "merged=true", "weights=[0.2,0.8]", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    policy = load_policy(clp_run)
+    model = AutoModelForCausalLM.from_pretrained(out)
+    ids = torch.tensor([policy.tokenizer("Any tips for running?")["input_ids"]])
+    with torch.no_grad():
+        got = model(ids).logits
+        with policy.conditioning.mixer.weighted(torch.tensor([weighting])):
+            want = policy.model(ids).logits
+        with policy.conditioning.mixer.weighted(torch.tensor([[0.8, 0.2]])):
+            other = policy.model(ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert (other - want).abs().max() > 1e-3  # the weighting matters, so matching it is not an accident
+    card = (out / "README.md").read_text()
+    assert "| method | clp |" in card and "Fixed in these weights" in card and "0.8" in card
+
+
+def test_export_refuses_settings_that_do_not_fit_the_policy(clp_run, steerlm_run, tmp_path) -> None:
+    clp = load_policy(clp_run)
+    with pytest.raises(ConfigError, match="merged=false: a clp policy's weighting chooses its weights"):
+        export_policy(clp, clp_run, tmp_path / "a", merged=False)
+    with pytest.raises(ConfigError, match="sum to 1"):
+        export_policy(clp, clp_run, tmp_path / "b", merged=True, controls={"weights": [0.5, 0.6]})
+    steerlm = load_policy(steerlm_run)
+    with pytest.raises(ConfigError, match="takes its controls in the prompt"):
+        export_policy(steerlm, steerlm_run, tmp_path / "c", merged=True, controls={"weights": [1.0]})
+    assert not list(tmp_path.iterdir())

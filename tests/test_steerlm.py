@@ -21,6 +21,7 @@ from steerable.data.tokenize import IGNORE_INDEX, end_of_turn_id, tokenize_conve
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
     conditioned_messages,
+    default_values,
     parse_assignments,
     schema_names,
     steered_prompt,
@@ -75,6 +76,16 @@ def test_presets_and_assignment_parsing() -> None:
     assert parse_assignments(["quality:4", "humor:0"], "k") == {"quality": 4, "humor": 0}
     with pytest.raises(ConfigError, match=r"method\.bootstrap\.condition: 'quality=4'"):
         parse_assignments(["quality=4"], "method.bootstrap.condition")
+
+
+def test_defaults_good_end_else_commonest_else_middle_of_a_tie() -> None:
+    labelled = [{"verbosity": v, "positivity": p} for v in range(5) for p in (0, 1, 1, 3, 3)]
+    defaults = default_values(["quality", "toxicity", "verbosity", "positivity", "unseen"], (0, 4), labelled)
+    # balanced verbosity: the middle, not the first value seen; positivity tie 1 vs 3: both 1 from the middle,
+    # the lower wins; no labels at all: the middle
+    assert defaults == {"quality": 4, "toxicity": 0, "verbosity": 2, "positivity": 1, "unseen": 2}
+    skewed = [{"verbosity": 0}] * 3 + [{"verbosity": 4}]
+    assert default_values(["verbosity"], (0, 4), skewed) == {"verbosity": 0}
 
 
 def test_label_tokens_get_no_loss_and_reply_tokens_do() -> None:

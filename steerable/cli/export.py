@@ -16,13 +16,15 @@ log = logging.getLogger("steerable")
 
 def export(cfg: ExportConfig) -> Path:
     from steerable.methods.registry import load_policy
+    from steerable.policies.base import flatten
     from steerable.policies.export import export_policy
 
     try:
         policy = load_policy(Path(cfg.run))
     except FileNotFoundError as err:
         raise ConfigError(f"run={cfg.run}: {err}") from None
-    return export_policy(policy, Path(cfg.run), Path(cfg.out), cfg.merged)
+    controls = flatten(cfg.controls) | ({"weights": list(cfg.weights)} if cfg.weights else {})
+    return export_policy(policy, Path(cfg.run), Path(cfg.out), cfg.merged, controls)
 
 
 @hydra.main(config_path=common.CONF_DIR, config_name="export", version_base="1.3")

@@ -177,6 +177,10 @@ class ExportConfig:
     run: str = MISSING  # the run folder whose trained policy to export
     out: str = MISSING  # the folder to write (replaced atomically when it exists)
     merged: bool = False  # true: LoRA folded into the weights (plain transformers, vLLM); false: the adapter
+    # CLP / Rewarded Soups runs (whose weighting chooses the parameters): the one weighting to export, one value
+    # per objective summing to 1 (default uniform); controls.* the same by name. Prompt-side controls stay dials.
+    weights: list[float] = field(default_factory=list)
+    controls: dict[str, Any] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------ eval

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import torch
+from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from steerable.config.schema import ConfigError, GenerationConfig, ModelConfig
@@ -126,6 +127,8 @@ class SteerablePolicy(ABC):
     streamer: Any = (
         None  # a transformers streamer for single replies (steerable-serve); engines may ignore it
     )
+    # the controls choose the network's weights (CLP, Rewarded Soups), not its prompt: an export is one setting
+    controls_in_weights: bool = False
 
     def sampler(self, model: torch.nn.Module | None = None) -> Sampler:
         """The configured engine over `model` (default: the policy's own network)."""
@@ -192,6 +195,26 @@ class SteerablePolicy(ABC):
     def describe(self, values: Mapping[str, Any]) -> str:
         """What the model is conditioned on under `values`, for logs ("" when there is nothing to say)."""
         return ""
+
+    def network_for(self, values: Mapping[str, Any]) -> torch.nn.Module:
+        """One plain transformers network that generates as this policy does under `values`, every LoRA
+        update folded in (for export). Policies whose controls live in the prompt ignore `values`; a policy
+        that mixes several adapters per request has no such network (one-line ConfigError)."""
+        from steerable.backbone.adapters import merged_copy
+
+        self.check_single_network()
+        return merged_copy(self.model)
+
+    def check_single_network(self) -> None:
+        """One network with at most one active adapter; a per-request mixture of adapters has no single set
+        of weights (one-line ConfigError)."""
+        from steerable.backbone.adapters import single_active_adapter
+
+        if isinstance(self.model, PeftModel) and single_active_adapter(self.model) is None:
+            raise ConfigError(
+                f"{self.origin}: a {self.kind} policy mixes {len(self.model.peft_config)} adapters per request, "
+                "so it has no single set of weights to export; export runs with one adapter or full weights"
+            )
 
     def plain_prompt(self, messages: list[dict], values: Mapping[str, Any]) -> str | None:
         """The exact text to feed the network for `messages` under `values`, for users without this library

@@ -4,46 +4,67 @@ adapter with its base model's hub id, plus a model card saying how to set the co
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 from peft import PeftModel
 
-from steerable.backbone.adapters import atomic_directory, merged_copy, single_active_adapter
+from steerable.backbone.adapters import atomic_directory
 from steerable.backbone.loading import base_hub_id
 from steerable.config.schema import ConfigError
-from steerable.policies.base import SteerablePolicy
+from steerable.policies.base import SteerablePolicy, flatten
 from steerable.policies.runs import saved_config
 
 EXAMPLE = [{"role": "user", "content": "Any tips for running?"}]
 
 
-def check_exportable(policy: SteerablePolicy) -> None:
-    """One network with at most one adapter; mixtures of adapters have no single set of weights."""
-    model = policy.model
-    if isinstance(model, PeftModel) and single_active_adapter(model) is None:
-        raise ConfigError(
-            f"{policy.origin}: a {policy.kind} policy mixes {len(model.peft_config)} adapters per request, so "
-            "it has no single set of weights to export; export runs with one adapter or full weights"
-        )
+def export_policy(
+    policy: SteerablePolicy,
+    run_dir: Path,
+    out: Path,
+    merged: bool,
+    controls: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the folder atomically: nothing at `out` until the weights, tokenizer and card are all there.
 
-
-def export_policy(policy: SteerablePolicy, run_dir: Path, out: Path, merged: bool) -> Path:
-    """Write the folder atomically: nothing at `out` until the weights, tokenizer and card are all there."""
-    check_exportable(policy)
+    Controls written into the prompt (SteerLM, CLP's prompt variant) stay dials of the export and the card says
+    how to set them; controls that choose the weights (CLP, Rewarded Soups) are fixed here: the export is the
+    policy at that one setting (`controls`, else the defaults)."""
+    values = _export_values(policy, controls or {}, merged)
     model = policy.model
+    adapter = not merged and isinstance(model, PeftModel)
+    if adapter:
+        policy.check_single_network()
+    network = None if adapter else policy.network_for(values)
     hub_id = base_hub_id(policy.model_cfg) if policy.model_cfg is not None else None
     with atomic_directory(out) as tmp:
-        if merged or not isinstance(model, PeftModel):
-            merged_copy(model).save_pretrained(tmp, safe_serialization=True)
-        else:
+        if adapter:
             model.save_pretrained(tmp, safe_serialization=True)
             set_adapter_base(tmp, hub_id)
+        else:
+            network.save_pretrained(tmp, safe_serialization=True)
         policy.tokenizer.save_pretrained(tmp)
-        weights = "merged" if merged or not isinstance(model, PeftModel) else "adapter"
-        (tmp / "README.md").write_text(model_card(policy, run_dir, weights, hub_id))
+        weights = "adapter" if adapter else "merged"
+        (tmp / "README.md").write_text(model_card(policy, run_dir, weights, hub_id, values))
     return out
+
+
+def _export_values(policy: SteerablePolicy, controls: Mapping[str, Any], merged: bool) -> dict[str, Any]:
+    if not policy.controls_in_weights:
+        if controls:
+            raise ConfigError(
+                f"{', '.join(flatten(controls))}: a {policy.kind} policy takes its controls in the prompt, so "
+                "the export keeps them as dials (its README.md says how to set them); leave them out"
+            )
+        return policy.resolve({})
+    if not merged:
+        raise ConfigError(
+            f"merged=false: a {policy.kind} policy's weighting chooses its weights, so it exports as merged "
+            "weights at one weighting: add merged=true (and weights=[...], default uniform)"
+        )
+    return policy.resolve(controls)
 
 
 def set_adapter_base(folder: Path, hub_id: str | None) -> None:
@@ -54,9 +75,10 @@ def set_adapter_base(folder: Path, hub_id: str | None) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
-def model_card(policy: SteerablePolicy, run_dir: Path, weights: str, hub_id: str | None) -> str:
+def model_card(
+    policy: SteerablePolicy, run_dir: Path, weights: str, hub_id: str | None, values: dict[str, Any]
+) -> str:
     saved = OmegaConf.to_container(saved_config(run_dir), resolve=True)
-    defaults = policy.resolve({})
     lines = [
         f"# {policy.kind} policy from {Path(run_dir).name}",
         "",
@@ -70,7 +92,7 @@ def model_card(policy: SteerablePolicy, run_dir: Path, weights: str, hub_id: str
         f"| data | {_get(saved, 'data.name')} ({_get(saved, 'data.path') or 'bundled'}) |",
         f"| training budget | {_budget(saved)} |",
         "",
-        *_controls_section(policy, defaults),
+        *_controls_section(policy, values),
         *_loading_section(weights, hub_id),
         *_evaluation_section(run_dir),
     ]
@@ -94,6 +116,16 @@ def _controls_section(policy: SteerablePolicy, defaults: dict[str, Any]) -> list
     controls = policy.controls()
     if not controls:
         return ["## Controls", "", "None: prompt it as the chat model it is.", ""]
+    if policy.controls_in_weights:
+        fixed = policy.describe(defaults)
+        return [
+            "## Controls",
+            "",
+            f"Fixed in these weights: {fixed}. The run is steerable over every weighting, but the setting "
+            "chooses the parameters, so one export is one point; export again with another "
+            "`weights=[...]` (one value per objective, summing to 1) for another.",
+            "",
+        ]
     rows = [f"| `{c.name}` | {c.allowed} | {defaults[c.name]} | {c.doc} |" for c in controls]
     lines = ["## Controls", "", "| control | allowed | default | meaning |", "|---|---|---|---|", *rows, ""]
     example = policy.plain_prompt(EXAMPLE, defaults)

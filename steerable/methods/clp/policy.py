@@ -13,9 +13,10 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import load_named_adapters
 from steerable.backbone.loading import load_base_model, load_tokenizer
-from steerable.backbone.mixing import AdapterMixer
+from steerable.backbone.mixing import AdapterMixer, merged_weighting
 from steerable.config.schema import ModelConfig
 from steerable.generation import Completion, GenerationSettings
+from steerable.generation.hf import render_prompt
 from steerable.methods.clp.conditioning import ParameterConditioning, PromptConditioning
 from steerable.policies.base import Control, SteerablePolicy
 from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
@@ -62,6 +63,7 @@ class WeightedPolicy(SteerablePolicy):
     ) -> None:
         self.model, self.tokenizer, self.conditioning = model, tokenizer, conditioning
         self.objectives, self.origin, self.kind, self.model_cfg = list(objectives), origin, kind, model_cfg
+        self.controls_in_weights = isinstance(conditioning, ParameterConditioning)
 
     def controls(self) -> list[Control]:
         m = len(self.objectives)
@@ -81,6 +83,20 @@ class WeightedPolicy(SteerablePolicy):
 
     def describe(self, values: dict[str, Any]) -> str:
         return f"weights: {dict(zip(self.objectives, values[WEIGHTS], strict=True))}"
+
+    def network_for(self, values: dict[str, Any]) -> torch.nn.Module:
+        """Parameter conditioning: the adapters mixed at this one weighting, folded into the base."""
+        if not isinstance(self.conditioning, ParameterConditioning):
+            return super().network_for(values)
+        return merged_weighting(self.conditioning.mixer, values[WEIGHTS])
+
+    def plain_prompt(self, messages: list[dict], values: dict[str, Any]) -> str | None:
+        """Prompt conditioning writes the weighting into the system message; parameter conditioning has no
+        prompt form."""
+        if not isinstance(self.conditioning, PromptConditioning):
+            return None
+        weighted = self.conditioning.prompt(messages, torch.tensor(values[WEIGHTS]))
+        return render_prompt(self.tokenizer, weighted)
 
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings

@@ -127,8 +127,10 @@ def schema_names(preset: str, explicit: Sequence[str], data_name: str, found: It
 def default_values(
     names: Sequence[str], value_range: tuple[int, int], labelled: Sequence[Mapping[str, int]]
 ) -> dict[str, int]:
-    """Inference defaults: the good end for known attributes, else the most common training value."""
+    """Inference defaults: the good end for known attributes, else the most common training value; among
+    equally common values (balanced data) the one nearest the middle of the range, not whichever came first."""
     low, high = value_range
+    middle = (low + high) / 2
     defaults = {}
     for name in names:
         if name in HIGH_IS_GOOD:
@@ -136,8 +138,10 @@ def default_values(
         elif name in LOW_IS_GOOD:
             defaults[name] = low
         else:
-            seen = Counter(v[name] for v in labelled if name in v)
-            defaults[name] = seen.most_common(1)[0][0] if seen else (low + high) // 2
+            seen = Counter(int(v[name]) for v in labelled if name in v)
+            top = max(seen.values(), default=0)
+            tied = [value for value, count in seen.items() if count == top] or [(low + high) // 2]
+            defaults[name] = min(tied, key=lambda value: (abs(value - middle), value))
     return defaults
 
 
