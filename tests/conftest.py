@@ -55,3 +55,14 @@ def tiny_train_cfg():
         return validate(compose_config("train", [*TINY_RUN, f"output_root={tmp_path}", *extra]))
 
     return make
+
+
+@pytest.fixture(scope="session")
+def steerlm_run(tmp_path_factory) -> Path:
+    """One tiny SteerLM run (human labels, conditioned SFT only) shared by the serving and export tests;
+    they only read it."""
+    from tests.test_steerlm import run_as_cli
+
+    run_dir = tmp_path_factory.mktemp("steerlm") / "run"
+    run_as_cli(run_dir, "method.labels=human", "method.stages=[acsft]")
+    return run_dir

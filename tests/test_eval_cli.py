@@ -72,6 +72,8 @@ def test_generations_and_win_rate_of_a_policy(tmp_path) -> None:
     assert (out / "rewards.png").stat().st_size > 0
     metrics = json.loads((out / "results.json").read_text())
     assert set(metrics["rewards"]) == {"verbosity", "positivity"}
+    report = (out / "report.md").read_text()  # units beside every reward column
+    assert "| verbosity (log words) |" in report and "positivity (VADER compound, -1 to 1)" in report
     similarity = metrics["meteor_similarity"]  # nan when the tiny model's completions are empty
     assert math.isnan(similarity) or 0.0 <= similarity <= 1.0
     result = cli("eval", *common, "eval=win_rate", "eval.bootstrap=100", "eval.judge=verbosity", cwd=tmp_path)

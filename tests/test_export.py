@@ -18,17 +18,9 @@ from steerable.methods.registry import load_policy
 from steerable.policies.export import export_policy
 from steerable.policies.plain import PlainPolicy
 from tests.test_cli import cli
-from tests.test_steerlm import run_as_cli
 
 PROMPT = [{"role": "user", "content": "Any tips for running?"}]
 CONTROLS = {"attributes.verbosity": 4, "attributes.positivity": 1}
-
-
-@pytest.fixture(scope="module")
-def steerlm_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("export") / "run"
-    run_as_cli(run_dir, "method.labels=human", "method.stages=[acsft]")
-    return run_dir
 
 
 def test_merged_export_loads_with_plain_transformers_and_generates_what_the_policy_does(
@@ -82,6 +74,24 @@ def test_mixed_adapter_policies_are_refused_with_the_reason() -> None:
     policy = PlainPolicy(model, tokenizer, "clp", "run=somewhere")
     with pytest.raises(ConfigError, match="mixes 2 adapters per request"):
         policy.check_single_network()
+
+
+def test_prompt_conditioned_clp_keeps_its_weights_as_a_dial_in_the_plain_prompt() -> None:
+    from steerable.methods.clp.conditioning import PromptConditioning
+    from steerable.methods.clp.policy import WeightedPolicy
+
+    tokenizer = build_tiny_tokenizer()
+    model = wrap_lora(
+        build_tiny_model(TinyModelConfig(), tokenizer), LoraConfig(r=4, target_modules=["q_proj"])
+    )
+    conditioning = PromptConditioning(["verbosity", "positivity"])
+    policy = WeightedPolicy(model, tokenizer, conditioning, conditioning.names, "run=x", "clp")
+    assert not policy.controls_in_weights
+    text = policy.plain_prompt(PROMPT, policy.resolve({"weights": [0.25, 0.75]}))
+    assert "Reward weights: verbosity=0.25, positivity=0.75" in text and text.endswith(
+        tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)[-20:]
+    )
+    assert not any("lora_" in name for name, _ in policy.network_for({}).named_parameters())
 
 
 @pytest.fixture(scope="module")

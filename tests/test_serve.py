@@ -19,16 +19,8 @@ from fastapi.testclient import TestClient
 from steerable.generation import GenerationSettings
 from steerable.methods.registry import load_policy
 from steerable.serve.app import Server, build_app
-from tests.test_steerlm import run_as_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@pytest.fixture(scope="module")
-def steerlm_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("serve") / "run"
-    run_as_cli(run_dir, "method.labels=human", "method.stages=[acsft]")
-    return run_dir
 
 
 @pytest.fixture(scope="module")

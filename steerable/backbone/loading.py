@@ -98,11 +98,20 @@ def _resolve_gguf(cfg: ModelConfig) -> Path:
 
 
 def convert_gguf(gguf: Path) -> Path:
-    """De-quantise a GGUF file once into a safetensors folder; return the folder (atomic: tmp dir + rename)."""
+    """De-quantise a GGUF file once into a safetensors folder; return the folder (atomic: tmp dir + rename).
+
+    The conversion builds randomly initialised models before loading the weights; it runs on a forked RNG so
+    that the run which converts draws the same LoRA init and dropout masks as every later, cached run."""
     target = _gguf_cache_dir(gguf)
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors under %s (one time)", gguf.name, target)
+    with torch.random.fork_rng(devices=[]):
+        _convert_into(gguf, target)
+    return target
+
+
+def _convert_into(gguf: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
@@ -125,7 +134,6 @@ def convert_gguf(gguf: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return target
 
 
 def resolve_pretrained_dir(cfg: ModelConfig) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from steerable.evaluation.metrics import pareto_front
 
@@ -74,6 +75,7 @@ def plot_dial_curves(
             lo, hi = min(lo, float(np.min(x))), max(hi, float(np.max(x)))
     if identity and np.isfinite(lo):
         ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1, label="y = x")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # dial values are labels; no 0.5 ticks between them
     return _finish(fig, ax, path, (xlabel, ylabel), title, legend=bool(curves))
 
 

@@ -86,7 +86,8 @@ def eval_generations(
         f"max_new_tokens={cfg.eval.max_new_tokens}, greedy={not cfg.eval.do_sample}.",
     )
     report.table(
-        ["reward", "mean", "standard error"], [[n, r["mean"], r["stderr"]] for n, r in rewards.items()]
+        ["reward (units)", "mean", "standard error"],
+        [[stack.label(n), r["mean"], r["stderr"]] for n, r in rewards.items()],
     )
     report.section("Diversity").key_values(
         {
@@ -97,10 +98,12 @@ def eval_generations(
     )
     if len(stack.names) >= 2:
         plot = plot_pareto(
-            {"completions": scores[:, :2]}, out_dir / "rewards.png", labels=tuple(stack.names[:2])
+            {"completions": scores[:, :2]},
+            out_dir / "rewards.png",
+            labels=(stack.label(stack.names[0]), stack.label(stack.names[1])),
         )
         report.image(plot, out_dir, "rewards of each completion")
-    _sample_table(report, cfg, prompts, texts, stack.names, scores)
+    _sample_table(report, cfg, prompts, texts, [stack.label(n) for n in stack.names], scores)
     _wandb_table(cfg, out_dir, prompts, texts, stack.names, scores)
     return {"rewards": rewards, "meteor_similarity": similarity, "mean_length": float(lengths.mean())}
 

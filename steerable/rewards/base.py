@@ -116,6 +116,11 @@ class RewardStack(RewardSource):
             raise ValueError(f"duplicate reward names in stack: {names}")
         self.names = names
 
+    def label(self, name: str) -> str:
+        """A column's name with its units, for axes and table headers: `verbosity (log words)`."""
+        source = self.sources.get(name)  # single-output columns are named by their source's key
+        return f"{name} ({source.measure})" if source is not None and source.num_outputs == 1 else name
+
     def index(self, name: str) -> int:
         """Column index of a reward name (as listed in ``names``)."""
         try:

@@ -179,7 +179,10 @@ def pareto_report(
         plot = plot_pareto(
             {a.name: a.means[:, :2] for a in arms},
             out_dir / "pareto.png",
-            labels=(f"{names[0]} (normalised)", f"{names[1]} (normalised)"),
+            labels=(
+                f"{names[0]} (z-score, calibration statistics)",
+                f"{names[1]} (z-score, calibration statistics)",
+            ),
             reference=reference[:2],
             title="Mean rewards over the weight grid",
         )
@@ -189,7 +192,7 @@ def pareto_report(
         for gi, w in enumerate(grid.tolist()):
             rows.append([a.name, ", ".join(f"{x:.1f}" for x in w), *a.means[gi], a.kl[gi], a.texts[gi][0]])
     report.section("Per weighting", "Means per grid point, and the reply to the first held-out prompt.")
-    report.table(["arm", "w", *names, "KL", "first reply"], rows)
+    report.table(["arm", "w", *[f"{n} (z-score)" for n in names], "KL (nats per reply)", "first reply"], rows)
     write_text_atomic(
         out_dir / "pareto.json",
         json.dumps(

@@ -166,8 +166,8 @@ def weight_plot(controller, tokenizer, prompt, preference, reply_ids: list[int],
         steps,
         series,
         out_dir / "weights_along_reply.png",
-        "reply token",
-        "expert weight",
+        "reply token (position)",
+        "expert weight (mixing probability, 0 to 1)",
         f"{describe(preference)}: {user_text(prompt)[:50]}",
     )
 
@@ -210,9 +210,11 @@ def run_pcm_eval(
         for name, texts in arms.items()
         if name != "items"
     }
-    report.section("Mean sign-adjusted judge score per arm").table(
-        ["arm", *[d.name for d in dims]], [[name, *v] for name, v in means.items()]
-    )
+    report.section(
+        "Mean sign-adjusted judge score per arm",
+        "Each dimension's reward source in its own units (see the rewards' names), sign-flipped where the "
+        "request asked for the low side, so higher is always better.",
+    ).table(["arm", *[d.name for d in dims]], [[name, *v] for name, v in means.items()])
     first_prompt, first_pref = items[0]
     reply = tokenizer(arms["pcm"][0], add_special_tokens=False)["input_ids"]
     if reply:

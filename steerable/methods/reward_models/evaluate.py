@@ -60,7 +60,7 @@ def eval_reward_accuracy(cfg: EvalConfig, out_dir: Path, report: Report) -> dict
         {"r(chosen) - r(rejected)": np.sort(margins)},
         out_dir / "margins.png",
         xlabel="pair (sorted)",
-        ylabel="score margin",
+        ylabel="score margin (reward-model units)",
         title="Reward margins on held-out pairs",
     )
     report.image(plot, out_dir, "sorted margins")

@@ -143,7 +143,7 @@ def plot_dials(results: dict, out_dir: Path, schema: AttributeSchema) -> list[Pa
                 {scorer_name: (r["values"], r["means"], r["stderrs"])},
                 out_dir / f"{name}.png",
                 title=f"{attribute} dial (Spearman {rho_text(r['spearman'])})",
-                xlabel=f"requested {attribute}",
+                xlabel=f"requested {attribute} (label value, {schema.value_range[0]} to {schema.value_range[1]})",
                 ylabel=f"measured by {scorer_name}",
                 identity=scorer_name == "attribute model",
             )

@@ -151,15 +151,15 @@ def report_comparison(report: Report, rows: list[dict], arms: list[Arm], prompts
     report.table(
         [
             "arm",
-            "gold reward",
+            "gold reward (RM units)",
             "± se",
-            "train reward",
+            "train reward (RM units)",
             "± se",
-            "win rate vs initial",
+            "win rate vs initial (0 to 1)",
             "95% CI",
-            "KL",
-            "METEOR",
-            "tokens",
+            "KL (nats per reply)",
+            "METEOR (0 to 1)",
+            "tokens per reply",
         ],
         [
             [
@@ -233,7 +233,7 @@ def report_trend(report: Report, trend: dict[str, Any]) -> None:
         f"(± {trend['slope_stderr']:.4f}, p = {trend['slope_p_value']:.3f}).",
     )
     report.table(
-        ["part of the run", "mean", "± se"],
+        ["part of the run", "mean reward (RM units)", "± se"],
         [
             [f"{i + 1}/{len(trend['part_means'])}", mean, se]
             for i, (mean, se) in enumerate(zip(trend["part_means"], trend["part_stderrs"], strict=True))
@@ -244,10 +244,14 @@ def report_trend(report: Report, trend: dict[str, Any]) -> None:
 def plot_curves(run_dir: Path, out_dir: Path, report: Report) -> None:
     rows = read_metrics(run_dir)
     groups = (
-        ("train_reward", ("train/reward_all", "train/reward_kept"), "train reward per superbatch"),
-        ("heldout_reward", ("eval/train_reward", "eval/gold_reward"), "reward on the fixed held-out prompts"),
-        ("kl", ("train/kl",), "KL to the initial policy (kept completions)"),
-        ("similarity", ("train/meteor_similarity",), "METEOR similarity of kept completions"),
+        (
+            "train_reward",
+            ("train/reward_all", "train/reward_kept"),
+            "reward-model score per superbatch (RM units)",
+        ),
+        ("heldout_reward", ("eval/train_reward", "eval/gold_reward"), "held-out reward (RM units)"),
+        ("kl", ("train/kl",), "KL to the initial policy (nats per token)"),
+        ("similarity", ("train/meteor_similarity",), "METEOR similarity of kept completions (0 to 1)"),
     )
     for name, keys, ylabel in groups:
         found = {key: series(rows, key) for key in keys}
@@ -299,14 +303,20 @@ def trade_off(runs: list[Path], out_dir: Path, report: Report) -> list[dict[str,
         plot = plot_pareto(
             {f"kl_coef={p['kl_coef']}": [[-p["meteor_similarity"], p["gold_reward"]]] for p in points},
             out_dir / "kl_tradeoff.png",
-            labels=("- METEOR similarity (higher = more diverse)", "gold reward"),
+            labels=("- METEOR similarity (0 to 1; higher = more diverse)", "gold reward (RM units)"),
             title="SuperHF: reward vs diversity across KL coefficients",
         )
         report.section(
             "KL-coefficient sweep", "One point per run: its trained policy on the same held-out prompts."
         )
         report.table(
-            ["kl_coef", "gold reward", "METEOR similarity", "KL to initial", "run"],
+            [
+                "kl_coef",
+                "gold reward (RM units)",
+                "METEOR similarity (0 to 1)",
+                "KL to initial (nats per reply)",
+                "run",
+            ],
             [
                 [p["kl_coef"], p["gold_reward"], p["meteor_similarity"], p["kl_to_initial"], p["run"]]
                 for p in points
