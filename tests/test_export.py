@@ -43,7 +43,13 @@ def test_merged_export_loads_with_plain_transformers_and_generates_what_the_poli
 
     card = (out / "README.md").read_text()
     assert "| `attributes.verbosity` |" in card and "<extra_id_2>verbosity:" in card
-    assert "| method | steerlm |" in card and "from_pretrained('<this folder>')" in card
+    assert "| method | steerlm |" in card
+    # the card's own snippet, run as a user would, generates the defaults' reply
+    snippet = card.split("```python\n")[1].split("```")[0].replace("<this folder>", str(out))
+    namespace: dict = {}
+    exec(snippet.replace("max_new_tokens=128", "max_new_tokens=8"), namespace)
+    (default,) = policy.generate([PROMPT], {}, GenerationSettings(max_new_tokens=8))
+    assert default.token_ids and namespace["reply"].tolist()[: len(default.token_ids)] == default.token_ids
 
 
 def test_adapter_export_records_its_base_and_leaves_no_partial_folder(

@@ -93,7 +93,7 @@ def model_card(
         f"| training budget | {_budget(saved)} |",
         "",
         *_controls_section(policy, values),
-        *_loading_section(weights, hub_id),
+        *_loading_section(weights, hub_id, policy.plain_prompt(EXAMPLE, values)),
         *_evaluation_section(run_dir),
     ]
     return "\n".join(lines) + "\n"
@@ -142,12 +142,26 @@ def _controls_section(policy: SteerablePolicy, defaults: dict[str, Any]) -> list
     return lines
 
 
-def _loading_section(weights: str, hub_id: str | None) -> list[str]:
+def _loading_section(weights: str, hub_id: str | None, example: str | None) -> list[str]:
+    """Loading, and generating from the exact prompt text (as a Python literal: trailing newlines matter)."""
+    imports = ["from transformers import AutoModelForCausalLM, AutoTokenizer"]
     if weights == "merged":
-        code = "model = AutoModelForCausalLM.from_pretrained('<this folder>')"
+        load = ["model = AutoModelForCausalLM.from_pretrained('<this folder>')"]
     else:
-        code = f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{hub_id}'), '<this folder>')"
-    return ["## Loading", "", "```python", "from transformers import AutoModelForCausalLM", code, "```", ""]
+        imports.append("from peft import PeftModel")
+        load = [
+            f"model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained('{hub_id}'), '<this folder>')"
+        ]
+    load.append("tokenizer = AutoTokenizer.from_pretrained('<this folder>')")
+    generate = []
+    if example is not None:
+        generate = [
+            f"prompt = {example!r}",
+            "ids = tokenizer(prompt, add_special_tokens=False, return_tensors='pt').input_ids",
+            "reply = model.generate(ids, max_new_tokens=128, do_sample=False)[0, ids.shape[1]:]",
+            "print(tokenizer.decode(reply, skip_special_tokens=True))",
+        ]
+    return ["## Loading", "", "```python", *imports, *load, *generate, "```", ""]
 
 
 def _evaluation_section(run_dir: Path) -> list[str]:
