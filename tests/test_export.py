@@ -109,7 +109,14 @@ def clp_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_clp_exports_one_weighting_as_merged_weights_equal_to_the_mixture(clp_run, tmp_path) -> None:
+def test_clp_exports_one_weighting_as_merged_weights_or_one_adapter_equal_to_the_mixture(
+    clp_run, tmp_path
+) -> None:
+    from peft import PeftModel
+
+    from steerable.backbone.loading import load_base_model
+    from steerable.policies.runs import run_model_config
+
     weighting = [0.2, 0.8]
     out = tmp_path / "clp_export"
     done = cli("export", f"run={clp_run}", f"out={out}", "merged=true", "weights=[0.2,0.8]", cwd=tmp_path)
@@ -128,11 +135,18 @@ def test_clp_exports_one_weighting_as_merged_weights_equal_to_the_mixture(clp_ru
     card = (out / "README.md").read_text()
     assert "| method | clp |" in card and "Fixed in these weights" in card and "0.8" in card
 
+    adapter_out = export_policy(
+        policy, clp_run, tmp_path / "adapter", merged=False, controls={"weights": weighting}
+    )
+    assert json.loads((adapter_out / "adapter_config.json").read_text())["r"] > 0
+    base = load_base_model(run_model_config(clp_run), policy.tokenizer)
+    with torch.no_grad():
+        from_adapter = PeftModel.from_pretrained(base, adapter_out).eval()(ids).logits
+    torch.testing.assert_close(from_adapter, want, atol=1e-4, rtol=1e-4)
+
 
 def test_export_refuses_settings_that_do_not_fit_the_policy(clp_run, steerlm_run, tmp_path) -> None:
     clp = load_policy(clp_run)
-    with pytest.raises(ConfigError, match="merged=false: a clp policy's weighting chooses its weights"):
-        export_policy(clp, clp_run, tmp_path / "a", merged=False)
     with pytest.raises(ConfigError, match="sum to 1"):
         export_policy(clp, clp_run, tmp_path / "b", merged=True, controls={"weights": [0.5, 0.6]})
     steerlm = load_policy(steerlm_run)

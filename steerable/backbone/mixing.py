@@ -180,3 +180,25 @@ def merged_weighting(mixer: AdapterMixer, weights: Sequence[float]) -> torch.nn.
                             param.mul_(float(weight))
     work.base_model.set_adapter(adapters)
     return work.merge_and_unload(progressbar=False, adapter_names=adapters)
+
+
+def weighted_adapter(mixer: AdapterMixer, weights: Sequence[float], name: str) -> PeftModel:
+    """A copy of the model with one LoRA adapter `name` equal to the mixture at one weighting: the adapters'
+    ranks concatenated (PEFT's `combination_type="cat"`: A rows scaled by w_i·s_i, scaling 1), shared adapters at
+    weight 1; every other adapter deleted. Exact, unlike averaging A and B separately (the product is bilinear)."""
+    if len(weights) != len(mixer.names):
+        raise ValueError(f"{len(weights)} weights for the {len(mixer.names)} adapters {mixer.names}")
+    shared, mixed = mixer.shared_adapters(), [*mixer.names]
+    work = copy.deepcopy(mixer.model)
+    building = f"{name}__weighted"
+    work.base_model.add_weighted_adapter(
+        [*shared, *mixed], [1.0] * len(shared) + [float(w) for w in weights], building, combination_type="cat"
+    )
+    work.set_adapter(building)
+    for old in [*shared, *mixed]:
+        work.delete_adapter(old)
+    # now `name` is free (it may have been one of the old adapters): copy under it (cat of one at weight 1)
+    work.base_model.add_weighted_adapter([building], [1.0], name, combination_type="cat")
+    work.set_adapter(name)
+    work.delete_adapter(building)
+    return work

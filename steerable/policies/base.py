@@ -205,6 +205,11 @@ class SteerablePolicy(ABC):
         self.check_single_network()
         return merged_copy(self.model)
 
+    def adapter_for(self, values: Mapping[str, Any]) -> torch.nn.Module:
+        """The PEFT model whose one adapter generates as this policy does under `values` (adapter export)."""
+        self.check_single_network()
+        return self.model
+
     def check_single_network(self) -> None:
         """One network with at most one active adapter; a per-request mixture of adapters has no single set
         of weights (one-line ConfigError)."""

@@ -32,37 +32,25 @@ def export_policy(
     Controls written into the prompt (SteerLM, CLP's prompt variant) stay dials of the export and the card says
     how to set them; controls that choose the weights (CLP, Rewarded Soups) are fixed here: the export is the
     policy at that one setting (`controls`, else the defaults)."""
-    values = _export_values(policy, controls or {}, merged)
-    model = policy.model
-    adapter = not merged and isinstance(model, PeftModel)
-    if adapter:
-        policy.check_single_network()
-    network = None if adapter else policy.network_for(values)
+    values = _export_values(policy, controls or {})
+    adapter = not merged and isinstance(policy.model, PeftModel)
+    network = policy.adapter_for(values) if adapter else policy.network_for(values)
     hub_id = base_hub_id(policy.model_cfg) if policy.model_cfg is not None else None
     with atomic_directory(out) as tmp:
+        network.save_pretrained(tmp, safe_serialization=True)
         if adapter:
-            model.save_pretrained(tmp, safe_serialization=True)
             set_adapter_base(tmp, hub_id)
-        else:
-            network.save_pretrained(tmp, safe_serialization=True)
         policy.tokenizer.save_pretrained(tmp)
         weights = "adapter" if adapter else "merged"
         (tmp / "README.md").write_text(model_card(policy, run_dir, weights, hub_id, values))
     return out
 
 
-def _export_values(policy: SteerablePolicy, controls: Mapping[str, Any], merged: bool) -> dict[str, Any]:
-    if not policy.controls_in_weights:
-        if controls:
-            raise ConfigError(
-                f"{', '.join(flatten(controls))}: a {policy.kind} policy takes its controls in the prompt, so "
-                "the export keeps them as dials (its README.md says how to set them); leave them out"
-            )
-        return policy.resolve({})
-    if not merged:
+def _export_values(policy: SteerablePolicy, controls: Mapping[str, Any]) -> dict[str, Any]:
+    if controls and not policy.controls_in_weights:
         raise ConfigError(
-            f"merged=false: a {policy.kind} policy's weighting chooses its weights, so it exports as merged "
-            "weights at one weighting: add merged=true (and weights=[...], default uniform)"
+            f"{', '.join(flatten(controls))}: a {policy.kind} policy takes its controls in the prompt, so "
+            "the export keeps them as dials (its README.md says how to set them); leave them out"
         )
     return policy.resolve(controls)
 

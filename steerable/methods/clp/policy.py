@@ -11,9 +11,9 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
-from steerable.backbone.adapters import load_named_adapters
+from steerable.backbone.adapters import DEFAULT_ADAPTER, load_named_adapters
 from steerable.backbone.loading import load_base_model, load_tokenizer
-from steerable.backbone.mixing import AdapterMixer, merged_weighting
+from steerable.backbone.mixing import AdapterMixer, merged_weighting, weighted_adapter
 from steerable.config.schema import ModelConfig
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
@@ -89,6 +89,12 @@ class WeightedPolicy(SteerablePolicy):
         if not isinstance(self.conditioning, ParameterConditioning):
             return super().network_for(values)
         return merged_weighting(self.conditioning.mixer, values[WEIGHTS])
+
+    def adapter_for(self, values: dict[str, Any]) -> torch.nn.Module:
+        """Parameter conditioning: one adapter of the concatenated ranks, exact at this weighting."""
+        if not isinstance(self.conditioning, ParameterConditioning):
+            return super().adapter_for(values)
+        return weighted_adapter(self.conditioning.mixer, values[WEIGHTS], DEFAULT_ADAPTER)
 
     def plain_prompt(self, messages: list[dict], values: dict[str, Any]) -> str | None:
         """Prompt conditioning writes the weighting into the system message; parameter conditioning has no
