@@ -66,3 +66,13 @@ def steerlm_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("steerlm") / "run"
     run_as_cli(run_dir, "method.labels=human", "method.stages=[acsft]")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def clp_run(tmp_path_factory) -> Path:
+    """One tiny CLP run (attention variant: adapters mixed per weighting) for export and serving tests."""
+    from tests.test_clp import run_as_cli
+
+    run_dir = tmp_path_factory.mktemp("clp") / "run"
+    run_as_cli(run_dir, "method=clp", "method.variant=attn", "method.stages=[calibrate,train]")
+    return run_dir

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -98,15 +97,6 @@ def test_prompt_conditioned_clp_keeps_its_weights_as_a_dial_in_the_plain_prompt(
         tokenizer.apply_chat_template(PROMPT, tokenize=False, add_generation_prompt=True)[-20:]
     )
     assert not any("lora_" in name for name, _ in policy.network_for({}).named_parameters())
-
-
-@pytest.fixture(scope="module")
-def clp_run(tmp_path_factory) -> Path:
-    from tests.test_clp import run_as_cli as run_clp
-
-    run_dir = tmp_path_factory.mktemp("export_clp") / "run"
-    run_clp(run_dir, "method=clp", "method.variant=attn", "method.stages=[calibrate,train]")
-    return run_dir
 
 
 def test_clp_exports_one_weighting_as_merged_weights_or_one_adapter_equal_to_the_mixture(

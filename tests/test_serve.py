@@ -64,6 +64,17 @@ def test_bad_requests_are_400_with_a_message_naming_the_problem(client) -> None:
     assert response.status_code == 400 and "temprature" in response.json()["error"]
 
 
+def test_a_clp_run_is_served_with_weights_on_the_simplex(clp_run) -> None:
+    clp = TestClient(build_app(Server(load_policy(clp_run), GenerationSettings(max_new_tokens=6, seed=5))))
+    (control,) = clp.get("/api/policy").json()["controls"]
+    assert control["kind"] == "weights" and control["options"] == ["verbosity", "positivity"]
+    assert control["default"] == [0.5, 0.5]
+    reply = clp.post("/generate", json={"prompt": "Any tips?", "controls": {"weights": [0.2, 0.8]}}).json()
+    assert reply["controls"] == {"weights": [0.2, 0.8]} and "positivity" in reply["described"]
+    response = clp.post("/generate", json={"prompt": "Any tips?", "controls": {"weights": [0.5, 0.6]}})
+    assert response.status_code == 400 and "sum to 1" in response.json()["error"]
+
+
 def test_stream_ends_with_the_same_answer_as_generate(client) -> None:
     body = {"prompt": "Any tips for running?", "controls": {"attributes.positivity": 4}}
     lines = [json.loads(line) for line in client.post("/stream", json=body).text.splitlines()]
