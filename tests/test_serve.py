@@ -75,6 +75,35 @@ def test_a_clp_run_is_served_with_weights_on_the_simplex(clp_run) -> None:
     assert response.status_code == 400 and "sum to 1" in response.json()["error"]
 
 
+def test_a_pcm_run_is_served_with_one_side_per_dimension(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from steerable.cli.common import validate
+    from steerable.cli.train import run
+    from tests.conftest import compose_config
+    from tests.test_pcm_method import PCM
+
+    run_dir = tmp_path / "pcm"
+    composed = compose_config("train", [*PCM, "method.stages=[experts,pcm]"])
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    run(validate(composed), run_dir)
+    pcm = TestClient(build_app(Server(load_policy(run_dir), GenerationSettings(max_new_tokens=6, seed=5))))
+    controls = {c["name"]: c for c in pcm.get("/api/policy").json()["controls"]}
+    assert controls["preference.verbosity"]["kind"] == "choice"
+    assert controls["preference.verbosity"]["options"] == ["concise", "detailed"]
+    assert controls["preference.positivity"]["options"] == ["unfriendly", "friendly"]
+    by_name = {"verbosity": "concise", "positivity": "friendly"}
+    reply = pcm.post("/generate", json={"prompt": "Any tips?", "controls": by_name}).json()
+    assert reply["controls"] == {"preference.verbosity": "concise", "preference.positivity": "friendly"}
+    as_text = pcm.post(
+        "/generate", json={"prompt": "Any tips?", "controls": {"preference": "concise, friendly"}}
+    )
+    assert as_text.json()["text"] == reply["text"]  # the shorthand is the same request
+    missing = pcm.post("/generate", json={"prompt": "Any tips?", "controls": {"verbosity": "concise"}})
+    assert missing.status_code == 400 and "preference.positivity is required" in missing.json()["error"]
+
+
 def test_stream_ends_with_the_same_answer_as_generate(client) -> None:
     body = {"prompt": "Any tips for running?", "controls": {"attributes.positivity": 4}}
     lines = [json.loads(line) for line in client.post("/stream", json=body).text.splitlines()]
