@@ -57,14 +57,25 @@ def reference_policy(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield model
 
 
+def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every PEFT LoRA layer of `model` (none for a plain model)."""
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def adapters_disabled(model: torch.nn.Module) -> bool:
+    """A PEFT model with every LoRA layer switched off (`disable_adapter()`: the reference policy)."""
+    layers = lora_layers(model)
+    return bool(layers) and all(layer.disable_adapters for layer in layers)
+
+
 def single_active_adapter(model: torch.nn.Module) -> str | None:
     """The one LoRA adapter a forward applies, or None where merging it would change the model: not a
     PEFT model, adapters switched off (the reference policy), several active, or per-example mixing hooks."""
     if not isinstance(model, PeftModel):
         return None
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    layers = lora_layers(model)
     active = model.base_model.active_adapters if layers else []
     if len(active) != 1 or any(layer.disable_adapters or layer.merged for layer in layers):
         return None
@@ -84,9 +95,7 @@ def merged_adapter(model: torch.nn.Module) -> Iterator[bool]:
     if name is None:
         yield False
         return
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer) and name in m.lora_A]
+    layers = [m for m in lora_layers(model) if name in m.lora_A]
     saved = [
         (tensor, tensor.detach().clone())
         for layer in layers

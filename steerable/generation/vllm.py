@@ -219,12 +219,12 @@ class VLLMSampler(Sampler):
             )
         from peft import PeftModel
 
-        from steerable.backbone.adapters import single_active_adapter
+        from steerable.backbone.adapters import adapters_disabled, single_active_adapter
 
         encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
         adapter = single_active_adapter(self.model)
         is_peft = isinstance(self.model, PeftModel)
-        if is_peft and adapter is None and not self._adapters_off():
+        if is_peft and adapter is None and not adapters_disabled(self.model):
             raise ConfigError(
                 "generation.engine=vllm serves one active LoRA adapter at a time; use generation.engine=hf"
             )
@@ -249,12 +249,6 @@ class VLLMSampler(Sampler):
                 index, encoded[index], result, settings.stop, settings.num_return_sequences
             )
         ]
-
-    def _adapters_off(self) -> bool:
-        from peft.tuners.lora import LoraLayer
-
-        layers = [m for m in self.model.modules() if isinstance(m, LoraLayer)]
-        return bool(layers) and all(layer.disable_adapters for layer in layers)
 
     def _params(self, settings: GenerationSettings, index: int) -> Any:
         from vllm import SamplingParams
