@@ -163,25 +163,6 @@ def copy_adapter(model: PeftModel, source: str, target: str) -> None:
                 param.copy_(state[name.replace(f".{target}.", f".{source}.")])
 
 
-def merged_weighting(mixer: AdapterMixer, weights: Sequence[float]) -> torch.nn.Module:
-    """A plain transformers model equal to the mixture at one weighting (`mixer.weighted([weights])` for every
-    row): base + Σ shared ΔW + Σ_i w_i ΔW_i folded into the base weights. Scaling each B_i by w_i scales
-    ΔW_i = B_i A_i exactly; the live model is left as it was."""
-    if len(weights) != len(mixer.names):
-        raise ValueError(f"{len(weights)} weights for the {len(mixer.names)} adapters {mixer.names}")
-    adapters = [*mixer.shared_adapters(), *mixer.names]
-    work = copy.deepcopy(mixer.model)
-    with torch.no_grad():
-        for module in work.modules():
-            if isinstance(module, LoraLayer):
-                for name, weight in zip(mixer.names, weights, strict=True):
-                    if name in module.lora_B:
-                        for param in module.lora_B[name].parameters():
-                            param.mul_(float(weight))
-    work.base_model.set_adapter(adapters)
-    return work.merge_and_unload(progressbar=False, adapter_names=adapters)
-
-
 def weighted_adapter(mixer: AdapterMixer, weights: Sequence[float], name: str) -> PeftModel:
     """A copy of the model with one LoRA adapter `name` equal to the mixture at one weighting: the adapters'
     ranks concatenated (PEFT's `combination_type="cat"`: A rows scaled by w_i·s_i, scaling 1), shared adapters at

@@ -67,6 +67,7 @@ def model_card(
     policy: SteerablePolicy, run_dir: Path, weights: str, hub_id: str | None, values: dict[str, Any]
 ) -> str:
     saved = OmegaConf.to_container(saved_config(run_dir), resolve=True)
+    example = policy.plain_prompt(EXAMPLE, values)
     lines = [
         f"# {policy.kind} policy from {Path(run_dir).name}",
         "",
@@ -80,8 +81,8 @@ def model_card(
         f"| data | {_get(saved, 'data.name')} ({_get(saved, 'data.path') or 'bundled'}) |",
         f"| training budget | {_budget(saved)} |",
         "",
-        *_controls_section(policy, values),
-        *_loading_section(weights, hub_id, policy.plain_prompt(EXAMPLE, values)),
+        *_controls_section(policy, values, example),
+        *_loading_section(weights, hub_id, example),
         *_evaluation_section(run_dir),
     ]
     return "\n".join(lines) + "\n"
@@ -100,12 +101,13 @@ def _budget(saved: dict) -> str:
     return f"{steps} steps, batch {batch}, lr {lr}, seed {_get(saved, 'seed')}"
 
 
-def _controls_section(policy: SteerablePolicy, defaults: dict[str, Any]) -> list[str]:
+def _controls_section(policy: SteerablePolicy, values: dict[str, Any], example: str | None) -> list[str]:
+    """`values`: the fixed setting where the controls choose the weights, else the defaults (prompt-side dials)."""
     controls = policy.controls()
     if not controls:
         return ["## Controls", "", "None: prompt it as the chat model it is.", ""]
     if policy.controls_in_weights:
-        fixed = policy.describe(defaults)
+        fixed = policy.describe(values)
         return [
             "## Controls",
             "",
@@ -114,13 +116,12 @@ def _controls_section(policy: SteerablePolicy, defaults: dict[str, Any]) -> list
             "`weights=[...]` (one value per objective, summing to 1) for another.",
             "",
         ]
-    rows = [f"| `{c.name}` | {c.allowed} | {defaults[c.name]} | {c.doc} |" for c in controls]
+    rows = [f"| `{c.name}` | {c.allowed} | {values[c.name]} | {c.doc} |" for c in controls]
     lines = ["## Controls", "", "| control | allowed | default | meaning |", "|---|---|---|---|", *rows, ""]
-    example = policy.plain_prompt(EXAMPLE, defaults)
     if example is not None:
         lines += [
             "Set them in a plain prompt by feeding the model this exact text (here with the defaults,",
-            f"{policy.describe(defaults)}), then generating; change the numbers to turn the dials:",
+            f"{policy.describe(values)}), then generating; change the numbers to turn the dials:",
             "",
             "```",
             example,

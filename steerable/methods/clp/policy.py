@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import DEFAULT_ADAPTER, load_named_adapters
 from steerable.backbone.loading import load_base_model, load_tokenizer
-from steerable.backbone.mixing import AdapterMixer, merged_weighting, weighted_adapter
+from steerable.backbone.mixing import AdapterMixer, weighted_adapter
 from steerable.config.schema import ModelConfig
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
@@ -63,7 +63,10 @@ class WeightedPolicy(SteerablePolicy):
     ) -> None:
         self.model, self.tokenizer, self.conditioning = model, tokenizer, conditioning
         self.objectives, self.origin, self.kind, self.model_cfg = list(objectives), origin, kind, model_cfg
-        self.controls_in_weights = isinstance(conditioning, ParameterConditioning)
+
+    @property
+    def controls_in_weights(self) -> bool:
+        return isinstance(self.conditioning, ParameterConditioning)
 
     def controls(self) -> list[Control]:
         m = len(self.objectives)
@@ -85,14 +88,14 @@ class WeightedPolicy(SteerablePolicy):
         return f"weights: {dict(zip(self.objectives, values[WEIGHTS], strict=True))}"
 
     def network_for(self, values: dict[str, Any]) -> torch.nn.Module:
-        """Parameter conditioning: the adapters mixed at this one weighting, folded into the base."""
-        if not isinstance(self.conditioning, ParameterConditioning):
+        """Parameter conditioning: the one adapter of this weighting (`adapter_for`) folded into the base."""
+        if not self.controls_in_weights:
             return super().network_for(values)
-        return merged_weighting(self.conditioning.mixer, values[WEIGHTS])
+        return self.adapter_for(values).merge_and_unload(progressbar=False)
 
     def adapter_for(self, values: dict[str, Any]) -> torch.nn.Module:
         """Parameter conditioning: one adapter of the concatenated ranks, exact at this weighting."""
-        if not isinstance(self.conditioning, ParameterConditioning):
+        if not self.controls_in_weights:
             return super().adapter_for(values)
         return weighted_adapter(self.conditioning.mixer, values[WEIGHTS], DEFAULT_ADAPTER)
 
