@@ -26,7 +26,7 @@ from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExam
 from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.generation import Engine, GenerationSettings, Sampler
 from steerable.training.lm_module import OptimSettings
-from steerable.training.losses import _causal_lm
+from steerable.training.losses import causal_lm
 from steerable.training.online import OnlineModule
 
 log = logging.getLogger(__name__)
@@ -121,12 +121,12 @@ def per_example_kl(
 
 def _hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     return (
-        _causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     )
 
 
 def _logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    return _causal_lm(model).get_output_embeddings()(hidden)
+    return causal_lm(model).get_output_embeddings()(hidden)
 
 
 def superhf_loss(
