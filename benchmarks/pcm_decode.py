@@ -34,7 +34,7 @@ from steerable.generation.hf import end_token_ids, render_prompt
 from steerable.generation.logprobs import position_ids_from_mask
 from steerable.generation.mixture import MixtureSampler, mix_log_probs
 from steerable.methods.pcm.config import PCMConfig
-from steerable.methods.pcm.stages import build_controller, controller_prefix
+from steerable.methods.pcm.policy import build_controller, controller_prefix
 from steerable.report import markdown_table
 
 SIDES = ["concise", "detailed", "friendly"]

@@ -28,8 +28,19 @@ def run_smoke(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
+def selected_scripts(session: pytest.Session) -> set[str]:
+    """The scripts this session's selected tests read (all of them unless `-k` or a node id narrows it)."""
+    here = [item for item in session.items if item.module is not None and item.module.__name__ == __name__]
+    wanted = {item.callspec.params["script"] for item in here if hasattr(item, "callspec")}
+    if any(item.name == "test_sft_throughput_first_step_losses_match_trl" for item in here):
+        wanted.add("sft_throughput.py")
+    return wanted
+
+
 @pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Future]]:
+def smoke_runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Future]]:
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -41,7 +52,7 @@ def smoke_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, F
         "WANDB_MODE": "offline",
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
-        order = sorted(SCRIPTS, key=lambda script: script not in SLOWEST)
+        order = sorted(selected_scripts(request.session), key=lambda script: script not in SLOWEST)
         yield {script: pool.submit(run_smoke, script, env) for script in order}
 
 
