@@ -113,7 +113,7 @@ def close_report(
 
 
 def setup_rows(ctx: RunContext, train: dict, method: str) -> dict[str, object]:
-    """The report's Setup section for a run trained on a language-modelling loss (SFT, DPO)."""
+    """The report's Setup section of a run that trains a policy with LoRA or in full (SFT and the methods on it)."""
     cfg = ctx.cfg
     lora = cfg.model.lora
     return {
