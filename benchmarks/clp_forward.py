@@ -10,6 +10,7 @@ Prints a markdown table and each arm's time relative to plain (target for attn: 
 
   python benchmarks/clp_forward.py                 # bundled SmolLM2-135M, batch 4 x 128 tokens, bf16 autocast
   python benchmarks/clp_forward.py --model tiny
+  python benchmarks/clp_forward.py --smoke         # seconds: tiny model, one step (what the tests run)
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from steerable.methods.clp.conditioning import build_conditioned_policy, split_t
 from steerable.report import markdown_table
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# --smoke: the tiny random-weight model, one step: the whole script in seconds (explicit flags win).
+SMOKE = dict(model="tiny", batch=2, length=16, steps=1, warmup=1, repeats=1)
 
 
 def model_config(name: str) -> ModelConfig:
@@ -75,7 +78,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     parser.add_argument("--arms", default="plain,clp-attn,clp-full,clp-logit")
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
     cfg = model_config(args.model)
     lora = LoraConfig(r=16, alpha=32, dropout=0.0)
     arms = args.arms.split(",")

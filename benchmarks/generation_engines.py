@@ -14,6 +14,7 @@ each, reading train/generate_seconds and train/train_seconds from the run's metr
 
   python benchmarks/generation_engines.py                                  # bundled SmolLM2-135M, CPU
   python benchmarks/generation_engines.py --shapes 32x8 --lora on --superbatch
+  python benchmarks/generation_engines.py --smoke       # seconds: tiny model, HF engines (what the tests run)
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ from steerable.hardware import cpu_has_native_bf16
 from steerable.report import markdown_table
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
+# --smoke: the tiny random-weight model, 2 prompts x 2 samples x 4 tokens, the HF engines (vLLM's start-up alone
+# takes longer than the rest), fp32: seconds (explicit flags win).
+SMOKE = dict(
+    model="tiny", shapes=["2x2"], new_tokens=4, lora=["on"], rows_per_batch=4, engines=["hf", "hf-fast"],
+    fp32_only=True,
+)  # fmt: skip
 
 
 def load(model: str, lora: bool):
@@ -182,7 +189,10 @@ def main() -> None:
     parser.add_argument("--fp32-only", action="store_true")
     parser.add_argument("--superbatch", action="store_true", help="also time one SuperHF superbatch")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
     engines = [e for e in args.engines if e != "vllm" or HAS_VLLM]
     if "vllm" in args.engines and not HAS_VLLM:
         print("vLLM is not installed: its rows are left out (docs/engines.md)", flush=True)

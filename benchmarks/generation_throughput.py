@@ -11,6 +11,7 @@ ratios ours/hf-single and ours/hf-batched.
 
   python benchmarks/generation_throughput.py                       # bundled SmolLM2-135M, CPU
   python benchmarks/generation_throughput.py --model tiny --prompts 8
+  python benchmarks/generation_throughput.py --smoke              # seconds (what the tests run)
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from steerable.data.demo import demo_prompts
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.hf import end_token_ids, render_prompt
 from steerable.report import markdown_table
+
+# --smoke: the tiny random-weight model, 2 prompts x 2 samples x 4 tokens: seconds (explicit flags win).
+SMOKE = dict(model="tiny", prompts=2, n=2, max_new_tokens=4, batch_size=2, repeats=1, threads=1)
 
 
 def model_config(name: str) -> ModelConfig:
@@ -113,7 +117,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for every arm")
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
     if args.threads:
         torch.set_num_threads(args.threads)
     model, tokenizer = load_backbone(model_config(args.model))

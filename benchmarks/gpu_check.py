@@ -2,6 +2,7 @@
 
     bash benchmarks/gpu_check.sh [--quick] [--out DIR]       # on a GPU machine (the wrapper brings wheels)
     python benchmarks/gpu_check.py --cpu-smoke               # the same checks on CPU: DDP + FSDP2, gloo, tiny
+    python benchmarks/gpu_check.py --smoke                   # seconds, no GPU: one CPU run, no resume (tests)
 
 For each cell of the matrix {hardware=gpu, ddp, fsdp, deepspeed (ZeRO-2)} x {model=tiny, smollm2-135m}
 (SFT on the demo data, `method.stages=[train]`, precision `auto` = bf16-mixed on a GPU with bf16) it runs
@@ -46,6 +47,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -144,6 +146,9 @@ class Row:
 
 
 def plan(args: argparse.Namespace, gpus: int) -> list[Cell]:
+    if args.smoke:  # what a CPU checks in seconds: one process, the checkpoint and adapter checks, no resume
+        cpu = ["hardware=cpu", "hardware.torch_threads=1"]
+        return [Cell("cpu", "tiny", cpu, 1, steps=2, batch=2, max_length=128, records=16, resume=False)]
     if args.cpu_smoke:
         cpu = ["hardware.accelerator=cpu", "hardware.devices=2", "hardware.torch_threads=1"]
         return [
@@ -541,7 +546,7 @@ def table(rows: list[Row]) -> str:
     )
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     order = {m: i for i, m in enumerate(MODELS)}
-    configs = {c: i for i, c in enumerate(("gpu", "ddp", "fsdp", "deepspeed"))}
+    configs = {c: i for i, c in enumerate(("cpu", "gpu", "ddp", "fsdp", "deepspeed"))}
     for row in sorted(
         rows, key=lambda r: (order.get(r.cell.model, 9), bool(r.cell.label), configs[r.cell.config])
     ):
@@ -563,13 +568,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "exact resume after a kill, throughput and MFU. Usually run through benchmarks/gpu_check.sh.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("/tmp/gpu_check"), help="run folders, logs, results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="run folders, logs, results (/tmp/gpu_check; --smoke: a new temporary folder)",
+    )
     parser.add_argument("--quick", action="store_true", help="model=tiny only, no throughput row")
     parser.add_argument(
         "--cpu-smoke",
         action="store_true",
         help="no GPU: hardware=ddp and fsdp on CPU (gloo, 2 processes), model=tiny, 4 steps: proves the "
         "checks end to end",
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, no GPU: one CPU process, model=tiny, 2 steps: the checkpoint and adapter checks and the "
+        "table (exact resume is what --cpu-smoke and the GPU rows check)",
     )
     parser.add_argument("--plan", action="store_true", help="print the launches and exit, running nothing")
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
@@ -606,6 +621,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.cpu_smoke:
         args.launch_timeout = max(args.launch_timeout, 900)
         args.budget_s = max(args.budget_s, 3600)
+    if args.out is None:
+        args.out = Path(tempfile.mkdtemp(prefix="gpu_check_smoke_")) if args.smoke else Path("/tmp/gpu_check")
     args.out = args.out.resolve()
     return args
 
@@ -623,7 +640,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{cell.name} ({runs}{', reported only' if cell.optional else ''}):")
             print("   steerable-train " + " ".join(overrides(cell, args, f"{cell.name}-ref")))
         return 0
-    if not args.cpu_smoke and gpus == 0:
+    if not (args.cpu_smoke or args.smoke) and gpus == 0:
         print("gpu_check: no GPU visible (nvidia-smi -L); use --cpu-smoke to check the logic on CPU")
         return 1
     (args.out / "logs").mkdir(parents=True, exist_ok=True)

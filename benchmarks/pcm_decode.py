@@ -9,6 +9,7 @@ Sampling at temperature 1; each arm counts the tokens it returns (up to each rep
 
   python benchmarks/pcm_decode.py                 # bundled SmolLM2-135M, 8 prompts x 48 tokens, bf16 autocast
   python benchmarks/pcm_decode.py --model tiny
+  python benchmarks/pcm_decode.py --smoke         # seconds: tiny model, 2 prompts x 4 tokens (what the tests run)
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from steerable.generation.hf import end_token_ids, render_prompt
 from steerable.generation.logprobs import position_ids_from_mask
 from steerable.generation.mixture import MixtureSampler, mix_log_probs
 from steerable.methods.pcm.config import PCMConfig
-from steerable.methods.pcm.stages import build_controller, controller_prefix
+from steerable.methods.pcm.policy import build_controller, controller_prefix
 from steerable.report import markdown_table
 
 SIDES = ["concise", "detailed", "friendly"]
+# --smoke: the tiny random-weight model, 2 prompts x 4 tokens, one round: seconds (explicit flags win).
+SMOKE = dict(model="tiny", prompts=2, max_new_tokens=4, batch_size=2, repeats=1)
 
 
 def experts(cfg: ModelConfig):
@@ -115,7 +118,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--fp32", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
     cfg = ModelConfig(name=args.model, source=ModelSource["tiny" if args.model == "tiny" else "gguf"])
     model, tokenizer, mixer = experts(cfg)
     prompts = [p.messages for p in demo_prompts(args.prompts)]

@@ -1,6 +1,7 @@
 """Training throughput of our SFT module by precision (32-true vs bf16-mixed), one run, same model and batch.
 
     python benchmarks/precision_throughput.py [--hidden 1024 --layers 12 --batch 8 --seq 512 --steps 20]
+    python benchmarks/precision_throughput.py --smoke    # seconds: a 2-layer, 64-wide model (what the tests run)
 
 Uses a random-weight Llama of the given shape (no download) with LoRA on all linear layers, on the GPU when
 there is one. Prints a markdown table: tokens/s, step time, peak GPU memory, and the bf16/fp32 ratio.
@@ -18,6 +19,9 @@ from steerable.backbone.adapters import wrap_lora
 from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
 from steerable.config.schema import LoraConfig, TinyModelConfig
 from steerable.training.lm_module import CausalLMModule, OptimSettings
+
+# --smoke: a tiny shape, two steps: the whole script in seconds (explicit flags win).
+SMOKE = dict(hidden=64, layers=2, batch=2, seq=32, steps=2, warmup=1)
 
 
 class StepTimer(pl.Callback):
@@ -81,7 +85,10 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=512)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     results = {p: measure(p, args) for p in ("32-true", "bf16-mixed")}
     print(

@@ -206,7 +206,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             self.ends.append(time.perf_counter())
             self.cpu.append(time.process_time())
             self.tokens.append(int(batch["attention_mask"].sum()))
-            self.losses.append(float(outputs["loss"]))
+            # The step's mean loss over its target tokens, as the module logs it (training_step returns the
+            # summed loss: the module rescales gradients to the global mean before the optimizer step).
+            self.losses.append(float(trainer.callback_metrics["train/loss"]))
 
     timer = StepTimer()
     hardware = HardwareConfig(name="cpu", precision=Precision["bf16-mixed" if args.bf16 else "32-true"])
@@ -220,7 +222,6 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
             LoggerConfig(name="none", csv=False),
             Path(run_dir),
             "sft-throughput",
-            model,
             {},
             [timer],
         )
@@ -437,26 +438,72 @@ def summarize(result: dict[str, Any], warmup: int, threads: int) -> dict[str, An
     }
 
 
-def print_report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> float:
-    """Markdown table (best run of each arm: contention only ever slows a run down) and the ratio."""
-    import lightning
-    import torch
-    import transformers
-    import trl
+def trl_missing() -> str | None:
+    """Why the TRL arm cannot run here, or None."""
+    import importlib.util
 
-    summaries = {arm: [summarize(r, args.warmup, args.threads) for r in runs[arm]] for arm in ARMS}
-    best = {arm: max(summaries[arm], key=lambda r: r["tokens_per_s"]) for arm in ARMS}
+    if importlib.util.find_spec("trl") is None:
+        return "trl is not installed (pip install 'steerable[bench]')"
+    return None
+
+
+def print_report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> dict[str, Any]:
+    """Markdown table (best run of each arm: contention only ever slows a run down) and the ratio."""
+    from importlib.metadata import version
+
+    arms = [arm for arm in ARMS if runs[arm]]
+    summaries = {arm: [summarize(r, args.warmup, args.threads) for r in runs[arm]] for arm in arms}
+    best = {arm: max(summaries[arm], key=lambda r: r["tokens_per_s"]) for arm in arms}
     precision = "bf16 autocast (ours: bf16-mixed, TRL: bf16=True)" if args.bf16 else "fp32"
     print(
         f"\nmodel={args.model} steps={args.steps} (warm-up {args.warmup}) batch_size={args.batch_size} "
         f"max_length={args.max_length} precision={precision} threads={args.threads} seed={args.seed} "
         f"repeats={args.repeats}"
     )
+    packages = ["torch", "transformers", *(["trl"] if "trl" in arms else []), "lightning"]
+    print(", ".join(f"{name} {version(name)}" for name in packages))
+    print_table(best, arms)
+    if args.repeats > 1:
+        for arm in arms:
+            print(
+                f"{arm} tokens/s per repeat: " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in summaries[arm])
+            )
+    busy = [arm for arm in arms if best[arm]["cpu_util"] < 0.8]
+    if busy:
+        print(
+            f"\nWARNING: CPU util < 0.8 for {', '.join(busy)}: other processes took the cores, and torch's "
+            "threads wait on each other at every op when one is descheduled. Rerun on an idle machine or "
+            "with --threads 1."
+        )
+    report: dict[str, Any] = {"args": vars(args), "best": best, "runs": summaries, "raw": runs}
+    if "trl" in arms:
+        report["ratio"] = best["ours"]["tokens_per_s"] / best["trl"]["tokens_per_s"]
+        identical = all(r.get("identical_to_ours") for r in runs["trl"])
+        report["identical_to_ours"] = identical
+        report["first_loss_match"] = first_losses_match(best["ours"], best["trl"], args.bf16)
+        print(f"TRL input ids + labels identical to ours: {identical}")
+        print(f"\nours/TRL = {report['ratio']:.2f}×")
+    else:
+        print(f"\nTRL arm skipped: {trl_missing()}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return report
+
+
+def first_losses_match(ours: dict[str, Any], theirs: dict[str, Any], bf16: bool) -> bool:
+    """Step 1 is the base model on the same batch (LoRA B starts at zero): both arms' mean losses must agree
+    up to float summation order (and bf16 rounding under autocast)."""
+    tolerance = 1e-3 if bf16 else 1e-5
+    gap = abs(ours["first_loss"] - theirs["first_loss"])
+    match = gap <= tolerance * max(1.0, abs(theirs["first_loss"]))
     print(
-        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
-        f"lightning {lightning.__version__}; TRL input ids + labels identical to ours: "
-        f"{all(r.get('identical_to_ours') for r in runs['trl'])}"
+        f"first-step mean loss: ours {ours['first_loss']:.6f}, TRL {theirs['first_loss']:.6f}, "
+        f"|difference| {gap:.2e}: {'match' if match else 'MISMATCH'}"
     )
+    return match
+
+
+def print_table(best: dict[str, dict[str, Any]], arms: list[str]) -> None:
     header = [
         "arm",
         "tokens/example",
@@ -474,7 +521,7 @@ def print_report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> float
     ]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for arm in ARMS:
+    for arm in arms:
         r = best[arm]
         cells = [
             arm,
@@ -492,27 +539,10 @@ def print_report(args: argparse.Namespace, runs: dict[str, list[dict]]) -> float
             f"{r['final_loss']:.4f}",
         ]
         print("| " + " | ".join(cells) + " |")
-    if args.repeats > 1:
-        for arm in ARMS:
-            print(
-                f"{arm} tokens/s per repeat: " + ", ".join(f"{r['tokens_per_s']:.0f}" for r in summaries[arm])
-            )
-    busy = [arm for arm in ARMS if best[arm]["cpu_util"] < 0.8]
-    if busy:
-        print(
-            f"\nWARNING: CPU util < 0.8 for {', '.join(busy)}: other processes took the cores, and torch's "
-            "threads wait on each other at every op when one is descheduled. Rerun on an idle machine or "
-            "with --threads 1."
-        )
-    ratio = best["ours"]["tokens_per_s"] / best["trl"]["tokens_per_s"]
-    print(f"\nours/TRL = {ratio:.2f}×")
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"args": vars(args), "best": best, "runs": summaries, "ratio": ratio, "raw": runs}, indent=2
-            )
-        )
-    return ratio
+
+
+# --smoke: the tiny random-weight model, 2 steps, one thread: the whole script in seconds (explicit flags win).
+SMOKE = dict(model="tiny", steps=2, warmup=1, batch_size=2, max_length=128, threads=1, repeats=1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -539,9 +569,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="rounds of both arms, order alternating; the table shows each arm's best round",
     )
     parser.add_argument("--json", help="also write summaries and raw timings to this file")
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     parser.add_argument("--arm", choices=[*ARMS, "prime"], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.smoke:
+        args = parser.parse_args(argv, namespace=argparse.Namespace(**SMOKE))
     if args.warmup < 1 or args.steps <= args.warmup:
         parser.error("need 1 <= --warmup < --steps")
     return args
@@ -567,13 +600,17 @@ def main(argv: list[str] | None = None) -> None:
         f"--seed={args.seed}",
         *(["--bf16"] if args.bf16 else []),
     ]
-    run_arm("prime", args, forward)
+    if args.model != "tiny":
+        run_arm("prime", args, forward)
+    arms = ARMS if trl_missing() is None else ("ours",)
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     for round_ in range(args.repeats):
-        for arm in ARMS if round_ % 2 == 0 else tuple(reversed(ARMS)):
+        for arm in arms if round_ % 2 == 0 else tuple(reversed(arms)):
             print(f"round {round_ + 1}/{args.repeats}: {arm} (load avg {os.getloadavg()[0]:.2f})", flush=True)
             runs[arm].append(run_arm(arm, args, forward))
-    print_report(args, runs)
+    report = print_report(args, runs)
+    if not (report.get("identical_to_ours", True) and report.get("first_loss_match", True)):
+        raise SystemExit("the arms did not train on the same thing (see above): the comparison does not hold")
 
 
 if __name__ == "__main__":

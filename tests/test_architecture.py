@@ -36,14 +36,19 @@ def imported(path: Path, name: str) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(
-                    package.split(".")[: len(package.split(".")) - node.level + 1] + [base]
-                ).strip(".")
+            base = import_source(node, package)
             out |= {f"{base}.{a.name}" for a in node.names} | {base}
     known = modules()
     return {as_module(m, known) for m in out if m.startswith("steerable.")}
+
+
+def import_source(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module of `from <module> import ...` written in `package` (relative imports resolved)."""
+    base = node.module or ""
+    if not node.level:
+        return base
+    parts = package.split(".")
+    return ".".join(parts[: len(parts) - node.level + 1] + [base]).strip(".")
 
 
 def as_module(name: str, known: dict[str, Path]) -> str:
@@ -56,6 +61,26 @@ def as_module(name: str, known: dict[str, Path]) -> str:
 def package(module: str) -> str:
     """steerable.<package> for modules in a sub-package; top-level modules are their own unit."""
     return ".".join(module.split(".")[:2])
+
+
+def owner(module: str) -> str:
+    """What may share private names: a method's own package (steerable.methods.<name>), else `package`."""
+    parts = module.split(".")
+    if parts[1:2] == ["methods"] and len(parts) > 2 and (ROOT / "methods" / parts[2]).is_dir():
+        return ".".join(parts[:3])
+    return package(module)
+
+
+def private_imports(source: str, name: str, is_package: bool = False) -> list[str]:
+    """`from steerable.x import _name` where steerable.x belongs to another package than module `name`."""
+    here = name if is_package else name.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom):
+            base = import_source(node, here)
+            if base.startswith("steerable") and owner(base) != owner(name):
+                found += [f"{name}: {base}.{a.name}" for a in node.names if a.name.startswith("_")]
+    return found
 
 
 def package_graph() -> dict[str, set[str]]:
@@ -107,6 +132,27 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_no_package_level_import_cycle() -> None:
     assert cycles(package_graph()) == []
+
+
+def test_private_import_finder_finds_planted_ones() -> None:
+    planted = "from steerable.training.losses import _hidden, summed_lm_loss\nfrom .base import _key\n"
+    assert private_imports(planted, "steerable.methods.dpo.loss") == [
+        "steerable.methods.dpo.loss: steerable.training.losses._hidden"
+    ]
+    assert private_imports("from ..sft.stages import _split\n", "steerable.methods.dpo.stages") == [
+        "steerable.methods.dpo.stages: steerable.methods.sft.stages._split"
+    ]
+    assert private_imports("from .loss import _helper\n", "steerable.methods.dpo.module") == []
+
+
+def test_no_module_imports_a_private_name_from_another_package() -> None:
+    """A helper used across packages is public API: it gets a public name (and a docstring)."""
+    found = [
+        hit
+        for name, path in modules().items()
+        for hit in private_imports(path.read_text(), name, path.name == "__init__.py")
+    ]
+    assert not found, found
 
 
 def test_cli_and_evaluation_import_no_training_module() -> None:

@@ -2,31 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerable.cli.common import CONF_DIR, validate
 from steerable.config.schema import ConfigError
+from steerable.methods.registry import specs
 from tests.conftest import compose_config
 
 GROUPS = ["method", "model", "data", "hardware", "logger", "debug"]
-NEEDS = {  # options that require a value the user must give
+# What options of other groups need before they validate; a method's needs are declared in its spec.
+OPTION_NEEDS = {
     ("model", "hf"): ["model.name_or_path=some/model"],
-    ("method", "reward_model"): ["data=hh-rlhf"],
-    ("method", "dpo"): ["data=hh-rlhf"],
     ("data", "jsonl"): ["data.path=x.jsonl"],
-    ("method", "pcm"): ["reward=[verbosity,positivity]"],
-    ("method", "clp"): ["reward=[verbosity,positivity]"],
-    ("method", "rewarded_soups"): ["reward=[verbosity,positivity]"],
-    ("method", "rl"): ["reward=[verbosity]"],
-    ("method", "superhf"): ["reward=[verbosity]", "method.reward=verbosity"],
-    ("experiment", "superhf_hh"): [
-        "reward=[verbosity]",
-        "method.reward=verbosity",
-    ],  # its header: pass RM runs
 }
 GPU_ONLY = {"gpu", "ddp", "fsdp", "deepspeed"}
 
@@ -40,6 +33,28 @@ def error_text(err: BaseException) -> str:
     return "\n".join(parts)
 
 
+def needs(group: str, option: str) -> list[str]:
+    """The overrides a user must add to `group=option`: a method's `MethodSpec.needs`; an experiment's are
+    those of its method that the experiment does not set itself (a group it overrides, a key it sets)."""
+    if group == "method":
+        return list(specs()[option].needs)
+    if group != "experiment":
+        return OPTION_NEEDS.get((group, option), [])
+    recipe = OmegaConf.load(Path(CONF_DIR) / "experiment" / f"{option}.yaml")
+    chosen = {  # the groups it overrides: {"override /method": "pcm"} entries
+        key.removeprefix("override /"): value
+        for entry in recipe.get("defaults", [])
+        if isinstance(entry, Mapping)
+        for key, value in entry.items()
+    }
+    method = chosen.get("method") or compose_config("train").method.name
+    return [
+        need
+        for need in needs("method", method)
+        if need.split("=")[0] not in chosen and OmegaConf.select(recipe, need.split("=")[0]) is None
+    ]
+
+
 def options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
 
@@ -50,14 +65,21 @@ def experiments() -> list[str]:
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_validates(group: str, option: str) -> None:
-    cfg = validate(compose_config("train", [f"{group}={option}", *NEEDS.get((group, option), [])]))
+    cfg = validate(compose_config("train", [f"{group}={option}", *needs(group, option)]))
     if group in ("method", "model", "data", "hardware", "logger"):
         assert getattr(cfg, group).name == option
 
 
+@pytest.mark.parametrize("method", [name for name, spec in specs().items() if spec.needs])
+def test_a_methods_declared_needs_are_needed(method: str) -> None:
+    """`MethodSpec.needs` stays true: without it the default config fails validation, naming the problem."""
+    with pytest.raises(ConfigError, match=r"reward|data|pairs"):
+        validate(compose_config("train", [f"method={method}"]))
+
+
 @pytest.mark.parametrize("name", experiments())
 def test_every_experiment_composes(name: str) -> None:
-    cfg = validate(compose_config("train", [f"experiment={name}", *NEEDS.get(("experiment", name), [])]))
+    cfg = validate(compose_config("train", [f"experiment={name}", *needs("experiment", name)]))
     assert cfg.task_name == name
 
 

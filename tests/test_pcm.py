@@ -102,3 +102,75 @@ def test_cached_mixture_likelihood_and_rebel_loss_equal_a_direct_recomputation()
     loss.backward()
     assert ctrl.head.weight.grad.abs().sum() > 0  # only the controller learns; the experts are never touched
     assert all(p.grad is None for n, p in model.named_parameters() if "lora_" in n)
+
+
+def bt_rewards(beta: float):
+    """BTRewards over two length dimensions (words, log words) with hand-set cached reference scores."""
+    from steerable.methods.pcm.preferences import combinations, parse_dimensions
+    from steerable.methods.pcm.stages import BTRewards, _key
+
+    dims = parse_dimensions(["verbosity:concise:detailed", "wordiness:terse:wordy"])
+    rewards = BTRewards(
+        {"verbosity": {"type": "length"}, "wordiness": {"type": "length", "log_scale": True}}, dims, beta
+    )
+    items = [
+        ([{"role": "user", "content": f"question {i}"}], pref) for i, pref in enumerate(combinations(dims))
+    ]
+    for k, (prompt, pref) in enumerate(items):
+        rewards.reference[_key(prompt, pref)] = {"verbosity": 3.0 + k, "wordiness": 1.5 - 0.25 * k}
+    return rewards, items
+
+
+def per_side_formula(rewards, items, texts: list[str]) -> list[float]:
+    """The formula as PCM first wrote it (Python floats, one side at a time): what the numbers must stay."""
+    import math
+
+    from steerable.methods.pcm.preferences import side_sign
+    from steerable.methods.pcm.stages import _key
+
+    prompts = [p[0]["content"] for p, _ in items]
+    scores = rewards.scores(prompts, texts)
+    out = []
+    for k, (prompt, pref) in enumerate(items):
+        ref = rewards.reference[_key(prompt, pref)]
+        terms = []
+        for side in pref:
+            name, sign = side_sign(side, rewards.dims)
+            terms.append(1 / (1 + math.exp(-rewards.beta * sign * (float(scores[name][k]) - ref[name]))))
+        out.append(sum(terms) / len(terms))
+    return out
+
+
+def test_bt_rewards_equal_the_per_side_formula_and_a_low_side_prefers_lower_scores() -> None:
+    rewards, items = bt_rewards(beta=0.7)
+    texts = ["one two", "a b c d e f g", "x " * 12, "single"]
+    got = rewards(items, texts)
+    assert got.dtype == torch.float32 and got.shape == (4,)
+    assert torch.equal(got, torch.tensor(per_side_formula(rewards, items, texts)))  # bit for bit
+    # ("concise", "terse") vs ("detailed", "wordy") on the same text and references: each term is mirrored
+    from steerable.methods.pcm.stages import _key
+
+    prompt, opposite = items[0][0], items[3][1]
+    rewards.reference[_key(prompt, opposite)] = rewards.reference[_key(*items[0])]
+    flipped = rewards([items[0], (prompt, opposite)], [texts[0], texts[0]])
+    torch.testing.assert_close(flipped.sum(), torch.tensor(1.0))
+
+
+def test_bt_rewards_saturate_instead_of_overflowing_on_a_large_score_gap() -> None:
+    rewards, items = bt_rewards(beta=1.0)
+    long_reply = "word " * 1000  # 1000 words against a reference of 3-6: a gap far past exp's range
+    texts = [long_reply, long_reply, long_reply, long_reply]
+    with pytest.raises(OverflowError):
+        per_side_formula(rewards, items, texts)  # what PCM computed before: math.exp(> 709) raised
+    got = rewards(items, texts)
+    assert torch.isfinite(got).all()
+    # the verbosity term saturates (concise: 0, detailed: 1); the log-words term is an ordinary sigmoid
+    import math
+
+    from steerable.methods.pcm.stages import _key
+
+    for k, (prompt, (verbosity, wordiness)) in enumerate(items):
+        gap = math.log1p(1000) - rewards.reference[_key(prompt, (verbosity, wordiness))]["wordiness"]
+        word_term = 1 / (1 + math.exp(-gap if wordiness == "wordy" else gap))
+        expected = ((verbosity == "detailed") + word_term) / 2
+        assert got[k].item() == pytest.approx(expected, rel=1e-6)

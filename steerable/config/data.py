@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from steerable.config.base import ConfigError, _choices, at_least
+from steerable.config.base import ConfigError, at_least, choice_enum
 
-DataFormat = _choices("DataFormat", ["demo", "jsonl", "oasst1", "hh-rlhf", "helpsteer2", "prompts"])
-TooLong = _choices("TooLong", ["truncate", "drop"])
+DataFormat = choice_enum("DataFormat", ["demo", "jsonl", "oasst1", "hh-rlhf", "helpsteer2", "prompts"])
+TooLong = choice_enum("TooLong", ["truncate", "drop"])
 # Train on one half of the non-held-out records (SuperHF trains its "train" and "gold" reward models on disjoint
 # halves); null = all of them. The held-out split is the same for both halves.
-Half = _choices("Half", ["first", "second"])
+Half = choice_enum("Half", ["first", "second"])
 
 
 @dataclass

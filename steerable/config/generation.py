@@ -5,10 +5,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from steerable.config.base import ConfigError, _choices, at_least
+from steerable.config.base import ConfigError, at_least, choice_enum
 
 # hf: transformers `generate` (always available) | vllm: vLLM in this process (pip install -e ".[vllm]")
-Engine = _choices("Engine", ["hf", "vllm"])
+Engine = choice_enum("Engine", ["hf", "vllm"])
 
 
 INSTALL_HINT = (

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from steerable.config.base import ConfigError, _choices, at_least
+from steerable.config.base import ConfigError, at_least, choice_enum
 
-Accelerator = _choices("Accelerator", ["cpu", "gpu", "auto"])
+Accelerator = choice_enum("Accelerator", ["cpu", "gpu", "auto"])
 # auto: bf16-mixed where the device computes bf16 natively, else 32-true (steerable/hardware.py).
-Precision = _choices("Precision", ["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"])
-Strategy = _choices(
+Precision = choice_enum("Precision", ["auto", "32-true", "bf16-mixed", "bf16-true", "16-mixed"])
+Strategy = choice_enum(
     "Strategy", ["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3"]
 )
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from omegaconf import MISSING
 
-from steerable.config.base import ConfigError, _choices, at_least
+from steerable.config.base import ConfigError, at_least, choice_enum
 
-Scheduler = _choices("Scheduler", ["constant", "linear", "cosine"])
+Scheduler = choice_enum("Scheduler", ["constant", "linear", "cosine"])
 
 
 @dataclass

@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from steerable.config.base import ConfigError, _choices, at_least
+from steerable.config.base import ConfigError, at_least, choice_enum
 
 # hub: hub id or local folder; gguf: a GGUF file (the bundled SmolLM2 by default), converted once and cached;
 # tiny: random weights built from `model.tiny` with the project's byte-level tokenizer (tests, smoke runs).
-ModelSource = _choices("ModelSource", ["hub", "gguf", "tiny"])
-DType = _choices("DType", ["float32", "bfloat16", "float16"])
+ModelSource = choice_enum("ModelSource", ["hub", "gguf", "tiny"])
+DType = choice_enum("DType", ["float32", "bfloat16", "float16"])
 # Which biases LoRA trains (PEFT's `bias`): none | all | lora_only.
-LoraBias = _choices("LoraBias", ["none", "all", "lora_only"])
+LoraBias = choice_enum("LoraBias", ["none", "all", "lora_only"])
 
 
 @dataclass

@@ -15,13 +15,13 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from steerable.config.base import ConfigError, _choices
+from steerable.config.base import ConfigError, choice_enum
 
-LengthUnit = _choices("LengthUnit", ["words", "tokens"])
+LengthUnit = choice_enum("LengthUnit", ["words", "tokens"])
 # How an HF classifier reads a (prompt, response) pair: pair = two text inputs | concat = prompt + separator +
 # response as one text | chat = the tokenizer's chat template over both turns.
-PromptFormat = _choices("PromptFormat", ["pair", "concat", "chat"])
-Activation = _choices("Activation", ["none", "sigmoid", "softmax"])  # applied to the classifier's logits
+PromptFormat = choice_enum("PromptFormat", ["pair", "concat", "chat"])
+Activation = choice_enum("Activation", ["none", "sigmoid", "softmax"])  # applied to the classifier's logits
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from steerable.config.base import Choice, ConfigError, _choices, at_least
+from steerable.config.base import Choice, ConfigError, at_least, choice_enum
 from steerable.config.data import DataConfig, DataFormat, Half, TooLong
 from steerable.config.generation import Engine, GenerationConfig
 from steerable.config.hardware import DEEPSPEED_NEEDS_GPU, Accelerator, HardwareConfig, Precision, Strategy
@@ -49,8 +49,8 @@ __all__ = [  # the re-exported schemas; the run configs below are this module's 
     "TinyModelConfig",
     "TooLong",
     "WandbConfig",
-    "_choices",
     "at_least",
+    "choice_enum",
 ]
 
 # --------------------------------------------------------------------------------------------- top level
@@ -187,7 +187,7 @@ class ExportConfig:
 
 # val = the held-out split of `data` (as in training) | all = every record | run = the held-out split of the data
 # the evaluated run was trained on (steerability)
-EvalSplit = _choices("EvalSplit", ["val", "all", "run"])
+EvalSplit = choice_enum("EvalSplit", ["val", "all", "run"])
 
 
 @dataclass

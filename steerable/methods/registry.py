@@ -72,6 +72,8 @@ class MethodSpec:
     - `evaluation`: the method's own `steerable-eval` kind, if any (the generic kinds serve every policy).
     - `policy`: "module:load" target, `load(run_dir) -> SteerablePolicy`; null = the run is not a policy
       (reward and attribute models).
+    - `needs`: overrides that make the default config valid for this method, i.e. what a user must add (reward
+      sources, a preference data set), as an example; `--help` prints them and tests compose with them.
     """
 
     name: str
@@ -81,6 +83,7 @@ class MethodSpec:
     check: Callable[[Any], None] = no_check
     evaluation: Evaluation | None = None
     policy: str | None = "steerable.policies.plain:load_plain_policy"
+    needs: tuple[str, ...] = ()
     paper: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -190,6 +193,8 @@ def describe() -> str:
     lines = ["== Methods (method=NAME; method.stages=[...] picks stages, default all) =="]
     for spec in specs().values():
         lines.append(f"  {spec.name:<16} {spec.summary}")
+        if spec.needs:
+            lines.append(f"      (give it e.g. {' '.join(spec.needs)})")
         for stage in spec.stages:
             needs = f" (needs {', '.join(stage.requires)})" if stage.requires else ""
             doc = f": {stage.doc}" if stage.doc else ""

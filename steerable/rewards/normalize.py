@@ -20,7 +20,21 @@ import torch
 
 from steerable.rewards.base import RewardSource
 
-__all__ = ["BradleyTerryNormalizer", "NormalizedReward", "RewardNormalizer", "ZScoreNormalizer"]
+__all__ = [
+    "BradleyTerryNormalizer",
+    "NormalizedReward",
+    "RewardNormalizer",
+    "ZScoreNormalizer",
+    "bradley_terry",
+]
+
+
+def bradley_terry(scores: torch.Tensor, reference: torch.Tensor, beta: float) -> torch.Tensor:
+    """``σ(β·(r(x, y) − r(x, y_ref)))`` elementwise, in the inputs' dtype: P_BT(y ≻ y_ref) (PCM Eq. 2).
+
+    ``torch.sigmoid`` saturates at 0 and 1 for any score gap; ``1 / (1 + math.exp(−x))`` raises OverflowError
+    once ``−x`` passes ~709 (a length reward in words reaches that)."""
+    return torch.sigmoid(beta * (scores - reference))
 
 
 def _as_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -214,7 +228,7 @@ class BradleyTerryNormalizer(RewardNormalizer):
             raise ValueError(
                 f"scores have {scores.shape[1]} outputs, references have {self.reference_scores.shape[1]}"
             )
-        return torch.sigmoid(self.beta * (scores - self.reference_for(prompts)))
+        return bradley_terry(scores, self.reference_for(prompts), self.beta)
 
     def state_dict(self) -> dict[str, Any]:
         self._require_fitted()

@@ -22,7 +22,7 @@ from steerable.backbone import load_backbone
 from steerable.backbone.adapters import atomic_directory
 from steerable.backbone.loading import untrusted_model_config
 from steerable.config.schema import ModelConfig
-from steerable.training.losses import _causal_lm
+from steerable.training.losses import causal_lm
 
 HEAD_FILE = "head.safetensors"
 META_FILE = "steerable.json"
@@ -47,7 +47,7 @@ class ScoringModel(torch.nn.Module):
             raise ValueError(f"pooling must be 'last' or 'mean', got {pooling!r}")
         self.backbone = backbone
         self.pooling = pooling
-        hidden = _causal_lm(backbone).config.hidden_size
+        hidden = causal_lm(backbone).config.hidden_size
         self.head = torch.nn.Linear(hidden, num_outputs, bias=bias)
         torch.nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
         if bias:
@@ -55,7 +55,7 @@ class ScoringModel(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Scores [B, K] for right-padded inputs."""
-        decoder = _causal_lm(self.backbone).get_decoder()
+        decoder = causal_lm(self.backbone).get_decoder()
         hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "last":
             last = attention_mask.sum(dim=1) - 1

@@ -12,6 +12,8 @@ import time
 from dataclasses import replace
 from typing import Any
 
+import torch
+
 from steerable.config.schema import TrainerConfig
 from steerable.training.lm_module import CausalLMModule
 
@@ -21,6 +23,35 @@ class OnlineModule(CausalLMModule):
     one_pass: bool = (
         False  # a run is one pass over its prompts; trainer.max_steps does not bound it (SuperHF)
     )
+    frozen_names: tuple[str, ...] = ()  # submodules held by `hold_frozen`
+
+    def hold_frozen(self, name: str, model: torch.nn.Module) -> None:
+        """Hold a model the loop reads but never trains (a full fine-tuning reference, PCM's experts) as the
+        submodule `name`: Lightning moves it with the policy (device, precision), while it stays frozen, in
+        eval mode through Lightning's `train()`, and out of `state_dict()`, so out of checkpoints."""
+        model.requires_grad_(False)
+        model.eval()
+        self.add_module(name, model)
+        if not self.frozen_names:
+            self.register_state_dict_post_hook(_drop_frozen)
+        self.frozen_names = (*self.frozen_names, name)
+
+    def trainable_names(self) -> set[str]:
+        """What checkpoints must hold: never a held model, even where PEFT's `set_adapter` (the mixer's)
+        switched `requires_grad` back on for its active adapters."""
+        held = tuple(f"{name}." for name in self.frozen_names)
+        return {name for name in super().trainable_names() if not name.startswith(held)}
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        for name in self.frozen_names:  # frozen again, for the same reason
+            getattr(self, name).requires_grad_(False)
+        return super().configure_optimizers()
+
+    def train(self, mode: bool = True) -> OnlineModule:
+        super().train(mode)
+        for name in self.frozen_names:
+            getattr(self, name).eval()  # no dropout in a reference or an expert
+        return self
 
     def trainer_config(self, trainer: TrainerConfig) -> TrainerConfig:
         """`trainer.*` in Lightning's units: max_steps and the checkpoint interval count rounds."""
@@ -46,3 +77,10 @@ class OnlineModule(CausalLMModule):
         """A round's wall time (sampling dominates it, so a token throughput would mislead)."""
         seconds = time.perf_counter() - self._step_started
         self.log("train/round_seconds", seconds, batch_size=1, rank_zero_only=True)
+
+
+def _drop_frozen(module: OnlineModule, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    """state_dict post-hook: the frozen models' weights are the base model's or a saved stage's, never saved."""
+    held = tuple(f"{prefix}{name}." for name in module.frozen_names)
+    for key in [k for k in state if k.startswith(held)]:
+        del state[key]

@@ -24,6 +24,7 @@ CLP = MethodSpec(
     check=check,
     evaluation=_PARETO,
     policy=f"{_S}.policy:load_weighted_policy",
+    needs=("reward=[verbosity,positivity]",),
     paper="Wang et al. 2024, Conditioned Language Policy",
 )
 REWARDED_SOUPS = replace(  # the same inference path and evaluation as CLP
@@ -40,5 +41,6 @@ RL = MethodSpec(
     config=RLConfig,
     stages=(_CALIBRATE, _trained_by("rl_train_stage")),
     check=check_rl,
+    needs=("reward=[verbosity]",),
 )
 SPECS = [CLP, REWARDED_SOUPS, RL]

@@ -5,19 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.base import ConfigError, _choices
+from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
 
 # reward: r - alpha * log-ratio | loss: a separate loss term
-KLIn = _choices("KLIn", ["reward", "loss"])
+KLIn = choice_enum("KLIn", ["reward", "loss"])
 # zscore: frozen statistics from reference samples (calibrate stage) | none: raw rewards
-Normalize = _choices("Normalize", ["zscore", "none"])
+Normalize = choice_enum("Normalize", ["zscore", "none"])
 # Where w conditions the policy (m LoRA copies mixed as sum_i w_i B_i A_i x): full = every LoRA target | attn = the
 # attention projections (the MLP LoRA is shared) | logit = a LoRA on the output layer | prompt = w written into the
 # prompt of one shared LoRA (steerable/methods/clp/conditioning.py)
-Variant = _choices("Variant", ["full", "attn", "logit", "prompt"])
+Variant = choice_enum("Variant", ["full", "attn", "logit", "prompt"])
 # example: one w per example | batch: one w for the whole batch
-WeightsPer = _choices("WeightsPer", ["example", "batch"])
+WeightsPer = choice_enum("WeightsPer", ["example", "batch"])
 
 
 @dataclass

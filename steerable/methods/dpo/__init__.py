@@ -15,6 +15,7 @@ SPEC = MethodSpec(
         Stage("report", f"{_S}:report_stage", requires=("train",), doc="held-out margins and samples"),
     ),
     check=check,
+    needs=("data=hh-rlhf",),
     paper="Rafailov et al. 2023, Direct Preference Optimization",
     policy="steerable.policies.plain:load_plain_policy",
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig, _choices, at_least
+from steerable.config.schema import ConfigError, RecipeConfig, at_least, choice_enum
 
 # sigmoid: the DPO paper's loss; ipo: Azar et al. 2023's squared loss, which keeps a finite optimum when
 # preferences are deterministic (sigmoid DPO would push the margin to infinity).
-LossType = _choices("LossType", ["sigmoid", "ipo"])
+LossType = choice_enum("LossType", ["sigmoid", "ipo"])
 
 # Data formats that give preference pairs (see steerable/methods/dpo/pairs.py for how each is read).
 PAIR_FORMATS = ("hh-rlhf", "jsonl", "helpsteer2")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from steerable.generation.logprobs import token_logprobs
-from steerable.training.losses import IGNORE_INDEX, _causal_lm, _plain_output_layer, target_hidden_states
+from steerable.training.losses import IGNORE_INDEX, causal_lm, plain_output_layer, target_hidden_states
 from steerable.training.sharding import is_sharded
 
 
@@ -73,9 +73,9 @@ def reply_logprobs(
     Right padding keeps positions 0..n-1 for real tokens, so no position ids are needed. As in the SFT loss,
     the output layer runs only at labelled positions unless the model rescales its logits or is sharded."""
     keep = labels[:, 1:] != IGNORE_INDEX
-    if _plain_output_layer(_causal_lm(model)) and not is_sharded(model):
+    if plain_output_layer(causal_lm(model)) and not is_sharded(model):
         hidden, targets = target_hidden_states(model, input_ids, attention_mask, labels)
-        logits = _causal_lm(model).get_output_embeddings()(hidden)
+        logits = causal_lm(model).get_output_embeddings()(hidden)
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
         targets = labels[:, 1:][keep]

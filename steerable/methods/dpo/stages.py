@@ -12,7 +12,7 @@ from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.dpo.module import DPOModule, Objective, preference_stats
 from steerable.methods.dpo.pairs import PairCollator, PairStats, TokenizedPair, split_pairs, tokenize_pairs
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
-from steerable.methods.sft.stages import before_and_after, close_report
+from steerable.methods.sft.stages import before_and_after, close_report, setup_rows
 from steerable.pipeline import StageResults
 from steerable.report import Report, format_number
 
@@ -94,12 +94,10 @@ def report_prompts(ctx: RunContext, tokenizer: Any) -> list[list[dict[str, str]]
 
 def report_stage(ctx: RunContext, done: StageResults) -> dict:
     cfg = ctx.cfg
-    model, tokenizer = ctx.trained_model()
-    prompts = report_prompts(ctx, tokenizer)
-    before, after = before_and_after(ctx, model, tokenizer, prompts)
+    prompts, before, after = before_and_after(ctx, report_prompts)
     train = done.get("train", {})
     report = Report(f"{cfg.task_name}: dpo on {cfg.model.name} / {cfg.data.name}")
-    report.section("Setup").key_values(setup_rows(ctx, train))
+    report.section("Setup").key_values(setup_rows(ctx, train, method_text(cfg.method)))
     report.section(
         "Training",
         "Held-out numbers are on the held-out pairs at the end of training. Implicit reward = "
@@ -117,19 +115,11 @@ def report_stage(ctx: RunContext, done: StageResults) -> dict:
     )
 
 
-def setup_rows(ctx: RunContext, train: dict) -> dict[str, object]:
-    cfg, method = ctx.cfg, ctx.cfg.method
-    return {
-        "run folder": ctx.run_dir,
-        "method": f"dpo (loss {Objective.of(method).loss_type}, beta={method.beta}, "
-        f"label_smoothing={method.label_smoothing}, average_logprobs={method.average_logprobs})",
-        "model": cfg.model.name,
-        "data": cfg.data.name,
-        "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
-        "seed": cfg.seed,
-        "LoRA": f"r={cfg.model.lora.r}, alpha={cfg.model.lora.alpha}",
-        "trainable / frozen params": f"{train.get('trainable_params')} / {train.get('frozen_params')}",
-    }
+def method_text(method: Any) -> str:
+    return (
+        f"dpo (loss {Objective.of(method).loss_type}, beta={method.beta}, "
+        f"label_smoothing={method.label_smoothing}, average_logprobs={method.average_logprobs})"
+    )
 
 
 def training_rows(train: dict) -> dict[str, object]:

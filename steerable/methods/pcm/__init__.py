@@ -15,6 +15,7 @@ SPEC = MethodSpec(
         Stage("eval", f"{_S}.run_eval:eval_stage", ("experts", "pcm"), "every composite preference"),
     ),
     check=check,
+    needs=("reward=[verbosity,positivity]",),
     evaluation=Evaluation("pcm", f"{_S}.run_eval:eval_pcm", doc="rewards per composite preference"),
     policy=f"{_S}.policy:load_preference_policy",
 )

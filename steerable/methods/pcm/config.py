@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.base import ConfigError, _choices
+from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
 
 # small: a random-init 2-layer LM on the base tokenizer | base: the base model + LoRA
-ControllerKind = _choices("ControllerKind", ["small", "base"])
+ControllerKind = choice_enum("ControllerKind", ["small", "base"])
 
 
 @dataclass

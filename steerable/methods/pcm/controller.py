@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from steerable.generation.logprobs import position_ids_from_mask
-from steerable.training.losses import _causal_lm
+from steerable.training.losses import causal_lm
 
 
 class PreferenceController(nn.Module):
@@ -24,7 +24,7 @@ class PreferenceController(nn.Module):
     def __init__(self, backbone: nn.Module, num_experts: int) -> None:
         super().__init__()
         self.backbone = backbone
-        hidden = _causal_lm(backbone).config.hidden_size
+        hidden = causal_lm(backbone).config.hidden_size
         self.head = nn.Linear(hidden, num_experts)
         nn.init.zeros_(
             self.head.weight
@@ -35,7 +35,7 @@ class PreferenceController(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, active: torch.Tensor | None = None
     ) -> torch.Tensor:
         """log α as [B, T, n] at every position; `active` ([B, n] bool) masks experts a preference does not use."""
-        trunk = _causal_lm(self.backbone).get_decoder()
+        trunk = causal_lm(self.backbone).get_decoder()
         hidden = trunk(
             input_ids=input_ids,
             attention_mask=attention_mask,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from steerable.methods.pcm.preferences import (
 )
 from steerable.methods.sft.stages import fit_sft
 from steerable.rewards.base import build_reward_source
+from steerable.rewards.normalize import bradley_terry
 from steerable.run_dir import write_text_atomic
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
@@ -159,16 +159,21 @@ class BTRewards:
             self.reference[_key(p, pref)] = {name: float(v[k]) for name, v in scores.items()}
 
     def __call__(self, items, texts: list[str]) -> torch.Tensor:
+        """[B] float32. A low side prefers the lower score: σ(β·s·(r − r_ref)) with s = −1 on both scores.
+        Computed in float64 (the cached references are Python floats) and rounded once at the end."""
         scores = self.scores([user_text(p) for p, _ in items], texts)
-        out = []
-        for k, (p, pref) in enumerate(items):
-            ref = self.reference[_key(p, pref)]
-            terms = []
-            for side in pref:
-                name, sign = side_sign(side, self.dims)
-                terms.append(1 / (1 + math.exp(-self.beta * sign * (float(scores[name][k]) - ref[name]))))
-            out.append(sum(terms) / len(terms))
-        return torch.tensor(out)
+        column = {d.name: i for i, d in enumerate(self.dims)}
+        table = torch.stack([scores[d.name] for d in self.dims], 1).double()  # [B, D]
+        chosen = [[side_sign(side, self.dims) for side in pref] for _, pref in items]
+        # [B, sides per preference]: which column of `table` each side reads, and its direction
+        index = torch.tensor([[column[name] for name, _ in row] for row in chosen])
+        signs = torch.tensor([[sign for _, sign in row] for row in chosen], dtype=torch.float64)
+        refs = [
+            [self.reference[_key(p, pref)][name] for name, _ in row]
+            for (p, pref), row in zip(items, chosen, strict=True)
+        ]
+        ours, theirs = table.gather(1, index), torch.tensor(refs, dtype=torch.float64)
+        return bradley_terry(signs * ours, signs * theirs, self.beta).mean(1).float()
 
 
 def _key(prompt: list[dict], preference: tuple[str, ...]) -> str:
@@ -196,7 +201,7 @@ class PCMModule(OnlineModule):
         super().__init__(controller, optim, sampler=sampler, batch_size=m.batch_size)
         self.automatic_optimization = False
         self.updates_per_round = m.epochs  # REBEL updates on each round's samples
-        self._experts = [experts]  # frozen, not a submodule: never trained, never checkpointed
+        self.hold_frozen("experts", experts)
         self.tokenizer, self.mixer, self.dims, self.rewards, self.m = tokenizer, mixer, dims, rewards, m
         self.generation = GenerationSettings(
             max_new_tokens=m.max_new_tokens,
@@ -210,7 +215,7 @@ class PCMModule(OnlineModule):
         pairs = [
             item for item in items for _ in range(2)
         ]  # rows 2i and 2i+1 answer the same (prompt, preference)
-        self.rewards.cache_references(self._experts[0], self.tokenizer, pairs, self.generation)
+        self.rewards.cache_references(self.experts, self.tokenizer, pairs, self.generation)
         weights = controller_weights(self.model, self.tokenizer, pairs, self.dims, self.device)
         samples = MixtureSampler(self.mixer, self.tokenizer).generate(
             [p for p, _ in pairs], self.generation, weights

@@ -27,6 +27,7 @@ REWARD_MODEL = MethodSpec(
         Stage("evaluate", f"{_S}.stages:evaluate_stage", ("train",)),
     ),
     check=check_reward_model,
+    needs=("data=hh-rlhf",),
     evaluation=_ACCURACY,
     policy=None,
 )
@@ -37,6 +38,7 @@ ATTRIBUTE_MODEL = replace(
     config=AttributeModelConfig,
     stages=(Stage("train", f"{_S}.stages:train_attribute_model_stage"), REWARD_MODEL.stages[1]),
     check=check_attribute_model,
+    needs=(),  # the default data (demo) has attribute labels
     paper="Dong et al. 2023, SteerLM",
 )
 SPECS = [REWARD_MODEL, ATTRIBUTE_MODEL]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.base import ConfigError, _choices
+from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
 from steerable.methods.registry import needs_responses
 
 # last: the hidden state of the final token | mean: the masked mean over real tokens
-Pooling = _choices("Pooling", ["last", "mean"])
+Pooling = choice_enum("Pooling", ["last", "mean"])
 
 
 @dataclass

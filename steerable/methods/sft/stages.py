@@ -6,6 +6,7 @@ SteerLM's attribute-conditioned SFT and SuperHF's FeedME baseline reuse this rec
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from peft import PeftModel
@@ -75,9 +76,14 @@ def report_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> list[
     return prompt_sets(cfg.data, tokenizer, budget, limit=n, held_out_limit=n, held_out_fallback=ALL)[1]
 
 
-def before_and_after(ctx: RunContext, model: Any, tokenizer: Any, prompts: list) -> tuple[list, list]:
-    """Replies (report.* sampling settings) of the starting model and of the trained one: with LoRA the
-    start is the same model with its adapter switched off; full fine-tuning loads the base again."""
+def before_and_after(
+    ctx: RunContext, prompts_for: Callable[[RunContext, Any], list]
+) -> tuple[list, list, list]:
+    """The report's prompts (`prompts_for(ctx, tokenizer)`) and the replies (report.* sampling settings) of the
+    starting model and of the trained one: with LoRA the start is the same model with its adapter switched
+    off; full fine-tuning loads the base again."""
+    model, tokenizer = ctx.trained_model()
+    prompts = prompts_for(ctx, tokenizer)
     settings = settings_from(
         ctx.cfg.report, keys=REPORT_SAMPLING, seed=ctx.cfg.seed, batch_size=len(prompts) or 1
     )
@@ -88,7 +94,7 @@ def before_and_after(ctx: RunContext, model: Any, tokenizer: Any, prompts: list)
             before = engine.sampler(model, tokenizer).generate(prompts, settings)
     else:
         before = engine.sampler(load_backbone(ctx.cfg.model)[0], tokenizer).generate(prompts, settings)
-    return before, after
+    return prompts, before, after
 
 
 def close_report(
@@ -106,31 +112,31 @@ def close_report(
     return {"report": str(path), "samples": samples}
 
 
+def setup_rows(ctx: RunContext, train: dict, method: str) -> dict[str, object]:
+    """The report's Setup section of a run that trains a policy with LoRA or in full (SFT and the methods on it)."""
+    cfg = ctx.cfg
+    lora = cfg.model.lora
+    return {
+        "run folder": ctx.run_dir,
+        "method": method,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
+        "seed": cfg.seed,
+        "LoRA": f"r={lora.r}, alpha={lora.alpha}" if lora.enabled else "off (full)",
+        "trainable / frozen params": f"{train.get('trainable_params')} / {train.get('frozen_params')}",
+    }
+
+
 REPORT_SAMPLING = ("max_new_tokens", "do_sample", "temperature", "top_p")
 
 
 def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     cfg = ctx.cfg
-    model, tokenizer = ctx.trained_model()
-    prompts = report_prompts(ctx, tokenizer)
-    before, after = before_and_after(ctx, model, tokenizer, prompts)
-
+    prompts, before, after = before_and_after(ctx, report_prompts)
     train = summaries.get("train", {})
     report = Report(f"{cfg.task_name}: {cfg.method.name} on {cfg.model.name} / {cfg.data.name}")
-    report.section("Setup").key_values(
-        {
-            "run folder": ctx.run_dir,
-            "method": cfg.method.name,
-            "model": cfg.model.name,
-            "data": cfg.data.name,
-            "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
-            "seed": cfg.seed,
-            "LoRA": f"r={cfg.model.lora.r}, alpha={cfg.model.lora.alpha}"
-            if cfg.model.lora.enabled
-            else "off (full)",
-            "trainable / frozen params": f"{train.get('trainable_params')} / {train.get('frozen_params')}",
-        }
-    )
+    report.section("Setup").key_values(setup_rows(ctx, train, cfg.method.name))
     report.section("Training").key_values(
         {
             "optimizer steps": train.get("steps"),

@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.base import ConfigError, _choices
+from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
 from steerable.methods.registry import needs_responses
 from steerable.methods.reward_models.config import Pooling
 
 # Attribute names in label order: auto (by data set: oasst1 -> quality, toxicity, humor, creativity; helpsteer2 ->
 # the 5 HelpSteer ones; demo -> verbosity, positivity) | oasst | helpsteer | steerlm | demo | custom (= `attributes`)
-Preset = _choices("Preset", ["auto", "oasst", "helpsteer", "steerlm", "demo", "custom"])
+Preset = choice_enum("Preset", ["auto", "oasst", "helpsteer", "steerlm", "demo", "custom"])
 # apm: annotate the data with the attribute model (the paper) | human: the data's own labels
-Labels = _choices("Labels", ["apm", "human"])
+Labels = choice_enum("Labels", ["apm", "human"])
 
 
 @dataclass

@@ -12,6 +12,7 @@ SPEC = MethodSpec(
         Stage("eval", "steerable.methods.superhf.run_eval:eval_stage", ("train",)),
     ),
     check=check,
+    needs=("reward=[verbosity]", "method.reward=verbosity"),
     evaluation=Evaluation(
         "superhf",
         "steerable.methods.superhf.evaluate:eval_superhf",

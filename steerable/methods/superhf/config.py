@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerable.config.base import ConfigError, _choices
+from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
 
 SUPERHF_REWARD_REQUIRED = (
@@ -16,11 +16,11 @@ SUPERHF_REWARD_REQUIRED = (
 
 
 # ref_to_policy: KL(ref || policy), as the paper's code computes it | policy_to_ref: KL(policy || ref)
-KLDirection = _choices("KLDirection", ["ref_to_policy", "policy_to_ref"])
+KLDirection = choice_enum("KLDirection", ["ref_to_policy", "policy_to_ref"])
 # sum: per-example KLs summed over the minibatch (the code) | mean
-KLAggregation = _choices("KLAggregation", ["sum", "mean"])
+KLAggregation = choice_enum("KLAggregation", ["sum", "mean"])
 # labels: the code's unshifted label positions | targets: the positions that predict them
-KLPositions = _choices("KLPositions", ["labels", "targets"])
+KLPositions = choice_enum("KLPositions", ["labels", "targets"])
 
 
 @dataclass

@@ -16,18 +16,17 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from peft import PeftModel
 
+from steerable.backbone.adapters import reference_policy
 from steerable.data.records import user_text
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExample, tokenize_conversation
 from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.generation import Engine, GenerationSettings, Sampler
 from steerable.training.lm_module import OptimSettings
-from steerable.training.losses import _causal_lm
+from steerable.training.losses import causal_lm
 from steerable.training.online import OnlineModule
 
 log = logging.getLogger(__name__)
@@ -122,12 +121,12 @@ def per_example_kl(
 
 def _hidden(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     return (
-        _causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        causal_lm(model).get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     )
 
 
 def _logits(model: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    return _causal_lm(model).get_output_embeddings()(hidden)
+    return causal_lm(model).get_output_embeddings()(hidden)
 
 
 def superhf_loss(
@@ -162,23 +161,8 @@ def superhf_loss(
 
 
 def _reference(model: torch.nn.Module, reference: torch.nn.Module | None) -> AbstractContextManager:
-    if reference is not None:
-        return nullcontext(reference)
-    if not isinstance(model, PeftModel):
-        raise TypeError("the KL term needs a LoRA model (adapter off = reference) or a frozen reference copy")
-    return _AdapterOff(model)
-
-
-class _AdapterOff:
-    def __init__(self, model: PeftModel) -> None:
-        self.model, self.ctx = model, model.disable_adapter()
-
-    def __enter__(self) -> torch.nn.Module:
-        self.ctx.__enter__()
-        return self.model
-
-    def __exit__(self, *exc: Any) -> None:
-        self.ctx.__exit__(*exc)
+    """The frozen copy (full fine-tuning), else the policy with its LoRA adapter off."""
+    return nullcontext(reference) if reference is not None else reference_policy(model)
 
 
 # ------------------------------------------------------------------------------------------------ loop
@@ -258,7 +242,10 @@ class SuperHFModule(OnlineModule):
         self.evaluate_fn = evaluate
         self.autocast = autocast
         self.collate = PaddingCollator(tokenizer.pad_token_id)
-        self._reference = [reference] if reference is not None else []  # not a submodule: never trained/saved
+        if reference is not None:
+            self.hold_frozen("reference", reference)
+        else:
+            self.reference = None  # the KL's reference is the policy with its adapter off
         self.skipped_losses = 0
 
     def training_step(self, prompts: list[list[dict]], batch_idx: int) -> None:
@@ -317,7 +304,7 @@ class SuperHFModule(OnlineModule):
                 self.model,
                 batch,
                 s.kl,
-                self._reference[0] if self._reference else None,
+                self.reference,
                 ce_scale=self._token_share(batch["labels"]),
             )
             if s.inverse_loss_penalty > 0:
