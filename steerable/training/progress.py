@@ -27,12 +27,12 @@ class PlainProgress(pl.Callback):
         self._started = self._last = time.monotonic()
         self._first_step = trainer.global_step
         if trainer.is_global_zero:
-            log.info("training: step %d/%d", trainer.global_step, trainer.max_steps)
+            log.info("training: step %d/%d", trainer.global_step, total_steps(trainer))
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        now, step, total = time.monotonic(), trainer.global_step, trainer.max_steps
+        now, step, total = time.monotonic(), trainer.global_step, total_steps(trainer)
         first = step == self._first_step + 1
         if not trainer.is_global_zero or (now - self._last < self.every_s and step < total and not first):
             return
@@ -46,6 +46,13 @@ class PlainProgress(pl.Callback):
                 parts.append(f"{label} {float(metrics[key]):.4g}")
         parts.append(f"ETA {int(eta // 60)}:{int(eta % 60):02d}")
         log.info("  ".join(parts))
+
+
+def total_steps(trainer: pl.Trainer) -> int:
+    """The run's optimizer steps: max_steps, or for a one-pass loop (max_steps=-1) its epoch's length."""
+    if trainer.max_steps > 0:
+        return trainer.max_steps
+    return int(trainer.estimated_stepping_batches)
 
 
 def console_is_terminal() -> bool:
