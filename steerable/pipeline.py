@@ -33,7 +33,9 @@ class StageResults(dict):
         self.stages = stages
         self.named = named
         self.running: list[str] = []
-        self.announced: set[str] = set()  # run or reported skipped here: no "skipping" line when required again
+        self.announced: set[str] = (
+            set()
+        )  # run or reported skipped here: no "skipping" line when required again
 
     @classmethod
     def finished(

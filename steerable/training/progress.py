@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from typing import Any
 
 import lightning.pytorch as pl
+
+from steerable.console import quiet_libraries
 
 log = logging.getLogger("steerable.progress")
 
@@ -76,10 +77,4 @@ def quiet_third_party() -> None:
         logger.propagate = True
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropNoise())  # logger filters apply where a record is made
-    for module in ("transformers", "lightning", "torch", "peft", "hydra"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")
+    quiet_libraries()
