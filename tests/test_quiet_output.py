@@ -23,11 +23,9 @@ def foreign_noise(output: str) -> list[str]:
     noise = []
     for line in output.splitlines():
         warning, record = PYTHON_WARNING.match(line), LOG_RECORD.match(line)
-        if warning and not warning.group("path").startswith(steerable_dir):
-            noise.append(line)
-        elif record and not record.group("logger").startswith("steerable"):
-            noise.append(line)
-        elif "warnings.warn(" in line or PROGRESS_BAR.search(line):
+        foreign_warning = warning is not None and not warning.group("path").startswith(steerable_dir)
+        foreign_record = record is not None and not record.group("logger").startswith("steerable")
+        if foreign_warning or foreign_record or "warnings.warn(" in line or PROGRESS_BAR.search(line):
             noise.append(line)
     return noise
 

@@ -17,9 +17,9 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 from unittest import mock
 
 import pytest
@@ -243,9 +243,12 @@ class ReadmeSession:
         os.chdir(self.root)
         sys.argv = [program, *argv]
         try:
-            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
-                with mock.patch("uvicorn.Server.run", capture):
-                    module.main()
+            with (
+                contextlib.redirect_stdout(buffer),
+                contextlib.redirect_stderr(buffer),
+                mock.patch("uvicorn.Server.run", capture),
+            ):
+                module.main()
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
         finally:
@@ -301,4 +304,6 @@ def test_command_runs_as_written(readme_session: ReadmeSession, command: Command
     outcome = readme_session.outcome(command)
     if outcome.skipped:
         pytest.skip(outcome.skipped)
-    assert outcome.code == 0, f"{command.where}: {command.text}\nexit {outcome.code}:\n{outcome.output[-3000:]}"
+    assert outcome.code == 0, (
+        f"{command.where}: {command.text}\nexit {outcome.code}:\n{outcome.output[-3000:]}"
+    )
