@@ -20,3 +20,26 @@ def test_plain_progress_lines_and_stage_durations(tmp_path, tiny_train_cfg, capl
     assert any(line.startswith("step 3/3  loss ") and "tokens/s" in line for line in lines)
     assert any(line.startswith("stage train: done in ") for line in lines)
     assert not any("litlogger" in line for line in lines)
+
+
+def test_debug_fast_superhf_stops_at_max_steps_with_real_totals(tmp_path, caplog) -> None:
+    """SuperHF is one pass over its prompts, at most trainer.max_steps superbatches: debug=fast makes it 2, and
+    the progress lines show that total (not Lightning's -1 for an epoch-bounded loop)."""
+    from steerable.cli.common import validate
+    from tests.conftest import TINY_RUN, compose_config
+
+    composed = compose_config(
+        "train",
+        [*TINY_RUN, "method=superhf", "reward=[verbosity]", "method.reward=verbosity", "debug=fast"],
+    )
+    assert composed.method.completions_per_prompt == 4  # conf/debug_method/fast_superhf.yaml applied
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    with caplog.at_level(logging.INFO):
+        results = run(validate(composed), run_dir)
+    assert results["train"]["superbatches"] == 2 and results["train"]["steps"] == 2
+    assert results["train"]["train_prompts"] == 4  # 2 superbatches x prompt_accumulation 2, of 24 records
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("step 2/2  loss ") for line in lines)
+    assert not any("/-1" in line for line in lines)
+    assert not any(line.startswith("stage train already finished") for line in lines)  # eval requires it
