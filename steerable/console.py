@@ -15,6 +15,7 @@ IGNORED_WARNINGS = (
     ".*Checkpoint directory .* exists and is not empty.*",
     ".*torch.distributed.nn.functional.all_gather is deprecated.*",
     "Using ModelCheckpoint with manual optimization.*",
+    "You defined a `validation_step` but have no `val_dataloader`.*",  # online loops validate in their stages
 )
 LIBRARIES = (
     "transformers",
@@ -39,7 +40,11 @@ def quiet_libraries() -> None:
     if not sys.stderr.isatty():
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read when huggingface_hub is imported
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        if "transformers" in sys.modules:  # already imported: switch its bars off directly
+        if "huggingface_hub" in sys.modules:  # already imported: the variable was read before we set it
+            from huggingface_hub.utils import disable_progress_bars
+
+            disable_progress_bars()
+        if "transformers" in sys.modules:
             from transformers.utils import logging as transformers_logging
 
             transformers_logging.disable_progress_bar()

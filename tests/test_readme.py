@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import logging
 import os
 import re
 import shlex
 import subprocess
 import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,7 +106,16 @@ def skip_reason(command: Command) -> str | None:
 
 
 def check_written_out(command: Command) -> None:
-    """No bare `...`: every value a reader must type is written out or named."""
+    """No bare `...` and no placeholder but a run folder or one of PLACEHOLDERS: every value a reader must type
+    is written out or named."""
+    text = RUN_FOLDER.sub("", command.text)
+    for literal in PLACEHOLDERS:
+        text = text.replace(literal, "")
+    if unknown := re.findall(r"<[^<>]*>", text):
+        pytest.fail(
+            f"{command.where}: unknown placeholder {unknown[0]}; write a run folder as "
+            "outputs/<task>/<timestamp> or add the placeholder to PLACEHOLDERS in tests/test_readme.py"
+        )
     bare = [w for w in command.words if w == "..." or w.endswith("=...") or w.endswith("/...")]
     if bare:
         pytest.fail(f"{command.where}: {bare} is not a value a reader can type; write it out: {command.text}")
@@ -170,6 +181,17 @@ def shrunk(program: str, words: list[str]) -> list[str]:
 # ------------------------------------------------------------------------------------------ running lines
 
 
+def restore_handlers(handlers: list[logging.Handler]) -> None:
+    """The root logger as before a CLI ran in this process (Hydra configures it for each job)."""
+    for handler in logging.root.handlers[:]:
+        if handler not in handlers:
+            logging.root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in logging.root.handlers:
+            logging.root.addHandler(handler)
+
+
 @dataclass
 class Outcome:
     code: int
@@ -221,11 +243,6 @@ class ReadmeSession:
             word = word.replace(match.group(0), str(made.folder))
         for literal, fill in PLACEHOLDERS.items():
             word = word.replace(literal, fill(self))
-        if unknown := re.findall(r"<[^<>]*>", word):
-            pytest.fail(
-                f"{command.where}: unknown placeholder {unknown[0]}; write a run folder as "
-                "outputs/<task>/<timestamp> or add the placeholder to PLACEHOLDERS in tests/test_readme.py"
-            )
         return word
 
     def cli(self, program: str, argv: list[str]) -> Outcome:
@@ -239,7 +256,7 @@ class ReadmeSession:
 
         module = importlib.import_module(f"steerable.cli.{program.removeprefix('steerable-')}")
         buffer, code = io.StringIO(), 0
-        saved_argv, saved_cwd = sys.argv, Path.cwd()
+        saved_argv, saved_cwd, saved_handlers = sys.argv, Path.cwd(), logging.root.handlers[:]
         os.chdir(self.root)
         sys.argv = [program, *argv]
         try:
@@ -251,9 +268,13 @@ class ReadmeSession:
                 module.main()
         except SystemExit as stop:
             code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        except Exception:  # HYDRA_FULL_ERROR=1 lets a failure through as an exception
+            code = 1
+            buffer.write(traceback.format_exc())
         finally:
             sys.argv = saved_argv
             os.chdir(saved_cwd)
+            restore_handlers(saved_handlers)
         made = sorted(self.run_folders() - before, key=lambda p: len(p.parts))
         folder = made[0] if made and program == "steerable-train" else None
         return Outcome(code, buffer.getvalue(), folder=folder, app=served.get("app"))
@@ -307,3 +328,17 @@ def test_command_runs_as_written(readme_session: ReadmeSession, command: Command
     assert outcome.code == 0, (
         f"{command.where}: {command.text}\nexit {outcome.code}:\n{outcome.output[-3000:]}"
     )
+
+
+def test_a_broken_line_fails(readme_session: ReadmeSession) -> None:
+    """The harness itself: a wrong key exits non-zero; an unknown placeholder or a bare `...` fails by name."""
+    broken = readme_session.outcome(Command("doc.md", 1, "steerable-train method=sft method.lrr=1"))
+    assert broken.code == 2 and "method.lrr" in broken.output
+    with pytest.raises(pytest.fail.Exception, match=r"doc.md:2: unknown placeholder <my run>"):
+        readme_session.outcome(Command("doc.md", 2, "steerable-eval run=<my run> eval=pareto"))
+    with pytest.raises(pytest.fail.Exception, match=r"doc.md:3: .*not a value a reader can type"):
+        readme_session.outcome(Command("doc.md", 3, "steerable-train method=sft data.path=..."))
+    with pytest.raises(
+        pytest.fail.Exception, match=r"no command in README.md or docs/ trains a run of task nope"
+    ):
+        readme_session.outcome(Command("doc.md", 4, "steerable-eval run=outputs/nope/<timestamp> eval=pcm"))
