@@ -28,6 +28,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import SHARED_DATA
+from tests.test_quiet_output import foreign_noise
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -328,6 +329,7 @@ def test_command_runs_as_written(readme_session: ReadmeSession, command: Command
     assert outcome.code == 0, (
         f"{command.where}: {command.text}\nexit {outcome.code}:\n{outcome.output[-3000:]}"
     )
+    assert foreign_noise(outcome.output) == [], f"{command.where}: library noise in its output"
 
 
 def test_a_broken_line_fails(readme_session: ReadmeSession) -> None:
