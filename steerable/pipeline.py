@@ -52,7 +52,9 @@ class StageResults(dict):
 
             return refuse
 
-        return cls(Path(run_dir), {name: not_run(name) for name in names}, named)
+        results = cls(Path(run_dir), {name: not_run(name) for name in names}, named)
+        results.announced.update(results)  # reading a finished run skips nothing: no "skipping" lines
+        return results
 
     def run(self, name: str) -> dict:
         if name in self:
