@@ -33,6 +33,9 @@ class StageResults(dict):
         self.stages = stages
         self.named = named
         self.running: list[str] = []
+        self.announced: set[str] = (
+            set()
+        )  # run or reported skipped here: no "skipping" line when required again
 
     @classmethod
     def finished(
@@ -49,11 +52,15 @@ class StageResults(dict):
 
             return refuse
 
-        return cls(Path(run_dir), {name: not_run(name) for name in names}, named)
+        results = cls(Path(run_dir), {name: not_run(name) for name in names}, named)
+        results.announced.update(results)  # reading a finished run skips nothing: no "skipping" lines
+        return results
 
     def run(self, name: str) -> dict:
         if name in self:
-            log.info("stage %s already finished in %s; skipping", name, self.run_dir)
+            if name not in self.announced:
+                log.info("stage %s already finished in %s; skipping", name, self.run_dir)
+                self.announced.add(name)
             return self[name]
         if name in self.running:
             raise RuntimeError(f"stage dependency cycle: {' -> '.join([*self.running, name])}")
@@ -69,6 +76,7 @@ class StageResults(dict):
             stage_marker(self.run_dir, name), json.dumps(summary, indent=2, sort_keys=True, default=str)
         )
         self[name] = json.loads(stage_marker(self.run_dir, name).read_text())
+        self.announced.add(name)
         log.info("stage %s: done in %d:%02d", name, seconds // 60, seconds % 60)
         return self[name]
 

@@ -20,3 +20,44 @@ def test_plain_progress_lines_and_stage_durations(tmp_path, tiny_train_cfg, capl
     assert any(line.startswith("step 3/3  loss ") and "tokens/s" in line for line in lines)
     assert any(line.startswith("stage train: done in ") for line in lines)
     assert not any("litlogger" in line for line in lines)
+
+
+def test_debug_fast_superhf_stops_at_max_steps_with_real_totals(tmp_path, caplog) -> None:
+    """SuperHF is one pass over its prompts, at most trainer.max_steps superbatches: debug=fast makes it 2, and
+    the progress lines show that total (not Lightning's -1 for an epoch-bounded loop)."""
+    from steerable.cli.common import validate
+    from tests.conftest import TINY_RUN, compose_config
+
+    composed = compose_config(
+        "train",
+        [*TINY_RUN, "method=superhf", "reward=[verbosity]", "method.reward=verbosity", "debug=fast"],
+    )
+    assert composed.method.completions_per_prompt == 4  # conf/debug_method/fast_superhf.yaml applied
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    with caplog.at_level(logging.INFO):
+        results = run(validate(composed), run_dir)
+    assert results["train"]["superbatches"] == 2 and results["train"]["steps"] == 2
+    assert results["train"]["train_prompts"] == 4  # 2 superbatches x prompt_accumulation 2, of 24 records
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("step 2/2  loss ") for line in lines)
+    assert not any("/-1" in line for line in lines)
+    assert not any(line.startswith("stage train already finished") for line in lines)  # eval requires it
+
+
+def test_skipping_is_said_once_and_only_for_stages_finished_before(tmp_path, caplog) -> None:
+    from steerable.pipeline import StageResults, run_stages
+
+    stages = {"a": lambda done: {"n": 1}, "b": lambda done: {"n": done.require("a")["n"] + 1}}
+    with caplog.at_level(logging.INFO, logger="steerable.pipeline"):
+        run_stages(tmp_path, stages, ["a", "b"])  # b requires a, which this run just finished
+    assert not any("skipping" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="steerable.pipeline"):
+        run_stages(tmp_path, {**stages, "c": lambda done: {"n": done.require("a")["n"]}}, ["a", "b", "c"])
+    skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
+    assert [m.split()[1] for m in skipped] == ["a", "b"]  # a once, though c requires it again
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="steerable.pipeline"):
+        assert StageResults.finished(tmp_path, ["a", "b"]).require("a") == {"n": 1}  # an evaluation reads it
+    assert not any("skipping" in r.getMessage() for r in caplog.records)

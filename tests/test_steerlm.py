@@ -4,6 +4,7 @@ stage caching and artifact reuse, and steered generation through the trained tem
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,12 @@ from steerable.methods.steerlm.attributes import (
     schema_names,
     steered_prompt,
 )
-from steerable.methods.steerlm.stages import Annotator, read_conversations, write_conversations
+from steerable.methods.steerlm.stages import (
+    Annotator,
+    attribute_model_dir,
+    read_conversations,
+    write_conversations,
+)
 from steerable.rewards.scoring_model import ScorerMeta, ScoringModel, save_scorer
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_backbone import tiny_config
@@ -245,6 +251,18 @@ def test_apm_artifact_drives_annotation_and_bootstrap_relabels(tmp_path, fake_ap
     assert all(s["relabelled"] == {"verbosity": 4, "positivity": 0} for s in samples)
     published = json.loads((run_dir / "checkpoints/final/steerable.json").read_text())
     assert published["steps"] == 2 and published["attributes"]["names"] == ["verbosity", "positivity"]
+
+
+def test_method_apm_takes_an_attribute_model_or_a_steerlm_run(tmp_path, fake_apm) -> None:
+    steerlm_run = tmp_path / "steerlm"  # a SteerLM run that trained its APM: apm/checkpoints/final
+    shutil.copytree(fake_apm, steerlm_run / "apm" / "checkpoints" / "final")
+    assert attribute_model_dir(str(steerlm_run)) == steerlm_run / "apm" / "checkpoints" / "final"
+    assert attribute_model_dir(str(fake_apm)) == fake_apm
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"a SteerLM run that trained one") as err:
+        attribute_model_dir(str(empty))
+    assert str(err.value).count(str(empty)) == 1  # says the path once
 
 
 def test_config_errors_name_the_key(tmp_path, fake_apm) -> None:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steerable.config.schema import ConfigError
+from steerable.console import quiet_libraries
 from steerable.errors import EXIT_USER_ERROR, UserError
 from steerable.run_dir import resolve_run_dir
 
@@ -44,7 +45,8 @@ def register_configs() -> None:
 
 
 def setup_hydra() -> None:
-    """Register schemas and the run-folder resolver; safe to call more than once."""
+    """Register schemas and the run-folder resolver, and quiet library noise; safe to call more than once."""
+    quiet_libraries()
     register_configs()
     if not OmegaConf.has_resolver("steerable_run_dir"):
         OmegaConf.register_new_resolver("steerable_run_dir", resolve_run_dir, use_cache=True)

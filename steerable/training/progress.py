@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import warnings
 from typing import Any
 
 import lightning.pytorch as pl
+
+from steerable.console import quiet_libraries
 
 log = logging.getLogger("steerable.progress")
 
@@ -27,12 +28,12 @@ class PlainProgress(pl.Callback):
         self._started = self._last = time.monotonic()
         self._first_step = trainer.global_step
         if trainer.is_global_zero:
-            log.info("training: step %d/%d", trainer.global_step, trainer.max_steps)
+            log.info("training: step %d/%d", trainer.global_step, total_steps(trainer))
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        now, step, total = time.monotonic(), trainer.global_step, trainer.max_steps
+        now, step, total = time.monotonic(), trainer.global_step, total_steps(trainer)
         first = step == self._first_step + 1
         if not trainer.is_global_zero or (now - self._last < self.every_s and step < total and not first):
             return
@@ -46,6 +47,13 @@ class PlainProgress(pl.Callback):
                 parts.append(f"{label} {float(metrics[key]):.4g}")
         parts.append(f"ETA {int(eta // 60)}:{int(eta % 60):02d}")
         log.info("  ".join(parts))
+
+
+def total_steps(trainer: pl.Trainer) -> int:
+    """The run's optimizer steps: max_steps, or for a one-pass loop (max_steps=-1) its epoch's length."""
+    if trainer.max_steps > 0:
+        return trainer.max_steps
+    return int(trainer.estimated_stepping_batches)
 
 
 def console_is_terminal() -> bool:
@@ -69,10 +77,4 @@ def quiet_third_party() -> None:
         logger.propagate = True
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).addFilter(_DropNoise())  # logger filters apply where a record is made
-    for module in ("transformers", "lightning", "torch", "peft", "hydra"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
-    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-    warnings.filterwarnings("ignore", message=".*Experiment logs directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
-    warnings.filterwarnings("ignore", message=".*torch.distributed.nn.functional.all_gather is deprecated.*")
+    quiet_libraries()

@@ -25,7 +25,13 @@ from steerable.methods.steerlm.evaluate import (
     evaluate_steering,
     reward_scorers,
 )
-from steerable.methods.steerlm.stages import Annotator, as_conversation, load_schema, policy_dir
+from steerable.methods.steerlm.stages import (
+    Annotator,
+    as_conversation,
+    attribute_model_dir,
+    load_schema,
+    policy_dir,
+)
 from steerable.pipeline import StageResults
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
@@ -104,7 +110,7 @@ def eval_stage(ctx: RunContext, done: StageResults) -> dict:
     if "baseline" in done:
         baseline = load_backbone(cfg.model, adapter_dir=Path(done["baseline"]["path"]))
         baseline[0].to(ctx.device)
-    apm = done["apm"]["path"] if "apm" in done else method.apm
+    apm = done["apm"]["path"] if "apm" in done else method.apm and str(attribute_model_dir(method.apm))
     annotator_args = {"batch_size": method.eval_batch_size, "device": ctx.device, "autocast": ctx.autocast}
     out_dir = ctx.run_dir / "steerability"
     report = Report(f"{cfg.task_name}: SteerLM on {cfg.model.name} / {cfg.data.name}")
@@ -250,7 +256,11 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
     data = trained_data if cfg.eval.split == "run" else cfg.data
     named = {v for v in (method.apm, method.policy) if v}
     stages = StageResults.finished(run, ["apm", "baseline"], named)
-    apm = str(stages.artifact("apm")) if "apm" in stages else method.apm
+    apm = (
+        str(stages.artifact("apm"))
+        if "apm" in stages
+        else method.apm and str(attribute_model_dir(method.apm))
+    )
     apm = str(contained(run, apm, named, "method.apm")) if apm else None
     baseline_dir = stages.artifact("baseline") if "baseline" in stages else None
     baseline = load_backbone(run_model_config(run), adapter_dir=Path(baseline_dir)) if baseline_dir else None

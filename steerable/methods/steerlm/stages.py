@@ -125,10 +125,7 @@ def read_conversations(path: Path) -> list[Conversation]:
 def apm_stage(ctx: RunContext, done: StageResults) -> dict:
     method: SteerLMConfig = ctx.cfg.method
     if method.apm:
-        try:
-            folder = scorer_dir(method.apm)
-        except FileNotFoundError as err:
-            raise ConfigError(f"method.apm={method.apm}: {err}") from None
+        folder = attribute_model_dir(method.apm)
         meta = ScorerMeta(**json.loads((folder / "steerable.json").read_text()))
         if meta.kind != "attribute_model":
             raise ConfigError(f"method.apm={method.apm} is a {meta.kind}, not an attribute model")
@@ -159,6 +156,20 @@ def apm_stage(ctx: RunContext, done: StageResults) -> dict:
     summary = train_attribute_model(sub)
     final = sub.run_dir / FINAL_MODEL_DIR
     return {**summary, "path": str(final), "heldout": apm_heldout(ctx, final), "reused": False}
+
+
+def attribute_model_dir(path: str) -> Path:
+    """`method.apm=`: an attribute_model run, a SteerLM run that trained one (its apm/ sub-run), or either's
+    checkpoints/final folder."""
+    for candidate in (Path(path), Path(path) / "apm"):
+        try:
+            return scorer_dir(candidate)
+        except FileNotFoundError:
+            continue
+    raise ConfigError(
+        f"method.apm={path} holds no attribute model: give an attribute_model run (outputs/attribute_model/"
+        "<timestamp>), a SteerLM run that trained one (its apm/ stage) or their checkpoints/final folder"
+    )
 
 
 def apm_heldout(ctx: RunContext, folder: Path) -> list[dict]:
@@ -197,7 +208,8 @@ class Annotator:
         if missing:
             raise ConfigError(
                 f"the attribute model at {apm_path} predicts {self.meta.names}; the run needs {missing} "
-                "(method.attributes / method.preset)"
+                "(the run's attributes come from its data= and method.attributes / method.preset: pass the "
+                "data the attribute model was trained on)"
             )
         self.schema = AttributeSchema(tuple(names), (int(value_range[0]), int(value_range[1])))
         self.columns = [self.meta.names.index(n) for n in names]

@@ -31,7 +31,8 @@ class SuperHFConfig(RecipeConfig):
 
     Defaults follow the paper's main config (configs/default.yaml) except `num_prompts` (10,000 there) and
     `warmup_steps` (32 superbatches there), sized so a CPU run finishes. `lr` is per optimizer step; the
-    scheduler (warmup_steps, total) counts superbatches, as in the paper's code."""
+    scheduler (warmup_steps, total) counts superbatches, as in the paper's code. A run is one pass over its
+    prompts, at most `trainer.max_steps` superbatches (the first max_steps x prompt_accumulation prompts)."""
 
     name: str = "superhf"
     lr: float = 2e-5
@@ -40,7 +41,7 @@ class SuperHFConfig(RecipeConfig):
     reward: str | None = None  # train reward: a reward/attribute model run folder, or a key of `reward`
     gold_reward: str | None = None  # held-out judge, trained on the other half of the pairs (same forms)
     reward_output: str | None = None  # which output of a multi-output reward source (null = the first)
-    num_prompts: int = 256
+    num_prompts: int = 200  # 100 superbatches, trainer.max_steps' default
     prompt_accumulation: int = 2  # prompts per superbatch
     completions_per_prompt: int = 16  # n, the paper's "superbatch_size"
     top_k: int = 1  # kept per prompt

@@ -142,6 +142,8 @@ def train_stage(ctx: RunContext, done: dict) -> dict:
     cfg, m = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
     train_prompts, eval_prompts = prompt_split(m, cfg.data, tokenizer)
+    # one pass over the prompts, at most trainer.max_steps superbatches (debug=fast: 2)
+    train_prompts = train_prompts[: cfg.trainer.max_steps * m.prompt_accumulation]
     train_score, gold_score = run_scorers(m, cfg.reward, ctx.device.type)
     superbatches = math.ceil(len(train_prompts) / m.prompt_accumulation)
     settings = superhf_settings(m, cfg.trainer.gradient_clip_val)
