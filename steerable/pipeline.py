@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from steerable.budget import Spend, spent
 from steerable.run_dir import RunDirError, contained, write_text_atomic
 
 log = logging.getLogger(__name__)
 
+COST_KEY = "cost"  # in every stage summary: seconds, samples/tokens generated, tokens trained
 StageFn = Callable[[dict[str, dict]], dict]  # gets the summaries of earlier stages
 
 
@@ -59,18 +61,28 @@ class StageResults(dict):
             raise RuntimeError(f"stage dependency cycle: {' -> '.join([*self.running, name])}")
         log.info("stage %s: start", name)
         self.running.append(name)
-        started = time.monotonic()
+        started, before, finished = time.monotonic(), spent(), set(self)
         try:
             summary = self.stages[name](self)
         finally:
             self.running.pop()
         seconds = time.monotonic() - started
+        summary = {**summary, COST_KEY: self._own_cost(seconds, before, finished)}
         write_text_atomic(
             stage_marker(self.run_dir, name), json.dumps(summary, indent=2, sort_keys=True, default=str)
         )
         self[name] = json.loads(stage_marker(self.run_dir, name).read_text())
         log.info("stage %s: done in %d:%02d", name, seconds // 60, seconds % 60)
         return self[name]
+
+    def _own_cost(self, seconds: float, before: Spend, finished: set[str]) -> dict[str, float]:
+        """Wall time and spend of the stage that just ran, less those of the stages it required on the way
+        (each records its own), so a run's stages sum to what the run spent."""
+        cost = {"seconds": seconds, **spent().minus(before).as_dict()}
+        for upstream in set(self) - finished:
+            for key, value in self[upstream].get(COST_KEY, {}).items():
+                cost[key] -= value
+        return cost
 
     def require(self, name: str) -> dict:
         """The summary of an upstream stage, running it now when this run has not finished it yet."""
