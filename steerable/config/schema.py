@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from steerable.config.base import Choice, ConfigError, _choices, at_least
+from steerable.config.benchmark import BenchmarkConfig
 from steerable.config.data import DataConfig, DataFormat, Half, TooLong
 from steerable.config.generation import Engine, GenerationConfig
 from steerable.config.hardware import DEEPSPEED_NEEDS_GPU, Accelerator, HardwareConfig, Precision, Strategy
@@ -116,6 +117,7 @@ class TrainConfig:
     tags: list[str] = field(default_factory=list)
     reward: dict[str, RewardSpec] = field(default_factory=dict)  # reward/scorer sources by name (conf/reward)
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
+    benchmark: BenchmarkConfig | None = None  # the suite this run is an arm of (benchmark=<suite> arm=<arm>)
 
     def __post_init__(self) -> None:
         check_reward_specs(self.reward)
@@ -218,7 +220,8 @@ class EvalSettings:
 
 @dataclass
 class EvalConfig:
-    run: str = MISSING  # the run folder to evaluate
+    # the run folder to evaluate; eval=leaderboard: a multirun folder of a suite's arms, or a list of runs
+    run: Any = MISSING
     eval: EvalSettings = MISSING
     data: DataConfig = MISSING
     hardware: HardwareConfig = MISSING
@@ -226,9 +229,14 @@ class EvalConfig:
     reward: dict[str, RewardSpec] = field(default_factory=dict)  # scorers by name (conf/reward)
     seed: int = 1234
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
+    benchmark: BenchmarkConfig | None = None  # eval=leaderboard: the suite, when the runs do not carry one
 
     def __post_init__(self) -> None:
         check_reward_specs(self.reward)
+        if isinstance(self.run, list | tuple) and self.eval.name != "leaderboard":
+            raise ConfigError(
+                f"run=[...] (a list of runs) is for eval=leaderboard, not eval={self.eval.name}"
+            )
         if self.eval.name in ("generations", "win_rate") and not self.reward:
             raise ConfigError(
                 f"eval={self.eval.name} needs reward sources to score with, e.g. reward=[verbosity]"

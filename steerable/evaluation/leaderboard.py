@@ -1,0 +1,127 @@
+"""`steerable-eval run=<multirun folder | [runs]> eval=leaderboard`: every arm of a benchmark suite on the same
+request grid, prompts and objectives, through the `SteerablePolicy` layer only (this module names no method),
+ranked by hypervolume in leaderboard.md with bootstrap intervals, its cost and its exact training command,
+plus the front plot and one dial plot per axis. The same function is every method's eval stage, on one run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from steerable.backbone.loading import load_tokenizer
+from steerable.config.benchmark import BenchmarkConfig
+from steerable.config.schema import EvalConfig
+from steerable.evaluation.answers import Answers, answer_grid
+from steerable.evaluation.steering import Interval, row_statistic, with_intervals
+from steerable.evaluation.suite import (
+    Arm,
+    default_request,
+    find_runs,
+    group_arms,
+    load_suite,
+    requests,
+    suite_prompts,
+)
+from steerable.generation import GenerationSettings
+from steerable.policies.base import SteerablePolicy
+from steerable.policies.runs import run_model_config, stage_summaries, stored_parameters
+from steerable.report import Report
+from steerable.rewards.base import RewardStack, build_reward_source
+
+log = logging.getLogger(__name__)
+
+COST_KEYS = ("seconds", "samples_generated", "tokens_generated", "tokens_trained")
+EVAL_STAGE = "eval"  # a method's evaluation stage: not training, so not part of an arm's cost
+
+
+@dataclass
+class Row:
+    """One line of the leaderboard: an arm, or another decoding of an arm's runs (`Arm (logit mixing)`)."""
+
+    name: str
+    arm: Arm
+    answers: Answers = field(default_factory=lambda: Answers([]))
+    metrics: dict[str, Interval | None] = field(default_factory=dict)
+
+    @property
+    def hypervolume(self) -> float:
+        hv = self.metrics.get("hypervolume")
+        return hv.value if hv is not None else float("-inf")
+
+
+def eval_leaderboard(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    """Every arm of the suite on its grid: leaderboard.md, front.png, dial_<objective>.png, results.json."""
+    from steerable.evaluation.leaderboard_report import write_leaderboard
+
+    runs = find_runs(cfg.run)
+    suite = load_suite(cfg.benchmark, runs)
+    arms = group_arms(runs, suite)
+    prompts = suite_prompts(runs, suite, load_tokenizer(run_model_config(runs[0])))
+    rows = [row for arm in arms for row in answer_arm(arm, suite, cfg, prompts)]
+    names = list(suite.objectives)
+    default = default_request(suite).weights
+    for row in rows:
+        stat = row_statistic(row.answers.cells, names, suite.reference, default)
+        row.metrics = with_intervals(stat, row.answers.cells[0].scores.shape[0], suite.bootstrap, cfg.seed)
+    rows.sort(key=lambda r: -r.hypervolume)
+    costs = {arm.name: arm_cost(arm) for arm in arms}
+    return write_leaderboard(suite, rows, costs, out_dir, report)
+
+
+def reward_stack(suite: BenchmarkConfig) -> RewardStack:
+    """The suite's objectives, each scored by its own reward spec (in the suite's axis order)."""
+    return RewardStack({name: build_reward_source(o.reward) for name, o in suite.objectives.items()})
+
+
+def settings(suite: BenchmarkConfig, seed: int) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=suite.max_new_tokens,
+        do_sample=suite.do_sample,
+        temperature=suite.temperature,
+        top_p=suite.top_p,
+        batch_size=suite.batch_size,
+        seed=seed,
+    )
+
+
+def answer_arm(arm: Arm, suite: BenchmarkConfig, cfg: EvalConfig, prompts: list[list[dict]]) -> list[Row]:
+    """The arm's runs through their policies on the grid: one row, plus one per alternative decoding."""
+    from steerable.methods.registry import load_policy  # the method's loader, found from the run's kind
+
+    stack, grid, default = reward_stack(suite), requests(suite), default_request(suite)
+    rows: dict[str, Row] = {}
+    for run in arm.runs:
+        policy: SteerablePolicy = load_policy(run)
+        policy.generation = cfg.generation
+        views = {arm.name: policy, **{f"{arm.name} ({k})": v for k, v in policy.alternatives().items()}}
+        for name, view in views.items():
+            log.info("leaderboard: %s on %d requests x %d prompts (%s)", name, len(grid), len(prompts), run)
+            answers = answer_grid(view, grid, default, prompts, stack, settings(suite, cfg.seed))
+            row = rows.setdefault(name, Row(name, arm))
+            row.answers.cells += answers.cells
+            row.answers.decode_tokens += answers.decode_tokens
+            row.answers.decode_seconds += answers.decode_seconds
+        del policy, views
+    return list(rows.values())
+
+
+def arm_cost(arm: Arm) -> dict[str, float | None]:
+    """What training the arm spent, summed over its runs and their stages (from each stage's recorded cost),
+    its trainable parameters (as the stages report them) and the parameters it stores for inference."""
+    total: dict[str, float | None] = dict.fromkeys(COST_KEYS, 0.0)
+    trainable: float | None = None
+    for run in arm.runs:
+        for stage, summary in stage_summaries(run).items():
+            if stage == EVAL_STAGE:
+                continue
+            cost = summary.get("cost") or {}
+            for key in COST_KEYS:
+                total[key] = None if total[key] is None or key not in cost else total[key] + cost[key]
+            if isinstance(summary.get("trainable_params"), int):
+                trainable = (trainable or 0) + summary["trainable_params"]
+    total["trainable_params"] = trainable
+    total["stored_params"] = float(sum(stored_parameters(run) for run in arm.runs))
+    return total
