@@ -100,6 +100,12 @@ class StageResults(dict):
 PATH_FIELDS = ("path", "apm", "policy", "experts")
 
 
+def finished_summaries(run_dir: Path) -> dict[str, dict]:
+    """Every finished stage's summary of a run, by stage name, read-only (what a benchmark reads for cost:
+    each summary's `cost` and, for trained stages, `trainable_params`)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((Path(run_dir) / "stages").glob("*.json"))}
+
+
 def named_artifacts(method: Any) -> set[str]:
     """Artifact folders outside the run that its method config names (method.apm=, method.experts=, ...)."""
     return {v for k in PATH_FIELDS if isinstance(v := getattr(method, k, None), str) and v}

@@ -64,7 +64,7 @@ def run_eval(cfg: EvalConfig, out_dir: Path) -> dict:
     if kind == "leaderboard":
         from steerable.evaluation.leaderboard import eval_leaderboard
 
-        return finish(eval_leaderboard(cfg, out_dir, report), report, out_dir)
+        return finish(eval_leaderboard(cfg, out_dir, report, load_policy), report, out_dir)
     if kind in GENERIC_KINDS:
         policy = load_policy(Path(cfg.run))
         policy.generation = cfg.generation
@@ -116,13 +116,22 @@ FAST_EVAL = {
 }
 
 
+# and for a leaderboard, the suite's own sizes (the report lists them as changed from the suite)
+FAST_LEADERBOARD = {
+    "eval.suite.num_prompts": "2",
+    "eval.suite.max_new_tokens": "8",
+    "eval.suite.bootstrap": "50",
+}
+
+
 def shrunk_for_debug(argv: list[str]) -> list[str]:
     """`debug=fast` replaced by FAST_EVAL overrides (those the user did not set)."""
     if "debug=fast" not in argv:
         return argv
     given = {a.split("=", 1)[0] for a in argv if "=" in a}
     rest = [a for a in argv if a != "debug=fast"]
-    return rest + [f"{k}={v}" for k, v in FAST_EVAL.items() if k not in given]
+    fast = {**FAST_EVAL, **(FAST_LEADERBOARD if "eval=leaderboard" in argv else {})}
+    return rest + [f"{k}={v}" for k, v in fast.items() if k not in given]
 
 
 def main() -> None:

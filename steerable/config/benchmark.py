@@ -27,7 +27,7 @@ class ObjectiveConfig:
 
 @dataclass
 class BudgetConfig:
-    """What every arm may spend on training, in the units the runs record (stages/*.json `cost`); an arm
+    """What every arm may spend on training, in the units the runs record (each stage summary's `cost`); an arm
     over budget is flagged on the leaderboard, not silently compared."""
 
     samples: int = 0  # replies generated during training (0 = not limited)

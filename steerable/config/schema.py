@@ -193,6 +193,21 @@ EvalSplit = _choices("EvalSplit", ["val", "all", "run"])
 
 
 @dataclass
+class SuiteChanges:
+    """eval=leaderboard: evaluation settings of the runs' suite to change (null = the suite's own)."""
+
+    num_prompts: int | None = None
+    max_new_tokens: int | None = None
+    batch_size: int | None = None
+    bootstrap: int | None = None
+    do_sample: bool | None = None
+    grid_step: float | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
 class EvalSettings:
     """What `steerable-eval` measures; one option per file in conf/eval/."""
 
@@ -212,6 +227,8 @@ class EvalSettings:
     # generations / win_rate: the evaluated policy's controls (unset ones take the policy's defaults), e.g.
     # eval.controls.weights=[0.5,0.5] for a CLP run, eval.controls.preference='concise, friendly' for PCM
     controls: dict[str, Any] = field(default_factory=dict)
+    # leaderboard: changes to the suite the runs were trained in (eval.suite.num_prompts=4), shown in the report
+    suite: SuiteChanges = field(default_factory=SuiteChanges)
 
     def __post_init__(self) -> None:
         if self.num_prompts < 1:

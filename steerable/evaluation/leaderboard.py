@@ -7,6 +7,7 @@ plus the front plot and one dial plot per axis. The same function is every metho
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from steerable.evaluation.suite import (
     suite_prompts,
 )
 from steerable.generation import GenerationSettings
+from steerable.pipeline import COST_KEY, finished_summaries
 from steerable.policies.base import SteerablePolicy
-from steerable.policies.runs import run_model_config, stage_summaries, stored_parameters
+from steerable.policies.runs import run_model_config, stored_parameters
 from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
 
@@ -52,15 +54,23 @@ class Row:
         return hv.value if hv is not None else float("-inf")
 
 
-def eval_leaderboard(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
-    """Every arm of the suite on its grid: leaderboard.md, front.png, dial_<objective>.png, results.json."""
+PolicyLoader = Callable[[Path], SteerablePolicy]
+
+
+def eval_leaderboard(
+    cfg: EvalConfig, out_dir: Path, report: Report, load_policy: PolicyLoader
+) -> dict[str, Any]:
+    """Every arm of the suite on its grid: leaderboard.md, front.png, dial_<objective>.png, results.json.
+    `load_policy(run)` is the registry's (each run's method loads its own policy; this module names none)."""
     from steerable.evaluation.leaderboard_report import write_leaderboard
 
     runs = find_runs(cfg.run)
-    suite = load_suite(cfg.benchmark, runs)
+    suite = load_suite(cfg.benchmark, runs, cfg.eval.suite.given())
+    if cfg.eval.suite.given():
+        report.section("Changed from the suite").key_values(cfg.eval.suite.given())
     arms = group_arms(runs, suite)
     prompts = suite_prompts(runs, suite, load_tokenizer(run_model_config(runs[0])))
-    rows = [row for arm in arms for row in answer_arm(arm, suite, cfg, prompts)]
+    rows = [row for arm in arms for row in answer_arm(arm, suite, cfg, prompts, load_policy)]
     names = list(suite.objectives)
     default = default_request(suite).weights
     for row in rows:
@@ -87,10 +97,10 @@ def settings(suite: BenchmarkConfig, seed: int) -> GenerationSettings:
     )
 
 
-def answer_arm(arm: Arm, suite: BenchmarkConfig, cfg: EvalConfig, prompts: list[list[dict]]) -> list[Row]:
+def answer_arm(
+    arm: Arm, suite: BenchmarkConfig, cfg: EvalConfig, prompts: list[list[dict]], load_policy: PolicyLoader
+) -> list[Row]:
     """The arm's runs through their policies on the grid: one row, plus one per alternative decoding."""
-    from steerable.methods.registry import load_policy  # the method's loader, found from the run's kind
-
     stack, grid, default = reward_stack(suite), requests(suite), default_request(suite)
     rows: dict[str, Row] = {}
     for run in arm.runs:
@@ -114,10 +124,10 @@ def arm_cost(arm: Arm) -> dict[str, float | None]:
     total: dict[str, float | None] = dict.fromkeys(COST_KEYS, 0.0)
     trainable: float | None = None
     for run in arm.runs:
-        for stage, summary in stage_summaries(run).items():
+        for stage, summary in finished_summaries(run).items():
             if stage == EVAL_STAGE:
                 continue
-            cost = summary.get("cost") or {}
+            cost = summary.get(COST_KEY) or {}
             for key in COST_KEYS:
                 total[key] = None if total[key] is None or key not in cost else total[key] + cost[key]
             if isinstance(summary.get("trainable_params"), int):

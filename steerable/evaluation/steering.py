@@ -99,14 +99,21 @@ def axis_stats(name: str, weights, replies: np.ndarray, means: np.ndarray, k: in
     if weights is None or np.unique(weights[:, k]).size < 2:
         return dict.fromkeys(keys)
     dial = weights[:, k]
-    curve = steerability(dial, means)
     values = [
         spearman(np.repeat(dial, replies.shape[1]), replies.reshape(-1)),
         spearman(dial, means),
-        1.0 - curve.wrong_way_fraction,
-        curve.spread,
+        monotone_fraction(dial, means),
+        steerability(dial, means).spread,
     ]
     return dict(zip(keys, values, strict=True))
+
+
+def monotone_fraction(dial: np.ndarray, means: np.ndarray) -> float:
+    """The fraction of consecutive steps up the dial (per-value means, sorted by requested value) whose mean
+    rises: a step that does not move counts against it, so a dead dial scores 0, not 1."""
+    values, inverse = np.unique(dial, return_inverse=True)
+    curve = np.bincount(inverse, weights=means) / np.bincount(inverse)
+    return float(np.mean(np.diff(curve) > 0)) if values.size > 1 else float("nan")
 
 
 def meteor_matrix(texts: list[str]) -> np.ndarray:

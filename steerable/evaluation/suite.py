@@ -85,11 +85,14 @@ def _job_number(path: Path) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def load_suite(given: BenchmarkConfig | None, runs: list[Path]) -> BenchmarkConfig:
+def load_suite(
+    given: BenchmarkConfig | None, runs: list[Path], changes: dict | None = None
+) -> BenchmarkConfig:
     """The suite the runs were trained in (`benchmark` of their saved configs, which must agree apart from
-    the arm), or the one given on the command line."""
+    the arm), or the one given on the command line; `changes` (eval.suite.*) on top."""
+    schema = OmegaConf.structured(BenchmarkConfig)
     if given is not None:
-        return given
+        return OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.structured(given), changes or {}))
     found = {run: run_section(run, "benchmark") for run in runs}
     missing = [str(run) for run, suite in found.items() if not suite]
     if missing:
@@ -100,8 +103,7 @@ def load_suite(given: BenchmarkConfig | None, runs: list[Path]) -> BenchmarkConf
     for run, suite in zip(runs[1:], rest, strict=True):
         if suite != first:
             raise ConfigError(f"{run} was trained in another suite than {runs[0]} (benchmark.* differ)")
-    schema = OmegaConf.structured(BenchmarkConfig)
-    return OmegaConf.to_object(OmegaConf.merge(schema, first))
+    return OmegaConf.to_object(OmegaConf.merge(schema, first, changes or {}))
 
 
 def group_arms(runs: list[Path], suite: BenchmarkConfig) -> list[Arm]:

@@ -86,13 +86,6 @@ def run_section(run_dir: Path, key: str) -> Any:
     return OmegaConf.to_container(node, resolve=True) if node is not None else None
 
 
-def stage_summaries(run_dir: Path) -> dict[str, dict[str, Any]]:
-    """Every finished stage's summary (stages/<name>.json), e.g. its `cost` (seconds, samples and tokens
-    generated, tokens trained) and, for trained stages, `trainable_params`."""
-    stages = sorted((Path(run_dir) / "stages").glob("*.json"))
-    return {p.stem: json.loads(p.read_text()) for p in stages}
-
-
 def stored_parameters(run_dir: Path) -> int:
     """Parameters a run keeps for inference: its policy folder (checkpoints/final) when it has one, else
     (PCM: experts plus a controller) every safetensors file in it except resumable training checkpoints."""
