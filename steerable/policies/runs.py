@@ -111,3 +111,14 @@ def stored_parameters(run_dir: Path) -> int:
 
 def _in_training_checkpoint(parts: tuple[str, ...]) -> bool:
     return any(p == "checkpoints" and parts[i + 1 : i + 2] != ("final",) for i, p in enumerate(parts))
+
+
+def run_rewards(run_dir: Path, given: Any = None) -> dict[str, Any]:
+    """The reward sources to measure a run with, by the one rule every evaluation uses: the run's own
+    (`reward.*` of its saved config), with each source given now replacing the run's source of that name."""
+    own = run_section(run_dir, "reward") or {}
+    return {**own, **dict(given or {})}
+
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / ".hydra" / "config.yaml").is_file()
