@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,7 +50,7 @@ def answer_grid(
     prompts: list[list[dict]],
     stack: RewardStack,
     settings: GenerationSettings,
-    autocast: AbstractContextManager | None = None,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> Answers:
     """Steerable policies answer every request of the grid; fixed ones (no controls for a request) answer
     once, at their `fixed_weights` when they were trained for a weighting."""
@@ -62,7 +63,7 @@ def answer_grid(
         key = json.dumps(controls, sort_keys=True, default=str)
         if key not in replies:
             started = time.perf_counter()
-            with autocast or nullcontext():
+            with autocast():
                 replies[key] = policy.generate(prompts, controls, settings)
             out.decode_seconds += time.perf_counter() - started
             out.decode_tokens += sum(len(c.token_ids) for c in replies[key])
@@ -71,7 +72,8 @@ def answer_grid(
         out.cells.append(_cell(replies[key], weights, prompts, stack, is_default))
     for cell, key in zip(out.cells, _keys(policy, asked), strict=True):
         if cell.default:
-            cell.log_ratio = log_ratio_to_base(policy, prompts, replies[key])
+            with autocast():  # the base scores at the precision the policy sampled at
+                cell.log_ratio = log_ratio_to_base(policy, prompts, replies[key])
     return out
 
 
@@ -121,7 +123,8 @@ class base_network(AbstractContextManager):
             return model
         from steerable.policies.plain import starting_policy
 
-        return starting_policy(self.policy).model
+        device = next(model.parameters()).device
+        return starting_policy(self.policy).model.to(device)
 
     def __exit__(self, *exc: Any) -> None:
         if self._inner is not None:

@@ -6,11 +6,14 @@ plus the front plot and one dial plot per axis. The same function is every metho
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from steerable.backbone.loading import load_tokenizer
 from steerable.config.benchmark import BenchmarkConfig
@@ -27,6 +30,7 @@ from steerable.evaluation.suite import (
     suite_prompts,
 )
 from steerable.generation import GenerationSettings
+from steerable.hardware import inference_autocast
 from steerable.pipeline import COST_KEY, finished_summaries
 from steerable.policies.base import SteerablePolicy
 from steerable.policies.runs import run_model_config, stored_parameters
@@ -102,14 +106,17 @@ def answer_arm(
 ) -> list[Row]:
     """The arm's runs through their policies on the grid: one row, plus one per alternative decoding."""
     stack, grid, default = reward_stack(suite), requests(suite), default_request(suite)
+    autocast = functools.partial(inference_autocast, cfg.hardware)
     rows: dict[str, Row] = {}
     for run in arm.runs:
         policy: SteerablePolicy = load_policy(run)
         policy.generation = cfg.generation
+        policy.to("cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
         views = {arm.name: policy, **{f"{arm.name} ({k})": v for k, v in policy.alternatives().items()}}
         for name, view in views.items():
             log.info("leaderboard: %s on %d requests x %d prompts (%s)", name, len(grid), len(prompts), run)
-            answers = answer_grid(view, grid, default, prompts, stack, settings(suite, cfg.seed))
+            sampling = settings(suite, cfg.seed)
+            answers = answer_grid(view, grid, default, prompts, stack, sampling, autocast)
             row = rows.setdefault(name, Row(name, arm))
             row.answers.cells += answers.cells
             row.answers.decode_tokens += answers.decode_tokens

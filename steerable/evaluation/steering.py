@@ -18,7 +18,7 @@ import numpy as np
 
 from steerable.evaluation.answers import Cell
 from steerable.evaluation.meteor import meteor
-from steerable.evaluation.metrics import hypervolume, pareto_front, spearman, steerability
+from steerable.evaluation.metrics import hypervolume, spearman, steerability
 
 Stats = dict[str, float]
 
@@ -132,9 +132,3 @@ def mean_meteor(pairwise: np.ndarray, idx: np.ndarray) -> float | None:
     a, b = np.meshgrid(idx, idx, indexing="ij")
     keep = a != b
     return float(pairwise[a[keep], b[keep]].mean()) if keep.any() else None
-
-
-def front(cells: Sequence[Cell]) -> np.ndarray:
-    """[C, K] per-request means and the indices of the non-dominated ones."""
-    means = np.stack([c.scores.mean(0) for c in cells])
-    return means[pareto_front(means)]
