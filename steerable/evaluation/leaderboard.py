@@ -19,6 +19,7 @@ from steerable.backbone.loading import load_tokenizer
 from steerable.config.benchmark import BenchmarkConfig
 from steerable.config.schema import EvalConfig
 from steerable.evaluation.answers import Answers, answer_grid
+from steerable.evaluation.runner import wandb_eval_run
 from steerable.evaluation.steering import Interval, row_statistic, with_intervals
 from steerable.evaluation.suite import (
     Arm,
@@ -82,7 +83,10 @@ def eval_leaderboard(
         row.metrics = with_intervals(stat, row.answers.cells[0].scores.shape[0], suite.bootstrap, cfg.seed)
     rows.sort(key=lambda r: -r.hypervolume)
     costs = {arm.name: arm_cost(arm) for arm in arms}
-    return write_leaderboard(suite, rows, costs, out_dir, report)
+    with wandb_eval_run(cfg, out_dir):  # Report.write publishes to it (logger=wandb)
+        result = write_leaderboard(suite, rows, costs, out_dir, report)
+        report.write(out_dir / "report.md")
+    return result
 
 
 def reward_stack(suite: BenchmarkConfig) -> RewardStack:

@@ -39,10 +39,15 @@ def write_leaderboard(suite: BenchmarkConfig, rows: list, costs: dict, out_dir: 
     for heading, header, body in tables:
         report.section(heading).table(header, body)
     report.section("Training commands").text(commands(rows))
+    missing = [arm for arm in suite.arms if arm not in {r.arm.name for r in rows}]
+    if missing:
+        report.section("Arms without a run", ", ".join(missing))
     figures(suite, rows, out_dir, report)
     text = [f"# Leaderboard: {suite.name}\n"]
     text += [f"## {heading}\n\n{markdown_table(header, body)}\n" for heading, header, body in tables]
     text.append(f"## Training commands\n\n{commands(rows)}\n")
+    if missing:
+        text.append(f"## Arms without a run\n\n{', '.join(missing)}\n")
     write_text_atomic(out_dir / "leaderboard.md", "\n".join(text))
     return {"suite": suite.name, "rows": [row_result(r, costs, names) for r in rows]}
 
