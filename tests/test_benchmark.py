@@ -200,8 +200,10 @@ def train_scratch(run_dir: Path, config: type, concise: float) -> None:
     run(validate(composed), run_dir)
 
 
-def train_demo_suite(root: Path) -> Path:
+@pytest.fixture(scope="module")
+def demo_sweep(tmp_path_factory) -> Path:
     """`steerable-train -m experiment=benchmark_demo` with tiny models: one job per arm, one process."""
+    root = tmp_path_factory.mktemp("suite")
     result = subprocess.run(
         [sys.executable, "-m", "steerable.cli.train", "-m", "experiment=benchmark_demo", "model=tiny"]
         + ["debug=fast", f"output_root={root}", "hardware.torch_threads=1"],
@@ -216,16 +218,22 @@ def train_demo_suite(root: Path) -> Path:
     return sweep
 
 
-def test_demo_suite_every_arm_and_a_scratch_method_get_one_leaderboard(tmp_path, scratch_method) -> None:
-    sweep = train_demo_suite(tmp_path)
+def leaderboard_config(runs: list[Path], *extra: str):
+    listed = ",".join(str(p) for p in runs)
+    cfg = validate(compose_config("eval", [f"run=[{listed}]", "eval=leaderboard", *extra]))
+    cfg.eval.suite.num_prompts, cfg.eval.suite.max_new_tokens, cfg.eval.suite.bootstrap = 3, 8, 50
+    return cfg
+
+
+def test_demo_suite_every_arm_and_a_scratch_method_get_one_leaderboard(
+    tmp_path, demo_sweep, scratch_method
+) -> None:
+    sweep = demo_sweep
     scratch = [tmp_path / "scratch_a", tmp_path / "scratch_b"]
     for folder, concise in zip(scratch, (0.0, 1.0), strict=True):
         train_scratch(folder, scratch_method, concise)
-    runs = ",".join(str(p) for p in [sweep, *scratch])
-    cfg = validate(compose_config("eval", [f"run=[{runs}]", "eval=leaderboard", "eval.suite.num_prompts=3"]))
-    cfg.eval.suite.max_new_tokens, cfg.eval.suite.bootstrap = 8, 50
     out = tmp_path / "leaderboard"
-    result = run_eval(cfg, out)
+    result = run_eval(leaderboard_config([sweep, *scratch]), out)
     rows = {r["name"]: r for r in result["rows"]}
 
     suite = cfg_suite(sweep)
@@ -245,6 +253,18 @@ def test_demo_suite_every_arm_and_a_scratch_method_get_one_leaderboard(tmp_path,
     assert {"front.png", "dial_concise.png", "dial_positivity.png"} <= {p.name for p in out.iterdir()}
     hvs = [r["metrics"]["hypervolume"]["value"] for r in result["rows"]]
     assert hvs == sorted(hvs, reverse=True)
+
+
+def test_the_leaderboard_lands_on_wandb(tmp_path, demo_sweep, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    jobs = sorted(p for p in demo_sweep.iterdir() if p.name.endswith(("-prompting", "-sft")))
+    out = tmp_path / "leaderboard"
+    run_eval(leaderboard_config(jobs, "logger=wandb_offline"), out)
+    (files,) = [p / "files" for p in (out / "wandb").glob("offline-run-*")]
+    tables = [json.loads(t.read_text()) for t in (files / "media" / "table").rglob("*.table.json")]
+    assert any(t["columns"][:3] == ["rank", "arm", "hypervolume"] for t in tables)
+    assert list((files / "media" / "images").rglob("front*.png"))
 
 
 def cfg_suite(sweep: Path) -> dict:
