@@ -300,3 +300,16 @@ def test_hh_suite_loads_its_prompts_and_reward_models_offline(tmp_path) -> None:
     stack = reward_stack(cfg.benchmark)
     scores = stack.score([p[-1]["content"] for p in prompts[:3]], ["Sure.", "No.", "Here is how."])
     assert stack.names == ["helpful", "harmless"] and scores.shape == (3, 2)
+
+
+@pytest.mark.parametrize("suite", ["demo", "hh"])
+def test_each_suite_experiment_sweeps_exactly_the_suites_arms(suite: str) -> None:
+    """The arms the multirun trains are the arms the leaderboard expects (a missing one would be reported)."""
+    root = Path(__file__).resolve().parents[1]
+    experiment = OmegaConf.load(root / "experiments" / f"benchmark_{suite}.yaml")
+    swept = str(experiment.hydra.sweeper.params.arm).split(",")
+    arms = OmegaConf.load(root / "conf" / "benchmark" / f"{suite}.yaml").arms
+    assert swept == [f"{suite}_{arm}" for arm in arms]
+    for arm in arms:
+        option = OmegaConf.load(root / "conf" / "arm" / f"{suite}_{arm}.yaml")
+        assert option.benchmark.arm == arm
