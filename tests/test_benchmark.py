@@ -102,6 +102,7 @@ def test_the_prompting_baseline_asks_in_words_heaviest_goal_first() -> None:
     text = instruction_for(request(0.25), "Goals: {goals}.")
     assert text == "Goals: Be upbeat (75%); Keep it short (25%)."
     assert "Keep it short" not in instruction_for(request(0.0), "{goals}")
+    assert Control("instruction", "text", default="").check(5) == "5"  # any text is an instruction
 
 
 def test_the_grid_covers_the_simplex_and_a_dead_dial_is_not_monotone() -> None:

@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.config.schema import ConfigError, GenerationConfig, ModelConfig
 from steerable.generation import Completion, GenerationSettings, Sampler, make_sampler
 
-ControlKind = Literal["number", "weights", "choice"]
+ControlKind = Literal["number", "weights", "choice", "text"]
 WEIGHT_TOLERANCE = 1e-6
 
 
@@ -34,7 +34,8 @@ class Control:
 
     - number: a value in [low, high] (step 1 = integers only), e.g. a SteerLM attribute;
     - weights: one non-negative value per name in `options`, summing to 1 (CLP / Rewarded Soups);
-    - choice: one of `options` (a PCM dimension's two sides).
+    - choice: one of `options` (a PCM dimension's two sides);
+    - text: any text (the prompting baseline's instruction).
     `default` None means the control must be given."""
 
     name: str
@@ -58,6 +59,8 @@ class Control:
             return f"{what} in [{_plain(self.low)}, {_plain(self.high)}]"
         if self.kind == "weights":
             return f"one non-negative value per objective {list(self.options)}, summing to 1"
+        if self.kind == "text":
+            return "any text"
         return f"one of {list(self.options)}"
 
     def check(self, value: Any) -> Any:
@@ -66,6 +69,8 @@ class Control:
             return self._number(value)
         if self.kind == "weights":
             return self._weights(value)
+        if self.kind == "text":
+            return str(value)
         if value not in self.options:
             raise ConfigError(f"{self.name}={value!r}: {self.allowed}")
         return value

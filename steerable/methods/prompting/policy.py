@@ -44,16 +44,10 @@ class PromptingPolicy(SteerablePolicy):
         self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
 
     def controls(self) -> list[Control]:
-        return [Control(INSTRUCTION, "choice", doc="a system message asking for the goals", default="")]
+        return [Control(INSTRUCTION, "text", doc="a system message asking for the goals", default="")]
 
     def controls_for(self, request: Request) -> dict[str, Any]:
         return {INSTRUCTION: instruction_for(request, self.template)}
-
-    def resolve(self, controls: Any) -> dict[str, Any]:
-        """Any text is a valid instruction (a choice control would only accept listed options)."""
-        unknown = [name for name in controls if name != INSTRUCTION]
-        self._refuse_unknown(unknown)
-        return {INSTRUCTION: str(controls.get(INSTRUCTION, ""))}
 
     def to(self, device: torch.device | str) -> PromptingPolicy:
         self.model.to(device)
