@@ -37,6 +37,7 @@ from steerable.policies.base import SteerablePolicy
 from steerable.policies.runs import run_model_config, stored_parameters
 from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
+from steerable.run_dir import RunDirError
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def eval_leaderboard(
         report.section("Changed from the suite").key_values(cfg.eval.suite.given())
     arms = group_arms(runs, suite)
     prompts = suite_prompts(runs, suite, load_tokenizer(run_model_config(runs[0])))
-    rows = [row for arm in arms for row in answer_arm(arm, suite, cfg, prompts, load_policy)]
+    stack = reward_stack(suite)  # loaded once: the hh suite's reward models are large
+    rows = [row for arm in arms for row in answer_arm(arm, suite, cfg, prompts, stack, load_policy)]
     names = list(suite.objectives)
     default = default_request(suite).weights
     for row in rows:
@@ -106,14 +108,25 @@ def settings(suite: BenchmarkConfig, seed: int) -> GenerationSettings:
 
 
 def answer_arm(
-    arm: Arm, suite: BenchmarkConfig, cfg: EvalConfig, prompts: list[list[dict]], load_policy: PolicyLoader
+    arm: Arm,
+    suite: BenchmarkConfig,
+    cfg: EvalConfig,
+    prompts: list[list[dict]],
+    stack: RewardStack,
+    load_policy: PolicyLoader,
 ) -> list[Row]:
-    """The arm's runs through their policies on the grid: one row, plus one per alternative decoding."""
-    stack, grid, default = reward_stack(suite), requests(suite), default_request(suite)
+    """The arm's runs through their policies on the grid: one row, plus one per alternative decoding. A run
+    that never finished training (a failed job) is left out with a warning; an arm left with no run is listed
+    under "Arms without a run"."""
+    grid, default = requests(suite), default_request(suite)
     autocast = functools.partial(inference_autocast, cfg.hardware)
     rows: dict[str, Row] = {}
     for run in arm.runs:
-        policy: SteerablePolicy = load_policy(run)
+        try:
+            policy: SteerablePolicy = load_policy(run)
+        except (FileNotFoundError, RunDirError) as err:
+            log.warning("leaderboard: %s left out, it has no trained policy (%s)", run, err)
+            continue
         policy.generation = cfg.generation
         policy.to("cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
         views = {arm.name: policy, **{f"{arm.name} ({k})": v for k, v in policy.alternatives().items()}}
