@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -260,8 +261,11 @@ def test_the_leaderboard_lands_on_wandb(tmp_path, demo_sweep, monkeypatch) -> No
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     jobs = sorted(p for p in demo_sweep.iterdir() if p.name.endswith(("-prompting", "-sft")))
+    failed = tmp_path / "failed_sft_job"  # a job that died before saving its policy
+    shutil.copytree(jobs[-1] / ".hydra", failed / ".hydra")
     out = tmp_path / "leaderboard"
-    run_eval(leaderboard_config(jobs, "logger=wandb_offline"), out)
+    result = run_eval(leaderboard_config([*jobs, failed], "logger=wandb_offline"), out)
+    assert [len(r["points"]) for r in result["rows"] if r["arm"] == "sft"] == [1]  # the failed one left out
     (files,) = [p / "files" for p in (out / "wandb").glob("offline-run-*")]
     tables = [json.loads(t.read_text()) for t in (files / "media" / "table").rglob("*.table.json")]
     assert any(t["columns"][:3] == ["rank", "arm", "hypervolume"] for t in tables)
