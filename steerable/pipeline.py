@@ -9,10 +9,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from steerable.budget import Spend, spent
 from steerable.run_dir import RunDirError, contained, write_text_atomic
 
 log = logging.getLogger(__name__)
 
+COST_KEY = "cost"  # in every stage summary: seconds, samples/tokens generated, tokens trained
 StageFn = Callable[[dict[str, dict]], dict]  # gets the summaries of earlier stages
 
 
@@ -66,12 +68,13 @@ class StageResults(dict):
             raise RuntimeError(f"stage dependency cycle: {' -> '.join([*self.running, name])}")
         log.info("stage %s: start", name)
         self.running.append(name)
-        started = time.monotonic()
+        started, before, finished = time.monotonic(), spent(), set(self)
         try:
             summary = self.stages[name](self)
         finally:
             self.running.pop()
         seconds = time.monotonic() - started
+        summary = {**summary, COST_KEY: self._own_cost(seconds, before, finished)}
         write_text_atomic(
             stage_marker(self.run_dir, name), json.dumps(summary, indent=2, sort_keys=True, default=str)
         )
@@ -79,6 +82,15 @@ class StageResults(dict):
         self.announced.add(name)
         log.info("stage %s: done in %d:%02d", name, seconds // 60, seconds % 60)
         return self[name]
+
+    def _own_cost(self, seconds: float, before: Spend, finished: set[str]) -> dict[str, float]:
+        """Wall time and spend of the stage that just ran, less those of the stages it required on the way
+        (each records its own), so a run's stages sum to what the run spent."""
+        cost = {"seconds": seconds, **spent().minus(before).as_dict()}
+        for upstream in set(self) - finished:
+            for key, value in self[upstream].get(COST_KEY, {}).items():
+                cost[key] -= value
+        return cost
 
     def require(self, name: str) -> dict:
         """The summary of an upstream stage, running it now when this run has not finished it yet."""
@@ -94,6 +106,12 @@ class StageResults(dict):
 
 
 PATH_FIELDS = ("path", "apm", "policy", "experts")
+
+
+def finished_summaries(run_dir: Path) -> dict[str, dict]:
+    """Every finished stage's summary of a run, by stage name, read-only (what a benchmark reads for cost:
+    each summary's `cost` and, for trained stages, `trainable_params`)."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted((Path(run_dir) / "stages").glob("*.json"))}
 
 
 def named_artifacts(method: Any) -> set[str]:

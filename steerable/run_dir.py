@@ -13,6 +13,7 @@ import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from steerable.errors import UserError
 
@@ -113,6 +114,15 @@ def resolve_run_dir(root: str, task: str, resume: str | None) -> str:
     if not (path / ".hydra").is_dir():
         raise RunDirError(f"resume={resume!r} is not a run folder (no .hydra/ inside)")
     return str(path)
+
+
+def eval_home(run: Any) -> str:
+    """Hydra resolver behind `steerable-eval`'s folder: `<run>/eval`, or for a list of runs (eval=leaderboard)
+    `<their common parent folder>/eval`."""
+    if isinstance(run, str):
+        return f"{run}/eval"
+    paths = [str(Path(str(item)).resolve()) for item in run]
+    return f"{os.path.commonpath(paths) if paths else '.'}/eval"
 
 
 def contained(

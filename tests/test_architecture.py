@@ -177,6 +177,40 @@ def test_evaluation_library_is_method_neutral() -> None:
     assert not offending, sorted(offending)
 
 
+def code_words(path: Path) -> set[str]:
+    """The identifiers and non-docstring string literals of a module, split into lower-case words."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    texts = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name):
+            texts.append(node.id)
+        elif isinstance(node, ast.Attribute):
+            texts.append(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            texts.append(node.value)
+    return {word for text in texts for word in re.findall(r"[a-z0-9_]+", text.lower())}
+
+
+def test_evaluator_names_no_method() -> None:
+    """The leaderboard evaluates every run through the policy layer: no method's name appears in the code of
+    steerable/evaluation (docstrings may cite papers), so a method added later is evaluated unchanged."""
+    methods = set(specs())
+    named = {
+        f"{path.relative_to(ROOT)}: {sorted(code_words(path) & methods)}"
+        for path in (ROOT / "evaluation").rglob("*.py")
+        if code_words(path) & methods
+    }
+    assert not named, sorted(named)
+
+
 def test_each_method_is_named_only_in_its_own_package() -> None:
     """The proof of the registry: a method's name appears in no central file (checked for methods whose name
     is not also an ordinary word of other code)."""

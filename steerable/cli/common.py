@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from steerable.config.schema import ConfigError
 from steerable.console import quiet_libraries
 from steerable.errors import EXIT_USER_ERROR, UserError
-from steerable.run_dir import resolve_run_dir
+from steerable.run_dir import eval_home, resolve_run_dir
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 log = logging.getLogger(__name__)
@@ -28,12 +28,14 @@ def register_configs() -> None:
     one `reward_schema_<kind>` per typed reward spec (conf/reward/*.yaml extend them)."""
     from hydra.core.config_store import ConfigStore
 
+    from steerable.config.benchmark import BenchmarkConfig
     from steerable.config.reward import REWARD_SCHEMAS
     from steerable.config.schema import EvalConfig, ExportConfig, GenerateConfig, ServeConfig, TrainConfig
     from steerable.methods.registry import specs
 
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
+    store.store(name="benchmark_schema", node=BenchmarkConfig)
     store.store(name="generate_schema", node=GenerateConfig)
     store.store(name="eval_schema", node=EvalConfig)
     store.store(name="export_schema", node=ExportConfig)
@@ -50,6 +52,8 @@ def setup_hydra() -> None:
     register_configs()
     if not OmegaConf.has_resolver("steerable_run_dir"):
         OmegaConf.register_new_resolver("steerable_run_dir", resolve_run_dir, use_cache=True)
+    if not OmegaConf.has_resolver("steerable_eval_home"):
+        OmegaConf.register_new_resolver("steerable_eval_home", eval_home)
 
 
 def validate(cfg: DictConfig) -> Any:

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,8 +18,13 @@ from steerable.config.schema import ConfigError, EvalConfig
 log = logging.getLogger("steerable")
 
 
-def check_run_folder(run: str) -> None:
-    """A run folder, or a Hydra multirun folder of them (a sweep: `eval=superhf` compares its jobs)."""
+def check_run_folder(run: Any) -> None:
+    """A run folder, or a Hydra multirun folder of them (a sweep: `eval=superhf` compares its jobs), or a list
+    of either (eval=leaderboard)."""
+    if isinstance(run, list | tuple):
+        for item in run:
+            check_run_folder(item)
+        return
     path = Path(run)
     if (path / ".hydra").is_dir():
         return
@@ -30,6 +36,8 @@ def check_run_folder(run: str) -> None:
 GENERIC_KINDS = {
     "generations": "any policy's replies scored by the reward sources",
     "win_rate": "a policy against a baseline (eval.baseline=base: its starting model; or another run)",
+    "leaderboard": "every arm of a benchmark suite (a multirun folder or a list of runs) on the suite's "
+    "request grid: steerability, hypervolume, reward, KL, collapse and cost, ranked",
 }
 
 
@@ -53,6 +61,10 @@ def run_eval(cfg: EvalConfig, out_dir: Path) -> dict:
         raise ConfigError(f"eval={kind} is not an eval kind; kinds: {sorted(eval_kinds())}")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(f"eval {kind}: {cfg.run}")
+    if kind == "leaderboard":
+        from steerable.evaluation.leaderboard import eval_leaderboard
+
+        return finish(eval_leaderboard(cfg, out_dir, report, load_policy), report, out_dir)
     if kind in GENERIC_KINDS:
         policy = load_policy(Path(cfg.run))
         policy.generation = cfg.generation
@@ -104,13 +116,22 @@ FAST_EVAL = {
 }
 
 
+# and for a leaderboard, the suite's own sizes (the report lists them as changed from the suite)
+FAST_LEADERBOARD = {
+    "eval.suite.num_prompts": "2",
+    "eval.suite.max_new_tokens": "8",
+    "eval.suite.bootstrap": "50",
+}
+
+
 def shrunk_for_debug(argv: list[str]) -> list[str]:
     """`debug=fast` replaced by FAST_EVAL overrides (those the user did not set)."""
     if "debug=fast" not in argv:
         return argv
     given = {a.split("=", 1)[0] for a in argv if "=" in a}
     rest = [a for a in argv if a != "debug=fast"]
-    return rest + [f"{k}={v}" for k, v in FAST_EVAL.items() if k not in given]
+    fast = {**FAST_EVAL, **(FAST_LEADERBOARD if "eval=leaderboard" in argv else {})}
+    return rest + [f"{k}={v}" for k, v in fast.items() if k not in given]
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from steerable.config.base import Choice, ConfigError, at_least, choice_enum
+from steerable.config.benchmark import BenchmarkConfig
 from steerable.config.data import DataConfig, DataFormat, Half, TooLong
 from steerable.config.generation import Engine, GenerationConfig
 from steerable.config.hardware import DEEPSPEED_NEEDS_GPU, Accelerator, HardwareConfig, Precision, Strategy
@@ -116,6 +117,7 @@ class TrainConfig:
     tags: list[str] = field(default_factory=list)
     reward: dict[str, RewardSpec] = field(default_factory=dict)  # reward/scorer sources by name (conf/reward)
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
+    benchmark: BenchmarkConfig | None = None  # the suite this run is an arm of (benchmark=<suite> arm=<arm>)
 
     def __post_init__(self) -> None:
         check_reward_specs(self.reward)
@@ -191,6 +193,21 @@ EvalSplit = choice_enum("EvalSplit", ["val", "all", "run"])
 
 
 @dataclass
+class SuiteChanges:
+    """eval=leaderboard: evaluation settings of the runs' suite to change (null = the suite's own)."""
+
+    num_prompts: int | None = None
+    max_new_tokens: int | None = None
+    batch_size: int | None = None
+    bootstrap: int | None = None
+    do_sample: bool | None = None
+    grid_step: float | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
 class EvalSettings:
     """What `steerable-eval` measures; one option per file in conf/eval/."""
 
@@ -210,6 +227,8 @@ class EvalSettings:
     # generations / win_rate: the evaluated policy's controls (unset ones take the policy's defaults), e.g.
     # eval.controls.weights=[0.5,0.5] for a CLP run, eval.controls.preference='concise, friendly' for PCM
     controls: dict[str, Any] = field(default_factory=dict)
+    # leaderboard: changes to the suite the runs were trained in (eval.suite.num_prompts=4), shown in the report
+    suite: SuiteChanges = field(default_factory=SuiteChanges)
 
     def __post_init__(self) -> None:
         if self.num_prompts < 1:
@@ -218,7 +237,8 @@ class EvalSettings:
 
 @dataclass
 class EvalConfig:
-    run: str = MISSING  # the run folder to evaluate
+    # the run folder to evaluate; eval=leaderboard: a multirun folder of a suite's arms, or a list of runs
+    run: Any = MISSING
     eval: EvalSettings = MISSING
     data: DataConfig = MISSING
     hardware: HardwareConfig = MISSING
@@ -226,9 +246,14 @@ class EvalConfig:
     reward: dict[str, RewardSpec] = field(default_factory=dict)  # scorers by name (conf/reward)
     seed: int = 1234
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
+    benchmark: BenchmarkConfig | None = None  # eval=leaderboard: the suite, when the runs do not carry one
 
     def __post_init__(self) -> None:
         check_reward_specs(self.reward)
+        if isinstance(self.run, list | tuple) and self.eval.name != "leaderboard":
+            raise ConfigError(
+                f"run=[...] (a list of runs) is for eval=leaderboard, not eval={self.eval.name}"
+            )
         if self.eval.name in ("generations", "win_rate") and not self.reward:
             raise ConfigError(
                 f"eval={self.eval.name} needs reward sources to score with, e.g. reward=[verbosity]"

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +121,22 @@ def _wandb_table(cfg: EvalConfig, out_dir: Path, prompts, texts, names, scores) 
         return
     import wandb
 
+    with wandb_eval_run(cfg, out_dir) as run:
+        table = wandb.Table(columns=["prompt", "completion", *names])
+        for p, t, s in zip(prompts, texts, scores, strict=True):
+            table.add_data(p[-1]["content"], t, *map(float, s))
+        run.log({"eval/completions": table})
+
+
+@contextmanager
+def wandb_eval_run(cfg: EvalConfig, out_dir: Path) -> Iterator[Any]:
+    """A W&B run for this evaluation while the block runs, when a W&B logger is selected (else None), so a
+    `Report.write` inside it publishes its tables and figures."""
+    if not cfg.logger.wandb:
+        yield None
+        return
+    import wandb
+
     settings = cfg.logger.wandb_settings
     run = wandb.init(
         project=settings.project,
@@ -128,13 +146,10 @@ def _wandb_table(cfg: EvalConfig, out_dir: Path, prompts, texts, names, scores) 
         name=f"eval/{cfg.eval.name}/{out_dir.name}",
         dir=str(out_dir),
         mode="offline" if settings.offline else "online",
-        config={"run": cfg.run},
+        config={"run": str(cfg.run)},
     )
     try:
-        table = wandb.Table(columns=["prompt", "completion", *names])
-        for p, t, s in zip(prompts, texts, scores, strict=True):
-            table.add_data(p[-1]["content"], t, *map(float, s))
-        run.log({"eval/completions": table})
+        yield run
     finally:
         run.finish()
 

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.generation import utils as generation_utils
 
 from steerable.backbone.adapters import merged_adapter
+from steerable.budget import record_generated
 from steerable.data.tokenize import pad_rows
 from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
 from steerable.generation.logprobs import token_logprobs
@@ -144,7 +145,9 @@ class HFSampler(Sampler):
                     batch = self._generate_batch(encoded, indices, settings, share=row_context is None)
                 for completion in batch:
                     by_prompt[completion.prompt_index].append(completion)
-        return [c for group in by_prompt for c in group]
+        out = [c for group in by_prompt for c in group]
+        record_generated(out)
+        return out
 
     def _generate_kwargs(self, settings: GenerationSettings) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

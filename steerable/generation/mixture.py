@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from steerable.backbone.mixing import AdapterMixer
+from steerable.budget import record_generated
 from steerable.data.tokenize import pad_rows
 from steerable.generation.base import Completion, GenerationSettings, Prompt
 from steerable.generation.hf import end_token_ids, eval_mode, render_prompt, seeded
@@ -85,6 +86,7 @@ class MixtureSampler:
             for start in range(0, len(encoded), settings.batch_size):
                 indices = list(range(start, min(start + settings.batch_size, len(encoded))))
                 out += self._batch(encoded, indices, settings, weights)
+        record_generated(out)
         return out
 
     def _weights(self, weights, indices: list[int], generated: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from steerable.budget import record_generated
 from steerable.config.base import ConfigError
 from steerable.config.generation import INSTALL_HINT, GenerationConfig
 from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
@@ -242,13 +243,15 @@ class VLLMSampler(Sampler):
         results = engine.llm.generate(
             [{"prompt_token_ids": ids} for ids in encoded], params, use_tqdm=False, lora_request=lora
         )
-        return [
+        out = [
             completion
             for index, result in enumerate(results)
             for completion in self._completions(
                 index, encoded[index], result, settings.stop, settings.num_return_sequences
             )
         ]
+        record_generated(out)
+        return out
 
     def _params(self, settings: GenerationSettings, index: int) -> Any:
         from vllm import SamplingParams

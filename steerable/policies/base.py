@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.config.schema import ConfigError, GenerationConfig, ModelConfig
 from steerable.generation import Completion, GenerationSettings, Sampler, make_sampler
 
-ControlKind = Literal["number", "weights", "choice"]
+ControlKind = Literal["number", "weights", "choice", "text"]
 WEIGHT_TOLERANCE = 1e-6
 
 
@@ -34,7 +34,8 @@ class Control:
 
     - number: a value in [low, high] (step 1 = integers only), e.g. a SteerLM attribute;
     - weights: one non-negative value per name in `options`, summing to 1 (CLP / Rewarded Soups);
-    - choice: one of `options` (a PCM dimension's two sides).
+    - choice: one of `options` (a PCM dimension's two sides);
+    - text: any text (the prompting baseline's instruction).
     `default` None means the control must be given."""
 
     name: str
@@ -58,6 +59,8 @@ class Control:
             return f"{what} in [{_plain(self.low)}, {_plain(self.high)}]"
         if self.kind == "weights":
             return f"one non-negative value per objective {list(self.options)}, summing to 1"
+        if self.kind == "text":
+            return "any text"
         return f"one of {list(self.options)}"
 
     def check(self, value: Any) -> Any:
@@ -66,6 +69,8 @@ class Control:
             return self._number(value)
         if self.kind == "weights":
             return self._weights(value)
+        if self.kind == "text":
+            return str(value)
         if value not in self.options:
             raise ConfigError(f"{self.name}={value!r}: {self.allowed}")
         return value
@@ -96,6 +101,36 @@ class Control:
         if min(weights) < 0 or abs(sum(weights) - 1) > WEIGHT_TOLERANCE:
             raise ConfigError(f"{self.name}={weights} must be non-negative and sum to 1 (objectives {names})")
         return weights
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What an objective of a benchmark suite means in a data set's labels, for policies conditioned on labels
+    rather than on weights (SteerLM's attribute dials, PCM's sides, the prompting baseline's instruction):
+    `attribute` is the label it follows, `direction` +1 when more of the label scores higher and -1 when less,
+    `instruction` how a person would ask for it in words."""
+
+    attribute: str | None = None
+    direction: int = 1
+    instruction: str = ""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A point of a benchmark's request grid: how much each objective counts (`weights`: objective name ->
+    non-negative weight, summing to 1). Weight-conditioned policies read only `weights`; `objectives` says
+    what each objective means for the few policies that steer by labels or words instead."""
+
+    weights: dict[str, float]
+    objectives: Mapping[str, Objective] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        values = list(self.weights.values())
+        if not values or min(values) < 0 or abs(sum(values) - 1) > WEIGHT_TOLERANCE:
+            raise ConfigError(f"request weights {self.weights} must be non-negative and sum to 1")
+
+    def weight(self, name: str) -> float:
+        return float(self.weights[name])
 
 
 def _plain(x: float | None) -> str:
@@ -129,6 +164,9 @@ class SteerablePolicy(ABC):
     )
     # the controls choose the network's weights (CLP, Rewarded Soups), not its prompt: an export is one setting
     controls_in_weights: bool = False
+    # a fixed policy trained for one weighting of the objectives (one run per weighting); None = not trained
+    # for a weighting. A benchmark plots such a policy's one point at these weights.
+    fixed_weights: dict[str, float] | None = None
 
     def sampler(self, model: torch.nn.Module | None = None) -> Sampler:
         """The configured engine over `model` (default: the policy's own network)."""
@@ -159,6 +197,32 @@ class SteerablePolicy(ABC):
         """`settings.num_return_sequences` completions per chat prompt, grouped by prompt in input order,
         all under the same `controls` (checked first; unset controls take their defaults)."""
         return self._generate(list(prompts), self.resolve(controls), settings)
+
+    def controls_for(self, request: Request) -> dict[str, Any]:
+        """The controls that ask this policy for `request` (a benchmark grid point). Plain policies: {}.
+        One `weights` control whose options are objective names (CLP, Rewarded Soups): set by objective
+        name. Policies steered otherwise (labels, sides, words) override this in their method's package."""
+        controls = self.controls()
+        if not controls:
+            return {}
+        weighted = [c for c in controls if c.kind == "weights"]
+        if len(weighted) != 1 or len(controls) != 1:
+            raise ConfigError(
+                f"{self.origin}: a {self.kind} policy has controls {[c.name for c in controls]}; its method "
+                "must say how a request maps onto them (override controls_for)"
+            )
+        control = weighted[0]
+        if set(control.options) != set(request.weights):
+            raise ConfigError(
+                f"{self.origin}: the request weighs objectives {sorted(request.weights)} but the {self.kind} "
+                f"policy was trained on {list(control.options)}"
+            )
+        return {control.name: [request.weight(name) for name in control.options]}
+
+    def alternatives(self) -> dict[str, SteerablePolicy]:
+        """Other ways to decode from the same trained run, each compared as its own row (Rewarded Soups:
+        logit mixing of its single-reward policies); {} for most policies."""
+        return {}
 
     def resolve(self, controls: Mapping[str, Any]) -> dict[str, Any]:
         """Every control's value: the given ones checked, the rest their defaults. Unknown names are errors."""

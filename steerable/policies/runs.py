@@ -9,6 +9,7 @@ controller), take it from the saved config's `method.name`. Nothing guesses a ki
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,53 @@ def declare_kind(run_dir: Path, kind: str) -> None:
     meta = json.loads(meta_file.read_text())
     if meta.get(KIND_KEY) != kind:
         write_text_atomic(meta_file, json.dumps({**meta, KIND_KEY: kind}, indent=2, sort_keys=True))
+
+
+def run_overrides(run_dir: Path) -> list[str]:
+    """The command-line overrides a run was started with (Hydra's record; a sweep job's own values included)."""
+    saved = Path(run_dir) / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
+
+
+def run_section(run_dir: Path, key: str) -> Any:
+    """One section of a run's saved config as plain containers (None when the run has none)."""
+    node = OmegaConf.select(saved_config(run_dir), key, default=None)
+    return OmegaConf.to_container(node, resolve=True) if node is not None else None
+
+
+def stored_parameters(run_dir: Path) -> int:
+    """Parameters a run keeps for inference: its policy folder (checkpoints/final) when it has one, else
+    (PCM: experts plus a controller) every safetensors file in it except resumable training checkpoints."""
+    from safetensors import safe_open
+
+    final = Path(run_dir) / FINAL_MODEL_DIR
+    files = (
+        list(final.rglob("*.safetensors"))
+        if final.is_dir()
+        else [
+            path
+            for path in Path(run_dir).rglob("*.safetensors")
+            if not _in_training_checkpoint(path.relative_to(run_dir).parts)
+        ]
+    )
+    total = 0
+    for path in files:
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                total += math.prod(f.get_slice(key).get_shape())
+    return total
+
+
+def _in_training_checkpoint(parts: tuple[str, ...]) -> bool:
+    return any(p == "checkpoints" and parts[i + 1 : i + 2] != ("final",) for i, p in enumerate(parts))
+
+
+def run_rewards(run_dir: Path, given: Any = None) -> dict[str, Any]:
+    """The reward sources to measure a run with, by the one rule every evaluation uses: the run's own
+    (`reward.*` of its saved config), with each source given now replacing the run's source of that name."""
+    own = run_section(run_dir, "reward") or {}
+    return {**own, **dict(given or {})}
+
+
+def is_run_folder(path: Path) -> bool:
+    return (Path(path) / ".hydra" / "config.yaml").is_file()

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from transformers import get_scheduler
 
+from steerable.budget import record_trained
 from steerable.training.losses import summed_lm_loss
 from steerable.training.sampler import ResumableSampler
 from steerable.training.sharding import shard_model
@@ -105,6 +106,7 @@ class CausalLMModule(pl.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Throughput over forward, backward and optimizer step: real (non-pad) tokens per second."""
         elapsed = max(time.perf_counter() - self._step_started, 1e-9)
+        record_trained(batch["attention_mask"].sum())
         tokens_per_s = batch["attention_mask"].sum().float() / elapsed
         self.log("train/tokens_per_s", tokens_per_s, batch_size=1, sync_dist=True, reduce_fx="sum")
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from steerable.backbone.adapters import reference_policy
+from steerable.budget import record_trained
 from steerable.config.generation import GenerationConfig
 from steerable.data.records import user_text
 from steerable.generation import GenerationSettings, make_sampler
@@ -106,6 +107,7 @@ class PolicyGradientModule(OnlineModule):
         scores = self.rewards(users, [x.text for x in completions])  # [N, m] normalised
         scalar = (row_weights * scores).sum(dim=1)
         ids, mask, response = (t.to(self.device) for t in pack_completions(completions, self._pad_id()))
+        record_trained(mask.sum())
         with eval_mode(self.model):  # dropout off: the log-probs of the policy that sampled
             with c.forward(row_weights):
                 logp = sequence_logprobs(self.model, ids, mask, response)

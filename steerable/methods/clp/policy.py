@@ -14,9 +14,10 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone.adapters import DEFAULT_ADAPTER, load_named_adapters
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer, weighted_adapter
-from steerable.config.schema import ModelConfig
+from steerable.config.schema import ConfigError, ModelConfig
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
+from steerable.generation.mixture import MixtureSampler
 from steerable.methods.clp.conditioning import ParameterConditioning, PromptConditioning
 from steerable.policies.base import Control, SteerablePolicy
 from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
@@ -107,6 +108,15 @@ class WeightedPolicy(SteerablePolicy):
         weighted = self.conditioning.prompt(messages, torch.tensor(values[WEIGHTS]))
         return render_prompt(self.tokenizer, weighted)
 
+    def alternatives(self) -> dict[str, SteerablePolicy]:
+        """Rewarded Soups' single-reward policies also decode as a zero-shot logit mixture (Σ w_i log p_i)."""
+        if self.kind != "rewarded_soups" or not self.controls_in_weights:
+            return {}
+        return {"logit mixing": LogitMixingPolicy(*self._parts(), self.model_cfg)}
+
+    def _parts(self) -> tuple:
+        return (self.model, self.tokenizer, self.conditioning, self.objectives, self.origin, self.kind)
+
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
     ) -> list[Completion]:
@@ -114,6 +124,31 @@ class WeightedPolicy(SteerablePolicy):
         shown = [self.conditioning.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
         rows = self.conditioning.rows(weights)
         return self.sampler().generate(shown, settings, row_context=rows)
+
+
+class LogitMixingPolicy(WeightedPolicy):
+    """The same adapters decoded from Σ w_i log p_i (one forward row per adapter and token), not from mixed
+    parameters; it has no single network to export."""
+
+    controls_in_weights = False
+
+    def alternatives(self) -> dict[str, SteerablePolicy]:
+        return {}
+
+    def network_for(self, values: dict[str, Any]) -> torch.nn.Module:
+        raise ConfigError(f"{self.origin}: logit mixing decodes several adapters at once; export the soup")
+
+    def _generate(
+        self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        n = settings.num_return_sequences  # the mixture sampler draws one reply per prompt row
+        rows = [p for p in prompts for _ in range(n)]
+        weights = torch.tensor([values[WEIGHTS]] * len(rows))
+        sampler = MixtureSampler(self.conditioning.mixer, self.tokenizer, mode="logit")
+        out = sampler.generate(rows, settings, weights)
+        for c in out:
+            c.prompt_index //= n
+        return out
 
 
 def load_weighted_policy(run_dir: Path) -> WeightedPolicy:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from steerable.backbone.loading import load_tokenizer
 from steerable.config.schema import DataConfig
 from steerable.methods.base import RunContext, run_config, run_model_config
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
 from steerable.methods.clp.config import CLPConfig, RewardedSoupsConfig
 from steerable.methods.clp.evaluate import evaluate_runs
 from steerable.methods.clp.stages import (
@@ -16,11 +16,14 @@ from steerable.methods.clp.stages import (
     prompt_split,
     read_calibration,
 )
+from steerable.policies.runs import run_kind, run_rewards
 from steerable.report import Report
 
 
 def eval_stage(ctx: RunContext, done) -> dict:
     """This run and `method.eval.compare` runs on one weight grid: report.md, pareto/ with the plot and numbers."""
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
     cfg, m = ctx.cfg, ctx.cfg.method
     done.require("train")
     calibration = done.require("calibrate")
@@ -61,15 +64,12 @@ def eval_stage(ctx: RunContext, done) -> dict:
 def eval_pareto(cfg, out_dir: Path, report: Report) -> dict:
     """`steerable-eval run=<clp or rewarded_soups run> eval=pareto`: the same evaluation as the run's eval stage."""
     run = Path(cfg.run)
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    schema = RewardedSoupsConfig if saved.method.name == "rewarded_soups" else CLPConfig
-    if saved.method.name not in ("clp", "rewarded_soups"):
-        raise ValueError(
-            f"eval=pareto needs a clp or rewarded_soups run; {run} is method={saved.method.name}"
-        )
-    m = run_config(run, "method", schema)
+    kind = run_kind(run)
+    if kind not in ("clp", "rewarded_soups"):
+        raise ValueError(f"eval=pareto needs a clp or rewarded_soups run; {run} is method={kind}")
+    m = run_config(run, "method", RewardedSoupsConfig if kind == "rewarded_soups" else CLPConfig)
     data = run_config(run, "data", DataConfig)
-    rewards = {**OmegaConf.to_container(saved.get("reward", {}), resolve=True), **cfg.reward}
+    rewards = run_rewards(run, cfg.reward)
     calibration = read_calibration(run)
     prompts = prompt_split(m, data, load_tokenizer(run_model_config(run)))[1][: cfg.eval.num_prompts]
     return evaluate_runs(

@@ -18,7 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 from steerable.backbone.adapters import load_named_adapters, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
-from steerable.config.schema import ModelConfig
+from steerable.config.schema import ConfigError, ModelConfig
 from steerable.data.tokenize import pad_rows
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.mixture import MixtureSampler
@@ -26,7 +26,7 @@ from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import PreferenceController
 from steerable.methods.pcm.preferences import Dimension, active, describe, parse_dimensions, parse_preference
 from steerable.pipeline import StageResults, named_artifacts
-from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.base import Control, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
 
 CONTROLLER_DIR = "controller"
@@ -135,6 +135,24 @@ class PreferencePolicy(SteerablePolicy):
             chosen = parse_preference(given.pop(GROUP), self.dims)
             given |= {f"{GROUP}.{d.name}": side for d, side in zip(self.dims, chosen, strict=True)}
         return given
+
+    def controls_for(self, request: Request) -> dict[str, Any]:
+        """Each dimension takes the side its objective leans to: the high side when the objective's weight
+        (or 1 - weight, for an objective that wants less of the dimension) is at least one half."""
+        chosen = {}
+        for d in self.dims:
+            leaning = [
+                request.weight(name) if o.direction > 0 else 1 - request.weight(name)
+                for name, o in request.objectives.items()
+                if o.attribute == d.name
+            ]
+            if len(leaning) != 1:
+                raise ConfigError(
+                    f"{self.origin}: PCM dimension {d.name} needs exactly one objective of the request "
+                    f"{sorted(request.weights)} with attribute {d.name}, found {len(leaning)}"
+                )
+            chosen[f"{GROUP}.{d.name}"] = d.high if leaning[0] >= 0.5 else d.low
+        return chosen
 
     def preference(self, values: dict[str, Any]) -> tuple[str, ...]:
         return tuple(values[f"{GROUP}.{d.name}"] for d in self.dims)

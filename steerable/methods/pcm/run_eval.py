@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from steerable.methods.base import RunContext
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
 from steerable.methods.pcm.evaluate import run_pcm_eval
 from steerable.methods.pcm.policy import CONTROLLER_DIR, load_controller, load_experts
 from steerable.methods.pcm.preferences import parse_dimensions
@@ -14,6 +16,8 @@ from steerable.report import Report
 
 
 def eval_stage(ctx: RunContext, done) -> dict:
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
     cfg, m = ctx.cfg, ctx.cfg.method
     experts_dir = Path(done.require("experts")["path"])
     trained = done.require("pcm")
@@ -71,20 +75,18 @@ def load_pcm(run: Path):
 
 def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
     """`steerable-eval run=<pcm run> eval=pcm`: the eval stage's comparison on the run's held-out prompts."""
-    from omegaconf import OmegaConf
-
     from steerable.config.schema import DataConfig
     from steerable.data.loaders import load_records, split_records
     from steerable.data.prompts import fitting_prompts
     from steerable.methods.base import run_config
+    from steerable.policies.runs import run_rewards
 
     run = Path(cfg.run)
     if not is_pcm_run(run):
         raise ValueError(f"eval=pcm needs a finished method=pcm run; {run} has no {CONTROLLER_DIR}/")
     experts, tokenizer, mixer, controller, m = load_pcm(run)
     data = run_config(run, "data", DataConfig)
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    rewards = {**OmegaConf.to_container(saved.get("reward", {}), resolve=True), **cfg.reward}
+    rewards = run_rewards(run, cfg.reward)
     _, val = split_records(load_records(data), data)
     budget = data.max_length - m.max_new_tokens - 16
     prompts = fitting_prompts(val, tokenizer, budget, cfg.eval.num_prompts)

@@ -20,6 +20,7 @@ from steerable.backbone.adapters import (
     wrap_lora,
 )
 from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.budget import record_trained
 from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import prompt_sets
@@ -235,6 +236,7 @@ class PCMModule(OnlineModule):
             optimizer.zero_grad()
             self.manual_backward(loss)
             optimizer.step()
+            record_trained(mask.sum())
         self.lr_schedulers().step()
         self.log_dict(
             {"train/loss": float(loss.detach()), "train/reward": float(reward.mean())},

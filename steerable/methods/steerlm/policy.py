@@ -14,7 +14,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.config.schema import ConfigError, ModelConfig
 from steerable.generation import Completion, GenerationSettings
 from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
-from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.base import Control, Request, SteerablePolicy
 from steerable.policies.plain import load_run_model
 from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
 
@@ -60,6 +60,23 @@ class SteerLMPolicy(SteerablePolicy):
             )
             for name in self.schema.names
         ]
+
+    def controls_for(self, request: Request) -> dict[str, Any]:
+        """Each attribute an objective follows is set in proportion to that objective's weight: weight w puts
+        the dial at low + w·(high - low), or at high - w·(high - low) for an objective that wants less of the
+        attribute (direction -1). Attributes no objective names keep their defaults."""
+        low, high = self.schema.value_range
+        dials = {}
+        for name, objective in request.objectives.items():
+            if objective.attribute in self.schema.names:
+                share = request.weight(name) if objective.direction > 0 else 1 - request.weight(name)
+                dials[f"{GROUP}.{objective.attribute}"] = round(low + share * (high - low))
+        if not dials:
+            raise ConfigError(
+                f"{self.origin}: no objective of the request {sorted(request.weights)} follows an attribute "
+                f"of this SteerLM policy {list(self.schema.names)} (benchmark.objectives.<name>.attribute)"
+            )
+        return dials
 
     def to(self, device: torch.device | str) -> SteerLMPolicy:
         self.model.to(device)

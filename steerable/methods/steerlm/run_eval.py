@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from steerable.backbone import load_backbone
 from steerable.config.schema import ConfigError, DataConfig, EvalConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
@@ -16,6 +14,8 @@ from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import fitting_prompts
 from steerable.generation import Engine
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
 from steerable.methods.reward_models.stages import attribute_table
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.config import SteerEvalSettings, SteerLMConfig
@@ -33,6 +33,7 @@ from steerable.methods.steerlm.stages import (
     policy_dir,
 )
 from steerable.pipeline import StageResults
+from steerable.policies.runs import run_rewards
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import contained, write_text_atomic
@@ -101,6 +102,8 @@ def _apm_names(apm: str) -> list[str]:
 
 
 def eval_stage(ctx: RunContext, done: StageResults) -> dict:
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
     cfg, method = ctx.cfg, ctx.cfg.method
     policy = policy_dir(ctx, done)
     schema = load_schema(policy)
@@ -264,7 +267,7 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
     apm = str(contained(run, apm, named, "method.apm")) if apm else None
     baseline_dir = stages.artifact("baseline") if "baseline" in stages else None
     baseline = load_backbone(run_model_config(run), adapter_dir=Path(baseline_dir)) if baseline_dir else None
-    rewards = cfg.reward or dict(OmegaConf.load(run / ".hydra" / "config.yaml").get("reward") or {})
+    rewards = run_rewards(run, cfg.reward)
     return evaluate_steering(
         (model, tokenizer),
         schema,

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import scipy.stats
 import torch
-from omegaconf import OmegaConf
 
 from steerable.backbone.adapters import reference_policy
 from steerable.config.schema import DataConfig, ModelConfig
@@ -34,6 +33,7 @@ from steerable.methods.base import load_policy, run_config
 from steerable.methods.superhf.config import SuperHFConfig
 from steerable.methods.superhf.loop import Scorer, trim_completion
 from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
+from steerable.policies.runs import is_run_folder, run_kind, run_rewards
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic
 
@@ -268,13 +268,8 @@ def plot_curves(run_dir: Path, out_dir: Path, report: Report) -> None:
 
 
 def sweep_runs(folder: Path) -> list[Path]:
-    """SuperHF runs inside a multirun folder (each job folder holds .hydra/config.yaml with method superhf)."""
-    runs = []
-    for child in sorted(Path(folder).iterdir()):
-        config = child / ".hydra" / "config.yaml"
-        if config.is_file() and OmegaConf.load(config).method.name == "superhf":
-            runs.append(child)
-    return runs
+    """SuperHF runs inside a multirun folder (its job folders whose method is superhf)."""
+    return [c for c in sorted(Path(folder).iterdir()) if is_run_folder(c) and run_kind(c) == "superhf"]
 
 
 def trade_off(runs: list[Path], out_dir: Path, report: Report) -> list[dict[str, Any]]:
@@ -288,7 +283,7 @@ def trade_off(runs: list[Path], out_dir: Path, report: Report) -> list[dict[str,
             )
             continue
         arms = {r["arm"]: r for r in json.loads(results.read_text())["arms"]}
-        kl_coef = OmegaConf.load(run / ".hydra" / "config.yaml").method.kl_coef
+        kl_coef = run_config(run, "method", SuperHFConfig).kl_coef
         ours = arms["superhf"]
         points.append(
             {
@@ -370,15 +365,14 @@ def run_evaluation(
 def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
     """`steerable-eval eval=superhf`: one SuperHF run, or a multirun folder of them (the KL sweep)."""
     run = Path(cfg.run)
-    if not (run / ".hydra" / "config.yaml").is_file():
+    if not is_run_folder(run):
         runs = sweep_runs(run)
         if not runs:
             raise FileNotFoundError(f"{run} is neither a SuperHF run folder nor a multirun folder of them")
         return {"sweep": trade_off(runs, out_dir, report)}
     m = run_config(run, "method", SuperHFConfig)
     data = run_config(run, "data", DataConfig)
-    saved = OmegaConf.load(run / ".hydra" / "config.yaml")
-    rewards = {**OmegaConf.to_container(saved.get("reward", {}), resolve=True), **cfg.reward}
+    rewards = run_rewards(run, cfg.reward)
     model, tokenizer = load_policy(run)
     gpu = cfg.hardware.accelerator == "gpu" and torch.cuda.is_available()
     model.to("cuda" if gpu else "cpu")

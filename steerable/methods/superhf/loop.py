@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from steerable.backbone.adapters import reference_policy
+from steerable.budget import record_trained
 from steerable.data.records import user_text
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, TokenizedExample, tokenize_conversation
 from steerable.evaluation.meteor import mean_pairwise_meteor
@@ -315,6 +316,7 @@ class SuperHFModule(OnlineModule):
                 continue
             optimizer.zero_grad()
             self.manual_backward(loss)
+            record_trained(batch["attention_mask"].sum())
             if s.gradient_clip:
                 self.clip_gradients(
                     optimizer, gradient_clip_val=s.gradient_clip, gradient_clip_algorithm="norm"

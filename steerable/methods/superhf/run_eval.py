@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from steerable.generation import Engine
 from steerable.methods.base import RunContext
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
 from steerable.methods.superhf.evaluate import run_evaluation
 from steerable.report import Report
 
 
 def eval_stage(ctx: RunContext, done) -> dict:
     """The run's report: setup, training summary, then the held-out comparison (superhf/ holds the files)."""
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
     cfg, m = ctx.cfg, ctx.cfg.method
     train = done.require("train")
     model, tokenizer = ctx.trained_model()

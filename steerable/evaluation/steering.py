@@ -1,0 +1,134 @@
+"""The steering metrics of one leaderboard row, each with a percentile bootstrap 95% interval over prompts.
+
+Given a row's cells (scores [C, P, K], requested weights [C, K]) every statistic is a function of which prompts
+are in the sample, so one resampling of prompt indices drives them all: per axis Spearman ρ over every reply
+and ρ of the per-request means, the fraction of grid steps whose mean moves the requested way and the spread
+(mean at the highest requested weight minus at the lowest); the hypervolume of the per-request means against
+the suite's fixed reference (`metrics.hypervolume`); the reward at the default request; the log-ratio to the
+base model; the mean pairwise METEOR of the default request's replies. A row that cannot be steered along an
+axis (a fixed policy: one point, or no requested weights) gets None there, never a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from steerable.evaluation.answers import Cell
+from steerable.evaluation.meteor import meteor
+from steerable.evaluation.metrics import hypervolume, spearman, steerability
+
+Stats = dict[str, float]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A statistic on all prompts and its bootstrap 95% interval; None = not defined for this row."""
+
+    value: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.value:.3g} [{self.low:.3g}, {self.high:.3g}]"
+
+
+def with_intervals(stat: Callable[[np.ndarray], Stats], prompts: int, n_boot: int, seed: int) -> dict:
+    """`stat(prompt indices) -> {name: value}` on every prompt, and the 2.5/97.5 percentiles of each value
+    over `n_boot` resamples of the prompts with replacement; a value undefined on all prompts stays None."""
+    full = stat(np.arange(prompts))
+    rng = np.random.default_rng(seed)
+    boots = [stat(rng.integers(0, prompts, prompts)) for _ in range(n_boot)]
+    out: dict[str, Interval | None] = {}
+    for name, value in full.items():
+        if value is None or not np.isfinite(value):
+            out[name] = None
+            continue
+        samples = np.array([b[name] for b in boots if b[name] is not None], dtype=float)
+        samples = samples[np.isfinite(samples)]
+        low, high = np.quantile(samples, [0.025, 0.975]) if samples.size else (np.nan, np.nan)
+        out[name] = Interval(float(value), float(low), float(high))
+    return out
+
+
+def requested(cells: Sequence[Cell], names: list[str]) -> np.ndarray | None:
+    """[C, K] requested weights, or None when some cell has no dial position (a fixed policy)."""
+    if any(c.weights is None for c in cells):
+        return None
+    return np.array([[c.weights[n] for n in names] for c in cells], dtype=float)
+
+
+def default_index(cells: Sequence[Cell], default: dict[str, float], names: list[str]) -> int:
+    """The cell of the default request; for a sweep of fixed policies the one trained nearest to it."""
+    flagged = [i for i, c in enumerate(cells) if c.default]
+    weights = requested(cells, names)
+    if weights is None or len(flagged) == 1:
+        return flagged[0] if flagged else 0
+    target = np.array([default[n] for n in names])
+    return int(np.argmin(np.abs(weights - target).sum(1)))
+
+
+def row_statistic(
+    cells: Sequence[Cell], names: list[str], reference: Sequence[float], default: dict[str, float]
+) -> Callable[[np.ndarray], Stats]:
+    """The function of prompt indices that computes every metric of a row (see the module docstring)."""
+    scores = np.stack([c.scores for c in cells])  # [C, P, K]
+    weights = requested(cells, names)
+    home = default_index(cells, default, names)
+    log_ratio = cells[home].log_ratio
+    pairwise = meteor_matrix(cells[home].texts)
+
+    def stat(idx: np.ndarray) -> Stats:
+        means = scores[:, idx].mean(1)  # [C, K]
+        out: Stats = {"hypervolume": hypervolume(means, reference)}
+        for k, name in enumerate(names):
+            out[f"default/{name}"] = float(scores[home, idx, k].mean())
+            out.update(axis_stats(name, weights, scores[:, idx, k], means[:, k], k))
+        out["kl"] = float(log_ratio[idx].mean()) if log_ratio is not None else None
+        out["meteor"] = mean_meteor(pairwise, idx)
+        return out
+
+    return stat
+
+
+def axis_stats(name: str, weights, replies: np.ndarray, means: np.ndarray, k: int) -> Stats:
+    """ρ over replies and of means, monotone fraction and spread along one axis (None: not steerable)."""
+    keys = [f"{m}/{name}" for m in ("rho_replies", "rho_means", "monotone", "spread")]
+    if weights is None or np.unique(weights[:, k]).size < 2:
+        return dict.fromkeys(keys)
+    dial = weights[:, k]
+    values = [
+        spearman(np.repeat(dial, replies.shape[1]), replies.reshape(-1)),
+        spearman(dial, means),
+        monotone_fraction(dial, means),
+        steerability(dial, means).spread,
+    ]
+    return dict(zip(keys, values, strict=True))
+
+
+def monotone_fraction(dial: np.ndarray, means: np.ndarray) -> float:
+    """The fraction of consecutive steps up the dial (per-value means, sorted by requested value) whose mean
+    rises: a step that does not move counts against it, so a dead dial scores 0, not 1."""
+    values, inverse = np.unique(dial, return_inverse=True)
+    curve = np.bincount(inverse, weights=means) / np.bincount(inverse)
+    return float(np.mean(np.diff(curve) > 0)) if values.size > 1 else float("nan")
+
+
+def meteor_matrix(texts: list[str]) -> np.ndarray:
+    """METEOR of every ordered pair of replies to different prompts (the diagonal is unused)."""
+    n = len(texts)
+    out = np.full((n, n), np.nan)
+    for i in range(n):
+        for j in range(n):
+            if i != j:
+                out[i, j] = meteor(texts[i], texts[j])
+    return out
+
+
+def mean_meteor(pairwise: np.ndarray, idx: np.ndarray) -> float | None:
+    """Mean METEOR over ordered pairs of the sampled prompts that are different prompts."""
+    a, b = np.meshgrid(idx, idx, indexing="ij")
+    keep = a != b
+    return float(pairwise[a[keep], b[keep]].mean()) if keep.any() else None

@@ -1,0 +1,17 @@
+"""The prompting baseline: the base model, untrained, asked for a weighting of the objectives in words (a
+system message). Every steerable method must beat it to be worth its training."""
+
+from steerable.methods.prompting.config import PromptingConfig
+from steerable.methods.registry import MethodSpec, Stage
+
+_S = "steerable.methods.prompting"
+
+SPEC = MethodSpec(
+    name="prompting",
+    summary="the base model steered by an instruction in the prompt (no training; a benchmark baseline)",
+    config=PromptingConfig,
+    stages=(Stage("base", f"{_S}.policy:base_stage", doc="record the base model (nothing is trained)"),),
+    policy=f"{_S}.policy:load_prompting_policy",
+)
+
+__all__ = ["SPEC", "PromptingConfig"]

@@ -1,0 +1,320 @@
+"""The steerability benchmark: the demo suite trained as one Hydra multirun with tiny models (debug=fast), a
+method added in a scratch package, and one leaderboard over all of them; plus the pieces it is made of
+(requests -> each policy's controls, the grid, the metrics, the budget ledger, the hh suite's loading)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import steerable.methods
+from steerable.budget import record_generated, record_trained
+from steerable.cli.common import validate
+from steerable.cli.eval import run_eval
+from steerable.cli.train import run
+from steerable.config.schema import ConfigError
+from steerable.evaluation.metrics import hypervolume
+from steerable.evaluation.steering import monotone_fraction
+from steerable.evaluation.suite import simplex_grid
+from steerable.methods.pcm.policy import PreferencePolicy
+from steerable.methods.pcm.preferences import parse_dimensions
+from steerable.methods.prompting.policy import instruction_for
+from steerable.methods.registry import specs
+from steerable.methods.steerlm.attributes import AttributeSchema
+from steerable.methods.steerlm.policy import SteerLMPolicy
+from steerable.pipeline import StageResults
+from steerable.policies.base import Control, Objective, Request, SteerablePolicy
+from tests.conftest import compose_config, shared_file
+
+ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
+DEMO = {
+    "concise": Objective("verbosity", -1, "Keep it short"),
+    "positivity": Objective("positivity", 1, "Be upbeat"),
+}
+
+
+def request(concise: float) -> Request:
+    return Request({"concise": concise, "positivity": 1 - concise}, DEMO)
+
+
+# ------------------------------------------------------------------------------------ requests -> controls
+
+
+class WeightsOnly(SteerablePolicy):
+    """The smallest weight-conditioned policy: what CLP, Rewarded Soups and RiC look like to a benchmark."""
+
+    origin, kind = "test", "weighted"
+
+    def __init__(self, options: tuple[str, ...]) -> None:
+        self.options = options
+
+    def controls(self) -> list[Control]:
+        return [Control("weights", "weights", default=[0.5, 0.5], options=self.options)]
+
+    def _generate(self, prompts, values, settings):
+        raise NotImplementedError
+
+    def to(self, device):
+        return self
+
+
+def test_a_weights_control_is_set_by_objective_name_and_a_mismatch_is_one_line() -> None:
+    policy = WeightsOnly(("positivity", "concise"))
+    assert policy.controls_for(request(0.25)) == {"weights": [0.75, 0.25]}
+    with pytest.raises(ConfigError, match=r"weighs objectives \['helpful', 'concise'\]|trained on"):
+        WeightsOnly(("helpful", "concise")).controls_for(request(0.25))
+    with pytest.raises(ConfigError, match="sum to 1"):
+        Request({"concise": 0.5, "positivity": 0.6})
+
+
+def test_steerlm_dials_follow_their_objectives_weights_and_direction() -> None:
+    schema = AttributeSchema(("verbosity", "positivity", "quality"), defaults={"quality": 4})
+    policy = SteerLMPolicy(None, None, schema, "test")
+    assert policy.controls_for(request(1.0)) == {"attributes.verbosity": 0, "attributes.positivity": 0}
+    assert policy.controls_for(request(0.25)) == {"attributes.verbosity": 3, "attributes.positivity": 3}
+    with pytest.raises(ConfigError, match="follows an attribute"):
+        policy.controls_for(Request({"a": 0.5, "b": 0.5}))
+
+
+def test_pcm_takes_the_side_each_objective_leans_to() -> None:
+    dims = parse_dimensions(["verbosity:concise:detailed", "positivity:unfriendly:friendly"])
+    policy = PreferencePolicy(None, None, None, None, dims, "test")
+    assert policy.controls_for(request(1.0)) == {
+        "preference.verbosity": "concise",
+        "preference.positivity": "unfriendly",
+    }
+    assert policy.controls_for(request(0.0)) == {
+        "preference.verbosity": "detailed",
+        "preference.positivity": "friendly",
+    }
+
+
+def test_the_prompting_baseline_asks_in_words_heaviest_goal_first() -> None:
+    text = instruction_for(request(0.25), "Goals: {goals}.")
+    assert text == "Goals: Be upbeat (75%); Keep it short (25%)."
+    assert "Keep it short" not in instruction_for(request(0.0), "{goals}")
+    assert Control("instruction", "text", default="").check(5) == "5"  # any text is an instruction
+
+
+def test_the_grid_covers_the_simplex_and_a_dead_dial_is_not_monotone() -> None:
+    assert simplex_grid(["a", "b"], 0.5) == [{"a": 0, "b": 1}, {"a": 0.5, "b": 0.5}, {"a": 1, "b": 0}]
+    assert len(simplex_grid(["a", "b", "c"], 0.25)) == 15
+    dial = np.array([0.0, 0.5, 1.0])
+    assert monotone_fraction(dial, np.array([1.0, 1.0, 1.0])) == 0.0
+    assert monotone_fraction(dial, np.array([0.0, 2.0, 1.0])) == 0.5
+    assert monotone_fraction(dial, np.array([0.0, 1.0, 2.0])) == 1.0
+
+
+def test_each_stage_records_its_own_spend_not_its_upstreams(tmp_path) -> None:
+    def upstream(done):
+        record_generated([type("C", (), {"token_ids": [1, 2, 3]})()] * 2)
+        return {}
+
+    def downstream(done):
+        done.require("up")
+        record_trained(torch.tensor(7))
+        return {}
+
+    StageResults(tmp_path, {"up": upstream, "down": downstream}).run("down")
+    up = json.loads((tmp_path / "stages" / "up.json").read_text())["cost"]
+    down = json.loads((tmp_path / "stages" / "down.json").read_text())["cost"]
+    assert (up["samples_generated"], up["tokens_generated"], up["tokens_trained"]) == (2, 6, 0)
+    assert (down["samples_generated"], down["tokens_generated"], down["tokens_trained"]) == (0, 0, 7)
+
+
+# --------------------------------------------------------------------------- the suite, end to end (tiny)
+
+SCRATCH = """
+from dataclasses import dataclass, field
+
+from steerable.config.method import MethodConfig
+from steerable.methods.registry import MethodSpec, Stage
+
+
+@dataclass
+class ScratchConfig(MethodConfig):
+    name: str = "scratch_fixed"
+    weights: dict[str, float] = field(default_factory=dict)
+
+
+SPEC = MethodSpec(
+    name="scratch_fixed",
+    summary="a fixed policy trained for one weighting (a test plugin)",
+    config=ScratchConfig,
+    stages=(Stage("train", f"{__name__}.impl:train_stage"),),
+    policy=f"{__name__}.impl:load",
+)
+"""
+SCRATCH_IMPL = """
+from steerable.backbone.adapters import save_model
+from steerable.policies.plain import load_plain_policy
+from steerable.policies.runs import FINAL_MODEL_DIR, final_metadata
+
+
+def train_stage(ctx, done):
+    model, tokenizer = ctx.backbone()
+    weights = dict(ctx.cfg.method.weights)
+    save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata={"weights": weights})
+    return {"trainable_params": 0}
+
+
+def load(run_dir):
+    policy = load_plain_policy(run_dir)
+    policy.fixed_weights = final_metadata(run_dir)["weights"]
+    return policy
+"""
+
+
+@pytest.fixture
+def scratch_method(tmp_path):
+    """A method package outside the source tree, found by the registry like any other."""
+    package = tmp_path / "plugins" / "scratch_fixed"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(textwrap.dedent(SCRATCH))
+    (package / "impl.py").write_text(textwrap.dedent(SCRATCH_IMPL))
+    steerable.methods.__path__.append(str(package.parent))
+    specs.cache_clear()
+    try:
+        yield specs()["scratch_fixed"].config
+    finally:
+        steerable.methods.__path__.remove(str(package.parent))
+        specs.cache_clear()
+        for name in [m for m in sys.modules if m.startswith("steerable.methods.scratch_fixed")]:
+            del sys.modules[name]
+
+
+def train_scratch(run_dir: Path, config: type, concise: float) -> None:
+    composed = compose_config("train", ["model=tiny", "benchmark=demo", "debug=fast", "method=sft"])
+    composed.method = OmegaConf.structured(config(weights={"concise": concise, "positivity": 1 - concise}))
+    composed.benchmark.arm = "scratch"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    run(validate(composed), run_dir)
+
+
+@pytest.fixture(scope="module")
+def demo_sweep(tmp_path_factory) -> Path:
+    """`steerable-train -m experiment=benchmark_demo` with tiny models: one job per arm, one process."""
+    root = tmp_path_factory.mktemp("suite")
+    result = subprocess.run(
+        [sys.executable, "-m", "steerable.cli.train", "-m", "experiment=benchmark_demo", "model=tiny"]
+        + ["debug=fast", f"output_root={root}", "hardware.torch_threads=1"],
+        cwd=root,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (root / "benchmark_demo").iterdir()
+    return sweep
+
+
+def leaderboard_config(runs: list[Path], *extra: str):
+    listed = ",".join(str(p) for p in runs)
+    cfg = validate(compose_config("eval", [f"run=[{listed}]", "eval=leaderboard", *extra]))
+    cfg.eval.suite.num_prompts, cfg.eval.suite.max_new_tokens, cfg.eval.suite.bootstrap = 3, 8, 50
+    return cfg
+
+
+def test_demo_suite_every_arm_and_a_scratch_method_get_one_leaderboard(
+    tmp_path, demo_sweep, scratch_method
+) -> None:
+    sweep = demo_sweep
+    scratch = [tmp_path / "scratch_a", tmp_path / "scratch_b"]
+    for folder, concise in zip(scratch, (0.0, 1.0), strict=True):
+        train_scratch(folder, scratch_method, concise)
+    out = tmp_path / "leaderboard"
+    result = run_eval(leaderboard_config([sweep, *scratch]), out)
+    rows = {r["name"]: r for r in result["rows"]}
+
+    suite = cfg_suite(sweep)
+    assert set(suite["arms"]) | {"scratch", "rewarded_soups (logit mixing)"} == set(rows)
+    for row in rows.values():  # the hypervolume is the tested function's, on the row's own points
+        points = np.array([list(p["means"].values()) for p in row["points"]])
+        assert row["metrics"]["hypervolume"]["value"] == pytest.approx(
+            hypervolume(points, suite["reference"])
+        )
+    assert len(rows["clp_attn"]["points"]) == 5 and len(rows["sft"]["points"]) == 1
+    assert rows["sft"]["metrics"]["rho_means/concise"] is None  # a fixed policy has no dial
+    assert [p["weights"]["concise"] for p in rows["scratch"]["points"]] == [0.0, 1.0]
+    assert rows["clp_attn"]["cost"]["samples_generated"] > 0 and rows["sft"]["cost"]["tokens_trained"] > 0
+    board = (out / "leaderboard.md").read_text()
+    sft_line = next(line for line in board.splitlines() if line.startswith("| ") and "| sft |" in line)
+    assert "n/a" in sft_line and "steerable-train arm=demo_sft experiment=benchmark_demo" in board
+    assert {"front.png", "dial_concise.png", "dial_positivity.png"} <= {p.name for p in out.iterdir()}
+    hvs = [r["metrics"]["hypervolume"]["value"] for r in result["rows"]]
+    assert hvs == sorted(hvs, reverse=True)
+
+
+def test_the_leaderboard_lands_on_wandb(tmp_path, demo_sweep, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    jobs = sorted(p for p in demo_sweep.iterdir() if p.name.endswith(("-prompting", "-sft")))
+    failed = tmp_path / "failed_sft_job"  # a job that died before saving its policy
+    shutil.copytree(jobs[-1] / ".hydra", failed / ".hydra")
+    out = tmp_path / "leaderboard"
+    result = run_eval(leaderboard_config([*jobs, failed], "logger=wandb_offline"), out)
+    assert [len(r["points"]) for r in result["rows"] if r["arm"] == "sft"] == [1]  # the failed one left out
+    (files,) = [p / "files" for p in (out / "wandb").glob("offline-run-*")]
+    tables = [json.loads(t.read_text()) for t in (files / "media" / "table").rglob("*.table.json")]
+    assert any(t["columns"][:3] == ["rank", "arm", "hypervolume"] for t in tables)
+    assert list((files / "media" / "images").rglob("front*.png"))
+
+
+def cfg_suite(sweep: Path) -> dict:
+    job = next(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    return OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml").benchmark)
+
+
+# ----------------------------------------------------------------------------------------- the hh suite
+
+
+def test_hh_suite_loads_its_prompts_and_reward_models_offline(tmp_path) -> None:
+    """The GPU suite's own code paths on the shared HH fixture, with a tiny classifier for the hub models."""
+    from steerable.backbone.loading import load_tokenizer
+    from steerable.evaluation.leaderboard import reward_stack
+    from steerable.evaluation.suite import suite_prompts
+    from tests.test_rewards_programmatic import _save_tiny_classifier
+
+    fixture = shared_file("hh-rlhf/harmless-base-test.jsonl.gz")
+    _save_tiny_classifier(tmp_path / "rm", num_labels=1, pad_in_config=True)
+    composed = compose_config(
+        "train",
+        ["experiment=benchmark_hh", "arm=hh_clp_attn", "model=tiny", "hardware=cpu", f"data.path={fixture}"]
+        + [f"benchmark.objectives.{o}.reward.name_or_path={tmp_path / 'rm'}" for o in ("helpful", "harmless")]
+        + [f"reward.{o}.name_or_path={tmp_path / 'rm'}" for o in ("helpful", "harmless")],
+    )
+    cfg = validate(composed)
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    prompts = suite_prompts([run_dir], cfg.benchmark, load_tokenizer(cfg.model))
+    assert 2 <= len(prompts) <= cfg.benchmark.num_prompts  # the held-out prompts that fit
+    assert all(p[-1]["role"] == "user" for p in prompts)
+    stack = reward_stack(cfg.benchmark)
+    scores = stack.score([p[-1]["content"] for p in prompts[:3]], ["Sure.", "No.", "Here is how."])
+    assert stack.names == ["helpful", "harmless"] and scores.shape == (3, 2)
+
+
+@pytest.mark.parametrize("suite", ["demo", "hh"])
+def test_each_suite_experiment_sweeps_exactly_the_suites_arms(suite: str) -> None:
+    """The arms the multirun trains are the arms the leaderboard expects (a missing one would be reported)."""
+    root = Path(__file__).resolve().parents[1]
+    experiment = OmegaConf.load(root / "experiments" / f"benchmark_{suite}.yaml")
+    swept = str(experiment.hydra.sweeper.params.arm).split(",")
+    arms = OmegaConf.load(root / "conf" / "benchmark" / f"{suite}.yaml").arms
+    assert swept == [f"{suite}_{arm}" for arm in arms]
+    for arm in arms:
+        option = OmegaConf.load(root / "conf" / "arm" / f"{suite}_{arm}.yaml")
+        assert option.benchmark.arm == arm
