@@ -181,3 +181,119 @@ def test_bad_data_names_file_and_line(capsys, monkeypatch, tmp_path, data, rows,
     code, printed = invoke(capsys, monkeypatch, tmp_path, "train", args)
     assert_clear_failure(code, printed, needle, tmp_path)
     assert f"{path}:" in printed  # file:line
+
+
+# ------------------------------------------------------------------------------------------ paths and machines
+
+
+def write_lines(path: Path, rows: list) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def remote_code_model(folder: Path) -> Path:
+    """A model folder whose config asks transformers to run code shipped with it (auto_map)."""
+    import json
+
+    folder.mkdir()
+    config = {
+        "model_type": "custom",
+        "architectures": ["Custom"],
+        "auto_map": {"AutoConfig": "x.CustomConfig"},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "x.py").write_text("raise SystemExit('remote code ran')\n")
+    return folder
+
+
+def path_cases(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """Overrides and the expected message, built on files made in tmp_path."""
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "folder.jsonl").mkdir()
+    (tmp_path / "a_file").write_text("not a folder")
+    long_reply = "word " * 400
+    dropped = write_lines(tmp_path / "all_dropped.jsonl", [{"prompt": "hi", "response": long_reply}] * 4)
+    same = write_lines(tmp_path / "same.jsonl", [{"prompt": "hi", "chosen": "yes", "rejected": "yes"}] * 6)
+    remote = remote_code_model(tmp_path / "remote_model")
+    jsonl = ["data=jsonl", "data.prompt_field=prompt", "data.response_field=response"]
+    return {
+        "missing data file": (
+            ["data=jsonl", f"data.path={tmp_path}/none.jsonl"],
+            "none.jsonl does not exist",
+        ),
+        "empty data file": (["data=jsonl", f"data.path={tmp_path}/empty.jsonl"], "empty.jsonl is empty"),
+        "data path is a folder": (
+            ["data=jsonl", f"data.path={tmp_path}/folder.jsonl"],
+            "folder.jsonl is a folder",
+        ),
+        "every row dropped": (
+            [*jsonl, f"data.path={dropped}", "data.max_length=32", "data.too_long=drop"],
+            "all_dropped.jsonl",
+        ),
+        "DPO pairs all identical": (
+            ["method=dpo", "data=jsonl", f"data.path={same}"],
+            "same.jsonl",
+        ),
+        "GPU strategy on a CPU machine": (["hardware=ddp"], "hardware"),
+        "GPU accelerator on a CPU machine": (["hardware=gpu"], "hardware.accelerator=gpu"),
+        "output folder under a file": ([f"output_root={tmp_path}/a_file/runs"], "a_file"),
+        "model folder asking for remote code": (
+            ["model=hf", f"model.name_or_path={remote}"],
+            "remote code",
+        ),
+    }
+
+
+PATH_CASE_NAMES = [
+    "missing data file",
+    "empty data file",
+    "data path is a folder",
+    "every row dropped",
+    "DPO pairs all identical",
+    "GPU strategy on a CPU machine",
+    "GPU accelerator on a CPU machine",
+    "output folder under a file",
+    "model folder asking for remote code",
+]
+
+
+@pytest.mark.parametrize("case", PATH_CASE_NAMES)
+def test_bad_paths_and_machines_are_one_clear_error(capsys, monkeypatch, tmp_path, case) -> None:
+    import torch
+
+    if "GPU" in case and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    overrides, needle = path_cases(tmp_path)[case]
+    before = tree_hashes(tmp_path)
+    args = [*TINY, f"output_root={tmp_path / 'out'}", *overrides]
+    code, printed = invoke(capsys, monkeypatch, tmp_path, "train", args)
+    assert_clear_failure(code, printed, needle, tmp_path)
+    errors = [line for line in printed.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], printed  # one line says what and where
+    after = tree_hashes(tmp_path)
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing changed or deleted
+
+
+def test_an_optuna_sweep_with_no_trials_is_one_clear_error(capsys, monkeypatch, tmp_path) -> None:
+    args = ["-m", *TINY, "hparams_search=optuna", "hydra.sweeper.n_trials=0", f"output_root={tmp_path}"]
+    code, printed = invoke(capsys, monkeypatch, tmp_path, "train", args)
+    assert_clear_failure(code, printed, "hydra.sweeper.n_trials=0", tmp_path)
+    assert not list(tmp_path.iterdir())  # no sweep folder, no study database
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Every file under `root` (symlinks as their target text) by its relative path, with a SHA-256."""
+    import hashlib
+    import os
+
+    hashes = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            hashes[str(path.relative_to(root))] = "-> " + os.readlink(path)
+        elif path.is_file():
+            hashes[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif path.is_dir():
+            hashes[str(path.relative_to(root)) + "/"] = "dir"
+    return hashes

@@ -63,7 +63,12 @@ def validate(cfg: DictConfig) -> Any:
         if isinstance(cause, ConfigError):
             raise ConfigError(str(cause)) from None
         raise ConfigError(str(err)) from None
-    return check_train_config(checked) if isinstance(checked, TrainConfig) else checked
+    if isinstance(checked, TrainConfig):
+        from steerable.cli.preflight import check_train_paths
+
+        check_train_paths(checked)
+        return check_train_config(checked)
+    return checked
 
 
 def machine_hardware(cfg: Any) -> tuple[Any, Any]:
@@ -133,7 +138,7 @@ def check_composition(config_name: str, argv: list[str]) -> None:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             composed = compose(config_name=config_name, overrides=argv)
         validate(composed)  # cross-field and method rules too, before Hydra makes a run folder
-    except (HydraException, OmegaConfBaseException, ConfigError) as err:
+    except (HydraException, OmegaConfBaseException, UserError) as err:
         fail(one_line(err))
     finally:
         GlobalHydra.instance().clear()

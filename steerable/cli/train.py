@@ -14,8 +14,10 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import (
     CONF_DIR,
+    argument,
     check_composition,
     check_resume_argument,
+    fail,
     machine_hardware,
     report_user_errors,
     set_threads,
@@ -105,6 +107,13 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
+def check_sweep_arguments(argv: list[str]) -> None:
+    """A sweep needs at least one trial (Optuna's sweeper would end in a traceback asking for the best one)."""
+    trials = argument(argv, "hydra.sweeper.n_trials")
+    if trials is not None and not (trials.strip().isdigit() and int(trials) >= 1):
+        fail(f"hydra.sweeper.n_trials={trials}: an Optuna sweep needs at least 1 trial")
+
+
 def main() -> None:
     setup_hydra()
     if {"--help", "-h"} & set(sys.argv[1:]):
@@ -112,6 +121,7 @@ def main() -> None:
 
         print(describe() + "\n")
     check_resume_argument(sys.argv[1:])
+    check_sweep_arguments(sys.argv[1:])
     check_composition("train", sys.argv[1:])
     _main()
 
