@@ -2,9 +2,9 @@
 
 Every request becomes a `Job`. Jobs run in arrival order on a single worker thread (the model is not
 thread-safe, and one long-lived thread keeps torch's thread pool warm instead of meeting a new pool per
-request). A forward pre-hook on the policy's network checks the running job before each forward pass, so a
+request). A forward pre-hook on the network's token embeddings checks the running job before each forward pass, so a
 generation stops within one decode step when its deadline passes, its client goes away or the server shuts
-down, whatever engine loop is calling the model.
+down, whatever engine loop is calling the model (in-process engines: vLLM's own workers are not watched).
 """
 
 from __future__ import annotations
@@ -18,6 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+
+def input_embeddings(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The token embeddings every forward pass starts with (wrappers such as PEFT's call the inner model's
+    own generate, so a hook on the outer module would never run)."""
+    found = [m for m in network.modules() if isinstance(m, torch.nn.Embedding)]
+    if not found:
+        raise ValueError(f"{type(network).__name__} has no token embedding to watch")
+    return found
 
 
 class GenerationStopped(Exception):
@@ -60,7 +69,7 @@ class Worker:
         self.stopping = False
         self.recent_seconds = 1.0  # a running mean of generation times, for Retry-After
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steerable-generate")
-        self.hook = network.register_forward_pre_hook(self._check_running)
+        self.hooks = [m.register_forward_pre_hook(self._check_running) for m in input_embeddings(network)]
 
     def _check_running(self, module: torch.nn.Module, args: Any) -> None:
         job = self.running
