@@ -583,3 +583,65 @@ def test_an_empty_folder_or_a_new_nested_path_is_exported_into(
     for out in (tmp_path / "empty", tmp_path / "new" / "nested"):
         code, printed = invoke(capsys, monkeypatch, tmp_path, "export", [f"run={steerlm_run}", f"out={out}"])
         assert code == 0 and (out / "README.md").is_file(), printed[-2000:]
+
+
+# ------------------------------------------------------------------------ writes outside a new run folder
+
+
+def test_replacing_a_checkpoint_folder_removes_only_what_it_made(tmp_path) -> None:
+    from steerable.backbone.adapters import atomic_directory
+
+    target, stranger = tmp_path / "final", tmp_path / ".final.old"
+    target.mkdir()
+    (target / "weights").write_text("v1")
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("not ours")
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("v2")
+    assert (target / "weights").read_text() == "v2"
+    assert (stranger / "keep.txt").read_text() == "not ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".final.old", "final"]
+
+
+def test_the_gguf_cache_keeps_a_finished_copy_and_refuses_to_clobber_a_foreign_folder(tmp_path) -> None:
+    from steerable.backbone.loading import ModelLoadError, _publish
+
+    done = tmp_path / "cache" / "model-done"
+    done.mkdir(parents=True)
+    (done / "config.json").write_text("{}")
+    ours = tmp_path / "cache" / ".tmp-1"
+    ours.mkdir()
+    (ours / "config.json").write_text('{"ours": 1}')
+    _publish(ours, done)  # another process finished first: its copy stays, ours goes
+    assert (done / "config.json").read_text() == "{}" and not ours.exists()
+
+    foreign = tmp_path / "cache" / "model-foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("someone's")
+    ours.mkdir()
+    (ours / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="cannot write the converted model"):
+        _publish(ours, foreign)
+    assert (foreign / "notes.txt").read_text() == "someone's" and not (foreign / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "warned"),
+    [("127.0.0.1", None, None), ("::1", None, None), ("localhost", None, None),
+     ("0.0.0.0", None, "anyone who reaches it"), ("192.168.1.5", None, "set token="),
+     ("0.0.0.0", "s3cret", "must carry the bearer token"), ("myhost.example", None, "anyone")],
+)  # fmt: skip
+def test_binding_beyond_loopback_warns_and_says_whether_a_token_guards_it(
+    caplog, host, token, warned
+) -> None:
+    import logging
+
+    from steerable.cli.serve import warn_if_reachable
+
+    with caplog.at_level(logging.WARNING, logger="steerable"):
+        warn_if_reachable(host, 7860, token)
+    messages = [r.getMessage() for r in caplog.records]
+    if warned is None:
+        assert not messages
+    else:
+        assert len(messages) == 1 and warned in messages[0] and f"{host}:7860" in messages[0]

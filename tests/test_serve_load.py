@@ -49,7 +49,7 @@ def test_sixteen_clients_with_faults_get_right_answers_no_5xx_no_hang(server) ->
     assert status == 200 and "text" in json.loads(raw)
 
 
-def test_sigterm_mid_generation_stops_the_server_within_seconds(server) -> None:
+def test_sigterm_mid_generation_stops_the_server_within_seconds(server, tmp_path) -> None:
     import http.client
 
     process, port = server
@@ -66,5 +66,6 @@ def test_sigterm_mid_generation_stops_the_server_within_seconds(server) -> None:
     stopped_after = time.monotonic() - sent
     assert stopped_after < 10, stopped_after
     assert code in (0, -signal.SIGTERM), code
+    assert not list(tmp_path.iterdir())  # serve writes no log or other file where it runs
     rest = response.read().decode().strip().splitlines()
     assert not rest or "error" in json.loads(rest[-1]) or "done" in json.loads(rest[-1])

@@ -129,12 +129,21 @@ def _convert_into(gguf: Path, target: Path) -> None:
         model.generation_config = loaded.generation_config
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except FileExistsError:  # another process finished first; its copy is complete
-        shutil.rmtree(tmp, ignore_errors=True)
+        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename the finished conversion into place. Where another process got there first (rename onto its
+    non-empty folder fails: EEXIST or ENOTEMPTY), its complete copy is kept and ours dropped."""
+    try:
+        os.replace(tmp, target)
+    except OSError as err:
+        if not (target / "config.json").is_file():
+            raise ModelLoadError(f"cannot write the converted model to {target}: {err}") from err
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_pretrained_dir(cfg: ModelConfig) -> str:
