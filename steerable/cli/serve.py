@@ -90,6 +90,7 @@ def _main(dict_cfg: DictConfig) -> None:
     cfg, _ = common.machine_hardware(common.validate(dict_cfg))
     common.set_threads(cfg.hardware.torch_threads)
     server = build_server(cfg)
+    server.warm_up()
     sock = bound_socket(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     warn_if_reachable(cfg.host, port, server.token)

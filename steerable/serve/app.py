@@ -20,7 +20,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any
 
@@ -122,6 +122,17 @@ class Server:
     def generate(self, body: dict[str, Any]) -> dict[str, Any]:
         """One request body, checked and generated here (scripts and tests; the app goes through the queue)."""
         return self.run(self.check(json.dumps(body).encode()))
+
+    def warm_up(self) -> None:
+        """One short reply on the generation thread before the first request, so that request does not pay the
+        one-time costs (kernel selection and caches for these shapes, lazy imports) that steerable-generate's
+        single call includes."""
+        if not all(c.default is not None for c in self.policy.controls()):
+            return  # a control without a default (PCM's sides): no request to make up
+        messages = [{"role": "user", "content": "Hi"}]
+        settings = replace(self.defaults, max_new_tokens=2, num_return_sequences=1, batch_size=1)
+        checked = Checked(messages, self.policy.resolve({}), settings)
+        self.worker.submit(Job(self.limits.deadline_s), lambda: self.run(checked)).result()
 
     def enqueue(self, checked: Checked, streamer: Any = None) -> tuple[Job, asyncio.Future]:
         if self.worker.stopping:

@@ -68,7 +68,13 @@ class Worker:
         self.running: Job | None = None
         self.stopping = False
         self.recent_seconds = 1.0  # a running mean of generation times, for Retry-After
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steerable-generate")
+        threads = (
+            torch.get_num_threads()
+        )  # the configured count (hardware.torch_threads), set on the thread too
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="steerable-generate", initializer=torch.set_num_threads,
+            initargs=(threads,),
+        )  # fmt: skip
         self.hooks = [m.register_forward_pre_hook(self._check_running) for m in input_embeddings(network)]
 
     def _check_running(self, module: torch.nn.Module, args: Any) -> None:
