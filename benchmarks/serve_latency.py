@@ -8,7 +8,8 @@ shows each arm's median and best, and the ratio serve/generate of the medians (t
 return the same text (greedy), or the script fails.
 
   python benchmarks/serve_latency.py --smoke                # the default tiny model, 8 new tokens, 2 rounds
-  python benchmarks/serve_latency.py                        # a random-weight model of SmolLM2-135M's shape
+  python benchmarks/serve_latency.py                        # a mid-size random model (hidden 256, 8 layers)
+  python benchmarks/serve_latency.py --smollm2-shape        # random weights in SmolLM2-135M's shape
   python benchmarks/serve_latency.py --run outputs/quickstart/<timestamp>   # an existing run
 """
 
@@ -28,6 +29,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# a random-weight model between the test model and SmolLM2 (fits a shared 2-core machine's patience)
+MID_SHAPE = [
+    "model.tiny.hidden_size=256",
+    "model.tiny.num_hidden_layers=8",
+    "model.tiny.intermediate_size=768",
+    "model.tiny.initializer_range=0.02",
+]
 # SmolLM2-135M's shape (config.json of HuggingFaceTB/SmolLM2-135M-Instruct), random weights
 SMOLLM2_SHAPE = [
     "model.tiny.hidden_size=576",
@@ -59,8 +67,8 @@ def env(threads: int, code: Path = ROOT) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": str(threads)}
 
 
-def make_run(root: Path, smoke: bool, threads: int) -> Path:
-    overrides = [*TRAIN, *([] if smoke else SMOLLM2_SHAPE), f"output_root={root}"]
+def make_run(root: Path, shape: list[str], threads: int) -> Path:
+    overrides = [*TRAIN, *shape, f"output_root={root}"]
     command = [sys.executable, "-m", "steerable.cli.train", *overrides]
     subprocess.run(command, check=True, env=env(threads), cwd=root, capture_output=True)
     (run,) = [p.parent.parent for p in root.rglob(".steerable/complete")]
@@ -130,6 +138,7 @@ def main() -> None:
     )
     parser.add_argument("--smoke", action="store_true", help="tiny model, 8 new tokens, 2 rounds")
     parser.add_argument("--run", type=Path, help="an existing run folder (default: train a fresh one)")
+    parser.add_argument("--smollm2-shape", action="store_true", help="train a SmolLM2-135M-shaped model")
     parser.add_argument("--keep-run", type=Path, help="train the fresh run under this folder and keep it")
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--rounds", type=int, default=None)
@@ -144,7 +153,8 @@ def main() -> None:
     max_new = args.max_new_tokens or (8 if args.smoke else 64)
     rounds = args.rounds or (2 if args.smoke else 4)
     with tempfile.TemporaryDirectory() as tmp:
-        run = args.run or make_run(args.keep_run or Path(tmp), args.smoke, args.threads)
+        shape = [] if args.smoke else SMOLLM2_SHAPE if args.smollm2_shape else MID_SHAPE
+        run = args.run or make_run(args.keep_run or Path(tmp), shape, args.threads)
         process, url = start_server(run, args.threads, max_new, Path(tmp), args.server_code)
         try:
             rows = measure(run, url, args.threads, max_new, rounds)
@@ -166,6 +176,7 @@ def measure(run: Path, url: str, threads: int, max_new: int, rounds: int) -> dic
         order = list(arms) if round_ % 2 == 0 else list(reversed(arms))
         for name in order:
             seconds, text = timed(arms[name])
+            print(f"round {round_ + 1} {name}: {seconds:.2f} s", file=sys.stderr, flush=True)
             times[name].append(seconds)
             texts[name].add(text)
     if texts["generate"] != texts["serve"]:

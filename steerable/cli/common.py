@@ -63,12 +63,7 @@ def validate(cfg: DictConfig) -> Any:
         if isinstance(cause, ConfigError):
             raise ConfigError(str(cause)) from None
         raise ConfigError(str(err)) from None
-    if isinstance(checked, TrainConfig):
-        from steerable.cli.preflight import check_train_paths
-
-        check_train_paths(checked)
-        return check_train_config(checked)
-    return checked
+    return check_train_config(checked) if isinstance(checked, TrainConfig) else checked
 
 
 def machine_hardware(cfg: Any) -> tuple[Any, Any]:
@@ -137,7 +132,11 @@ def check_composition(config_name: str, argv: list[str]) -> None:
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             composed = compose(config_name=config_name, overrides=argv)
-        validate(composed)  # cross-field and method rules too, before Hydra makes a run folder
+        checked = validate(composed)  # cross-field and method rules too, before Hydra makes a run folder
+        if config_name == "train":
+            from steerable.cli.preflight import check_train_paths
+
+            check_train_paths(checked)  # the files and folders it names
     except (HydraException, OmegaConfBaseException, UserError) as err:
         fail(one_line(err))
     finally:

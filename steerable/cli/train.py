@@ -24,6 +24,7 @@ from steerable.cli.common import (
     setup_hydra,
     validate,
 )
+from steerable.cli.preflight import check_train_paths
 from steerable.config.schema import TrainConfig
 from steerable.run_dir import HARDWARE_FILE, RunLock, is_complete, mark_complete, write_text_atomic
 
@@ -79,6 +80,7 @@ def objective(results: dict[str, dict]) -> float:
 @report_user_errors
 def _main(dict_cfg: DictConfig) -> float:
     cfg: TrainConfig = validate(dict_cfg)
+    check_train_paths(cfg)  # again in the job: sweeps (-m) and hydra.* overrides skip check_composition
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     h = cfg.hardware
     log.info(
