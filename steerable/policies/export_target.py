@@ -79,7 +79,7 @@ def export_directory(out: Path, run_dir: Path, overwrite: bool) -> Iterator[Path
     """A temporary sibling of `out` to fill; on success it gets the marker and is renamed to `out` (an earlier
     export there is swapped out first and removed only once the new one is in place). On failure the
     temporary folder and any parent folders made for it are removed, and `out` is untouched."""
-    out = Path(out)
+    out = Path(os.path.abspath(out))  # `out=.` or `out=x/..` still has a real name and parent
     check_export_target(out, run_dir, overwrite)
     made = _make_parents(out.parent)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
