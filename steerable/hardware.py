@@ -96,6 +96,12 @@ def _warn_slow_bf16(requested: str, features: str) -> None:
 
 def resolve_hardware(hardware: HardwareConfig) -> tuple[HardwareConfig, PrecisionChoice]:
     """`hardware` with `auto` precision and accelerator replaced by what this machine gets."""
+    if hardware.accelerator == "gpu" and not gpu_available():
+        strategy = f", strategy {hardware.strategy.value}" if hardware.strategy.value != "auto" else ""
+        raise ConfigError(
+            f"hardware={hardware.name} needs a CUDA GPU (hardware.accelerator=gpu{strategy}) and this machine "
+            "has none; use hardware=cpu"
+        )
     choice = choose_precision(hardware)
     if hardware.strategy.value.startswith("deepspeed") and choice.accelerator == "cpu":
         raise ConfigError(DEEPSPEED_NEEDS_GPU.format(strategy=hardware.strategy.value))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -128,12 +129,21 @@ def _convert_into(gguf: Path, target: Path) -> None:
         model.generation_config = loaded.generation_config
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except FileExistsError:  # another process finished first; its copy is complete
-        shutil.rmtree(tmp, ignore_errors=True)
+        _publish(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    """Rename the finished conversion into place. Where another process got there first (rename onto its
+    non-empty folder fails: EEXIST or ENOTEMPTY), its complete copy is kept and ours dropped."""
+    try:
+        os.replace(tmp, target)
+    except OSError as err:
+        if not (target / "config.json").is_file():
+            raise ModelLoadError(f"cannot write the converted model to {target}: {err}") from err
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def resolve_pretrained_dir(cfg: ModelConfig) -> str:
@@ -141,7 +151,29 @@ def resolve_pretrained_dir(cfg: ModelConfig) -> str:
     if cfg.source == "gguf":
         return str(convert_gguf(_resolve_gguf(cfg)))
     assert cfg.name_or_path is not None
+    if Path(cfg.name_or_path).is_dir():
+        refuse_remote_code(Path(cfg.name_or_path), cfg.trust_remote_code)
     return cfg.name_or_path
+
+
+REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json")
+
+
+def refuse_remote_code(folder: Path, trusted: bool) -> None:
+    """A local model folder whose config asks transformers to import code shipped with it (`auto_map`) is
+    refused up front, naming the file, unless model.trust_remote_code=true came from the command line."""
+    if trusted:
+        return
+    for name in REMOTE_CODE_FILES:
+        try:
+            config = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict) and config.get("auto_map"):
+            raise ModelLoadError(
+                f"model.name_or_path={folder}: {name} asks to run code shipped with the model (auto_map); "
+                "refused: remote code runs only with model.trust_remote_code=true on the command line"
+            )
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

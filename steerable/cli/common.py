@@ -138,8 +138,12 @@ def check_composition(config_name: str, argv: list[str]) -> None:
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             composed = compose(config_name=config_name, overrides=argv)
-        validate(composed)  # cross-field and method rules too, before Hydra makes a run folder
-    except (HydraException, OmegaConfBaseException, ConfigError) as err:
+        checked = validate(composed)  # cross-field and method rules too, before Hydra makes a run folder
+        if config_name == "train":
+            from steerable.cli.preflight import check_train_paths
+
+            check_train_paths(checked)  # the files and folders it names
+    except (HydraException, OmegaConfBaseException, UserError) as err:
         fail(one_line(err))
     finally:
         GlobalHydra.instance().clear()

@@ -18,13 +18,15 @@ def export(cfg: ExportConfig) -> Path:
     from steerable.methods.registry import load_policy
     from steerable.policies.base import flatten
     from steerable.policies.export import export_policy
+    from steerable.policies.export_target import check_export_target
 
+    check_export_target(Path(cfg.out), Path(cfg.run), cfg.overwrite)  # before the model loads
     try:
         policy = load_policy(Path(cfg.run))
     except FileNotFoundError as err:
         raise ConfigError(f"run={cfg.run}: {err}") from None
     controls = flatten(cfg.controls) | ({"weights": list(cfg.weights)} if cfg.weights else {})
-    return export_policy(policy, Path(cfg.run), Path(cfg.out), cfg.merged, controls)
+    return export_policy(policy, Path(cfg.run), Path(cfg.out), cfg.merged, controls, cfg.overwrite)
 
 
 @hydra.main(config_path=common.CONF_DIR, config_name="export", version_base="1.3")

@@ -14,14 +14,17 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import (
     CONF_DIR,
+    argument,
     check_composition,
     check_resume_argument,
+    fail,
     machine_hardware,
     report_user_errors,
     set_threads,
     setup_hydra,
     validate,
 )
+from steerable.cli.preflight import check_train_paths
 from steerable.config.schema import TrainConfig
 from steerable.run_dir import HARDWARE_FILE, RunLock, is_complete, mark_complete, write_text_atomic
 
@@ -77,6 +80,7 @@ def objective(results: dict[str, dict]) -> float:
 @report_user_errors
 def _main(dict_cfg: DictConfig) -> float:
     cfg: TrainConfig = validate(dict_cfg)
+    check_train_paths(cfg)  # again in the job: sweeps (-m) and hydra.* overrides skip check_composition
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     h = cfg.hardware
     log.info(
@@ -105,6 +109,13 @@ def _finish_wandb() -> None:
             wandb.finish()
 
 
+def check_sweep_arguments(argv: list[str]) -> None:
+    """A sweep needs at least one trial (Optuna's sweeper would end in a traceback asking for the best one)."""
+    trials = argument(argv, "hydra.sweeper.n_trials")
+    if trials is not None and not (trials.strip().isdigit() and int(trials) >= 1):
+        fail(f"hydra.sweeper.n_trials={trials}: an Optuna sweep needs at least 1 trial")
+
+
 def main() -> None:
     setup_hydra()
     if {"--help", "-h"} & set(sys.argv[1:]):
@@ -112,6 +123,7 @@ def main() -> None:
 
         print(describe() + "\n")
     check_resume_argument(sys.argv[1:])
+    check_sweep_arguments(sys.argv[1:])
     check_composition("train", sys.argv[1:])
     _main()
 

@@ -157,11 +157,32 @@ class GenerateConfig:
 
 
 @dataclass
+class ServeLimits:
+    """What one request may ask of `steerable-serve`; over a limit is an error naming it (never a clamp)."""
+
+    body_bytes: int = 65536  # the request body
+    prompt_tokens: int = 1024  # the chat-formatted prompt (system + user), before the controls' conditioning
+    max_new_tokens: int = 512  # the most a request's settings.max_new_tokens may ask for
+    deadline_s: float = 300.0  # one generation's wall-clock budget, queueing excluded
+    queue: int = 8  # requests waiting behind the one generating; more get 503 with Retry-After
+
+    def __post_init__(self) -> None:
+        for name in ("body_bytes", "prompt_tokens", "max_new_tokens", "queue"):
+            at_least(f"limits.{name}", getattr(self, name), 1)
+        if not self.deadline_s > 0:
+            raise ConfigError(f"limits.deadline_s must be positive, got {self.deadline_s}")
+
+
+@dataclass
 class ServeConfig:
     run: str = MISSING  # the run folder whose policy to serve
     hardware: HardwareConfig = MISSING
     host: str = "127.0.0.1"  # loopback only unless asked: the page runs the model for whoever reaches it
     port: int = 7860  # 0 = any free port (printed at start)
+    # a bearer token every API request must carry (Authorization: Bearer <token>); null = the environment's
+    # STEERABLE_SERVE_TOKEN, else none (fine on loopback; a warning when bound beyond it)
+    token: str | None = None
+    limits: ServeLimits = field(default_factory=ServeLimits)
     max_new_tokens: int = 128  # the page's starting settings; each request may change them
     do_sample: bool = False
     temperature: float = 0.7
@@ -172,12 +193,21 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if self.max_new_tokens > self.limits.max_new_tokens:
+            raise ConfigError(
+                f"max_new_tokens={self.max_new_tokens} is over limits.max_new_tokens={self.limits.max_new_tokens}"
+            )
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("token= is empty; give a token or leave it out")
 
 
 @dataclass
 class ExportConfig:
     run: str = MISSING  # the run folder whose trained policy to export
-    out: str = MISSING  # the folder to write (replaced atomically when it exists)
+    # the folder to write: new, empty, or an earlier export (replaced only with overwrite=true); never a file,
+    # a run folder or a folder inside one. Written in a temporary sibling and renamed into place.
+    out: str = MISSING
+    overwrite: bool = False
     merged: bool = False  # true: LoRA folded into the weights (plain transformers, vLLM); false: the adapter
     # CLP / Rewarded Soups runs (whose weighting chooses the parameters): the one weighting to export, one value
     # per objective summing to 1 (default uniform); controls.* the same by name. Prompt-side controls stay dials.

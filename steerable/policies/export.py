@@ -11,10 +11,10 @@ from typing import Any
 from omegaconf import OmegaConf
 from peft import PeftModel
 
-from steerable.backbone.adapters import atomic_directory
 from steerable.backbone.loading import base_hub_id
 from steerable.config.schema import ConfigError
 from steerable.policies.base import SteerablePolicy, flatten
+from steerable.policies.export_target import check_export_target, export_directory
 from steerable.policies.runs import saved_config
 
 EXAMPLE = [{"role": "user", "content": "Any tips for running?"}]
@@ -26,17 +26,20 @@ def export_policy(
     out: Path,
     merged: bool,
     controls: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the folder atomically: nothing at `out` until the weights, tokenizer and card are all there.
+    """Write the folder atomically: nothing at `out` until the weights, tokenizer and card are all there, and
+    only where export_target allows (a new or empty folder, or an earlier export with `overwrite`).
 
     Controls written into the prompt (SteerLM, CLP's prompt variant) stay dials of the export and the card says
     how to set them; controls that choose the weights (CLP, Rewarded Soups) are fixed here: the export is the
     policy at that one setting (`controls`, else the defaults)."""
+    check_export_target(out, run_dir, overwrite)
     values = _export_values(policy, controls or {})
     adapter = not merged and isinstance(policy.model, PeftModel)
     network = policy.adapter_for(values) if adapter else policy.network_for(values)
     hub_id = base_hub_id(policy.model_cfg) if policy.model_cfg is not None else None
-    with atomic_directory(out) as tmp:
+    with export_directory(out, run_dir, overwrite) as tmp:
         network.save_pretrained(tmp, safe_serialization=True)
         if adapter:
             set_adapter_base(tmp, hub_id)

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from steerable.backbone.adapters import save_model
+from steerable.config.schema import ConfigError
 from steerable.data.prompts import fitting_prompts
 from steerable.data.tokenize import end_of_turn_id
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
@@ -30,9 +31,10 @@ def tokenized_split(
     train, stats = tokenize_pairs(tokenizer, train_pairs, data.max_length, policy, eot)
     val, _ = tokenize_pairs(tokenizer, val_pairs, data.max_length, policy, eot)
     if not train:
-        raise ValueError(
-            f"no training pairs left from data={data.name}: {len(train_pairs)} read, {stats.dropped} without reply "
-            f"tokens and {stats.identical} identical at data.max_length={data.max_length}"
+        raise ConfigError(
+            f"data.path={data.path or data.hub_id}: no training pairs left (data={data.name}): {len(train_pairs)} "
+            f"read, {stats.dropped} without reply tokens and {stats.identical} whose chosen and rejected replies "
+            f"are identical at data.max_length={data.max_length}"
         )
     return train, val, stats
 

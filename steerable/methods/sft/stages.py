@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import reference_policy, save_model
+from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import ALL, prompt_sets
 from steerable.data.records import Messages, as_messages
@@ -45,8 +46,10 @@ def fit_sft(ctx: RunContext, train: TokenizedSet, val: TokenizedSet, metadata: d
     cfg, method = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
     if not train.examples:
-        raise ValueError(
-            f"no training examples left from data={cfg.data.name} (all dropped by the length policy)"
+        raise ConfigError(
+            f"data.path={cfg.data.path or cfg.data.hub_id}: no training examples left, all dropped by the "
+            f"length policy (data.too_long={getattr(cfg.data.too_long, 'value', cfg.data.too_long)}, data.max_length={cfg.data.max_length}); "
+            "raise data.max_length or use data.too_long=truncate"
         )
     sampler, train_loader, val_loader = build_loaders(
         ctx, train.examples, val.examples, PaddingCollator(tokenizer.pad_token_id)
