@@ -192,6 +192,43 @@ def test_a_tiny_run_with_three_objectives_trains_and_loads_as_a_fixed_weights_po
     assert meta["target"] == "positivity" and meta["weights"] == policy.fixed_weights
 
 
+def test_preference_pairs_of_the_data_are_the_target_and_rewards_the_margin(tmp_path) -> None:
+    from steerable.cli.train import run
+    from tests.test_dpo import write_hh_pairs
+
+    data = write_hh_pairs(tmp_path / "hh.jsonl")
+    overrides = [
+        "method=modpo",
+        "model=tiny",
+        "hardware=cpu",
+        "logger=csv",
+        "data=hh-rlhf",
+        f"data.path={data}",
+    ]
+    overrides += [
+        "reward=[verbosity]",
+        "method.weights=[0.6,0.4]",
+        "trainer.max_steps=2",
+        "data.val_fraction=0.25",
+    ]
+    cfg = validate(compose_config("train", [*overrides, f"output_root={tmp_path}"]))
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    results = run(cfg, run_dir)
+    assert results["pairs"] == {
+        "train_pairs": 9,
+        "heldout_pairs": 3,
+        "target": "preference",
+        "from_data": True,
+    }
+    assert results["train"]["steps"] == 2 and results["train"]["weights"] == {
+        "preference": 0.6,
+        "verbosity": 0.4,
+    }
+    row = json.loads((run_dir / "pairs_train.jsonl").read_text().splitlines()[0])
+    assert row["chosen_scores"]["verbosity"] == pytest.approx(math.log1p(len(row["chosen"].split())))
+
+
 def test_the_train_cli_runs_modpo_with_debug_fast_and_generates(tmp_path) -> None:
     args = [*TINY, *MODPO, "debug=fast", "method.max_new_tokens=4", "logger=csv", f"output_root={tmp_path}"]
     result = cli("train", *args, "method.weights=[0.3,0.7]", cwd=tmp_path)
