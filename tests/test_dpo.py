@@ -233,7 +233,9 @@ def test_ipo_defaults_to_per_token_averaged_logprobs_and_matches_its_formula() -
     assert objective.average_logprobs
     model, tok = load_backbone(tiny_config())
     perturb_lora(model)
-    batch = PairCollator(tok.pad_token_id)(tokenize_pairs(tok, PAIRS, 512, "truncate", end_of_turn_id(tok))[0])
+    batch = PairCollator(tok.pad_token_id)(
+        tokenize_pairs(tok, PAIRS, 512, "truncate", end_of_turn_id(tok))[0]
+    )
     module = DPOModule(model, OptimSettings(lr=1e-4), objective)
     loss_sum, pairs, _ = module.loss_terms(batch)
     with torch.no_grad():

@@ -262,3 +262,21 @@ def test_train_and_generate_clis_run_ric_with_debug_fast(tmp_path) -> None:
     assert shown["[0.3,0.7]"] != shown["[0.9,0.1]"]
     bad = cli("generate", f"run={run_dir}", "weights=[0.5]", "prompt=hi", cwd=tmp_path)
     assert bad.returncode != 0 and "weights" in bad.stderr
+
+
+def test_an_interrupted_online_stage_skips_its_finished_rounds(ric_run) -> None:
+    """Rounds whose adapter and kept samples exist are not generated or trained again; the last one is published."""
+    from safetensors.torch import load_file
+
+    from steerable.methods.base import RunContext
+    from steerable.methods.ric.stages import online_stage
+    from steerable.pipeline import StageResults
+
+    run_dir, _ = ric_run
+    cfg = validate(compose_config("train", [*TINY_RUN, *RIC, "trainer.max_steps=2"]))
+    ctx = RunContext(cfg=cfg, run_dir=run_dir)
+    done = StageResults.finished(run_dir, ["offline", "online"])
+    assert online_stage(ctx, done) == {"rounds": [], "online_steps": 1}  # nothing left to do
+    published = load_file(run_dir / "checkpoints" / "final" / "adapter_model.safetensors")
+    last = load_file(run_dir / "online_2" / "checkpoints" / "final" / "adapter_model.safetensors")
+    assert published.keys() == last.keys() and all(torch.equal(published[k], last[k]) for k in last)
