@@ -223,6 +223,33 @@ def test_reference_is_the_adapter_off_model_and_the_policy_is_not() -> None:
     torch.testing.assert_close(averaged, policy / targets)
 
 
+def test_ipo_defaults_to_per_token_averaged_logprobs_and_matches_its_formula() -> None:
+    """IPO (Azar et al. 2023; TRL's IPO) compares per-token mean log-probs: (h - 1/(2 beta))^2 with h built from
+    each reply's mean token log-prob; sigmoid keeps the DPO paper's sum; an explicit choice wins."""
+    assert DPOConfig(loss_type="ipo").average_logprobs is True
+    assert DPOConfig(loss_type="sigmoid").average_logprobs is False
+    assert DPOConfig(loss_type="ipo", average_logprobs=False).average_logprobs is False
+    objective = Objective.of(DPOConfig(loss_type="ipo", beta=0.2))
+    assert objective.average_logprobs
+    model, tok = load_backbone(tiny_config())
+    perturb_lora(model)
+    batch = PairCollator(tok.pad_token_id)(
+        tokenize_pairs(tok, PAIRS, 512, "truncate", end_of_turn_id(tok))[0]
+    )
+    module = DPOModule(model, OptimSettings(lr=1e-4), objective)
+    loss_sum, pairs, _ = module.loss_terms(batch)
+    with torch.no_grad():
+        counts = (batch["labels"][:, 1:] != IGNORE_INDEX).sum(-1).double()
+        policy = _full_logits_logprobs(model, batch).double() / counts
+        with model.disable_adapter():
+            reference = _full_logits_logprobs(model, batch).double() / counts
+    pc, pr = policy.chunk(2)
+    rc, rr = reference.chunk(2)
+    hand = sum(((float(pc[i] - rc[i]) - float(pr[i] - rr[i])) - 1 / (2 * 0.2)) ** 2 for i in range(len(pc)))
+    assert int(pairs) == len(PAIRS)
+    assert float(loss_sum) == pytest.approx(hand, rel=1e-4)
+
+
 # ------------------------------------------------------------------------------------------------ learning
 
 

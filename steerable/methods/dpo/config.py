@@ -26,8 +26,9 @@ class DPOConfig(RecipeConfig):
     beta: float = 0.1  # strength of the implicit KL pull to the reference (the paper's 0.1)
     loss_type: LossType = LossType["sigmoid"]
     label_smoothing: float = 0.0  # cDPO: the assumed probability that a pair's label is flipped
-    # Mean instead of sum of the reply's token log-probs (TRL's IPO does this; the paper sums).
-    average_logprobs: bool = False
+    # Mean instead of sum of the reply's token log-probs. null = by loss: the per-token mean for ipo (Azar et
+    # al.'s derivation and TRL's IPO both average), the sum for sigmoid (the DPO paper). true/false force it.
+    average_logprobs: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -37,6 +38,8 @@ class DPOConfig(RecipeConfig):
             raise ConfigError(f"method.loss_type must be one of {list(LossType.__members__)}, got {loss!r}")
         if not 0.0 <= self.label_smoothing < 0.5:
             raise ConfigError(f"method.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.average_logprobs is None:
+            self.average_logprobs = loss == "ipo"
         if self.label_smoothing and loss != "sigmoid":
             raise ConfigError(
                 f"method.label_smoothing applies to method.loss_type=sigmoid only, got loss_type={loss}"

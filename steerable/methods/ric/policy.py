@@ -1,0 +1,97 @@
+"""A RiC policy at inference: one weighting of the objectives, mapped to the rewards to request (the paper's
+mapping, or the run's `method.mapping`) and written into the prompt as the model was trained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from steerable.config.schema import ConfigError, ModelConfig
+from steerable.generation import Completion, GenerationSettings
+from steerable.generation.hf import render_prompt
+from steerable.methods.ric.scores import ScoreScale, rewards_for_preference, scores_text, with_scores
+from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.plain import load_run_model
+from steerable.policies.runs import final_metadata, run_kind, run_model_config
+
+WEIGHTS = "weights"
+META_KEY = "ric"
+
+
+class RiCPolicy(SteerablePolicy):
+    """`weights`: one value per objective in the run's order, on the simplex; uniform when not given."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        scale: ScoreScale,
+        mapping: str,
+        origin: str,
+        kind: str = "ric",
+        model_cfg: ModelConfig | None = None,
+    ) -> None:
+        self.model, self.tokenizer, self.scale, self.mapping = model, tokenizer, scale, mapping
+        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.scale.names)
+
+    def controls(self) -> list[Control]:
+        m = len(self.objectives)
+        return [
+            Control(
+                WEIGHTS,
+                "weights",
+                doc="how much each objective counts; mapped to the rewards the prompt asks for",
+                default=[1 / m] * m,
+                options=tuple(self.objectives),
+            )
+        ]
+
+    def to(self, device: torch.device | str) -> RiCPolicy:
+        self.model.to(device)
+        return self
+
+    def requested(self, values: dict[str, Any]) -> list[float]:
+        """The normalised rewards the prompt asks for under `values`."""
+        s = self.scale
+        return rewards_for_preference(values[WEIGHTS], s.low, s.high, self.mapping, s.decimals)
+
+    def describe(self, values: dict[str, Any]) -> str:
+        weights = dict(zip(self.objectives, values[WEIGHTS], strict=True))
+        return f"weights {weights} -> requested rewards {scores_text(self.requested(values), self.scale.decimals)}"
+
+    def plain_prompt(self, messages: list[dict], values: dict[str, Any]) -> str:
+        return render_prompt(
+            self.tokenizer, with_scores(messages, self.requested(values), self.scale.decimals)
+        )
+
+    def _generate(
+        self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
+    ) -> list[Completion]:
+        wanted = self.requested(values)
+        shown = [with_scores(p, wanted, self.scale.decimals) for p in prompts]
+        return self.sampler().generate(shown, settings)
+
+
+def load_ric_policy(run_dir: Path) -> RiCPolicy:
+    """The conditioned policy of a RiC run (its checkpoints/final) with the score scale it was trained on."""
+    meta = final_metadata(run_dir).get(META_KEY)
+    if not meta:
+        raise ConfigError(f"run={run_dir} is not a RiC run: no score scale in its checkpoints/final")
+    model, tokenizer = load_run_model(run_dir)
+    scale = ScoreScale.from_dict(meta["scale"])
+    return RiCPolicy(
+        model,
+        tokenizer,
+        scale,
+        meta["mapping"],
+        f"run={run_dir}",
+        run_kind(run_dir),
+        run_model_config(run_dir),
+    )
