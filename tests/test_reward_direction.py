@@ -11,7 +11,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from steerable.backbone.adapters import add_adapter, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import LoraConfig
 from steerable.generation import GenerationSettings, make_sampler
 from steerable.methods.clp.conditioning import (
@@ -20,6 +22,11 @@ from steerable.methods.clp.conditioning import (
     build_conditioned_policy,
     split_targets,
 )
+from steerable.methods.pcm.config import PCMConfig
+from steerable.methods.pcm.policy import build_controller, controller_weights
+from steerable.methods.pcm.preferences import combinations, parse_dimensions
+from steerable.methods.pcm.stages import BTRewards, PCMModule
+from steerable.rewards.base import RewardSource
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
 from steerable.training.policy_gradient import PGSettings, PolicyGradientModule
@@ -156,7 +163,6 @@ def ascii_only(model: torch.nn.Module, tokenizer) -> torch.nn.Module:
 def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
     """SuperHF's loop on the tiny model rewarded for lowercase letters: the mean reward of all samples of each
     superbatch (what the filter then picks the best of)."""
-    from steerable.backbone.adapters import wrap_lora
     from steerable.data.tokenize import end_of_turn_id
     from steerable.generation import Engine
     from steerable.methods.superhf.loop import KLSettings, SuperHFModule, SuperHFSettings
@@ -209,3 +215,81 @@ def test_superhf_reward_direction_the_filtered_reward_rises_over_the_loop() -> N
     assert len(rewards) == 12
     first, last = sum(rewards[:3]) / 3, sum(rewards[-3:]) / 3
     assert last > first + 10, rewards  # percentage points of lowercase letters (about 24 -> 54 here)
+
+
+# ------------------------------------------------------------------------------------------------- PCM
+
+
+class CaseScore(RewardSource):
+    """Lowercase minus uppercase letters, percent: the `case` dimension (high side `lower`)."""
+
+    names = ["case"]  # noqa: RUF012 - RewardSource's interface is a list attribute
+
+    def _score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        return ((fraction(responses, LOWER) - fraction(responses, UPPER)) / 10).unsqueeze(1)
+
+
+class Flat(RewardSource):
+    """A dimension no expert can move: every reply scores 0, so its Bradley-Terry term is a constant 1/2."""
+
+    names = ["flat"]  # noqa: RUF012
+
+    def _score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        return torch.zeros(len(responses), 1)
+
+
+def case_experts(tokenizer):
+    """Four experts on the tiny base: `lower` and `upper` fine-tuned for a few steps on lowercase / uppercase
+    letter strings, `dull` and `plain` (the flat dimension's sides) left at the base policy."""
+    torch.manual_seed(0)
+    lora = LoraConfig(r=8, alpha=16, dropout=0.0, target_modules=["q_proj", "v_proj", "up_proj", "down_proj"])
+    model = wrap_lora(load_base_model(tiny_config(), tokenizer), lora, adapter_name="upper")
+    for name in ("lower", "dull", "plain"):
+        add_adapter(model, name, lora)
+    generator = torch.Generator().manual_seed(0)
+    for name, letters in (("upper", sorted(UPPER)), ("lower", sorted(LOWER))):
+        model.base_model.set_adapter(name)
+        params = [p for n, p in model.named_parameters() if f".{name}." in n]
+        optimizer = torch.optim.Adam(params, lr=1e-2)
+        for _ in range(30):
+            picks = torch.randint(0, len(letters), (8, 24), generator=generator).tolist()
+            ids = tokenizer(
+                ["".join(letters[i] for i in row) for row in picks], return_tensors="pt"
+            ).input_ids
+            loss = model(input_ids=ids, labels=ids).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    return model, AdapterMixer(model, ["upper", "lower", "dull", "plain"])
+
+
+def case_weight(controller, tokenizer, items, dims) -> torch.Tensor:
+    """[items] the controller's weight on the case dimension's expert at the first reply token."""
+    alpha = controller_weights(controller, tokenizer, items, dims)(
+        list(range(len(items))), torch.zeros(len(items), 0, dtype=torch.long)
+    )
+    return alpha[:, :2].sum(
+        1
+    )  # experts are ordered upper, lower, dull, plain; one of the first two is active
+
+
+def test_pcm_reward_direction_the_controller_moves_toward_the_named_expert() -> None:
+    dims = parse_dimensions(["case:upper:lower", "flat:dull:plain"])
+    tokenizer = load_tokenizer(tiny_config())
+    experts, mixer = case_experts(tokenizer)
+    m = PCMConfig(controller_hidden=32, lr=1e-2, batch_size=8, epochs=2, eta=10.0, max_new_tokens=12)
+    controller = build_controller(m, tiny_config(), tokenizer, 4, seed=0)
+    rewards = BTRewards({}, [], m.bt_beta)
+    rewards.sources, rewards.dims = {"case": CaseScore(), "flat": Flat()}, dims
+    items = [(p, pref) for p in PROMPTS for pref in combinations(dims)]
+    optim = OptimSettings(lr=m.lr, scheduler="constant", total_steps=100)
+    module = PCMModule(controller, experts, tokenizer, mixer, dims, rewards, m, optim, None)
+    before = case_weight(controller, tokenizer, items, dims)
+    torch.testing.assert_close(before, torch.full_like(before, 0.5))  # the untrained controller is uniform
+    fit_rounds(module, items, rounds=12, batch=m.batch_size)
+    after = case_weight(controller.eval(), tokenizer, items, dims)
+    # whichever side of `case` the preference names (upper or lower), the weight moves onto that expert
+    for pref in combinations(dims):
+        chosen = [i for i, (_, p) in enumerate(items) if p == pref]
+        assert after[chosen].mean() > 0.75, (pref, after[chosen])  # about 0.98 here
