@@ -29,7 +29,7 @@ from steerable.data.tokenize import pad_rows, tokenize_messages
 from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
-from steerable.methods.fitting import fit_module
+from steerable.methods.fitting import fit_module, write_diagnostics
 from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import (
     PreferenceController,
@@ -56,6 +56,7 @@ from steerable.methods.pcm.preferences import (
 from steerable.methods.sft.stages import fit_sft
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
+from steerable.training.diagnostics import mixture_diagnostics
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
 from steerable.training.sampler import shuffled_loader
@@ -158,17 +159,21 @@ class BTRewards:
         for k, (p, pref) in enumerate(todo):
             self.reference[_key(p, pref)] = {name: float(v[k]) for name, v in scores.items()}
 
-    def __call__(self, items, texts: list[str]) -> torch.Tensor:
+    def terms(self, items, texts: list[str]) -> list[dict[str, float]]:
+        """Per row, each requested side's Bradley-Terry term against the cached reference reply."""
         scores = self.scores([user_text(p) for p, _ in items], texts)
         out = []
         for k, (p, pref) in enumerate(items):
             ref = self.reference[_key(p, pref)]
-            terms = []
+            row = {}
             for side in pref:
                 name, sign = side_sign(side, self.dims)
-                terms.append(1 / (1 + math.exp(-self.beta * sign * (float(scores[name][k]) - ref[name]))))
-            out.append(sum(terms) / len(terms))
-        return torch.tensor(out)
+                row[side] = 1 / (1 + math.exp(-self.beta * sign * (float(scores[name][k]) - ref[name])))
+            out.append(row)
+        return out
+
+    def __call__(self, items, texts: list[str]) -> torch.Tensor:
+        return torch.tensor([sum(t.values()) / len(t) for t in self.terms(items, texts)])
 
 
 def _key(prompt: list[dict], preference: tuple[str, ...]) -> str:
@@ -196,6 +201,7 @@ class PCMModule(OnlineModule):
         super().__init__(controller, optim, sampler=sampler, batch_size=m.batch_size)
         self.automatic_optimization = False
         self.updates_per_round = m.epochs  # REBEL updates on each round's samples
+        self.history: list[dict[str, float]] = []  # this rank's metrics per round, for the diagnostics report
         self._experts = [experts]  # frozen, not a submodule: never trained, never checkpointed
         self.tokenizer, self.mixer, self.dims, self.rewards, self.m = tokenizer, mixer, dims, rewards, m
         self.generation = GenerationSettings(
@@ -215,12 +221,13 @@ class PCMModule(OnlineModule):
         samples = MixtureSampler(self.mixer, self.tokenizer).generate(
             [p for p, _ in pairs], self.generation, weights
         )
-        reward = self.rewards(pairs, [s.text for s in samples]).to(self.device)
+        terms = self.rewards.terms(pairs, [s.text for s in samples])
+        reward = torch.tensor([sum(t.values()) / len(t) for t in terms], device=self.device)
         ids, mask, response, experts_lp, masks = self._batch(pairs, samples)
         with torch.no_grad():
-            old = mixture_log_likelihood(
-                aligned_log_alpha(self.model(ids, mask, masks)), experts_lp, response
-            )
+            sampled_alpha = aligned_log_alpha(self.model(ids, mask, masks))
+            old = mixture_log_likelihood(sampled_alpha, experts_lp, response)
+        diagnostics = mixture_diagnostics(self.mixer.names, masks, sampled_alpha, response, terms)
         optimizer = self.optimizers()
         for _ in range(self.m.epochs):
             log_alpha = aligned_log_alpha(self.model(ids, mask, masks))
@@ -231,11 +238,9 @@ class PCMModule(OnlineModule):
             self.manual_backward(loss)
             optimizer.step()
         self.lr_schedulers().step()
-        self.log_dict(
-            {"train/loss": float(loss.detach()), "train/reward": float(reward.mean())},
-            batch_size=len(items),
-            sync_dist=True,
-        )
+        metrics = {"train/loss": float(loss.detach()), "train/reward": float(reward.mean()), **diagnostics}
+        self.history.append(metrics)
+        self.log_dict(metrics, batch_size=len(items), sync_dist=True)
 
     def _batch(self, pairs, samples):
         rows, starts = [], []
@@ -265,6 +270,13 @@ def pcm_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> tuple[li
     return prompt_sets(cfg.data, tokenizer, cfg.data.max_length - cfg.method.max_new_tokens - PREFERENCE_ROOM)
 
 
+DIAGNOSTICS = (
+    "Per round: alpha_<side> is the controller's mean mixing weight on that side's expert over the reply tokens "
+    "of the rows whose preference names it (uniform between the named experts at the start); reward_<side> is "
+    "that side's Bradley-Terry term against the cached reference reply (0.5 = no better than the reference)."
+)
+
+
 def pcm_stage(ctx: RunContext, done) -> dict:
     cfg, m = ctx.cfg, ctx.cfg.method
     dims = parse_dimensions(m.dimensions)
@@ -286,6 +298,9 @@ def pcm_stage(ctx: RunContext, done) -> dict:
     info = {"num_experts": len(sides(dims)), "seed": cfg.seed, "kind": m.controller, "sides": sides(dims)}
     if fit.is_global_zero:
         save_controller(controller, ctx.run_dir / CONTROLLER_DIR, info)
+        write_diagnostics(
+            module.history, ctx.run_dir, f"{cfg.task_name}: PCM controller training", DIAGNOSTICS
+        )
         references = json.dumps(module.rewards.reference)
         write_text_atomic(ctx.run_dir / CONTROLLER_DIR / "references.json", references)
     return {
