@@ -4,10 +4,15 @@ logs them and writes its diagnostics report."""
 from __future__ import annotations
 
 import csv
+import math
 
 import torch
 
-from steerable.training.diagnostics import policy_gradient_diagnostics, within_prompt
+from steerable.training.diagnostics import (
+    mixture_diagnostics,
+    policy_gradient_diagnostics,
+    within_prompt,
+)
 from tests.test_reward_direction import PROMPTS, Corners, clp_module
 
 
@@ -45,6 +50,24 @@ def test_diagnostics_by_hand() -> None:
     )
     # the KL penalty's within-prompt spread: deviations ±0.02 and ±0.01
     assert abs(out["diag/kl_penalty_spread"] - torch.tensor([0.02, -0.02, -0.01, 0.01]).std()) < 1e-6
+
+
+def test_a_weighting_group_absent_from_a_step_logs_nan_not_nothing() -> None:
+    """Lightning re-logs a key's value from an earlier step when a step does not log it (the first tiny-scale
+    clp_demo run showed identical w_verbosity numbers in consecutive steps); an absent group must read NaN."""
+    weights = torch.tensor([[0.9, 0.1]] * 4)
+    scores = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    out = policy_gradient_diagnostics(
+        ["a", "b"], weights, scores, scores[:, 0], torch.zeros(4), torch.randn(4), 2, 0.1
+    )
+    absent = [k for k in out if k.startswith("diag/w_b/")]
+    assert len(absent) == 6 and all(math.isnan(out[k]) for k in absent)
+    alpha = torch.zeros(2, 3, 2)  # log weights: both experts at weight 1 (values do not matter here)
+    pcm = mixture_diagnostics(
+        ["x", "y"], torch.tensor([[True, False]] * 2), alpha, torch.ones(2, 3), [{"x": 0.7}] * 2
+    )
+    assert pcm["diag/alpha_x"] == 1.0 and pcm["diag/reward_x"] == 0.7
+    assert math.isnan(pcm["diag/alpha_y"]) and math.isnan(pcm["diag/reward_y"])
 
 
 def test_tiny_clp_run_logs_the_diagnostics_and_plots_them(clp_run) -> None:

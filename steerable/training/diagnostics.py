@@ -56,9 +56,13 @@ def policy_gradient_diagnostics(
     dominant = row_weights.float().cpu().argmax(dim=1)
     for g, group in enumerate(names):
         rows = dominant == g
-        if not rows.any():
-            continue
         key = f"{PREFIX}/w_{group}"
+        if (
+            not rows.any()
+        ):  # NaN, not absent: Lightning would re-log a missing key's value from an earlier step
+            metrics |= {f"{key}/{x}": math.nan for x in ("weight", "kl")}
+            metrics |= {f"{key}/{x}_{n}": math.nan for n in names for x in ("reward", "advantage_corr")}
+            continue
         metrics[f"{key}/weight"] = float(row_weights[rows, g].mean())
         metrics[f"{key}/kl"] = float(log_ratio[rows].mean())
         for i, name in enumerate(names):
@@ -82,6 +86,7 @@ def mixture_diagnostics(
     metrics = {}
     for j, side in enumerate(experts):
         rows = active[:, j].bool()
+        metrics[f"{PREFIX}/alpha_{side}"] = metrics[f"{PREFIX}/reward_{side}"] = math.nan  # see above
         if not rows.any():
             continue
         weight = (alpha[rows, :, j] * mask[rows]).sum() / mask[rows].sum().clamp(min=1)
