@@ -74,6 +74,12 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
     metrics = (run_dir / "metrics.csv").read_text().splitlines()
     rounds = [r for r in csv.DictReader(metrics) if r.get("train/reward")]
     assert len(rounds) == 2
+    # diagnostics: the controller's weight on each side's expert and that side's reward term, per round
+    for side in ("concise", "detailed", "unfriendly", "friendly"):
+        logged = [float(r[f"diag/alpha_{side}"]) for r in rounds if r.get(f"diag/alpha_{side}")]
+        weights = [w for w in logged if w == w]  # NaN: no row asked for this side in that round
+        assert len(logged) == 2 and weights and all(0 < w < 1 for w in weights), side
+    assert "diagnostics/alpha.png" in (run_dir / "diagnostics.md").read_text()
     arms = {row["pcm vs"] for row in json.loads((run_dir / "pcm" / "results.json").read_text())["win_rates"]}
     assert arms == {
         "uniform mixture",

@@ -13,6 +13,7 @@ decode step on a CPU (benchmarks/pcm_decode.py).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -110,6 +111,23 @@ class AdapterMixer:
             for m in self.model.modules()
             if isinstance(m, LoraLayer) and any(a in m.lora_A for a in adapters)
         )
+
+    @torch.no_grad()
+    def spread(self) -> float:
+        """How far the mixed adapters' updates ΔW_i = s_i·B_i A_i are apart: sqrt(Σ ||ΔW_i − mean ΔW||² /
+        Σ ||ΔW_i||²) over every LoRA layer; 0 while the copies are identical (CLP at step 0), so no weighting
+        can change the output yet."""
+        apart = total = 0.0
+        for module in self._lora_layers(self.names):
+            deltas = [
+                (module.lora_B[n].weight @ module.lora_A[n].weight).float() * module.scaling[n]
+                for n in self.names
+                if n in module.lora_A
+            ]
+            mean = sum(deltas) / len(deltas)
+            apart += sum(float((d - mean).pow(2).sum()) for d in deltas)
+            total += sum(float(d.pow(2).sum()) for d in deltas)
+        return math.sqrt(apart / total) if total > 0 else 0.0
 
     def remove(self) -> None:
         for handle in self.handles:

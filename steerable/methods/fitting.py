@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -13,8 +14,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from steerable.backbone.adapters import count_parameters
+from steerable.evaluation.plots import plot_series
 from steerable.methods.base import RunContext
+from steerable.report import Report
 from steerable.run_dir import RunDirError
+from steerable.training.diagnostics import PREFIX as DIAGNOSTICS_PREFIX
 from steerable.training.lm_module import CausalLMModule, OptimSettings, check_trainable_state
 from steerable.training.online import OnlineModule
 from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader, shuffled_loader
@@ -211,3 +215,41 @@ def fit_module(
         state_dict=state_dict,
         resumed_from=str(checkpoint) if checkpoint else None,
     )
+
+
+# ------------------------------------------------------------------------------------------ diagnostics
+
+
+def plot_history(history: Sequence[dict[str, float]], folder: Path) -> list[tuple[str, Path]]:
+    """One figure per family of diagnostics over training steps: (caption, file)."""
+    keys = sorted({k for row in history for k in row if k.startswith(DIAGNOSTICS_PREFIX + "/")})
+    steps = list(range(1, len(history) + 1))
+    families: dict[str, list[str]] = {}
+    for key in keys:  # diag/w_<name>/... by weighting group, the rest by the first word of their name
+        part = key.split("/")[1]
+        families.setdefault(part if part.startswith("w_") else part.split("_")[0], []).append(key)
+    for family in [f for f, members in families.items() if len(members) == 1 and not f.startswith("w_")]:
+        families.setdefault("other", []).extend(families.pop(family))
+    figures = []
+    for family, members in families.items():
+        series = {k.split("/")[-1]: [row.get(k, math.nan) for row in history] for k in members}
+        title = f"rows weighted mostly on {family[2:]}" if family.startswith("w_") else family
+        path = plot_series(steps, series, folder / f"{family}.png", ylabel="value", title=title)
+        figures.append((title, path))
+    return figures
+
+
+def write_diagnostics(
+    history: Sequence[dict[str, float]], run_dir: Path, title: str, about: str
+) -> Path | None:
+    """`diagnostics.md` in the run folder: the plots of `history` (one dict of logged values per step)."""
+    if not history:  # a resumed run that had nothing left to do
+        return None
+    folder = run_dir / "diagnostics"
+    folder.mkdir(exist_ok=True)
+    report = Report(title).section("Training diagnostics", about)
+    for caption, path in plot_history(history, folder):
+        report.image(path, run_dir, caption)
+    last = {k: v for k, v in history[-1].items() if k.startswith(DIAGNOSTICS_PREFIX + "/")}
+    report.section("Last step").table(["", "value"], [[k, v] for k, v in sorted(last.items())])
+    return report.write(run_dir / "diagnostics.md")

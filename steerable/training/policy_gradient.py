@@ -23,6 +23,7 @@ from steerable.data.records import user_text
 from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.hf import RowContext, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.training.diagnostics import policy_gradient_diagnostics
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
 
@@ -45,6 +46,9 @@ class Conditioning(Protocol):
 
     def forward(self, row_weights: torch.Tensor) -> AbstractContextManager:
         """Context for a teacher-forced forward over rows with these weights ([N, m])."""
+
+    def signal(self) -> dict[str, float]:
+        """Diagnostics of how strongly the weighting can act on the policy (e.g. how far adapter copies moved)."""
 
 
 def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -89,9 +93,11 @@ class PolicyGradientModule(OnlineModule):
         self.conditioning = conditioning
         self.end_of_turn = end_of_turn
         self.generation = generation
+        self.history: list[dict[str, float]] = []  # this rank's metrics per step, for the diagnostics report
 
     def training_step(self, prompts: list[list[dict]], batch_idx: int) -> torch.Tensor:
         loss, metrics = self.rl_loss(prompts)
+        self.history.append(metrics)
         self.log_dict(metrics, batch_size=len(prompts), sync_dist=True)
         return loss
 
@@ -129,6 +135,12 @@ class PolicyGradientModule(OnlineModule):
                 f"train/reward_{name}": float(scores[:, i].mean())
                 for i, name in enumerate(self._names(scores))
             },
+            "diag/truncated_fraction": sum(x.finish_reason == "length" for x in completions)
+            / len(completions),
+            **policy_gradient_diagnostics(
+                self._names(scores), row_weights, scores, scalar, log_ratio, advantages, k, s.kl_coef
+            ),
+            **c.signal(),
         }
         return loss, metrics
 
@@ -162,3 +174,6 @@ class NoConditioning:
 
     def forward(self, row_weights: torch.Tensor) -> AbstractContextManager:
         return nullcontext()
+
+    def signal(self) -> dict[str, float]:
+        return {}

@@ -122,6 +122,9 @@ class ParameterConditioning:
     def forward(self, row_weights: torch.Tensor) -> AbstractContextManager:
         return self.mixer.weighted(row_weights)
 
+    def signal(self) -> dict[str, float]:
+        return {"diag/copy_spread": self.mixer.spread()}
+
 
 class PromptConditioning:
     """w is written into the prompt of one shared policy."""
@@ -142,3 +145,6 @@ class PromptConditioning:
 
     def forward(self, row_weights: torch.Tensor) -> AbstractContextManager:
         return nullcontext()
+
+    def signal(self) -> dict[str, float]:
+        return {}  # w acts through the prompt text only

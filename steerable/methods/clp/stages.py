@@ -27,7 +27,7 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.methods.clp.config import PolicyGradientConfig, objective_names
-from steerable.methods.fitting import fit_module, optim_settings
+from steerable.methods.fitting import fit_module, optim_settings, write_diagnostics
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
@@ -136,6 +136,16 @@ def read_calibration(run_dir: Path) -> dict:
 # ----------------------------------------------------------------------------------------------- train
 
 
+DIAGNOSTICS = (
+    "Per step (steerable/training/diagnostics.py): rows grouped by their weighting's dominant objective (w_<name>); "
+    "per group each objective's normalised reward, the KL estimate, and the correlation of the advantage with each "
+    "objective's within-prompt deviation (the weighting reaches the update when w_a's advantage follows objective a). "
+    "Step-wide: advantage spread, the weighted reward's and the KL penalty's within-prompt spread, each objective's "
+    "within-prompt spread, the share of replies cut at max_new_tokens, and copy_spread (how far the adapter copies "
+    "moved apart; 0 = every weighting gives the same policy)."
+)
+
+
 def fit_policy(
     ctx: RunContext, model: PeftModel, tokenizer, conditioning, rewards: FrozenRewards, metadata: dict
 ) -> dict:
@@ -158,6 +168,7 @@ def fit_policy(
     )
     fit = fit_module(ctx, module, loader, None)
     if fit.is_global_zero:
+        write_diagnostics(module.history, ctx.run_dir, f"{cfg.task_name}: {m.name} training", DIAGNOSTICS)
         meta = {"method": m.name, "base_model": cfg.model.name, "steps": fit.steps, **metadata}
         save_model(model, tokenizer, ctx.run_dir / FINAL_MODEL_DIR, metadata=meta, state_dict=fit.state_dict)
     return fit.summary()

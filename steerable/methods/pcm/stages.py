@@ -29,7 +29,7 @@ from steerable.data.tokenize import pad_rows, tokenize_messages
 from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
-from steerable.methods.fitting import fit_module
+from steerable.methods.fitting import fit_module, write_diagnostics
 from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import (
     PreferenceController,
@@ -57,6 +57,7 @@ from steerable.methods.sft.stages import fit_sft
 from steerable.rewards.base import build_reward_source
 from steerable.rewards.normalize import bradley_terry
 from steerable.run_dir import write_text_atomic
+from steerable.training.diagnostics import mixture_diagnostics
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
 from steerable.training.sampler import shuffled_loader
@@ -159,14 +160,14 @@ class BTRewards:
         for k, (p, pref) in enumerate(todo):
             self.reference[_key(p, pref)] = {name: float(v[k]) for name, v in scores.items()}
 
-    def __call__(self, items, texts: list[str]) -> torch.Tensor:
-        """[B] float32. A low side prefers the lower score: σ(β·s·(r − r_ref)) with s = −1 on both scores.
-        Computed in float64 (the cached references are Python floats) and rounded once at the end."""
+    def side_terms(self, items, texts: list[str]) -> torch.Tensor:
+        """[B, sides per preference] float64: each requested side's Bradley-Terry term against the cached
+        reference reply. A low side prefers the lower score: σ(β·s·(r − r_ref)) with s = −1 on both scores."""
         scores = self.scores([user_text(p) for p, _ in items], texts)
         column = {d.name: i for i, d in enumerate(self.dims)}
         table = torch.stack([scores[d.name] for d in self.dims], 1).double()  # [B, D]
         chosen = [[side_sign(side, self.dims) for side in pref] for _, pref in items]
-        # [B, sides per preference]: which column of `table` each side reads, and its direction
+        # which column of `table` each side reads, and its direction
         index = torch.tensor([[column[name] for name, _ in row] for row in chosen])
         signs = torch.tensor([[sign for _, sign in row] for row in chosen], dtype=torch.float64)
         refs = [
@@ -174,7 +175,18 @@ class BTRewards:
             for (p, pref), row in zip(items, chosen, strict=True)
         ]
         ours, theirs = table.gather(1, index), torch.tensor(refs, dtype=torch.float64)
-        return bradley_terry(signs * ours, signs * theirs, self.beta).mean(1).float()
+        return bradley_terry(signs * ours, signs * theirs, self.beta)
+
+    def terms(self, items, texts: list[str]) -> list[dict[str, float]]:
+        """Per row, each requested side's term by side name (for the training diagnostics)."""
+        table = self.side_terms(items, texts)
+        return [
+            dict(zip(pref, row.tolist(), strict=True)) for (_, pref), row in zip(items, table, strict=True)
+        ]
+
+    def __call__(self, items, texts: list[str]) -> torch.Tensor:
+        """[B] float32: the mean of the requested sides' terms, rounded once at the end."""
+        return self.side_terms(items, texts).mean(1).float()
 
 
 def _key(prompt: list[dict], preference: tuple[str, ...]) -> str:
@@ -203,6 +215,7 @@ class PCMModule(OnlineModule):
         self.automatic_optimization = False
         self.updates_per_round = m.epochs  # REBEL updates on each round's samples
         self.hold_frozen("experts", experts)
+        self.history: list[dict[str, float]] = []  # this rank's metrics per round, for the diagnostics report
         self.tokenizer, self.mixer, self.dims, self.rewards, self.m = tokenizer, mixer, dims, rewards, m
         self.generation = GenerationSettings(
             max_new_tokens=m.max_new_tokens,
@@ -221,12 +234,13 @@ class PCMModule(OnlineModule):
         samples = MixtureSampler(self.mixer, self.tokenizer).generate(
             [p for p, _ in pairs], self.generation, weights
         )
-        reward = self.rewards(pairs, [s.text for s in samples]).to(self.device)
+        terms = self.rewards.terms(pairs, [s.text for s in samples])
+        reward = torch.tensor([sum(t.values()) / len(t) for t in terms], device=self.device)
         ids, mask, response, experts_lp, masks = self._batch(pairs, samples)
         with torch.no_grad():
-            old = mixture_log_likelihood(
-                aligned_log_alpha(self.model(ids, mask, masks)), experts_lp, response
-            )
+            sampled_alpha = aligned_log_alpha(self.model(ids, mask, masks))
+            old = mixture_log_likelihood(sampled_alpha, experts_lp, response)
+        diagnostics = mixture_diagnostics(self.mixer.names, masks, sampled_alpha, response, terms)
         optimizer = self.optimizers()
         for _ in range(self.m.epochs):
             log_alpha = aligned_log_alpha(self.model(ids, mask, masks))
@@ -238,11 +252,9 @@ class PCMModule(OnlineModule):
             optimizer.step()
             record_trained(mask.sum())
         self.lr_schedulers().step()
-        self.log_dict(
-            {"train/loss": float(loss.detach()), "train/reward": float(reward.mean())},
-            batch_size=len(items),
-            sync_dist=True,
-        )
+        metrics = {"train/loss": float(loss.detach()), "train/reward": float(reward.mean()), **diagnostics}
+        self.history.append(metrics)
+        self.log_dict(metrics, batch_size=len(items), sync_dist=True)
 
     def _batch(self, pairs, samples):
         rows, starts = [], []
@@ -272,6 +284,13 @@ def pcm_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> tuple[li
     return prompt_sets(cfg.data, tokenizer, cfg.data.max_length - cfg.method.max_new_tokens - PREFERENCE_ROOM)
 
 
+DIAGNOSTICS = (
+    "Per round: alpha_<side> is the controller's mean mixing weight on that side's expert over the reply tokens "
+    "of the rows whose preference names it (uniform between the named experts at the start); reward_<side> is "
+    "that side's Bradley-Terry term against the cached reference reply (0.5 = no better than the reference)."
+)
+
+
 def pcm_stage(ctx: RunContext, done) -> dict:
     cfg, m = ctx.cfg, ctx.cfg.method
     dims = parse_dimensions(m.dimensions)
@@ -293,6 +312,9 @@ def pcm_stage(ctx: RunContext, done) -> dict:
     info = {"num_experts": len(sides(dims)), "seed": cfg.seed, "kind": m.controller, "sides": sides(dims)}
     if fit.is_global_zero:
         save_controller(controller, ctx.run_dir / CONTROLLER_DIR, info)
+        write_diagnostics(
+            module.history, ctx.run_dir, f"{cfg.task_name}: PCM controller training", DIAGNOSTICS
+        )
         references = json.dumps(module.rewards.reference)
         write_text_atomic(ctx.run_dir / CONTROLLER_DIR / "references.json", references)
     return {
