@@ -40,6 +40,3 @@ def choice_enum(name: str, values: list[str]) -> type[Choice]:
     """A `Choice` Enum with these values (names = values), defined in the caller's module so it pickles."""
     module = sys._getframe(1).f_globals["__name__"]
     return Choice(name, [(v, v) for v in values], module=module, qualname=name)  # type: ignore[return-value]
-
-
-_choices = choice_enum  # the old private name, for branches written before the rename; remove once merged

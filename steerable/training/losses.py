@@ -41,7 +41,6 @@ def plain_output_layer(lm: torch.nn.Module) -> bool:
 
 
 # The old private names, for branches written before the rename; remove once merged.
-_causal_lm, _plain_output_layer = causal_lm, plain_output_layer
 
 
 def summed_lm_loss(

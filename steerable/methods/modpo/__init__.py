@@ -18,6 +18,7 @@ SPEC = MethodSpec(
         ),
     ),
     check=check,
+    needs=("reward=[verbosity,positivity]",),
     paper="Zhou et al. 2024, Beyond One-Preference-Fits-All Alignment: Multi-Objective DPO",
     policy="steerable.methods.modpo.policy:load_fixed_weights_policy",
 )

@@ -64,7 +64,7 @@ def objectives_of(cfg: Any) -> tuple[list[str], str]:
     else:
         names = sources
         target = target or (names[0] if names else "")
-        if target not in names:
+        if names and target not in names:
             raise ConfigError(f"method.target={target} is not an objective of this run ({names})")
     if len(names) < 2:
         raise ConfigError(

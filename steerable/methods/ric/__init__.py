@@ -23,6 +23,7 @@ SPEC = MethodSpec(
         ),
     ),
     check=check,
+    needs=("reward=[verbosity,positivity]",),
     paper="Yang et al. 2024, Rewards-in-Context",
     policy="steerable.methods.ric.policy:load_ric_policy",
 )

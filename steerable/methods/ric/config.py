@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from steerable.config.schema import ConfigError, RecipeConfig, _choices, at_least
+from steerable.config.schema import ConfigError, RecipeConfig, at_least, choice_enum
 from steerable.methods.registry import needs_responses
 
 # linf: the paper's preference-to-reward mapping | l2: the reference code's evaluation script | linear: w_i
-Mapping = _choices("Mapping", ["linf", "l2", "linear"])
+Mapping = choice_enum("Mapping", ["linf", "l2", "linear"])
 # zscore: the paper's per-objective z-score by training-data statistics | none: raw scores in the prompt
-Normalize = _choices("Normalize", ["zscore", "none"])
+Normalize = choice_enum("Normalize", ["zscore", "none"])
 
 
 @dataclass
