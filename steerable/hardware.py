@@ -100,7 +100,7 @@ def resolve_hardware(hardware: HardwareConfig) -> tuple[HardwareConfig, Precisio
         strategy = f", strategy {hardware.strategy.value}" if hardware.strategy.value != "auto" else ""
         raise ConfigError(
             f"hardware={hardware.name} needs a CUDA GPU (hardware.accelerator=gpu{strategy}) and this machine "
-            "has none; use hardware=cpu"
+            f"has none; use hardware=cpu{' or add hardware.accelerator=cpu' if strategy else ''}"
         )
     choice = choose_precision(hardware)
     if hardware.strategy.value.startswith("deepspeed") and choice.accelerator == "cpu":

@@ -53,7 +53,9 @@ def test_sigterm_mid_generation_stops_the_server_within_seconds(server, tmp_path
     import http.client
 
     process, port = server
-    body = {"prompt": "Tell me a long story.", "settings": {"max_new_tokens": 1000, "do_sample": True}}
+    # near-uniform sampling: the end-of-turn token is 1 in 259, so the reply is still running at the signal
+    settings = {"max_new_tokens": 1000, "do_sample": True, "temperature": 5.0}
+    body = {"prompt": "Tell me a long story.", "settings": settings}
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     connection.request("POST", "/stream", body=json.dumps(body), headers={"Content-Type": "application/json"})
     response = connection.getresponse()
