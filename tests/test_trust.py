@@ -37,7 +37,7 @@ def test_stage_paths_are_followed_only_inside_the_run_or_to_named_artifacts(tmp_
     (run / "stages" / "experts.json").write_text(json.dumps({"path": "/etc"}))
     with pytest.raises(RunDirError, match=r"stages/experts.json path=/etc points outside the run folder"):
         run_stages(run, stages, ["next"])
-    assert run_stages(run, stages, ["next"], named={"/etc"})["next"] == {"path": "/etc"}  # named in config
+    assert run_stages(run, stages, ["next"], named={"/etc"})["next"]["path"] == "/etc"  # named in config
     (run / "stages" / "experts.json").write_text(json.dumps({"path": str(run / "experts")}))
     (run / "stages" / "next.json").unlink()
     assert run_stages(run, stages, ["next"])["next"]["path"] == str(run / "experts")
