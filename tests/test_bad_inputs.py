@@ -75,6 +75,7 @@ EVAL_CASES = [
     ([], "run=<run folder> is required"),
     (["run=/no/such/run"], "does not exist"),
     (["run=/no/such/run", "eval=steerability"], "does not exist"),
+    (["run=[/tmp,/no/such/run]", "eval=leaderboard"], "run=/no/such/run does not exist"),
 ]
 
 GENERATE_CASES = [

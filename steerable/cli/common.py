@@ -103,8 +103,10 @@ def check_run_argument(argv: list[str], required: bool, example: str) -> None:
         if required:
             fail(f"run=<run folder> is required, e.g. {example}")
         return
-    if run not in ("", "null") and not Path(run).is_dir():
-        fail(f"run={run} does not exist (a run folder such as outputs/<task>/<timestamp>)")
+    listed = run.startswith("[") and run.endswith("]")  # run=[a,b]: a list of runs (eval=leaderboard)
+    for folder in [f.strip() for f in run[1:-1].split(",")] if listed else [run]:
+        if folder not in ("", "null") and not Path(folder).is_dir():
+            fail(f"run={folder} does not exist (a run folder such as outputs/<task>/<timestamp>)")
 
 
 def launch_on_run(config_name: str, example: str, app: Callable[[], Any]) -> None:
