@@ -4,6 +4,7 @@ extends one of these."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -36,3 +37,15 @@ class RecipeConfig(MethodConfig):
             raise ConfigError("method.batch_size and method.eval_batch_size must be at least 1")
         at_least("method.weight_decay", self.weight_decay, 0)
         at_least("method.warmup_steps", self.warmup_steps, 0)
+
+
+def chosen_objectives(cfg: Any) -> list[str]:
+    """The reward sources a multi-objective method optimises, in order: `method.objectives`, else every
+    configured source; a name that is not a source is one line naming both."""
+    names = list(cfg.method.objectives) or list(cfg.reward)
+    missing = [n for n in names if n not in cfg.reward]
+    if missing:
+        raise ConfigError(
+            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
+        )
+    return names

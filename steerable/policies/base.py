@@ -133,6 +133,13 @@ class Request:
         return float(self.weights[name])
 
 
+def weights_control(objectives: Sequence[str], doc: str) -> Control:
+    """The one `weights` control of a policy steered by a weighting of its objectives (CLP, Rewarded Soups,
+    RiC): on the simplex, uniform by default, named by objective so a benchmark request maps onto it."""
+    m = len(objectives)
+    return Control("weights", "weights", doc=doc, default=[1 / m] * m, options=tuple(objectives))
+
+
 def _plain(x: float | None) -> str:
     return str(int(x)) if x is not None and float(x).is_integer() else str(x)
 

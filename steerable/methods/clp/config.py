@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.config.base import ConfigError, choice_enum
-from steerable.config.method import RecipeConfig
+from steerable.config.method import RecipeConfig, chosen_objectives
 
 # reward: r - alpha * log-ratio | loss: a separate loss term
 KLIn = choice_enum("KLIn", ["reward", "loss"])
@@ -100,12 +100,7 @@ class RewardedSoupsConfig(PolicyGradientConfig):
 
 def objective_names(cfg: Any) -> list[str]:
     """The reward keys a multi-objective run optimises, in order (`method.objectives`, else every source)."""
-    names = list(cfg.method.objectives) or list(cfg.reward)
-    missing = [n for n in names if n not in cfg.reward]
-    if missing:
-        raise ConfigError(
-            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
-        )
+    names = chosen_objectives(cfg)
     if not names:
         raise ConfigError(
             f"method={cfg.method.name} needs a reward source, e.g. reward=[checkpoint] reward.learned.path=<RM>"

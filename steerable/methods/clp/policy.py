@@ -19,7 +19,7 @@ from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.clp.conditioning import ParameterConditioning, PromptConditioning
-from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.base import Control, SteerablePolicy, weights_control
 from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
 
 WEIGHTS = "weights"
@@ -70,14 +70,9 @@ class WeightedPolicy(SteerablePolicy):
         return isinstance(self.conditioning, ParameterConditioning)
 
     def controls(self) -> list[Control]:
-        m = len(self.objectives)
         return [
-            Control(
-                WEIGHTS,
-                "weights",
-                doc="how much each objective counts; the policy was trained for every weighting",
-                default=[1 / m] * m,
-                options=tuple(self.objectives),
+            weights_control(
+                self.objectives, "how much each objective counts; the policy was trained for every weighting"
             )
         ]
 

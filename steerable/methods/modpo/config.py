@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from steerable.config.method import chosen_objectives
 from steerable.config.schema import ConfigError, RecipeConfig, at_least
 from steerable.methods.dpo.config import PAIR_FORMATS, data_format
 
@@ -51,12 +52,7 @@ def has_pairs(cfg: Any) -> bool:
 
 def objectives_of(cfg: Any) -> tuple[list[str], str]:
     """(objective names in weight order, the target's name); errors name the key and what is allowed."""
-    sources = list(cfg.method.objectives) or list(cfg.reward)
-    missing = [n for n in sources if n not in cfg.reward]
-    if missing:
-        raise ConfigError(
-            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
-        )
+    sources = chosen_objectives(cfg)
     target = cfg.method.target
     if has_pairs(cfg) and target not in sources:
         target = target or DATA_PREFERENCE

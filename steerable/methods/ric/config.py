@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from steerable.config.method import chosen_objectives
 from steerable.config.schema import ConfigError, RecipeConfig, at_least, choice_enum
 from steerable.methods.registry import needs_responses
 
@@ -52,12 +53,7 @@ class RiCConfig(RecipeConfig):
 
 def objective_names(cfg: Any) -> list[str]:
     """The reward keys written into prompts, in order (`method.objectives`, else every source)."""
-    names = list(cfg.method.objectives) or list(cfg.reward)
-    missing = [n for n in names if n not in cfg.reward]
-    if missing:
-        raise ConfigError(
-            f"method.objectives {missing} are not reward sources of this run (reward={list(cfg.reward)})"
-        )
+    names = chosen_objectives(cfg)
     if len(names) < 2:
         raise ConfigError(
             f"method=ric needs at least two objectives, got {names}: e.g. reward=[verbosity,positivity]"

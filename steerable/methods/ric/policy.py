@@ -13,7 +13,7 @@ from steerable.config.schema import ConfigError, ModelConfig
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
 from steerable.methods.ric.scores import ScoreScale, rewards_for_preference, scores_text, with_scores
-from steerable.policies.base import Control, SteerablePolicy
+from steerable.policies.base import Control, SteerablePolicy, weights_control
 from steerable.policies.plain import load_run_model
 from steerable.policies.runs import final_metadata, run_kind, run_model_config
 
@@ -42,14 +42,9 @@ class RiCPolicy(SteerablePolicy):
         return list(self.scale.names)
 
     def controls(self) -> list[Control]:
-        m = len(self.objectives)
         return [
-            Control(
-                WEIGHTS,
-                "weights",
-                doc="how much each objective counts; mapped to the rewards the prompt asks for",
-                default=[1 / m] * m,
-                options=tuple(self.objectives),
+            weights_control(
+                self.objectives, "how much each objective counts; mapped to the rewards the prompt asks for"
             )
         ]
 
