@@ -18,7 +18,7 @@ from steerable.backbone.mixing import AdapterMixer
 from steerable.budget import record_generated
 from steerable.data.tokenize import pad_rows
 from steerable.generation.base import Completion, GenerationSettings, Prompt
-from steerable.generation.hf import end_token_ids, eval_mode, render_prompt, seeded
+from steerable.generation.hf import CACHE_KWARG, end_token_ids, eval_mode, render_prompt, seeded
 from steerable.generation.logprobs import position_ids_from_mask
 
 # (prompt indices of the batch, tokens generated so far [B, t]) -> mixture weights [B, n]
@@ -111,10 +111,10 @@ class MixtureSampler:
                     input_ids=step_ids,
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=cache,
                     use_cache=True,
+                    **{CACHE_KWARG: cache},
                 )
-                cache = output.past_key_values
+                cache = output[CACHE_KWARG]
                 expert_lp = output.logits[:, -1].float().log_softmax(-1).view(b, n, -1)
                 alpha = self._weights(weights, indices, generated).to(self.device)
                 mixed = mix_log_probs(expert_lp, alpha, self.mode)
