@@ -134,8 +134,8 @@ class Request:
 
 
 def weights_control(objectives: Sequence[str], doc: str) -> Control:
-    """The one `weights` control of a policy steered by a weighting of its objectives (CLP, Rewarded Soups,
-    RiC): on the simplex, uniform by default, named by objective so a benchmark request maps onto it."""
+    """The one `weights` control of a policy steered by a weighting of its objectives (the reward-weighted
+    methods): on the simplex, uniform by default, named by objective so a benchmark request maps onto it."""
     m = len(objectives)
     return Control("weights", "weights", doc=doc, default=[1 / m] * m, options=tuple(objectives))
 
