@@ -30,7 +30,7 @@ from steerable.evaluation.suite import (
     requests,
     suite_prompts,
 )
-from steerable.generation import GenerationSettings
+from steerable.generation import GenerationSettings, settings_from
 from steerable.hardware import inference_autocast
 from steerable.pipeline import COST_KEY, finished_summaries
 from steerable.policies.base import SteerablePolicy
@@ -97,14 +97,8 @@ def reward_stack(suite: BenchmarkConfig) -> RewardStack:
 
 
 def settings(suite: BenchmarkConfig, seed: int) -> GenerationSettings:
-    return GenerationSettings(
-        max_new_tokens=suite.max_new_tokens,
-        do_sample=suite.do_sample,
-        temperature=suite.temperature,
-        top_p=suite.top_p,
-        batch_size=suite.batch_size,
-        seed=seed,
-    )
+    """The suite's sampling keys through the one config -> settings builder; its batch size and the run's seed."""
+    return settings_from(suite, batch_size=suite.batch_size, seed=seed)
 
 
 def answer_arm(
