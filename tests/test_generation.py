@@ -228,3 +228,20 @@ def test_settings_are_validated() -> None:
         GenerationSettings(stop=[""])
     with pytest.raises(ConfigError):
         GenerationSettings(top_k=0)
+
+
+def test_a_prompt_longer_than_the_positions_is_cut_from_the_left(model, tokenizer, caplog) -> None:
+    """Prompt + reply stays inside max_position_embeddings: the prompt keeps its last tokens, says so, and
+    transformers' over-length reminder never fires."""
+    positions = model.config.max_position_embeddings
+    long_prompt = "word " * (positions + 50)
+    sampler = HFSampler(model, tokenizer)
+    with caplog.at_level("WARNING"):
+        [completion] = sampler.generate([long_prompt], greedy(max_new_tokens=8))
+    room = positions - 8
+    assert len(completion.prompt_token_ids) == room
+    assert completion.prompt_token_ids == sampler.encode(long_prompt)[-room:]
+    assert len(completion.prompt_token_ids) + len(completion.token_ids) <= positions
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("1 of 1 prompts are longer" in m for m in messages), messages
+    assert not any("friendly reminder" in m for m in messages), messages

@@ -6,6 +6,7 @@ Hugging Face one without touching them.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any, Literal, TypeAlias
 import torch
 
 from steerable.config.schema import ConfigError
+
+log = logging.getLogger(__name__)
 
 # A prompt is either text used verbatim or a chat (list of {"role", "content"} messages) that the
 # sampler renders with the tokenizer's chat template.
@@ -61,6 +64,28 @@ def settings_from(source: Any, keys: Sequence[str] = SAMPLING_KEYS, **overrides:
     if "stop" in taken:
         taken["stop"] = list(taken["stop"] or [])
     return GenerationSettings(**{**taken, **overrides})
+
+
+def fit_to_context(encoded: list[list[int]], max_new_tokens: int, model: Any) -> list[list[int]]:
+    """Prompts cut from the left so prompt + reply fits the model's positions (`max_position_embeddings`):
+    the end of a prompt (the request, the open assistant turn) is what the reply follows. Past its
+    positions a model's output is undefined; this keeps every engine inside them and says how often."""
+    positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not positions:
+        return encoded
+    room = max(1, int(positions) - max_new_tokens)
+    cut = sum(len(ids) > room for ids in encoded)
+    if cut:
+        log.warning(
+            "%d of %d prompts are longer than the model's %d positions minus max_new_tokens=%d: "
+            "kept their last %d tokens",
+            cut,
+            len(encoded),
+            positions,
+            max_new_tokens,
+            room,
+        )
+    return [ids[-room:] if len(ids) > room else ids for ids in encoded]
 
 
 @dataclass

@@ -18,7 +18,7 @@ from transformers.generation import utils as generation_utils
 from steerable.backbone.adapters import merged_adapter
 from steerable.budget import record_generated
 from steerable.data.tokenize import pad_rows
-from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
+from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler, fit_to_context
 from steerable.generation.logprobs import token_logprobs
 from steerable.generation.stops import cut_response
 
@@ -132,7 +132,7 @@ class HFSampler(Sampler):
     ) -> list[Completion]:
         """`row_context(prompt_indices, n)` wraps each batch's generate call: per-row conditioning (CLP's
         weightings) follows the rows wherever length sorting puts them."""
-        encoded = [self.encode(p) for p in prompts]
+        encoded = fit_to_context([self.encode(p) for p in prompts], settings.max_new_tokens, self.model)
         by_prompt: list[list[Completion]] = [[] for _ in encoded]
         # no_grad rather than inference_mode: logprobs may later meet autograd tensors in a loss.
         merge = merged_adapter(self.model) if self.merge_lora and row_context is None else nullcontext()

@@ -17,8 +17,8 @@ import torch
 from steerable.backbone.mixing import AdapterMixer
 from steerable.budget import record_generated
 from steerable.data.tokenize import pad_rows
-from steerable.generation.base import Completion, GenerationSettings, Prompt
-from steerable.generation.hf import CACHE_KWARG, end_token_ids, eval_mode, render_prompt, seeded
+from steerable.generation.base import Completion, GenerationSettings, Prompt, fit_to_context
+from steerable.generation.hf import CACHE_KWARG, encode_prompt, end_token_ids, eval_mode, seeded
 from steerable.generation.logprobs import position_ids_from_mask
 
 # (prompt indices of the batch, tokens generated so far [B, t]) -> mixture weights [B, n]
@@ -77,10 +77,9 @@ class MixtureSampler:
         weights: torch.Tensor | WeightFn,
     ) -> list[Completion]:
         """One completion per prompt (`settings.num_return_sequences` is not used here)."""
-        encoded = [
-            self.tokenizer(render_prompt(self.tokenizer, p), add_special_tokens=False)["input_ids"]
-            for p in prompts
-        ]
+        encoded = fit_to_context(
+            [encode_prompt(self.tokenizer, p) for p in prompts], settings.max_new_tokens, self.model
+        )
         out: list[Completion] = []
         with eval_mode(self.model), torch.no_grad(), seeded(settings.seed, self.device):
             for start in range(0, len(encoded), settings.batch_size):

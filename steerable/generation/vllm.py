@@ -31,7 +31,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.budget import record_generated
 from steerable.config.base import ConfigError
 from steerable.config.generation import INSTALL_HINT, GenerationConfig
-from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler
+from steerable.generation.base import Completion, GenerationSettings, Prompt, Sampler, fit_to_context
 from steerable.generation.hf import encode_prompt, end_token_ids
 from steerable.generation.stops import cut_response
 
@@ -222,7 +222,9 @@ class VLLMSampler(Sampler):
 
         from steerable.backbone.adapters import adapters_disabled, single_active_adapter
 
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        encoded = fit_to_context(
+            [encode_prompt(self.tokenizer, p) for p in prompts], settings.max_new_tokens, self.model
+        )
         adapter = single_active_adapter(self.model)
         is_peft = isinstance(self.model, PeftModel)
         if is_peft and adapter is None and not adapters_disabled(self.model):
