@@ -111,3 +111,29 @@ def test_merged_export_loads_in_plain_transformers_with_same_logits(tmp_path, ba
     with torch.no_grad():
         torch.testing.assert_close(plain(batch).logits, model(batch).logits, atol=1e-5, rtol=1e-4)
     assert isinstance(model, PeftModel) and any("lora_" in n for n, _ in model.named_parameters())
+
+
+def test_merge_adapters_warm_starts_the_base_from_a_run(tmp_path, batch) -> None:
+    """model.merge_adapters folds an SFT run's adapter into the weights: the loaded base computes what the
+    adapted model did, new LoRA adapters start on top of it, and a folder without an adapter is refused."""
+    from steerable.backbone.loading import ModelLoadError
+
+    model, tok = load_backbone(tiny_config())
+    perturb_lora(model)
+    save_model(model, tok, tmp_path / "sft_run" / "checkpoints" / "final", metadata={})
+    with torch.no_grad():
+        adapted = model(batch).logits
+    for entry in (tmp_path / "sft_run", tmp_path / "sft_run" / "checkpoints" / "final"):
+        cfg = tiny_config()
+        cfg.merge_adapters = [str(entry)]
+        warm, _ = load_backbone(cfg)
+        with torch.no_grad():
+            with reference_policy(warm):  # the new adapter off: the warm-started base itself
+                base = warm(batch).logits
+            fresh = warm(batch).logits  # a fresh LoRA starts as the identity
+        torch.testing.assert_close(base, adapted, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(fresh, adapted, atol=1e-5, rtol=1e-4)
+    cfg = tiny_config()
+    cfg.merge_adapters = [str(tmp_path)]
+    with pytest.raises(ModelLoadError, match=r"model.merge_adapters: .* holds no LoRA adapter"):
+        load_backbone(cfg)

@@ -246,6 +246,7 @@ def test_demo_suite_every_arm_and_a_scratch_method_get_one_leaderboard(
             hypervolume(points, suite["reference"])
         )
     assert len(rows["clp_attn"]["points"]) == 5 and len(rows["sft"]["points"]) == 1
+    assert sorted(p["weights"]["concise"] for p in rows["modpo"]["points"]) == [0.1, 0.5, 0.9]  # one per run
     assert rows["sft"]["metrics"]["rho_means/concise"] is None  # a fixed policy has no dial
     assert [p["weights"]["concise"] for p in rows["scratch"]["points"]] == [0.0, 1.0]
     assert rows["clp_attn"]["cost"]["samples_generated"] > 0 and rows["sft"]["cost"]["tokens_trained"] > 0
@@ -309,12 +310,14 @@ def test_hh_suite_loads_its_prompts_and_reward_models_offline(tmp_path) -> None:
 
 @pytest.mark.parametrize("suite", ["demo", "hh"])
 def test_each_suite_experiment_sweeps_exactly_the_suites_arms(suite: str) -> None:
-    """The arms the multirun trains are the arms the leaderboard expects (a missing one would be reported)."""
+    """The arms the multirun trains are the arms the leaderboard expects (a missing one would be reported); an
+    arm may be several jobs (MODPO's weightings), each naming it in `benchmark.arm`."""
     root = Path(__file__).resolve().parents[1]
     experiment = OmegaConf.load(root / "experiments" / f"benchmark_{suite}.yaml")
     swept = str(experiment.hydra.sweeper.params.arm).split(",")
     arms = OmegaConf.load(root / "conf" / "benchmark" / f"{suite}.yaml").arms
-    assert swept == [f"{suite}_{arm}" for arm in arms]
-    for arm in arms:
-        option = OmegaConf.load(root / "conf" / "arm" / f"{suite}_{arm}.yaml")
-        assert option.benchmark.arm == arm
+    assert all(option.startswith(f"{suite}_") for option in swept)
+    covered = [OmegaConf.load(root / "conf" / "arm" / f"{option}.yaml").benchmark.arm for option in swept]
+    assert list(dict.fromkeys(covered)) == list(arms)
+    for option, arm in zip(swept, covered, strict=True):
+        assert option == f"{suite}_{arm}" or option.startswith(f"{suite}_{arm}_")

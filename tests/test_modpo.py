@@ -16,13 +16,14 @@ from omegaconf import OmegaConf
 
 from steerable.backbone import load_backbone
 from steerable.cli.common import one_line, validate
+from steerable.data.records import prompt_of
 from steerable.data.tokenize import end_of_turn_id
 from steerable.methods.dpo.loss import dpo_loss
 from steerable.methods.dpo.module import pair_logprobs
 from steerable.methods.modpo.config import MODPOConfig, objective_weights
 from steerable.methods.modpo.loss import modpo_loss
 from steerable.methods.modpo.module import MarginCollator, MODPOModule, Weighting
-from steerable.methods.modpo.pairs import ScoredPair, ranked_pairs, tokenize_scored
+from steerable.methods.modpo.pairs import ScoredPair, candidate_replies, ranked_pairs, tokenize_scored
 from steerable.methods.registry import load_policy
 from steerable.rewards.base import RewardStack
 from steerable.rewards.programmatic import LengthScorer, SentimentScorer
@@ -112,6 +113,21 @@ def test_pairs_are_the_best_and_worst_reply_by_the_target_with_every_score_kept(
         [pair.chosen_scores["positivity"]],
         [pair.rejected_scores["positivity"]],
     )
+
+
+def test_replies_the_data_gives_one_prompt_are_candidates_together() -> None:
+    """The demo task answers each question several ways: those replies make pairs with no sampling."""
+    from steerable.data.demo import demo_conversations
+
+    records = demo_conversations(400)  # 320 training questions: 80 asked twice
+    contexts, candidates = candidate_replies(records, sampler=None, settings=None)
+    assert len(contexts) < len(records) and sum(map(len, candidates)) == len(records)
+    for context, replies in zip(contexts, candidates, strict=True):
+        expected = [r.turns[-1].content for r in records if prompt_of(r) == context]
+        assert replies == expected
+    stack = RewardStack({"verbosity": LengthScorer(), "positivity": SentimentScorer()})
+    pairs = ranked_pairs(contexts, candidates, stack, "verbosity")
+    assert pairs and all(p.chosen_scores["verbosity"] > p.rejected_scores["verbosity"] for p in pairs)
 
 
 # ----------------------------------------------------------------------------------------------- config

@@ -212,8 +212,35 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
             )
         except OSError as err:
             raise ModelLoadError(f"model.name_or_path={source!r} could not be loaded: {err}") from err
+    model = merge_warm_start(model, cfg.merge_adapters)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
+WARM_START_FINAL = Path("checkpoints") / "final"
+
+
+def adapter_folder(entry: str) -> Path:
+    """An entry of `model.merge_adapters`: an adapter folder, or a run (or its checkpoints/final) holding one."""
+    path = Path(entry)
+    for folder in (path, path / WARM_START_FINAL):
+        if (folder / "adapter_config.json").is_file():
+            return folder
+    raise ModelLoadError(
+        f"model.merge_adapters: {entry} holds no LoRA adapter (adapter_config.json), nor does its "
+        f"{WARM_START_FINAL}; give an SFT run folder or an adapter folder"
+    )
+
+
+def merge_warm_start(model: PreTrainedModel, entries: list[str]) -> PreTrainedModel:
+    """`model` with each adapter's LoRA update folded into its weights (a plain transformers model again)."""
+    from steerable.backbone.adapters import load_adapter
+
+    for entry in entries:
+        folder = adapter_folder(entry)
+        model = load_adapter(model, folder).merge_and_unload()
+        log.info("model.merge_adapters: folded %s into the base weights", folder)
     return model

@@ -68,6 +68,9 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     end_of_turn: str | None = None  # the token that closes an assistant turn; null = tokenizer.eos_token
+    # LoRA adapters folded into the weights on load, in order: a warm start (an SFT run, its checkpoints/final,
+    # or an adapter folder). The result is the base every stage and the run's policy start from.
+    merge_adapters: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.source == "hub" and not self.name_or_path:

@@ -3,8 +3,8 @@ source (the margin objectives' rewards are fixed functions of the text, so they 
 
 * Data with pairs (hh-rlhf, jsonl pairs, helpsteer2) whose own labels are the target: those pairs, as DPO reads
   them.
-* Otherwise the target is a reward source: for each prompt the data's reply (if any) and `sampled_replies`
-  replies of the starting model are scored; the best and the worst by the target make the pair (ties give none).
+* Otherwise the target is a reward source: for each distinct prompt the data's replies to it (if any) and
+  `sampled_replies` replies of the starting model are scored; the best and the worst by the target make the pair (ties give none).
 """
 
 from __future__ import annotations
@@ -92,17 +92,19 @@ def ranked_pairs(
 def candidate_replies(
     records: list[Any], sampler: Any, settings: GenerationSettings | None
 ) -> tuple[list[list[dict]], list[list[str]]]:
-    """(contexts, candidate replies): the record's own reply, if it has one, then the sampled ones."""
-    contexts = [prompt_of(r) for r in records]
-    own = [
-        [r.turns[-1].content] if isinstance(r, Conversation) and r.turns[-1].role == "assistant" else []
-        for r in records
-    ]
-    sampled: list[list[str]] = [[] for _ in records]
+    """(contexts, candidate replies) per distinct prompt: every reply the data gives that prompt (data that
+    answers one question several ways, as the demo task does, gives pairs without sampling), then the
+    sampled ones."""
+    groups: dict[str, tuple[list[dict], list[str]]] = {}
+    for record in records:
+        context = prompt_of(record)
+        groups.setdefault(json.dumps(context, sort_keys=True), (context, []))[1].extend(own_replies(record))
+    contexts = [context for context, _ in groups.values()]
+    candidates = [list(replies) for _, replies in groups.values()]
     if settings is not None and contexts:
         for completion in sampler.generate(contexts, settings):
-            sampled[completion.prompt_index].append(completion.text)
-    return contexts, [a + b for a, b in zip(own, sampled, strict=True)]
+            candidates[completion.prompt_index].append(completion.text)
+    return contexts, candidates
 
 
 def own_replies(record: Any) -> list[str]:
