@@ -12,6 +12,27 @@ from omegaconf import DictConfig
 
 from steerable.cli.common import CONF_DIR, setup_hydra
 
+MAX_WORKERS = 4  # each worker holds torch + transformers (~0.5 GB) and its own session fixtures
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per usable core, at most MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def share_cores_among_workers() -> None:
+    """Under xdist each worker (and the CLIs it starts, through OMP_NUM_THREADS) gets its share of the cores:
+    with more torch threads than free cores every step gets several times slower."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+share_cores_among_workers()
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

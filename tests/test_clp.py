@@ -4,6 +4,7 @@ proportion to w; RLOO by hand; tied embeddings untouched; tiny CLP and Rewarded 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -210,3 +211,40 @@ def test_single_reward_rl_run_is_a_loadable_policy(tmp_path) -> None:
     assert results["train"]["objectives"] == ["verbosity"] and results["train"]["steps"] == 2
     model, _ = load_policy(run_dir)  # the SuperHF eval loads RL baselines this way
     assert any("lora_" in n for n, _ in model.named_parameters())
+
+
+def test_a_warm_started_run_trains_and_serves_on_its_sft_base(tmp_path) -> None:
+    """method.warm_start.steps > 0: SFT first into warm_start/, then calibration, RL and the loaded policy all
+    start from that SFT model (its adapter folded in); steps=0 is a no-op that leaves the base alone."""
+    from steerable.backbone import load_backbone
+    from steerable.backbone.adapters import reference_policy
+    from steerable.methods.registry import load_policy
+    from steerable.policies.runs import run_model_config
+
+    run_dir = tmp_path / "warm"
+    results = run_as_cli(
+        run_dir,
+        "method=clp",
+        "method.variant=logit",
+        "method.stages=[warm_start,calibrate,train]",
+        "method.warm_start.steps=3",
+        "method.warm_start.lr=0.05",
+    )
+    assert results["warm_start"]["steps"] == 3 and "cost" in results["warm_start"]
+    sft_adapter = run_dir / "warm_start" / "checkpoints" / "final"
+    assert run_model_config(run_dir).merge_adapters == [str(sft_adapter)]
+    ids = torch.randint(0, 250, (1, 10), generator=torch.Generator().manual_seed(0))
+    unwarmed = replace(run_model_config(run_dir), merge_adapters=[])
+    sft, _ = load_backbone(unwarmed, adapter_dir=sft_adapter)
+    policy = load_policy(run_dir)
+    with torch.no_grad(), reference_policy(policy.model):
+        reference = policy.model(ids).logits
+        expected = sft(ids).logits
+    torch.testing.assert_close(reference, expected, atol=1e-4, rtol=1e-4)  # KL is to the SFT model
+    plain, _ = load_backbone(unwarmed)
+    with torch.no_grad():
+        assert not torch.allclose(plain(ids).logits, expected, atol=1e-3)  # the warm start moved it
+
+    cold = run_as_cli(tmp_path / "cold", "method=clp", "method.stages=[warm_start,calibrate]")
+    assert cold["warm_start"]["steps"] == 0 and not (tmp_path / "cold" / "warm_start").exists()
+    assert run_model_config(tmp_path / "cold").merge_adapters == []

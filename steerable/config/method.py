@@ -39,6 +39,23 @@ class RecipeConfig(MethodConfig):
         at_least("method.warmup_steps", self.warmup_steps, 0)
 
 
+@dataclass
+class WarmStartSettings:
+    """An SFT warm start on the data's replies before an online method (its warm_start stage): the reference
+    policy these methods' papers start RL from is an SFT model. steps=0 (default) starts from the base as it is."""
+
+    steps: int = 0
+    lr: float = 2e-3
+    batch_size: int = 2
+    warmup_steps: int = 5
+
+    def __post_init__(self) -> None:
+        at_least("method.warm_start.steps", self.steps, 0)
+        at_least("method.warm_start.lr", self.lr, 0, strictly=True)
+        at_least("method.warm_start.batch_size", self.batch_size, 1)
+        at_least("method.warm_start.warmup_steps", self.warmup_steps, 0)
+
+
 def chosen_objectives(cfg: Any) -> list[str]:
     """The reward sources a multi-objective method optimises, in order: `method.objectives`, else every
     configured source; a name that is not a source is one line naming both."""

@@ -16,11 +16,17 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
 from steerable.backbone.loading import untrusted_model_config
-from steerable.config.schema import TrainConfig
+from steerable.config.schema import ModelConfig, TrainConfig
 from steerable.hardware import inference_autocast
 from steerable.pipeline import StageResults, named_artifacts
 from steerable.policies.plain import load_run_model
-from steerable.policies.runs import FINAL_MODEL_DIR, run_config, run_model_config, saved_config
+from steerable.policies.runs import (
+    FINAL_MODEL_DIR,
+    run_config,
+    run_model_config,
+    saved_config,
+    with_warm_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +47,14 @@ class RunContext:
         next stage's fit) load the gathered weights from checkpoints/final instead."""
         self._backbone, self._sharded_fit = None, True
 
+    def model_config(self) -> ModelConfig:
+        """The base this run's stages start from: `cfg.model`, warm-started once its warm_start stage ran."""
+        return with_warm_start(self.cfg.model, self.run_dir)
+
     def backbone(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
         """The model being trained in this process (fresh LoRA on the configured base)."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.cfg.model)
+            self._backbone = load_backbone(self.model_config())
         return self._backbone
 
     def trained_model(self) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
@@ -56,7 +66,7 @@ class RunContext:
         final = self.run_dir / FINAL_MODEL_DIR
         if not final.is_dir():
             raise FileNotFoundError(f"{final} is missing: run the train stage first")
-        self._backbone = load_backbone(self.cfg.model, adapter_dir=final)
+        self._backbone = load_backbone(self.model_config(), adapter_dir=final)
         return self._backbone
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from steerable.run_dir import write_text_atomic
 FINAL_MODEL_DIR = "checkpoints/final"
 METADATA_FILE = "steerable.json"  # written by backbone.adapters.save_model beside the weights
 KIND_KEY = "kind"
+WARM_START_DIR = (
+    "warm_start"  # a run's own SFT warm start (steerable/methods/warm_start.py), part of its base
+)
 
 
 def saved_config(run_dir: Path) -> DictConfig:
@@ -41,7 +45,18 @@ def run_model_config(run_dir: Path) -> ModelConfig:
     """The model config a run was trained with, so using a run needs no repeated model overrides."""
     from steerable.backbone.loading import untrusted_model_config  # torch: only when a model is used
 
-    return untrusted_model_config(run_config(run_dir, "model", ModelConfig), Path(run_dir))
+    return with_warm_start(
+        untrusted_model_config(run_config(run_dir, "model", ModelConfig), Path(run_dir)), run_dir
+    )
+
+
+def with_warm_start(model: ModelConfig, run_dir: Path) -> ModelConfig:
+    """The base a run's stages and its policy start from: `model`, plus the adapter of the run's warm_start
+    stage (folded into the weights on load) once that stage has saved it."""
+    adapter = Path(run_dir) / WARM_START_DIR / FINAL_MODEL_DIR
+    if not (adapter / "adapter_config.json").is_file() or str(adapter) in model.merge_adapters:
+        return model
+    return replace(model, merge_adapters=[*model.merge_adapters, str(adapter)])
 
 
 def final_metadata(run_dir: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.config.base import ConfigError, choice_enum
-from steerable.config.method import RecipeConfig, chosen_objectives
+from steerable.config.method import RecipeConfig, WarmStartSettings, chosen_objectives
 
 # reward: r - alpha * log-ratio | loss: a separate loss term
 KLIn = choice_enum("KLIn", ["reward", "loss"])
@@ -54,6 +54,8 @@ class PolicyGradientConfig(RecipeConfig):
     )  # reward keys in order; empty = every source of `reward`
     normalize: Normalize = Normalize["zscore"]
     calibration_prompts: int = 32
+    # SFT on the data's replies first (stage warm_start; steps=0: start from model.* as it is)
+    warm_start: WarmStartSettings = field(default_factory=WarmStartSettings)
     eval: ParetoEvalSettings = field(default_factory=ParetoEvalSettings)
 
     def __post_init__(self) -> None:

@@ -100,7 +100,7 @@ def calibrate_stage(ctx: RunContext, done: dict) -> dict:
     cfg, m = ctx.cfg, ctx.cfg.method
     names = objective_names(cfg)
     tokenizer = load_tokenizer(cfg.model)
-    base = load_base_model(cfg.model, tokenizer).to(ctx.device)
+    base = load_base_model(ctx.model_config(), tokenizer).to(ctx.device)
     prompts = prompt_split(m, cfg.data, tokenizer)[0][: m.calibration_prompts]
     with ctx.autocast():
         sampler = Engine(cfg.model.end_of_turn, cfg.generation).sampler(base, tokenizer)
@@ -179,7 +179,7 @@ def clp_train_stage(ctx: RunContext, done) -> dict:
     calibration = done.require("calibrate")
     names = calibration["objectives"]
     tokenizer = load_tokenizer(cfg.model)
-    base = load_base_model(cfg.model, tokenizer)
+    base = load_base_model(ctx.model_config(), tokenizer)
     shared, conditioned = split_targets(
         m.variant, cfg.model.lora.target_modules, m.attention_modules, m.output_module
     )
@@ -212,7 +212,9 @@ def soups_train_stage(ctx: RunContext, done) -> dict:
         final = sub.run_dir / FINAL_MODEL_DIR
         if not final.is_dir():
             model = wrap_lora(
-                load_base_model(cfg.model, tokenizer), cfg.model.lora, adapter_name=objective_adapter(index)
+                load_base_model(ctx.model_config(), tokenizer),
+                cfg.model.lora,
+                adapter_name=objective_adapter(index),
             )
             one_hot = torch.nn.functional.one_hot(torch.tensor(index), len(names)).float()
             runs[name] = fit_policy(
@@ -222,7 +224,7 @@ def soups_train_stage(ctx: RunContext, done) -> dict:
         objective_adapter(i): ctx.run_dir / f"single_{name}" / FINAL_MODEL_DIR / objective_adapter(i)
         for i, name in enumerate(names)
     }
-    model = load_named_adapters(load_base_model(cfg.model, tokenizer), folders)
+    model = load_named_adapters(load_base_model(ctx.model_config(), tokenizer), folders)
     adapters = [objective_adapter(i) for i in range(len(names))]
     metadata = {
         "method": "rewarded_soups",
@@ -246,7 +248,7 @@ def rl_train_stage(ctx: RunContext, done) -> dict:
             f"method.weights={list(m.weights)} must be {len(names)} non-negative numbers summing to 1"
         )
     tokenizer = load_tokenizer(cfg.model)
-    model = wrap_lora(load_base_model(cfg.model, tokenizer), cfg.model.lora)
+    model = wrap_lora(load_base_model(ctx.model_config(), tokenizer), cfg.model.lora)
     rewards = load_rewards(cfg.reward, calibration)
     summary = fit_policy(
         ctx,
