@@ -88,16 +88,28 @@ def test_ddp_shards_rows_and_equals_one_process_at_the_same_global_batch(tmp_pat
         )  # Adam amplifies ~1e-7 noise
 
 
+UNINTERRUPTED = ["trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2", "method.batch_size=2"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict[str, Path]:
+    """One uninterrupted 6-step run per strategy, shared: the resume tests' reference and the FSDP checkpoint
+    test's pair (each launch starts two processes, the suite's most expensive step)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    runs = {"ddp": root / "ddp", "fsdp": root / "fsdp"}
+    for strategy, hardware in (("ddp", DDP), ("fsdp", FSDP)):
+        launch(runs[strategy], *hardware, *UNINTERRUPTED)
+    return runs
+
+
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_killed_multi_process_run_resumes_to_the_uninterrupted_run(tmp_path, strategy) -> None:
+def test_killed_multi_process_run_resumes_to_the_uninterrupted_run(tmp_path, strategy, uninterrupted) -> None:
     hardware = DDP if strategy == "ddp" else FSDP
-    steps = ["trainer.max_steps=6", "trainer.checkpoint_every_n_steps=2", "method.batch_size=2"]
-    reference = tmp_path / "reference"
-    launch(reference, *hardware, *steps)
+    reference = uninterrupted[strategy]
     interrupted = tmp_path / "interrupted"
-    crashed = launch(interrupted, *hardware, *steps, crash_at=3)
+    crashed = launch(interrupted, *hardware, *UNINTERRUPTED, crash_at=3)
     assert crashed.returncode != 0 and not (interrupted / "checkpoints/final").exists()
-    launch(interrupted, *hardware, *steps, "resume=auto")
+    launch(interrupted, *hardware, *UNINTERRUPTED, "resume=auto")
     assert_same_curve(metric(interrupted, "train/loss"), metric(reference, "train/loss"), 1e-6)
     a = load_file(reference / "checkpoints/final/adapter_model.safetensors")
     b = load_file(interrupted / "checkpoints/final/adapter_model.safetensors")
@@ -105,14 +117,11 @@ def test_killed_multi_process_run_resumes_to_the_uninterrupted_run(tmp_path, str
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-7)
 
 
-def test_fsdp_checkpoint_and_adapter_are_complete_and_reload_exactly(tmp_path) -> None:
+def test_fsdp_checkpoint_and_adapter_are_complete_and_reload_exactly(uninterrupted) -> None:
     from steerable.backbone import load_backbone
     from steerable.methods.base import load_policy, run_model_config
 
-    steps = ["trainer.max_steps=4", "trainer.checkpoint_every_n_steps=4", "method.batch_size=2"]
-    fsdp, ddp = tmp_path / "fsdp", tmp_path / "ddp"
-    launch(fsdp, *FSDP, *steps)
-    launch(ddp, *DDP, *steps)
+    fsdp, ddp = uninterrupted["fsdp"], uninterrupted["ddp"]
     print(
         "max |FSDP - DDP| train loss:",
         assert_same_curve(metric(fsdp, "train/loss"), metric(ddp, "train/loss")),
