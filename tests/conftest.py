@@ -33,22 +33,6 @@ def share_cores_among_workers() -> None:
 
 
 share_cores_among_workers()
-
-# The longest files (minutes each, mostly their CLI subprocesses), started first: under xdist's loadfile one
-# of them handed out last would run alone on one core while the others idle.
-LONGEST_FILES_FIRST = (
-    "test_distributed.py",
-    "test_readme.py",
-    "test_benchmark.py",
-    "test_eval_cli.py",
-    "test_benchmarks.py",
-    "test_sweeps.py",
-)
-
-
-def pytest_collection_modifyitems(config, items) -> None:
-    rank = {name: i for i, name in enumerate(LONGEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a file kept
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
