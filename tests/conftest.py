@@ -15,9 +15,16 @@ from steerable.cli.common import CONF_DIR, setup_hydra
 MAX_WORKERS = 4  # each worker holds torch + transformers (~0.5 GB) and its own session fixtures
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity where the OS reports one, e.g. not on macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def pytest_xdist_auto_num_workers(config) -> int:
     """`-n auto` (pyproject's addopts): one worker per usable core, at most MAX_WORKERS."""
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    return max(1, min(MAX_WORKERS, usable_cores()))
 
 
 def share_cores_among_workers() -> None:
@@ -25,7 +32,7 @@ def share_cores_among_workers() -> None:
     with more torch threads than free cores every step gets several times slower."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
-        threads = max(1, len(os.sched_getaffinity(0)) // workers)
+        threads = max(1, usable_cores() // workers)
         os.environ["OMP_NUM_THREADS"] = str(threads)
         import torch
 

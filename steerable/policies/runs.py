@@ -22,9 +22,8 @@ from steerable.run_dir import write_text_atomic
 FINAL_MODEL_DIR = "checkpoints/final"
 METADATA_FILE = "steerable.json"  # written by backbone.adapters.save_model beside the weights
 KIND_KEY = "kind"
-WARM_START_DIR = (
-    "warm_start"  # a run's own SFT warm start (steerable/methods/warm_start.py), part of its base
-)
+# a run's own SFT warm start (steerable/methods/warm_start.py), part of its base
+WARM_START_DIR = "warm_start"
 
 
 def saved_config(run_dir: Path) -> DictConfig:

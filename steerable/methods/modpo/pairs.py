@@ -93,7 +93,7 @@ def candidate_replies(
     records: list[Any], sampler: Any, settings: GenerationSettings | None
 ) -> tuple[list[list[dict]], list[list[str]]]:
     """(contexts, candidate replies) per distinct prompt: every reply the data gives that prompt (data that
-    answers one question several ways, as the demo task does, gives pairs without sampling), then the
+    answers one question several ways gives pairs without sampling), then the
     sampled ones."""
     groups: dict[str, tuple[list[dict], list[str]]] = {}
     for record in records:
