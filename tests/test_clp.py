@@ -16,6 +16,7 @@ from steerable.cli.common import validate
 from steerable.cli.generate import generate
 from steerable.cli.train import run
 from steerable.config.schema import ConfigError, LoraConfig
+from steerable.generation import GenerationSettings
 from steerable.methods.clp.conditioning import (
     build_conditioned_policy,
     split_targets,
@@ -23,7 +24,7 @@ from steerable.methods.clp.conditioning import (
     with_weights_in_prompt,
 )
 from steerable.methods.clp.evaluate import weight_grid
-from steerable.training.policy_gradient import rloo_advantages
+from steerable.training.policy_gradient import PGSettings, rloo_advantages, weighted_advantages
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_backbone import tiny_config
 
@@ -127,6 +128,33 @@ def test_rloo_advantage_matches_a_hand_computation() -> None:
     assert torch.allclose(rloo_advantages(rewards).sum(1), torch.zeros(2))  # the baseline is unbiased
     with pytest.raises(ValueError, match="at least 2"):
         rloo_advantages(torch.ones(2, 1))
+
+
+def test_per_objective_scale_lets_the_weight_not_the_spread_set_the_share() -> None:
+    """Objective 0 varies 10x more between samples than objective 1; at w = (0.3, 0.7) the plain advantage
+    follows objective 0, the per-objective scaled one follows objective 1 (the weight that is larger)."""
+    torch.manual_seed(0)
+    k, prompts = 4, 8
+    scores = torch.stack([10 * torch.randn(prompts * k), torch.randn(prompts * k)], dim=1)
+    weights = torch.tensor([0.3, 0.7]).expand(prompts * k, 2)
+    no_kl = torch.zeros(prompts * k)
+
+    def follows(scale: str) -> list[float]:
+        s = PGSettings(k, GenerationSettings(), kl_coef=0.0, objective_scale=scale)
+        advantages = weighted_advantages(scores, weights, no_kl, s)
+        deviations = scores - scores.view(prompts, k, 2).mean(1).repeat_interleave(k, 0)
+        return [float(torch.corrcoef(torch.stack([advantages, deviations[:, i]]))[0, 1]) for i in range(2)]
+
+    plain, scaled = follows("none"), follows("per_objective")
+    assert plain[0] > 0.9 and plain[1] < 0.3
+    assert scaled[1] > scaled[0] and scaled[1] > 0.8
+    # one w and no KL: the scaled advantage is the plain one of the rescaled scores, still zero-sum per prompt
+    s = PGSettings(k, GenerationSettings(), kl_coef=0.0, objective_scale="per_objective")
+    assert torch.allclose(
+        weighted_advantages(scores, weights, no_kl, s).view(prompts, k).sum(1),
+        torch.zeros(prompts),
+        atol=1e-5,
+    )
 
 
 def test_weight_grid_and_prompt_format() -> None:

@@ -60,12 +60,41 @@ def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
     return rewards - others
 
 
+def objective_scales(scores: torch.Tensor, k: int, floor: float = 1e-2) -> torch.Tensor:
+    """[N, m] scores in groups of k -> [m]: each objective's pooled within-prompt standard deviation this step.
+
+    Dividing an objective's advantages by it gives every objective the same scale inside the update, so the
+    weight w_i, not how much objective i happens to vary between samples, sets its share (an objective whose
+    replies differ a lot would otherwise steer every weighting). Pooled over the step's prompts rather than
+    per group, so a group whose samples nearly tie is not blown up to unit scale; `floor` guards a step where
+    an objective does not vary at all.
+    """
+    groups = scores.view(-1, k, scores.shape[1])
+    return groups.var(dim=1, unbiased=True).mean(dim=0).sqrt().clamp_min(floor)
+
+
+def weighted_advantages(
+    scores: torch.Tensor, row_weights: torch.Tensor, log_ratio: torch.Tensor, s: PGSettings
+) -> torch.Tensor:
+    """[N] leave-one-out advantages of each row's w·r (objectives rescaled first with objective_scale
+    "per_objective"), minus kl_coef times the log-ratio when the KL is in the reward."""
+    if s.objective_scale == "per_objective":
+        scores = scores / objective_scales(scores, s.samples_per_prompt)
+    reward = (row_weights * scores).sum(dim=1).to(log_ratio.device)
+    if s.kl_in == "reward":
+        reward = reward - s.kl_coef * log_ratio
+    return rloo_advantages(reward.view(-1, s.samples_per_prompt)).flatten()
+
+
 @dataclass
 class PGSettings:
     samples_per_prompt: int
     generation: GenerationSettings
     kl_coef: float = 0.05
     kl_in: str = "reward"  # reward: subtract kl_coef * log-ratio from the reward | loss: add it to the loss
+    # none: the advantage of w·r (the paper) | per_objective: each objective's advantage divided by its
+    # within-prompt spread this step before weighting (objective_scales)
+    objective_scale: str = "none"
 
 
 class PolicyGradientModule(OnlineModule):
@@ -120,10 +149,7 @@ class PolicyGradientModule(OnlineModule):
             with torch.no_grad(), reference_policy(self.model):
                 ref = sequence_logprobs(self.model, ids, mask, response)
         log_ratio = (logp - ref).sum(dim=1)  # sampled-token estimate of KL(policy || reference)
-        reward = scalar.to(log_ratio.device)
-        if s.kl_in == "reward":
-            reward = reward - s.kl_coef * log_ratio.detach()
-        advantages = rloo_advantages(reward.view(len(prompts), k)).flatten()
+        advantages = weighted_advantages(scores, row_weights, log_ratio.detach(), s)
         loss = -(advantages.detach() * logp.sum(dim=1)).mean()
         if s.kl_in == "loss":
             loss = loss + s.kl_coef * log_ratio.mean()

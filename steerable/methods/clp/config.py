@@ -16,6 +16,9 @@ Normalize = choice_enum("Normalize", ["zscore", "none"])
 # attention projections (the MLP LoRA is shared) | logit = a LoRA on the output layer | prompt = w written into the
 # prompt of one shared LoRA (steerable/methods/clp/conditioning.py)
 Variant = choice_enum("Variant", ["full", "attn", "logit", "prompt"])
+# none: the advantage of the weighted reward w·r, as the paper | per_objective: each objective's advantage divided
+# by its within-prompt spread in the step first, so w alone sets each objective's share of the update
+ObjectiveScale = choice_enum("ObjectiveScale", ["none", "per_objective"])
 # example: one w per example | batch: one w for the whole batch
 WeightsPer = choice_enum("WeightsPer", ["example", "batch"])
 
@@ -53,6 +56,7 @@ class PolicyGradientConfig(RecipeConfig):
         default_factory=list
     )  # reward keys in order; empty = every source of `reward`
     normalize: Normalize = Normalize["zscore"]
+    objective_scale: ObjectiveScale = ObjectiveScale["none"]
     calibration_prompts: int = 32
     # SFT on the data's replies first (stage warm_start; steps=0: start from model.* as it is)
     warm_start: WarmStartSettings = field(default_factory=WarmStartSettings)

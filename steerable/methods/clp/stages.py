@@ -153,7 +153,9 @@ def fit_policy(
     cfg, m = ctx.cfg, ctx.cfg.method
     prompts = prompt_split(m, cfg.data, tokenizer)[0]
     sampler, loader = shuffled_loader(prompts, m.batch_size, seed=cfg.seed)
-    settings = PGSettings(m.samples_per_prompt, sampling(m, m.samples_per_prompt), m.kl_coef, m.kl_in)
+    settings = PGSettings(
+        m.samples_per_prompt, sampling(m, m.samples_per_prompt), m.kl_coef, m.kl_in, m.objective_scale
+    )
     module = PolicyGradientModule(
         model,
         tokenizer,
