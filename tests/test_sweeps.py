@@ -104,12 +104,12 @@ def test_slurm_profile_runs_one_task_per_gpu() -> None:
 
 
 def test_a_run_without_objective_fails_its_trial_with_the_reason() -> None:
-    config = OmegaConf.create({"method": {"stages": ["report"]}})
+    config = OmegaConf.create({"method": {"stages": ["eval"]}})
     config.hydra = {"runtime": {"output_dir": "/x/0"}}
     job = JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan"))
     NanObjectiveFails().on_job_end(config=config, job_return=job)
     assert job.status == JobStatus.FAILED
-    with pytest.raises(ValueError, match=r"/x/0 returned no objective.*\['report'\].*val_loss"):
+    with pytest.raises(ValueError, match=r"/x/0 returned no objective.*\['eval'\].*val_loss"):
         job.return_value  # noqa: B018 - the property raises for a failed job
 
     finished = JobReturn(status=JobStatus.COMPLETED, _return_value=1.5)
