@@ -115,13 +115,10 @@ class StageResults:
 
     def _check_runnable(self, name: str) -> None:
         """A missing prerequisite is one line naming who needs it; a cycle is a bug in the declarations."""
-        missing = f"stages/{name}.json is missing"
-        if self.read_only and self.stage:
-            raise RunDirError(
-                f"stage {self.stage} needs {name}, which {self.run_dir} has not finished ({missing})"
-            )
         if self.read_only:
-            raise RunDirError(f"{self.run_dir} has not finished its {name} stage ({missing})")
+            raise RunDirError(
+                f"{self.run_dir} has not finished its {name} stage (stages/{name}.json is missing)"
+            )
         if name not in self.steps:
             raise RunDirError(
                 f"stage {self.stage or name} needs {name}, which is not a stage of this run's method "
