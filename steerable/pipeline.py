@@ -75,9 +75,8 @@ class StageResults:
         """The finished stages of a run, read-only: requiring one the run has not finished is an error naming
         it (evaluation and inference never train)."""
         results = cls(Path(run_dir), {name: Step(never_run) for name in names}, named, read_only=True)
-        results.announced.update(
-            results.summaries
-        )  # reading a finished run skips nothing: no "skipping" lines
+        # reading a finished run skips nothing: no "skipping" lines
+        results.announced.update(results.summaries)
         return results
 
     def for_stage(self, name: str) -> StageResults:
@@ -161,7 +160,10 @@ class StageResults:
             return self.summaries[name]
         if self.stage is None or name in self.steps[self.stage].requires:
             return self.run(name)
-        raise RunDirError(f"stage {self.stage} reads {name}, which has not run in {self.run_dir}")
+        raise StageContractError(
+            f"stage {self.stage} reads {name}, which has not run in {self.run_dir}: a reads= result may be "
+            "missing, so test it with `in` or `get` first"
+        )
 
     def get(self, name: str, default: StageSummary | None = None) -> StageSummary | None:
         """A declared stage's summary if it has finished (never runs it)."""

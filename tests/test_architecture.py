@@ -425,11 +425,16 @@ def test_a_stage_reading_what_it_did_not_declare_fails_naming_both(tmp_path) -> 
 
 
 def test_declared_reads_are_used_only_when_finished_and_requirements_run_first(tmp_path) -> None:
-    from steerable.pipeline import StageResults, Step, run_stages
+    from steerable.pipeline import StageContractError, StageResults, Step, run_stages
 
     steps = {**contract_steps(), "eval": Step(lambda done: {"extra": "extra" in done}, reads=("extra",))}
     assert run_stages(tmp_path / "a", steps, ["eval"])["eval"]["extra"] is False  # never runs it
     assert run_stages(tmp_path / "b", steps, ["extra", "eval"])["eval"]["extra"] is True
+    indexed = {**steps, "eval": Step(lambda done: done["extra"], reads=("extra",))}
+    with pytest.raises(
+        StageContractError, match=r"^stage eval reads extra, which has not run in .*`in` or `get`"
+    ):
+        run_stages(tmp_path / "d", indexed, ["eval"])
     results = run_stages(tmp_path / "c", contract_steps(), ["eval"])  # make-style: train runs first
     assert set(results) == {"train", "eval"} and results["eval"]["n"] == "train"
     assert StageResults.finished(tmp_path / "c", ["train"]).require("train")["path"] == "train"

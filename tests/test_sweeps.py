@@ -23,7 +23,7 @@ from tests.conftest import compose_config
 pytestmark = pytest.mark.sweeps
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
-# Two training steps and no report stage: the sweep machinery is under test, not the method.
+# Two training steps and no eval stage: the sweep machinery is under test, not the method.
 TINY = ["method=sft", "model=tiny", "data=demo", "debug=fast", "method.stages=[train]"]
 TINY += ["hardware.torch_threads=1"]  # submitit_local runs its jobs at once on a 2-core machine
 

@@ -4,8 +4,6 @@ an arm's own row (and, with logger=wandb, its W&B run in the sweep's group) matc
 
 from __future__ import annotations
 
-from typing import Any
-
 from steerable.config.schema import EvalConfig, EvalSettings
 from steerable.evaluation.leaderboard import eval_leaderboard
 from steerable.evaluation.runner import finish
@@ -17,7 +15,7 @@ from steerable.report import Report
 OUT_DIR = "leaderboard"
 
 
-def in_suite(ctx: Any) -> bool:
+def in_suite(ctx: RunContext) -> bool:
     return ctx.cfg.benchmark is not None
 
 
