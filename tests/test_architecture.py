@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import ast
 import functools
+import inspect
 import re
+import textwrap
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from steerable.methods.registry import specs
 
@@ -263,3 +268,201 @@ def test_online_modules_share_one_base_and_one_sampler_factory() -> None:
         # mixture decoding (adapters mixed per example) is HF-only by design: evaluation arms may name it
         if path.parent.name not in ("clp", "pcm") or path.name not in ("evaluate.py",):
             assert "HFSampler(" not in text, path
+
+
+# ------------------------------------------------------------------------------------------ the stage contract
+
+STAGE_SIGNATURE = {"ctx": "RunContext", "done": "StageResults", "return": "StageSummary"}
+READERS = {"require", "get", "artifact", "run"}  # StageResults methods that take a stage name
+
+
+def test_stage_declarations_name_stages_of_the_method() -> None:
+    """`requires` names earlier stages (they may run first, so never a later one: no cycle); `reads` names
+    other stages of the same method."""
+    bad = []
+    for spec in specs().values():
+        names = spec.stage_names
+        for index, stage in enumerate(spec.stages):
+            bad += [
+                f"{spec.name}.{stage.name} requires {r}" for r in stage.requires if r not in names[:index]
+            ]
+            bad += [
+                f"{spec.name}.{stage.name} reads {r}"
+                for r in stage.reads
+                if r not in names or r == stage.name
+            ]
+            bad += [f"{spec.name}.{stage.name} both" for r in stage.reads if r in stage.requires]
+    assert not bad, bad
+
+
+def test_the_final_evaluation_stage_is_eval_in_every_method() -> None:
+    """One name for one role: a stage that evaluates (its function is an eval stage, or its name says it
+    evaluates or reports) is `eval`, the last stage of its method."""
+    evaluating = re.compile(r"eval|report", re.IGNORECASE)
+    bad = [
+        f"{spec.name}.{stage.name} ({stage.run})"
+        for spec in specs().values()
+        for index, stage in enumerate(spec.stages)
+        if evaluating.search(f"{stage.name} {stage.run.partition(':')[2]}")
+        and (stage.name != "eval" or index != len(spec.stages) - 1 or not stage.run.endswith(":eval_stage"))
+    ]
+    assert not bad, bad
+
+
+def test_every_stage_function_has_the_one_typed_signature() -> None:
+    from steerable.methods.registry import resolve
+
+    wrong = {}
+    for spec in specs().values():
+        for stage in spec.stages:
+            found = {
+                k: getattr(v, "__name__", v) for k, v in inspect.get_annotations(resolve(stage.run)).items()
+            }
+            if (
+                list(inspect.signature(resolve(stage.run)).parameters) != ["ctx", "done"]
+                or found != STAGE_SIGNATURE
+            ):
+                wrong[f"{spec.name}.{stage.name}"] = found
+    assert not wrong, (
+        f"stage functions must be (ctx: RunContext, done: StageResults) -> StageSummary: {wrong}"
+    )
+
+
+def literal_reads(function: Any, seen: set[Any] | None = None) -> set[str]:
+    """The stage names `function` reads from `done` as literals (`done.require("x")`, `done["x"]`, `"x" in
+    done`, ...), and those of the steerable functions it hands `done` to, recursively."""
+    seen = set() if seen is None else seen
+    if function in seen or not getattr(function, "__module__", "").startswith("steerable."):
+        return set()
+    seen.add(function)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(function)))):
+        if isinstance(node, ast.Call) and any(isinstance(a, ast.Name) and a.id == "done" for a in node.args):
+            callee = node.func.id if isinstance(node.func, ast.Name) else None
+            found |= literal_reads(function.__globals__.get(callee), seen) if callee else set()
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in READERS:
+            target, args = node.func.value, node.args
+        elif isinstance(node, ast.Subscript):
+            target, args = node.value, [node.slice]
+        elif isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In | ast.NotIn):
+            target, args = node.comparators[0], [node.left]
+        else:
+            continue
+        if (
+            isinstance(target, ast.Name)
+            and target.id == "done"
+            and args
+            and isinstance(args[0], ast.Constant)
+        ):
+            found.add(args[0].value)
+    return found
+
+
+def test_literal_reads_are_found_through_helpers() -> None:
+    def helper(done):
+        return done.get("b"), "c" in done
+
+    def stage(ctx, done):
+        return done.require("a"), done["d"], helper(done)
+
+    stage.__module__ = helper.__module__ = "steerable.planted"
+    stage.__globals__["helper"] = helper
+    try:
+        assert literal_reads(stage) == {"a", "b", "c", "d"}
+    finally:
+        del stage.__globals__["helper"]
+
+
+def test_stage_functions_read_only_what_their_stage_declares() -> None:
+    """The static half of the contract (the pipeline enforces the rest when a stage runs): every stage name a
+    stage function or its helpers read as a literal is in the stage's requires or reads."""
+    from steerable.methods.registry import resolve
+
+    undeclared = {
+        f"{spec.name}.{stage.name}": sorted(missing)
+        for spec in specs().values()
+        for stage in spec.stages
+        if (missing := literal_reads(resolve(stage.run)) - {*stage.requires, *stage.reads})
+    }
+    assert not undeclared, undeclared
+
+
+def contract_steps() -> dict[str, Any]:
+    from steerable.pipeline import Step
+
+    return {
+        "train": Step(lambda done: {"path": "train"}),
+        "extra": Step(lambda done: {"n": 1}),
+        "eval": Step(
+            lambda done: {"n": done.require("train")["path"]}, requires=("train",), reads=("extra",)
+        ),
+    }
+
+
+def test_a_stage_reading_what_it_did_not_declare_fails_naming_both(tmp_path) -> None:
+    from steerable.pipeline import StageContractError, Step, run_stages
+
+    steps = contract_steps()
+    reads = {
+        "require": lambda done: done.require("extra"),
+        "item": lambda done: done["extra"],
+        "get": lambda done: done.get("train"),
+        "in": lambda done: "train" in done,
+        "artifact": lambda done: done.artifact("train"),
+        "run": lambda done: done.run("train"),
+    }
+    run_stages(tmp_path, steps, ["train", "extra"])
+    for how, read in reads.items():
+        with pytest.raises(
+            StageContractError, match=r"^stage sneaky reads stage (extra|train)'s result"
+        ) as err:
+            run_stages(tmp_path, {**steps, "sneaky": Step(lambda done, r=read: {"x": r(done)})}, ["sneaky"])
+        assert "\n" not in str(err.value), how
+    with pytest.raises(StageContractError, match=r"stage eval reads stage extra's result.*reads= only"):
+        run_stages(
+            tmp_path, {**steps, "eval": Step(lambda done: done.require("extra"), reads=("extra",))}, ["eval"]
+        )
+
+
+def test_declared_reads_are_used_only_when_finished_and_requirements_run_first(tmp_path) -> None:
+    from steerable.pipeline import StageContractError, StageResults, Step, run_stages
+
+    steps = {**contract_steps(), "eval": Step(lambda done: {"extra": "extra" in done}, reads=("extra",))}
+    assert run_stages(tmp_path / "a", steps, ["eval"])["eval"]["extra"] is False  # never runs it
+    assert run_stages(tmp_path / "b", steps, ["extra", "eval"])["eval"]["extra"] is True
+    indexed = {**steps, "eval": Step(lambda done: done["extra"], reads=("extra",))}
+    with pytest.raises(
+        StageContractError, match=r"^stage eval reads extra, which has not run in .*`in` or `get`"
+    ):
+        run_stages(tmp_path / "d", indexed, ["eval"])
+    results = run_stages(tmp_path / "c", contract_steps(), ["eval"])  # make-style: train runs first
+    assert set(results) == {"train", "eval"} and results["eval"]["n"] == "train"
+    assert StageResults.finished(tmp_path / "c", ["train"]).require("train")["path"] == "train"
+
+
+def test_a_missing_prerequisite_is_one_line_naming_the_stage_and_what_it_needs(tmp_path) -> None:
+    from steerable.pipeline import StageResults, Step, run_stages
+    from steerable.run_dir import RunDirError
+
+    orphan = {"eval": Step(lambda done: done.require("train"), requires=("train",))}
+    with pytest.raises(
+        RunDirError, match=r"^stage eval needs train, which is not a stage of this run's method"
+    ):
+        run_stages(tmp_path, orphan, ["eval"])
+    with pytest.raises(
+        RunDirError, match=r"has not finished its train stage \(stages/train.json is missing\)$"
+    ):
+        StageResults.finished(tmp_path, ["train"]).require("train")
+
+
+def test_a_folder_from_before_the_eval_rename_is_one_line_not_a_rerun(tmp_path) -> None:
+    from steerable.pipeline import run_stages
+    from steerable.run_dir import RunDirError
+
+    run_stages(tmp_path, contract_steps(), ["train"])
+    (tmp_path / "stages" / "report.json").write_text("{}")
+    with pytest.raises(
+        RunDirError, match=r"before the report stage was renamed eval: rename stages/report.json"
+    ):
+        run_stages(tmp_path, contract_steps(), ["train", "eval"])
+    assert not (tmp_path / "stages" / "eval.json").exists()

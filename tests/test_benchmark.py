@@ -32,7 +32,7 @@ from steerable.methods.prompting.policy import instruction_for
 from steerable.methods.registry import specs
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.policy import SteerLMPolicy
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, Step
 from steerable.policies.base import Control, Objective, Request, SteerablePolicy
 from tests.conftest import compose_config, shared_file
 
@@ -125,7 +125,7 @@ def test_each_stage_records_its_own_spend_not_its_upstreams(tmp_path) -> None:
         record_trained(torch.tensor(7))
         return {}
 
-    StageResults(tmp_path, {"up": upstream, "down": downstream}).run("down")
+    StageResults(tmp_path, {"up": Step(upstream), "down": Step(downstream, requires=("up",))}).run("down")
     up = json.loads((tmp_path / "stages" / "up.json").read_text())["cost"]
     down = json.loads((tmp_path / "stages" / "down.json").read_text())["cost"]
     assert (up["samples_generated"], up["tokens_generated"], up["tokens_trained"]) == (2, 6, 0)

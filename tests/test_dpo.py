@@ -327,16 +327,12 @@ def test_the_registry_lists_dpo_with_its_stages() -> None:
     from steerable.methods.registry import spec_of
 
     spec = spec_of("dpo")
-    assert spec.config is DPOConfig and spec.stage_names == ["train", "report"] and spec.evaluation is None
+    assert spec.config is DPOConfig and spec.stage_names == ["train", "eval"] and spec.evaluation is None
     cfg = validate(compose_config("train", [*DPO_RUN, "data=hh-rlhf", "data.path=x"]))
     assert (
         isinstance(cfg.method, DPOConfig)
         and cfg.method.beta == 0.1
-        and list(cfg.method.stages)
-        == [
-            "train",
-            "report",
-        ]
+        and list(cfg.method.stages) == ["train", "eval"]
     )
 
 

@@ -46,15 +46,19 @@ def test_debug_fast_superhf_stops_at_max_steps_with_real_totals(tmp_path, caplog
 
 
 def test_skipping_is_said_once_and_only_for_stages_finished_before(tmp_path, caplog) -> None:
-    from steerable.pipeline import StageResults, run_stages
+    from steerable.pipeline import StageResults, Step, run_stages
 
-    stages = {"a": lambda done: {"n": 1}, "b": lambda done: {"n": done.require("a")["n"] + 1}}
+    stages = {
+        "a": Step(lambda done: {"n": 1}),
+        "b": Step(lambda done: {"n": done.require("a")["n"] + 1}, requires=("a",)),
+    }
     with caplog.at_level(logging.INFO, logger="steerable.pipeline"):
         run_stages(tmp_path, stages, ["a", "b"])  # b requires a, which this run just finished
     assert not any("skipping" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="steerable.pipeline"):
-        run_stages(tmp_path, {**stages, "c": lambda done: {"n": done.require("a")["n"]}}, ["a", "b", "c"])
+        c = Step(lambda done: {"n": done.require("a")["n"]}, requires=("a",))
+        run_stages(tmp_path, {**stages, "c": c}, ["a", "b", "c"])
     skipped = [r.getMessage() for r in caplog.records if "skipping" in r.getMessage()]
     assert [m.split()[1] for m in skipped] == ["a", "b"]  # a once, though c requires it again
     caplog.clear()

@@ -26,7 +26,7 @@ def test_unknown_method_and_stage_name_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"methods: .*sft"):
         spec_of("nonesuch")
     with pytest.raises(
-        ConfigError, match=r"method.stages=\['train', 'bogus'\].*allowed: \['train', 'report'\]"
+        ConfigError, match=r"method.stages=\['train', 'bogus'\].*allowed: \['train', 'eval'\]"
     ):
         check_stages(spec_of("sft"), ["train", "bogus"])
 
@@ -46,4 +46,7 @@ def test_train_help_lists_every_method_and_its_stages() -> None:
         text=True,
         check=True,
     ).stdout
-    assert "== Methods" in shown and "steerlm2 (needs apm, baseline)" in shown
+    assert (
+        "== Methods" in shown
+        and "steerlm2 (needs apm, annotate, acsft, baseline; uses bootstrap if run)" in shown
+    )

@@ -112,8 +112,8 @@ def test_reward_model_learns_a_separable_preference(tmp_path, tiny_train_cfg) ->
     run_dir = tmp_path / "rm"
     (run_dir / ".hydra").mkdir(parents=True)
     results = run(cfg, run_dir)
-    assert results["evaluate"]["accuracy"] >= 0.9, results["evaluate"]
-    assert results["evaluate"]["pairs"] == 24
+    assert results["eval"]["accuracy"] >= 0.9, results["eval"]
+    assert results["eval"]["pairs"] == 24
     import csv
 
     with open(run_dir / "metrics.csv") as handle:
@@ -139,7 +139,7 @@ def test_attribute_model_beats_mean_baseline_on_demo(tmp_path, tiny_train_cfg) -
     run_dir = tmp_path / "apm"
     (run_dir / ".hydra").mkdir(parents=True)
     results = run(cfg, run_dir)
-    (row,) = results["evaluate"]["attributes"]
+    (row,) = results["eval"]["attributes"]
     assert row["attribute"] == "verbosity"
     assert row["mse"] < row["baseline_mse"] and row["spearman"] > 0.5, row
     _, _, meta = load_scorer(run_dir)

@@ -23,7 +23,7 @@ from tests.conftest import compose_config
 pytestmark = pytest.mark.sweeps
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
-# Two training steps and no report stage: the sweep machinery is under test, not the method.
+# Two training steps and no eval stage: the sweep machinery is under test, not the method.
 TINY = ["method=sft", "model=tiny", "data=demo", "debug=fast", "method.stages=[train]"]
 TINY += ["hardware.torch_threads=1"]  # submitit_local runs its jobs at once on a 2-core machine
 
@@ -104,12 +104,12 @@ def test_slurm_profile_runs_one_task_per_gpu() -> None:
 
 
 def test_a_run_without_objective_fails_its_trial_with_the_reason() -> None:
-    config = OmegaConf.create({"method": {"stages": ["report"]}})
+    config = OmegaConf.create({"method": {"stages": ["eval"]}})
     config.hydra = {"runtime": {"output_dir": "/x/0"}}
     job = JobReturn(status=JobStatus.COMPLETED, _return_value=float("nan"))
     NanObjectiveFails().on_job_end(config=config, job_return=job)
     assert job.status == JobStatus.FAILED
-    with pytest.raises(ValueError, match=r"/x/0 returned no objective.*\['report'\].*val_loss"):
+    with pytest.raises(ValueError, match=r"/x/0 returned no objective.*\['eval'\].*val_loss"):
         job.return_value  # noqa: B018 - the property raises for a failed job
 
     finished = JobReturn(status=JobStatus.COMPLETED, _return_value=1.5)

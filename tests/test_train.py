@@ -94,7 +94,7 @@ def test_finished_stages_are_skipped(tmp_path, tiny_train_cfg) -> None:
     first = run(cfg, run_dir)
     marker = run_dir / "stages" / "train.json"
     stamp = marker.stat().st_mtime_ns
-    second = run(tiny_train_cfg(tmp_path, "trainer.max_steps=2", "method.stages=[train,report]"), run_dir)
+    second = run(tiny_train_cfg(tmp_path, "trainer.max_steps=2", "method.stages=[train,eval]"), run_dir)
     assert marker.stat().st_mtime_ns == stamp and second["train"] == json.loads(json.dumps(first["train"]))
     assert (run_dir / "report.md").is_file()
 

@@ -25,14 +25,14 @@ def test_stage_paths_are_followed_only_inside_the_run_or_to_named_artifacts(tmp_
 
     import pytest
 
-    from steerable.pipeline import run_stages
+    from steerable.pipeline import Step, run_stages
     from steerable.run_dir import RunDirError
 
     run = tmp_path / "run"
     (run / "stages").mkdir(parents=True)
     stages = {
-        "experts": lambda done: {"path": str(run / "experts")},
-        "next": lambda done: done.require("experts"),
+        "experts": Step(lambda done: {"path": str(run / "experts")}),
+        "next": Step(lambda done: done.require("experts"), requires=("experts",)),
     }
     (run / "stages" / "experts.json").write_text(json.dumps({"path": "/etc"}))
     with pytest.raises(RunDirError, match=r"stages/experts.json path=/etc points outside the run folder"):

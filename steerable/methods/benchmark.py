@@ -4,22 +4,22 @@ an arm's own row (and, with logger=wandb, its W&B run in the sweep's group) matc
 
 from __future__ import annotations
 
-from typing import Any
-
 from steerable.config.schema import EvalConfig, EvalSettings
 from steerable.evaluation.leaderboard import eval_leaderboard
 from steerable.evaluation.runner import finish
+from steerable.methods.base import RunContext
 from steerable.methods.registry import load_policy
+from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 
 OUT_DIR = "leaderboard"
 
 
-def in_suite(ctx: Any) -> bool:
+def in_suite(ctx: RunContext) -> bool:
     return ctx.cfg.benchmark is not None
 
 
-def eval_stage(ctx: Any, done: Any) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """<run>/leaderboard/: this run's row of its suite's leaderboard (report, plots, results.json)."""
     cfg = ctx.cfg
     evaluation = EvalConfig(

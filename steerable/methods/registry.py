@@ -16,9 +16,12 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from steerable.config.schema import ConfigError
+
+if TYPE_CHECKING:
+    from steerable.pipeline import StageResults, StageSummary, Step
 
 PACKAGE = "steerable.methods"
 
@@ -31,13 +34,16 @@ def resolve(target: str) -> Any:
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of a method. `run(ctx, done) -> summary` is a "module:function" target; `requires` names
-    the stages whose results it reads (they run first when this run has not finished them)."""
+    """One step of a method. `run(ctx: RunContext, done: StageResults) -> StageSummary` is a "module:function"
+    target. `done` holds only what the stage declares: `requires`, earlier stages whose results it reads
+    (they run first when this run has not finished them), and `reads`, stages whose results it uses only if
+    they have finished (never run for it). Reading anything else is an error naming the stage."""
 
     name: str
     run: str
     requires: tuple[str, ...] = ()
     doc: str = ""
+    reads: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -140,12 +146,13 @@ def check_train_config(cfg: Any) -> Any:
     return cfg
 
 
-def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Callable[[Any], dict]]:
-    """The stages bound to a run context, as the pipeline runs them: name -> fn(done). After each stage the
-    run's saved policy (if it has one by then) declares the run's kind, the method's name."""
+def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Step]:
+    """The stages bound to a run context, as the pipeline runs them (each with what it may read). After each
+    stage the run's saved policy (if it has one by then) declares the run's kind, the method's name."""
+    from steerable.pipeline import Step
 
-    def bind(stage: Stage) -> Callable[[Any], dict]:
-        def run_stage(done: Any) -> dict:
+    def bind(stage: Stage) -> Callable[[StageResults], StageSummary]:
+        def run_stage(done: StageResults) -> StageSummary:
             from steerable.policies.runs import declare_kind
 
             summary = resolve(stage.run)(ctx, done)
@@ -155,7 +162,7 @@ def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Callable[[Any], dic
 
         return run_stage
 
-    return {stage.name: bind(stage) for stage in spec.stages}
+    return {stage.name: Step(bind(stage), stage.requires, stage.reads) for stage in spec.stages}
 
 
 def _is_writer() -> bool:
@@ -196,7 +203,9 @@ def describe() -> str:
         if spec.needs:
             lines.append(f"      (give it e.g. {' '.join(spec.needs)})")
         for stage in spec.stages:
-            needs = f" (needs {', '.join(stage.requires)})" if stage.requires else ""
+            said = [f"needs {', '.join(stage.requires)}"] if stage.requires else []
+            said += [f"uses {', '.join(stage.reads)} if run"] if stage.reads else []
+            needs = f" ({'; '.join(said)})" if said else ""
             doc = f": {stage.doc}" if stage.doc else ""
             lines.append(f"      {stage.name}{needs}{doc}")
     return "\n".join(lines)

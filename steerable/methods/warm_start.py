@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
 
 from steerable.methods.base import RunContext, sub_context
-from steerable.methods.sft.stages import train_stage as sft_train_stage
+from steerable.methods.sft.stages import train_sft
+from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import WARM_START_DIR
 
 log = logging.getLogger(__name__)
 
 
-def warm_start_stage(ctx: RunContext, done: Any) -> dict:
+def warm_start_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """`method.warm_start.steps` SFT steps (its own lr and batch size) on the run's data; none when 0."""
     settings = ctx.cfg.method.warm_start
     if settings.steps == 0:
@@ -31,6 +31,6 @@ def warm_start_stage(ctx: RunContext, done: Any) -> dict:
         warmup_steps=settings.warmup_steps,
     )
     sub = sub_context(ctx, WARM_START_DIR, method=method, max_steps=settings.steps)
-    summary = sft_train_stage(sub, {})
+    summary = train_sft(sub)
     log.info("warm start: %d SFT steps; later stages start from %s", settings.steps, sub.run_dir)
     return {**summary, "path": str(sub.run_dir)}

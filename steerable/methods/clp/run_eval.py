@@ -16,19 +16,18 @@ from steerable.methods.clp.stages import (
     prompt_split,
     read_calibration,
 )
+from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import run_kind, run_rewards
 from steerable.report import Report
 
 
-def eval_stage(ctx: RunContext, done) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """This run and `method.eval.compare` runs on one weight grid: report.md, pareto/ with the plot and numbers."""
     if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
         return benchmark_eval_stage(ctx, done)
     cfg, m = ctx.cfg, ctx.cfg.method
-    done.require("train")
-    calibration = done.require("calibrate")
+    train, calibration = done.require("train"), done.require("calibrate")
     report = Report(f"{cfg.task_name}: {m.name} on {cfg.model.name} / {cfg.data.name}")
-    train = done["train"]
     report.section("Setup").key_values(
         {
             "run folder": ctx.run_dir,

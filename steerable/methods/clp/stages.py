@@ -28,6 +28,7 @@ from steerable.methods.clp.conditioning import (
 )
 from steerable.methods.clp.config import PolicyGradientConfig, objective_names
 from steerable.methods.fitting import fit_module, optim_settings, write_diagnostics
+from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
@@ -94,7 +95,7 @@ def sampling(
 # ------------------------------------------------------------------------------------------- calibrate
 
 
-def calibrate_stage(ctx: RunContext, done: dict) -> dict:
+def calibrate_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """Sample the reference policy on training prompts, freeze z-score statistics, and fix the hypervolume
     reference point (the 5th percentile of each normalised reward) for every later evaluation."""
     cfg, m = ctx.cfg, ctx.cfg.method
@@ -176,7 +177,7 @@ def fit_policy(
     return fit.summary()
 
 
-def clp_train_stage(ctx: RunContext, done) -> dict:
+def clp_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, m = ctx.cfg, ctx.cfg.method
     calibration = done.require("calibrate")
     names = calibration["objectives"]
@@ -201,7 +202,7 @@ def clp_train_stage(ctx: RunContext, done) -> dict:
     return {**summary, **metadata}
 
 
-def soups_train_stage(ctx: RunContext, done) -> dict:
+def soups_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """One single-reward RL run per objective (its own folder), then the adapters side by side in one policy."""
     cfg = ctx.cfg
     calibration = done.require("calibrate")
@@ -239,7 +240,7 @@ def soups_train_stage(ctx: RunContext, done) -> dict:
     return {"single_runs": runs, **metadata}
 
 
-def rl_train_stage(ctx: RunContext, done) -> dict:
+def rl_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """One LoRA policy trained on a fixed weighting of the objectives; saved like SFT (loadable as a baseline)."""
     cfg, m = ctx.cfg, ctx.cfg.method
     calibration = done.require("calibrate")

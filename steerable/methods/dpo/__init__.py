@@ -12,7 +12,7 @@ SPEC = MethodSpec(
     config=DPOConfig,
     stages=(
         Stage("train", f"{_S}:train_stage", doc="DPO (or IPO) on preference pairs, LoRA"),
-        Stage("report", f"{_S}:report_stage", requires=("train",), doc="held-out margins and samples"),
+        Stage("eval", f"{_S}:eval_stage", requires=("train",), doc="held-out margins and samples"),
     ),
     check=check,
     needs=("data=hh-rlhf",),

@@ -1,4 +1,4 @@
-"""DPO's stages: train (LoRA policy against its adapter-off reference) -> report (numbers and samples)."""
+"""DPO's stages: train (LoRA policy against its adapter-off reference) -> eval (numbers and samples)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from steerable.methods.dpo.module import DPOModule, Objective, preference_stats
 from steerable.methods.dpo.pairs import PairCollator, PairStats, TokenizedPair, split_pairs, tokenize_pairs
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.methods.sft.stages import before_and_after, close_report, setup_rows
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report, format_number
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def tokenized_split(
     return train, val, stats
 
 
-def train_stage(ctx: RunContext, done: StageResults) -> dict:
+def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, method = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
     train, val, stats = tokenized_split(ctx, tokenizer)
@@ -81,7 +81,7 @@ def heldout_preferences(ctx: RunContext, model: Any, val: list, collate: Any, ob
     return stats
 
 
-# ------------------------------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------------------------------- eval
 
 
 def report_prompts(ctx: RunContext, tokenizer: Any) -> list[list[dict[str, str]]]:
@@ -94,10 +94,10 @@ def report_prompts(ctx: RunContext, tokenizer: Any) -> list[list[dict[str, str]]
     return fitting_prompts(val or train, tokenizer, budget, cfg.report.num_samples)
 
 
-def report_stage(ctx: RunContext, done: StageResults) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg = ctx.cfg
     prompts, before, after = before_and_after(ctx, report_prompts)
-    train = done.get("train", {})
+    train = done.require("train")
     report = Report(f"{cfg.task_name}: dpo on {cfg.model.name} / {cfg.data.name}")
     report.section("Setup").key_values(setup_rows(ctx, train, method_text(cfg.method)))
     report.section(

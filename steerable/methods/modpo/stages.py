@@ -24,6 +24,7 @@ from steerable.methods.modpo.pairs import (
     tokenize_scored,
     write_pairs,
 )
+from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import RewardStack, build_reward_source
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def sampling(m: Any, seed: int) -> GenerationSettings:
     )
 
 
-def pairs_stage(ctx: RunContext, done: Any) -> dict:
+def pairs_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """Score (or build and score) the training and held-out pairs and write them to the run folder."""
     cfg = ctx.cfg
     _, target = objectives_of(cfg)
@@ -87,7 +88,7 @@ def sampled_candidates(ctx: RunContext, *sides: list) -> list[tuple[list, list]]
         return [candidate_replies(list(side), sampler, settings) for side in sides]
 
 
-def train_stage(ctx: RunContext, done: Any) -> dict:
+def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, m = ctx.cfg, ctx.cfg.method
     done.require("pairs")
     weights, (_, target) = objective_weights(cfg), objectives_of(cfg)

@@ -12,10 +12,11 @@ from steerable.methods.pcm.evaluate import run_pcm_eval
 from steerable.methods.pcm.policy import CONTROLLER_DIR, load_controller, load_experts
 from steerable.methods.pcm.preferences import parse_dimensions
 from steerable.methods.pcm.stages import pcm_prompts
+from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 
 
-def eval_stage(ctx: RunContext, done) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
         return benchmark_eval_stage(ctx, done)
     cfg, m = ctx.cfg, ctx.cfg.method

@@ -54,6 +54,7 @@ from steerable.methods.pcm.preferences import (
     sides,
 )
 from steerable.methods.sft.stages import fit_sft
+from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import build_reward_source
 from steerable.rewards.normalize import bradley_terry
 from steerable.run_dir import write_text_atomic
@@ -81,7 +82,7 @@ def side_data(
     return [c for c in conversations if keep(c)]
 
 
-def experts_stage(ctx: RunContext, done) -> dict:
+def experts_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """One SFT'd LoRA expert per side, then all of them as named adapters of one policy in experts/final."""
     cfg, m = ctx.cfg, ctx.cfg.method
     if m.experts:
@@ -291,7 +292,7 @@ DIAGNOSTICS = (
 )
 
 
-def pcm_stage(ctx: RunContext, done) -> dict:
+def pcm_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, m = ctx.cfg, ctx.cfg.method
     dims = parse_dimensions(m.dimensions)
     missing = [d.name for d in dims if d.name not in cfg.reward]

@@ -1,5 +1,5 @@
 """Scoring models on the shared backbone: a Bradley–Terry reward model and SteerLM's attribute prediction model.
-Both train one head and share the evaluate stage and the `reward_accuracy` eval kind; neither is a policy."""
+Both train one head and share the eval stage and the `reward_accuracy` eval kind; neither is a policy."""
 
 from dataclasses import replace
 
@@ -24,7 +24,7 @@ REWARD_MODEL = MethodSpec(
     config=RewardModelConfig,
     stages=(
         Stage("train", f"{_S}.stages:train_reward_model_stage"),
-        Stage("evaluate", f"{_S}.stages:evaluate_stage", ("train",)),
+        Stage("eval", f"{_S}.stages:eval_stage", ("train",), "held-out pairwise accuracy or attribute error"),
     ),
     check=check_reward_model,
     needs=("data=hh-rlhf",),

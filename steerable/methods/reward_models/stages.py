@@ -1,4 +1,4 @@
-"""Reward model (Bradley–Terry) and attribute model (multi-attribute regression): stages train -> evaluate.
+"""Reward model (Bradley–Terry) and attribute model (multi-attribute regression): stages train -> eval.
 
 Both train a ScoringModel (backbone + linear head) with the shared Lightning recipe; they differ in data
 (pairs vs labelled replies), loss and held-out metrics.
@@ -21,7 +21,7 @@ from steerable.data.tokenize import pad_rows
 from steerable.evaluation.metrics import reward_accuracy, spearman
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 from steerable.rewards.scoring_model import (
     ScorerMeta,
@@ -311,12 +311,12 @@ def attribute_metrics(
     return rows
 
 
-def evaluate_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg = ctx.cfg
     model, tokenizer, meta = load_scorer(ctx.run_dir)
     _, val_records = split_records(load_records(cfg.data), cfg.data)
     report = Report(f"{cfg.task_name}: {meta.kind} on {cfg.model.name} / {cfg.data.name}")
-    train = summaries.get("train", {})
+    train = done.require("train")
     report.section("Setup").key_values(
         {
             "run folder": ctx.run_dir,
@@ -351,9 +351,9 @@ def evaluate_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
     return result
 
 
-def train_reward_model_stage(ctx: RunContext, done: StageResults) -> dict:
+def train_reward_model_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     return train_reward_model(ctx)
 
 
-def train_attribute_model_stage(ctx: RunContext, done: StageResults) -> dict:
+def train_attribute_model_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     return train_attribute_model(ctx)

@@ -22,6 +22,7 @@ from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.ric.config import objective_names
 from steerable.methods.ric.scores import ScoreScale, extends_front, front_targets, with_scores
 from steerable.methods.sft.stages import fit_sft
+from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import final_metadata
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.run_dir import write_text_atomic
@@ -97,7 +98,7 @@ def policy_metadata(scale: ScoreScale, method: Any) -> dict:
 # ------------------------------------------------------------------------------------------------ offline
 
 
-def offline_stage(ctx: RunContext, done: Any) -> dict:
+def offline_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, m = ctx.cfg, ctx.cfg.method
     names = objective_names(cfg)
     stack = reward_stack(cfg, names)
@@ -171,7 +172,7 @@ def origin_subset(offline: list[ScoredReply], m: Any, seed: int) -> list[ScoredR
     return [kept[i] for i in order[: m.origin_samples]]
 
 
-def online_stage(ctx: RunContext, done: Any) -> dict:
+def online_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """`online_iterations` rounds, each continuing the previous adapter; the last one becomes the run's policy."""
     cfg, m = ctx.cfg, ctx.cfg.method
     done.require("offline")

@@ -9,7 +9,7 @@ SPEC = MethodSpec(
     config=SFTConfig,
     stages=(
         Stage("train", "steerable.methods.sft.stages:train_stage", doc="LoRA (or full) SFT"),
-        Stage("report", "steerable.methods.sft.stages:report_stage", ("train",), "samples before/after"),
+        Stage("eval", "steerable.methods.sft.stages:eval_stage", ("train",), "samples before/after"),
     ),
     check=check,
 )

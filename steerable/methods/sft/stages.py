@@ -1,4 +1,4 @@
-"""Supervised fine-tuning: loss on assistant tokens only, LoRA by default. Stages: train -> report.
+"""Supervised fine-tuning: loss on assistant tokens only, LoRA by default. Stages: train -> eval.
 
 SteerLM's attribute-conditioned SFT and SuperHF's FeedME baseline reuse this recipe with other data.
 """
@@ -22,15 +22,21 @@ from steerable.data.tokenize import PaddingCollator, TokenizedSet, tokenize_mess
 from steerable.generation import Engine, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
+from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 from steerable.training.lm_module import CausalLMModule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["fit_sft", "report_stage", "train_stage"]
+__all__ = ["eval_stage", "fit_sft", "train_sft", "train_stage"]
 
 
-def train_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
+def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
+    return train_sft(ctx)
+
+
+def train_sft(ctx: RunContext) -> StageSummary:
+    """SFT on the replies of the run's data (also the warm start of online methods)."""
     cfg = ctx.cfg
     _, tokenizer = ctx.backbone()
     train_records, val_records = split_records(load_records(cfg.data), cfg.data)
@@ -134,10 +140,10 @@ def setup_rows(ctx: RunContext, train: dict, method: str) -> dict[str, object]:
 REPORT_SAMPLING = ("max_new_tokens", "do_sample", "temperature", "top_p")
 
 
-def report_stage(ctx: RunContext, summaries: dict[str, dict]) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg = ctx.cfg
     prompts, before, after = before_and_after(ctx, report_prompts)
-    train = summaries.get("train", {})
+    train = done.require("train")
     report = Report(f"{cfg.task_name}: {cfg.method.name} on {cfg.model.name} / {cfg.data.name}")
     report.section("Setup").key_values(setup_rows(ctx, train, cfg.method.name))
     report.section("Training").key_values(

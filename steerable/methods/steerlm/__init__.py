@@ -13,10 +13,28 @@ SPEC = MethodSpec(
         Stage("apm", f"{_S}.stages:apm_stage", doc="attribute prediction model"),
         Stage("annotate", f"{_S}.stages:annotate_stage", ("apm",), "label the data with the APM"),
         Stage("acsft", f"{_S}.stages:acsft_stage", ("annotate",), "attribute-conditioned SFT"),
-        Stage("baseline", f"{_S}.stages:baseline_stage", doc="plain SFT on the same data"),
-        Stage("bootstrap", f"{_S}.stages:bootstrap_stage", ("apm", "acsft"), "sample, relabel, fine-tune"),
-        Stage("steerlm2", f"{_S}.steerlm2:steerlm2_stage", ("apm", "baseline"), "SteerLM 2.0"),
-        Stage("eval", f"{_S}.run_eval:eval_stage", doc="steerability of every dial"),
+        Stage("baseline", f"{_S}.stages:baseline_stage", ("annotate",), "plain SFT on the same data"),
+        Stage(
+            "bootstrap",
+            f"{_S}.stages:bootstrap_stage",
+            ("apm", "annotate", "acsft"),
+            "sample, relabel, fine-tune",
+            reads=("steerlm2",),  # builds on the newest policy of the run
+        ),
+        Stage(
+            "steerlm2",
+            f"{_S}.steerlm2:steerlm2_stage",
+            ("apm", "annotate", "acsft", "baseline"),
+            "SteerLM 2.0",
+            reads=("bootstrap",),
+        ),
+        Stage(
+            "eval",
+            f"{_S}.run_eval:eval_stage",
+            ("acsft",),
+            "steerability of every dial",
+            reads=("apm", "annotate", "baseline", "bootstrap", "steerlm2"),  # the report's sections
+        ),
     ),
     check=check,
     evaluation=Evaluation("steerability", f"{_S}.run_eval:eval_steerability", doc="each attribute's dial"),

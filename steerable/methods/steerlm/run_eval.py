@@ -32,7 +32,7 @@ from steerable.methods.steerlm.stages import (
     load_schema,
     policy_dir,
 )
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import run_rewards
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
@@ -101,7 +101,7 @@ def _apm_names(apm: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ the eval stage
 
 
-def eval_stage(ctx: RunContext, done: StageResults) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
         return benchmark_eval_stage(ctx, done)
     cfg, method = ctx.cfg, ctx.cfg.method

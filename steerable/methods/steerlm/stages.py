@@ -54,7 +54,7 @@ from steerable.methods.steerlm.attributes import (
 )
 from steerable.methods.steerlm.config import SteerLMConfig
 from steerable.methods.steerlm.policy import SCHEMA_KEY, load_schema
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.scoring_model import ScorerMeta, load_scorer, render_scored, scorer_dir
 from steerable.run_dir import write_text_atomic
 
@@ -122,7 +122,7 @@ def read_conversations(path: Path) -> list[Conversation]:
 # ---------------------------------------------------------------------------------------------------- apm
 
 
-def apm_stage(ctx: RunContext, done: StageResults) -> dict:
+def apm_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     method: SteerLMConfig = ctx.cfg.method
     if method.apm:
         folder = attribute_model_dir(method.apm)
@@ -290,7 +290,7 @@ def label_agreement(original: list[Conversation], annotated: list[Conversation],
     return out
 
 
-def annotate_stage(ctx: RunContext, done: StageResults) -> dict:
+def annotate_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     method: SteerLMConfig = ctx.cfg.method
     if method.annotated:
         folder = Path(method.annotated)
@@ -370,7 +370,7 @@ def conditioned_sft(
     return {**summary, "path": str(sub.run_dir / FINAL_MODEL_DIR)}
 
 
-def acsft_stage(ctx: RunContext, done: StageResults) -> dict:
+def acsft_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     train, val = labelled_split(ctx, done)
     schema = build_schema(ctx, train)
     summary = conditioned_sft(ctx, "acsft", train, val, schema)
@@ -385,7 +385,7 @@ def acsft_stage(ctx: RunContext, done: StageResults) -> dict:
     }
 
 
-def baseline_stage(ctx: RunContext, done: StageResults) -> dict:
+def baseline_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """The paper's SFT baseline: the same replies and recipe, no attribute labels."""
     train, val = labelled_split(ctx, done)
     return conditioned_sft(ctx, "baseline", train, val, schema=None)
@@ -401,8 +401,8 @@ def policy_dir(ctx: RunContext, done: StageResults) -> Path:
         folder = folder / FINAL_MODEL_DIR if (folder / FINAL_MODEL_DIR).is_dir() else folder
         load_schema(folder)  # fails clearly when it is not a SteerLM policy
         return folder
-    for stage in ("steerlm2", "bootstrap"):
-        if stage in done:
+    for stage in ("steerlm2", "bootstrap"):  # the newest one this run has, other than the one running now
+        if stage != done.stage and stage in done:
             return Path(done[stage]["path"])
     return Path(done.require("acsft")["path"])
 
@@ -517,7 +517,7 @@ def request_match_rate(
     return float(np.mean(matches))
 
 
-def bootstrap_stage(ctx: RunContext, done: StageResults) -> dict:
+def bootstrap_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, method = ctx.cfg, ctx.cfg.method
     settings = method.bootstrap
     source = policy_dir(ctx, done)

@@ -41,7 +41,7 @@ from steerable.methods.steerlm.stages import (
     publish_policy,
     sample_requests,
 )
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, StageSummary
 from steerable.run_dir import write_text_atomic
 from steerable.training.lm_module import CausalLMModule
 
@@ -199,7 +199,7 @@ def sample_groups(
     return groups, records
 
 
-def steerlm2_stage(ctx: RunContext, done: StageResults) -> dict:
+def steerlm2_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, method = ctx.cfg, ctx.cfg.method
     s: SteerLM2Config = method.steerlm2
     source = policy_dir(ctx, done)

@@ -7,10 +7,11 @@ from steerable.methods.base import RunContext
 from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
 from steerable.methods.benchmark import in_suite
 from steerable.methods.superhf.evaluate import run_evaluation
+from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 
 
-def eval_stage(ctx: RunContext, done) -> dict:
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """The run's report: setup, training summary, then the held-out comparison (superhf/ holds the files)."""
     if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
         return benchmark_eval_stage(ctx, done)

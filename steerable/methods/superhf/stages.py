@@ -20,6 +20,7 @@ from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import fit_module
 from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
 from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings
+from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import RewardSource, build_reward_source
 from steerable.training.lm_module import OptimSettings
 from steerable.training.sampler import shuffled_loader
@@ -138,7 +139,7 @@ def superhf_settings(m: SuperHFConfig, gradient_clip: float | None) -> SuperHFSe
     )
 
 
-def train_stage(ctx: RunContext, done: dict) -> dict:
+def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, m = ctx.cfg, ctx.cfg.method
     model, tokenizer = ctx.backbone()
     train_prompts, eval_prompts = prompt_split(m, cfg.data, tokenizer)
