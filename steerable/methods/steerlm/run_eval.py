@@ -13,7 +13,7 @@ from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import fitting_prompts
 from steerable.generation import Engine
-from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_config, run_model_config
 from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
 from steerable.methods.benchmark import in_suite
 from steerable.methods.reward_models.stages import attribute_table
@@ -33,6 +33,7 @@ from steerable.methods.steerlm.stages import (
     policy_dir,
 )
 from steerable.pipeline import StageResults
+from steerable.policies.plain import load_run_model
 from steerable.policies.runs import run_rewards
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
@@ -255,7 +256,7 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
         max_new_tokens=cfg.eval.max_new_tokens,
         batch_size=cfg.eval.batch_size,
     )
-    model, tokenizer = load_policy(run)
+    model, tokenizer = load_run_model(run)
     data = trained_data if cfg.eval.split == "run" else cfg.data
     named = {v for v in (method.apm, method.policy) if v}
     stages = StageResults.finished(run, ["apm", "baseline"], named)
