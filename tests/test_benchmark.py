@@ -26,7 +26,7 @@ from steerable.config.schema import ConfigError
 from steerable.evaluation.metrics import hypervolume
 from steerable.evaluation.steering import monotone_fraction
 from steerable.evaluation.suite import simplex_grid
-from steerable.methods.pcm.policy import PreferencePolicy
+from steerable.methods.pcm.policy import Mixture, PreferencePolicy
 from steerable.methods.pcm.preferences import parse_dimensions
 from steerable.methods.prompting.policy import instruction_for
 from steerable.methods.registry import specs
@@ -88,7 +88,7 @@ def test_steerlm_dials_follow_their_objectives_weights_and_direction() -> None:
 
 def test_pcm_takes_the_side_each_objective_leans_to() -> None:
     dims = parse_dimensions(["verbosity:concise:detailed", "positivity:unfriendly:friendly"])
-    policy = PreferencePolicy(None, None, None, None, dims, "test")
+    policy = PreferencePolicy(Mixture(None, None, None, None, dims), "test")
     assert policy.controls_for(request(1.0)) == {
         "preference.verbosity": "concise",
         "preference.positivity": "unfriendly",

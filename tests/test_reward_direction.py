@@ -23,7 +23,7 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.methods.pcm.config import PCMConfig
-from steerable.methods.pcm.policy import build_controller, controller_weights
+from steerable.methods.pcm.policy import Mixture, build_controller, controller_weights
 from steerable.methods.pcm.preferences import combinations, parse_dimensions
 from steerable.methods.pcm.stages import BTRewards, PCMModule
 from steerable.rewards.base import RewardSource
@@ -284,7 +284,7 @@ def test_pcm_reward_direction_the_controller_moves_toward_the_named_expert() -> 
     rewards.sources, rewards.dims = {"case": CaseScore(), "flat": Flat()}, dims
     items = [(p, pref) for p in PROMPTS for pref in combinations(dims)]
     optim = OptimSettings(lr=m.lr, scheduler="constant", total_steps=100)
-    module = PCMModule(controller, experts, tokenizer, mixer, dims, rewards, m, optim, None)
+    module = PCMModule(Mixture(experts, tokenizer, mixer, controller, dims), rewards, m, optim, None)
     before = case_weight(controller, tokenizer, items, dims)
     torch.testing.assert_close(before, torch.full_like(before, 0.5))  # the untrained controller is uniform
     fit_rounds(module, items, rounds=12, batch=m.batch_size)

@@ -175,6 +175,18 @@ class SteerablePolicy(ABC):
     # for a weighting. A benchmark plots such a policy's one point at these weights.
     fixed_weights: dict[str, float] | None = None
 
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        origin: str,
+        kind: str,
+        model_cfg: ModelConfig | None = None,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+
     def sampler(self, model: torch.nn.Module | None = None) -> Sampler:
         """The configured engine over `model` (default: the policy's own network)."""
         sampler = make_sampler(
@@ -194,9 +206,11 @@ class SteerablePolicy(ABC):
     ) -> list[Completion]:
         """Generation with `values` already checked and complete (every control has a value)."""
 
-    @abstractmethod
     def to(self, device: torch.device | str) -> SteerablePolicy:
-        """Move every model the policy runs to `device`; returns self."""
+        """Move every model the policy runs to `device`; returns self. A policy that runs more than `model`
+        extends it."""
+        self.model.to(device)
+        return self
 
     def generate(
         self, prompts: Sequence[list[dict]], controls: Mapping[str, Any], settings: GenerationSettings

@@ -30,15 +30,11 @@ class PlainPolicy(SteerablePolicy):
         model_cfg: ModelConfig | None = None,
         adapters_off: bool = False,
     ) -> None:
-        self.model, self.tokenizer, self.kind, self.origin = model, tokenizer, kind, origin
-        self.model_cfg, self.adapters_off = model_cfg, adapters_off
+        super().__init__(model, tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+        self.adapters_off = adapters_off
 
     def controls(self) -> list[Control]:
         return []
-
-    def to(self, device: torch.device | str) -> PlainPolicy:
-        self.model.to(device)
-        return self
 
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings

@@ -62,8 +62,8 @@ class WeightedPolicy(SteerablePolicy):
         kind: str,
         model_cfg: ModelConfig | None = None,
     ) -> None:
-        self.model, self.tokenizer, self.conditioning = model, tokenizer, conditioning
-        self.objectives, self.origin, self.kind, self.model_cfg = list(objectives), origin, kind, model_cfg
+        super().__init__(model, tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+        self.conditioning, self.objectives = conditioning, list(objectives)
 
     @property
     def controls_in_weights(self) -> bool:
@@ -75,10 +75,6 @@ class WeightedPolicy(SteerablePolicy):
                 self.objectives, "how much each objective counts; the policy was trained for every weighting"
             )
         ]
-
-    def to(self, device: torch.device | str) -> WeightedPolicy:
-        self.model.to(device)
-        return self
 
     def describe(self, values: dict[str, Any]) -> str:
         return f"weights: {dict(zip(self.objectives, values[WEIGHTS], strict=True))}"

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from steerable.backbone import load_backbone
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
@@ -40,18 +38,14 @@ class PromptingPolicy(SteerablePolicy):
     """`instruction`: a system message placed before the conversation (replacing its own); "" = none."""
 
     def __init__(self, model, tokenizer, template: str, origin: str, kind: str, model_cfg=None) -> None:
-        self.model, self.tokenizer, self.template = model, tokenizer, template
-        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+        super().__init__(model, tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+        self.template = template
 
     def controls(self) -> list[Control]:
         return [Control(INSTRUCTION, "text", doc="a system message asking for the goals", default="")]
 
     def controls_for(self, request: Request) -> dict[str, Any]:
         return {INSTRUCTION: instruction_for(request, self.template)}
-
-    def to(self, device: torch.device | str) -> PromptingPolicy:
-        self.model.to(device)
-        return self
 
     def describe(self, values: dict[str, Any]) -> str:
         return f"system: {values[INSTRUCTION]}" if values[INSTRUCTION] else ""

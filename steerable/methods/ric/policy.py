@@ -34,8 +34,8 @@ class RiCPolicy(SteerablePolicy):
         kind: str = "ric",
         model_cfg: ModelConfig | None = None,
     ) -> None:
-        self.model, self.tokenizer, self.scale, self.mapping = model, tokenizer, scale, mapping
-        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+        super().__init__(model, tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+        self.scale, self.mapping = scale, mapping
 
     @property
     def objectives(self) -> list[str]:
@@ -47,10 +47,6 @@ class RiCPolicy(SteerablePolicy):
                 self.objectives, "how much each objective counts; mapped to the rewards the prompt asks for"
             )
         ]
-
-    def to(self, device: torch.device | str) -> RiCPolicy:
-        self.model.to(device)
-        return self
 
     def requested(self, values: dict[str, Any]) -> list[float]:
         """The normalised rewards the prompt asks for under `values`."""

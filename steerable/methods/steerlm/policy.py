@@ -43,8 +43,8 @@ class SteerLMPolicy(SteerablePolicy):
         kind: str = "steerlm",
         model_cfg: ModelConfig | None = None,
     ) -> None:
-        self.model, self.tokenizer, self.schema = model, tokenizer, schema
-        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+        super().__init__(model, tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+        self.schema = schema
 
     def controls(self) -> list[Control]:
         low, high = self.schema.value_range
@@ -77,10 +77,6 @@ class SteerLMPolicy(SteerablePolicy):
                 f"of this SteerLM policy {list(self.schema.names)} (benchmark.objectives.<name>.attribute)"
             )
         return dials
-
-    def to(self, device: torch.device | str) -> SteerLMPolicy:
-        self.model.to(device)
-        return self
 
     def values(self, resolved: dict[str, Any]) -> dict[str, int]:
         """Controls -> the schema's attribute values, in label order."""
