@@ -33,7 +33,7 @@ from steerable.methods.registry import specs
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.policy import SteerLMPolicy
 from steerable.pipeline import StageResults
-from steerable.policies.base import Control, Objective, Request, SteerablePolicy
+from steerable.policies.base import Control, Network, Objective, Request, SteerablePolicy
 from tests.conftest import compose_config, shared_file
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
@@ -79,7 +79,7 @@ def test_a_weights_control_is_set_by_objective_name_and_a_mismatch_is_one_line()
 
 def test_steerlm_dials_follow_their_objectives_weights_and_direction() -> None:
     schema = AttributeSchema(("verbosity", "positivity", "quality"), defaults={"quality": 4})
-    policy = SteerLMPolicy(None, None, schema, "test")
+    policy = SteerLMPolicy(Network(None, None, "test", "steerlm"), schema)
     assert policy.controls_for(request(1.0)) == {"attributes.verbosity": 0, "attributes.positivity": 0}
     assert policy.controls_for(request(0.25)) == {"attributes.verbosity": 3, "attributes.positivity": 3}
     with pytest.raises(ConfigError, match="follows an attribute"):

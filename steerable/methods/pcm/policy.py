@@ -27,7 +27,7 @@ from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import PreferenceController
 from steerable.methods.pcm.preferences import Dimension, active, describe, parse_dimensions, parse_preference
 from steerable.pipeline import StageResults, named_artifacts
-from steerable.policies.base import Control, Request, SteerablePolicy
+from steerable.policies.base import Control, Network, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
 
 CONTROLLER_DIR = "controller"
@@ -134,7 +134,7 @@ class PreferencePolicy(SteerablePolicy):
     def __init__(
         self, parts: Mixture, origin: str, kind: str = "pcm", model_cfg: ModelConfig | None = None
     ) -> None:
-        super().__init__(parts.experts, parts.tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+        super().__init__(Network(parts.experts, parts.tokenizer, origin, kind, model_cfg))
         self.mixer, self.controller, self.dims = parts.mixer, parts.controller, parts.dims
         self.device = torch.device("cpu")
 

@@ -10,7 +10,7 @@ from steerable.backbone import load_backbone
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
 from steerable.methods.prompting.config import PromptingConfig
-from steerable.policies.base import Control, Request, SteerablePolicy
+from steerable.policies.base import Control, Network, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
 
 INSTRUCTION = "instruction"
@@ -37,8 +37,8 @@ def instruction_for(request: Request, template: str) -> str:
 class PromptingPolicy(SteerablePolicy):
     """`instruction`: a system message placed before the conversation (replacing its own); "" = none."""
 
-    def __init__(self, model, tokenizer, template: str, origin: str, kind: str, model_cfg=None) -> None:
-        super().__init__(model, tokenizer, origin=origin, kind=kind, model_cfg=model_cfg)
+    def __init__(self, network: Network, template: str) -> None:
+        super().__init__(network)
         self.template = template
 
     def controls(self) -> list[Control]:
@@ -70,4 +70,5 @@ def load_prompting_policy(run_dir: Path) -> PromptingPolicy:
     model_cfg = run_model_config(run_dir)
     model, tokenizer = load_backbone(model_cfg)
     method = run_config(run_dir, "method", PromptingConfig)
-    return PromptingPolicy(model, tokenizer, method.template, f"run={run_dir}", run_kind(run_dir), model_cfg)
+    network = Network(model, tokenizer, f"run={run_dir}", run_kind(run_dir), model_cfg)
+    return PromptingPolicy(network, method.template)
