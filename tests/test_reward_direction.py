@@ -165,7 +165,7 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
     superbatch (what the filter then picks the best of)."""
     from steerable.data.tokenize import end_of_turn_id
     from steerable.generation import Engine
-    from steerable.methods.superhf.loop import KLSettings, SuperHFModule, SuperHFSettings
+    from steerable.methods.superhf.loop import KLSettings, Rollout, SuperHFModule, SuperHFSettings
 
     torch.manual_seed(0)
     cfg = tiny_config()
@@ -185,9 +185,9 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
         tokenizer,
         OptimSettings(lr=1e-2, scheduler="constant", total_steps=rounds),
         settings,
-        lambda prompts, texts: fraction(texts, LOWER).tolist(),
-        end_of_turn_id(tokenizer),
-        Engine(END),
+        Rollout(
+            Engine(END), lambda prompts, texts: fraction(texts, LOWER).tolist(), end_of_turn_id(tokenizer)
+        ),
         prompts_per_step=4,
     )
     seen: list[float] = []
