@@ -11,9 +11,11 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from steerable.errors import UserError
 
@@ -21,6 +23,8 @@ COMPLETE_MARKER = ".steerable/complete"
 WANDB_ID_FILE = ".steerable/wandb_id"
 LOCK_FILE = ".steerable/lock"
 HARDWARE_FILE = "hardware.json"  # the precision chosen on the machine that ran it, and why
+
+Row = TypeVar("Row")
 
 
 class RunDirError(UserError, ValueError):
@@ -152,6 +156,18 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> None:
+    """Dataclass rows, one JSON object a line, written atomically: a stage's records for the stages after it."""
+    write_text_atomic(path, "".join(json.dumps(asdict(row)) + "\n" for row in rows))
+
+
+def read_jsonl(path: Path, row: Callable[..., Row], stage: str) -> list[Row]:
+    """The rows `write_jsonl` wrote, rebuilt by `row(**fields)`; a missing file names the `stage` that writes it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run the {stage} stage first")
+    return [row(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def wandb_run_id(run_dir: Path) -> str:

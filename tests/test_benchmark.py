@@ -26,14 +26,14 @@ from steerable.config.schema import ConfigError
 from steerable.evaluation.metrics import hypervolume
 from steerable.evaluation.steering import monotone_fraction
 from steerable.evaluation.suite import simplex_grid
-from steerable.methods.pcm.policy import PreferencePolicy
+from steerable.methods.pcm.policy import Mixture, PreferencePolicy
 from steerable.methods.pcm.preferences import parse_dimensions
 from steerable.methods.prompting.policy import instruction_for
 from steerable.methods.registry import specs
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.policy import SteerLMPolicy
 from steerable.pipeline import StageResults, Step
-from steerable.policies.base import Control, Objective, Request, SteerablePolicy
+from steerable.policies.base import Control, Network, Objective, Request, SteerablePolicy
 from tests.conftest import compose_config, shared_file
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
@@ -79,7 +79,7 @@ def test_a_weights_control_is_set_by_objective_name_and_a_mismatch_is_one_line()
 
 def test_steerlm_dials_follow_their_objectives_weights_and_direction() -> None:
     schema = AttributeSchema(("verbosity", "positivity", "quality"), defaults={"quality": 4})
-    policy = SteerLMPolicy(None, None, schema, "test")
+    policy = SteerLMPolicy(Network(None, None, "test", "steerlm"), schema)
     assert policy.controls_for(request(1.0)) == {"attributes.verbosity": 0, "attributes.positivity": 0}
     assert policy.controls_for(request(0.25)) == {"attributes.verbosity": 3, "attributes.positivity": 3}
     with pytest.raises(ConfigError, match="follows an attribute"):
@@ -88,7 +88,7 @@ def test_steerlm_dials_follow_their_objectives_weights_and_direction() -> None:
 
 def test_pcm_takes_the_side_each_objective_leans_to() -> None:
     dims = parse_dimensions(["verbosity:concise:detailed", "positivity:unfriendly:friendly"])
-    policy = PreferencePolicy(None, None, None, None, dims, "test")
+    policy = PreferencePolicy(Mixture(None, None, None, None, dims), "test")
     assert policy.controls_for(request(1.0)) == {
         "preference.verbosity": "concise",
         "preference.positivity": "unfriendly",

@@ -232,12 +232,12 @@ def test_clp_config_errors_name_the_key(tmp_path) -> None:
 
 
 def test_single_reward_rl_run_is_a_loadable_policy(tmp_path) -> None:
-    from steerable.methods.base import load_policy
+    from steerable.policies.plain import load_run_model
 
     run_dir = tmp_path / "rl"
     results = run_as_cli(run_dir, "method=rl", "reward=[verbosity]", "method.weights=[1.0]")
     assert results["train"]["objectives"] == ["verbosity"] and results["train"]["steps"] == 2
-    model, _ = load_policy(run_dir)  # the SuperHF eval loads RL baselines this way
+    model, _ = load_run_model(run_dir)  # the SuperHF eval loads RL baselines this way
     assert any("lora_" in n for n, _ in model.named_parameters())
 
 

@@ -119,7 +119,8 @@ def test_killed_multi_process_run_resumes_to_the_uninterrupted_run(tmp_path, str
 
 def test_fsdp_checkpoint_and_adapter_are_complete_and_reload_exactly(uninterrupted) -> None:
     from steerable.backbone import load_backbone
-    from steerable.methods.base import load_policy, run_model_config
+    from steerable.methods.base import run_model_config
+    from steerable.policies.plain import load_run_model
 
     fsdp, ddp = uninterrupted["fsdp"], uninterrupted["ddp"]
     print(
@@ -142,7 +143,7 @@ def test_fsdp_checkpoint_and_adapter_are_complete_and_reload_exactly(uninterrupt
         for name, value in checkpoint["state_dict"].items()
     )  # trained, not the initial weights
 
-    policy, _ = load_policy(fsdp)
+    policy, _ = load_run_model(fsdp)
     restored = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()}
     assert not base.load_state_dict(restored, strict=False).unexpected_keys
     ids = torch.arange(3, 40).unsqueeze(0)

@@ -14,6 +14,7 @@ from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
 from steerable.config.schema import ConfigError, LoraConfig, TinyModelConfig
 from steerable.generation import GenerationSettings
 from steerable.methods.registry import load_policy
+from steerable.policies.base import Network
 from steerable.policies.export import export_policy
 from steerable.policies.plain import PlainPolicy
 from tests.test_cli import cli
@@ -76,7 +77,7 @@ def test_mixed_adapter_policies_are_refused_with_the_reason() -> None:
     )
     model.add_adapter("other", model.peft_config["default"])
     model.base_model.set_adapter(["default", "other"])
-    policy = PlainPolicy(model, tokenizer, "clp", "run=somewhere")
+    policy = PlainPolicy(Network(model, tokenizer, "run=somewhere", "clp"))
     with pytest.raises(ConfigError, match="mixes 2 adapters per request"):
         policy.check_single_network()
 
@@ -90,7 +91,7 @@ def test_prompt_conditioned_clp_keeps_its_weights_as_a_dial_in_the_plain_prompt(
         build_tiny_model(TinyModelConfig(), tokenizer), LoraConfig(r=4, target_modules=["q_proj"])
     )
     conditioning = PromptConditioning(["verbosity", "positivity"])
-    policy = WeightedPolicy(model, tokenizer, conditioning, conditioning.names, "run=x", "clp")
+    policy = WeightedPolicy(Network(model, tokenizer, "run=x", "clp"), conditioning, conditioning.names)
     assert not policy.controls_in_weights
     text = policy.plain_prompt(PROMPT, policy.resolve({"weights": [0.25, 0.75]}))
     assert "Reward weights: verbosity=0.25, positivity=0.75" in text and text.endswith(

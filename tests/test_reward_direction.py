@@ -23,7 +23,7 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.methods.pcm.config import PCMConfig
-from steerable.methods.pcm.policy import build_controller, controller_weights
+from steerable.methods.pcm.policy import Mixture, build_controller, controller_weights
 from steerable.methods.pcm.preferences import combinations, parse_dimensions
 from steerable.methods.pcm.stages import BTRewards, PCMModule
 from steerable.rewards.base import RewardSource
@@ -165,7 +165,7 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
     superbatch (what the filter then picks the best of)."""
     from steerable.data.tokenize import end_of_turn_id
     from steerable.generation import Engine
-    from steerable.methods.superhf.loop import KLSettings, SuperHFModule, SuperHFSettings
+    from steerable.methods.superhf.loop import KLSettings, Rollout, SuperHFModule, SuperHFSettings
 
     torch.manual_seed(0)
     cfg = tiny_config()
@@ -185,9 +185,9 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
         tokenizer,
         OptimSettings(lr=1e-2, scheduler="constant", total_steps=rounds),
         settings,
-        lambda prompts, texts: fraction(texts, LOWER).tolist(),
-        end_of_turn_id(tokenizer),
-        Engine(END),
+        Rollout(
+            Engine(END), lambda prompts, texts: fraction(texts, LOWER).tolist(), end_of_turn_id(tokenizer)
+        ),
         prompts_per_step=4,
     )
     seen: list[float] = []
@@ -284,7 +284,7 @@ def test_pcm_reward_direction_the_controller_moves_toward_the_named_expert() -> 
     rewards.sources, rewards.dims = {"case": CaseScore(), "flat": Flat()}, dims
     items = [(p, pref) for p in PROMPTS for pref in combinations(dims)]
     optim = OptimSettings(lr=m.lr, scheduler="constant", total_steps=100)
-    module = PCMModule(controller, experts, tokenizer, mixer, dims, rewards, m, optim, None)
+    module = PCMModule(Mixture(experts, tokenizer, mixer, controller, dims), rewards, m, optim, None)
     before = case_weight(controller, tokenizer, items, dims)
     torch.testing.assert_close(before, torch.full_like(before, 0.5))  # the untrained controller is uniform
     fit_rounds(module, items, rounds=12, batch=m.batch_size)

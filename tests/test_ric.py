@@ -197,12 +197,13 @@ def ric_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 def test_offline_then_online_rounds_keep_front_samples_and_publish_the_policy(ric_run) -> None:
-    from steerable.methods.ric.stages import OFFLINE_TRAIN, front_of, origin_subset, read_replies
+    from steerable.methods.ric.stages import OFFLINE_TRAIN, ScoredReply, front_of, origin_subset
+    from steerable.run_dir import read_jsonl
 
     run_dir, results = ric_run
     offline, online = results["offline"], results["online"]
     assert offline["objectives"] == ["verbosity", "positivity"] and offline["steps"] == 2
-    train = read_replies(run_dir / OFFLINE_TRAIN)
+    train = read_jsonl(run_dir / OFFLINE_TRAIN, ScoredReply, "offline")
     assert len(train) == offline["train_examples"] + offline["dropped"]
     scores = torch.tensor([r.scores for r in train])
     assert (
@@ -214,7 +215,7 @@ def test_offline_then_online_rounds_keep_front_samples_and_publish_the_policy(ri
     method = validate(compose_config("train", [*TINY_RUN, *RIC])).method
     origin = len(origin_subset(train, method, 0))
     assert origin == len(front_of(train, 0.7)) < len(train)
-    kept = [len(read_replies(run_dir / f"online_{i}" / "kept.jsonl")) for i in (1, 2)]
+    kept = [len(read_jsonl(run_dir / f"online_{i}" / "kept.jsonl", ScoredReply, "online")) for i in (1, 2)]
     assert [r["kept"] for r in rounds] == kept and all(
         k <= r["generated"] for k, r in zip(kept, rounds, strict=True)
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -38,19 +40,13 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
 def build_tiny_model(
     shape: TinyModelConfig, tokenizer: PreTrainedTokenizerFast, seed: int = 0
 ) -> LlamaForCausalLM:
+    llama = {k: v for k, v in asdict(shape).items() if k != "seed"}  # the other fields are LlamaConfig's own
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_hidden_layers,
-        num_attention_heads=shape.num_attention_heads,
-        num_key_value_heads=shape.num_key_value_heads,
-        intermediate_size=shape.intermediate_size,
-        max_position_embeddings=shape.max_position_embeddings,
-        tie_word_embeddings=shape.tie_word_embeddings,
-        initializer_range=shape.initializer_range,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
+        **llama,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

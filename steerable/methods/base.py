@@ -19,7 +19,6 @@ from steerable.backbone.loading import untrusted_model_config
 from steerable.config.schema import ModelConfig, TrainConfig
 from steerable.hardware import inference_autocast
 from steerable.pipeline import StageResults, named_artifacts
-from steerable.policies.plain import load_run_model
 from steerable.policies.runs import (
     FINAL_MODEL_DIR,
     run_config,
@@ -30,7 +29,7 @@ from steerable.policies.runs import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FINAL_MODEL_DIR", "RunContext", "load_policy", "run_config", "run_model_config", "sub_context"]
+__all__ = ["FINAL_MODEL_DIR", "RunContext", "run_config", "run_model_config", "sub_context"]
 
 
 @dataclass
@@ -134,7 +133,3 @@ def saved_train_config(run_dir: Path, overrides: Mapping[str, Any] | None = None
     if cfg.method.stages is None:
         cfg.method.stages = spec_of(cfg.method.name).stage_names
     return replace(cfg, model=untrusted_model_config(cfg.model, Path(run_dir)))
-
-
-# The (model, tokenizer) of a run's checkpoints/final; `registry.load_policy` gives the run as a SteerablePolicy.
-load_policy = load_run_model

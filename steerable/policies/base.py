@@ -156,6 +156,19 @@ def flatten(controls: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Network:
+    """The model a policy generates with, its tokenizer, and where it came from: `origin` names it in errors
+    (`run=<folder>`, `model=<name>`), `kind` is the method that made it, `model_cfg` the base it was trained
+    from, when known. Every policy is built on one."""
+
+    model: torch.nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    origin: str
+    kind: str
+    model_cfg: ModelConfig | None = None
+
+
 class SteerablePolicy(ABC):
     """A trained run (or a bare model) ready to generate. `kind` is the method that made it; `origin` says
     where it came from in errors (`run=<folder>`, `model=<name>`)."""
@@ -174,6 +187,14 @@ class SteerablePolicy(ABC):
     # a fixed policy trained for one weighting of the objectives (one run per weighting); None = not trained
     # for a weighting. A benchmark plots such a policy's one point at these weights.
     fixed_weights: dict[str, float] | None = None
+
+    def __init__(self, network: Network) -> None:
+        self.model, self.tokenizer = network.model, network.tokenizer
+        self.origin, self.kind, self.model_cfg = network.origin, network.kind, network.model_cfg
+
+    @property
+    def network(self) -> Network:
+        return Network(self.model, self.tokenizer, self.origin, self.kind, self.model_cfg)
 
     def sampler(self, model: torch.nn.Module | None = None) -> Sampler:
         """The configured engine over `model` (default: the policy's own network)."""
@@ -194,9 +215,11 @@ class SteerablePolicy(ABC):
     ) -> list[Completion]:
         """Generation with `values` already checked and complete (every control has a value)."""
 
-    @abstractmethod
     def to(self, device: torch.device | str) -> SteerablePolicy:
-        """Move every model the policy runs to `device`; returns self."""
+        """Move every model the policy runs to `device`; returns self. A policy that runs more than `model`
+        extends it."""
+        self.model.to(device)
+        return self
 
     def generate(
         self, prompts: Sequence[list[dict]], controls: Mapping[str, Any], settings: GenerationSettings

@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import DEFAULT_ADAPTER, load_named_adapters
 from steerable.backbone.loading import load_base_model, load_tokenizer
@@ -19,7 +18,7 @@ from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.clp.conditioning import ParameterConditioning, PromptConditioning
-from steerable.policies.base import Control, SteerablePolicy, weights_control
+from steerable.policies.base import Control, Network, SteerablePolicy, weights_control
 from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
 
 WEIGHTS = "weights"
@@ -54,16 +53,12 @@ class WeightedPolicy(SteerablePolicy):
 
     def __init__(
         self,
-        model: PeftModel,
-        tokenizer: PreTrainedTokenizerBase,
+        network: Network,
         conditioning: ParameterConditioning | PromptConditioning,
         objectives: list[str],
-        origin: str,
-        kind: str,
-        model_cfg: ModelConfig | None = None,
     ) -> None:
-        self.model, self.tokenizer, self.conditioning = model, tokenizer, conditioning
-        self.objectives, self.origin, self.kind, self.model_cfg = list(objectives), origin, kind, model_cfg
+        super().__init__(network)
+        self.conditioning, self.objectives = conditioning, list(objectives)
 
     @property
     def controls_in_weights(self) -> bool:
@@ -75,10 +70,6 @@ class WeightedPolicy(SteerablePolicy):
                 self.objectives, "how much each objective counts; the policy was trained for every weighting"
             )
         ]
-
-    def to(self, device: torch.device | str) -> WeightedPolicy:
-        self.model.to(device)
-        return self
 
     def describe(self, values: dict[str, Any]) -> str:
         return f"weights: {dict(zip(self.objectives, values[WEIGHTS], strict=True))}"
@@ -107,10 +98,7 @@ class WeightedPolicy(SteerablePolicy):
         """Rewarded Soups' single-reward policies also decode as a zero-shot logit mixture (Σ w_i log p_i)."""
         if self.kind != "rewarded_soups" or not self.controls_in_weights:
             return {}
-        return {"logit mixing": LogitMixingPolicy(*self._parts(), self.model_cfg)}
-
-    def _parts(self) -> tuple:
-        return (self.model, self.tokenizer, self.conditioning, self.objectives, self.origin, self.kind)
+        return {"logit mixing": LogitMixingPolicy(self.network, self.conditioning, self.objectives)}
 
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
@@ -149,12 +137,5 @@ class LogitMixingPolicy(WeightedPolicy):
 def load_weighted_policy(run_dir: Path) -> WeightedPolicy:
     """The policy of a clp or rewarded_soups run."""
     model, tokenizer, conditioning, meta = load_steerable_policy(run_dir)
-    return WeightedPolicy(
-        model,
-        tokenizer,
-        conditioning,
-        meta["objectives"],
-        f"run={run_dir}",
-        run_kind(run_dir),
-        run_model_config(run_dir),
-    )
+    network = Network(model, tokenizer, f"run={run_dir}", run_kind(run_dir), run_model_config(run_dir))
+    return WeightedPolicy(network, conditioning, meta["objectives"])

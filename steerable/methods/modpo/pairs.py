@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,7 +22,6 @@ from steerable.data.tokenize import MAX_CHARS_PER_TOKEN, LengthPolicyStats, fit_
 from steerable.generation import GenerationSettings
 from steerable.methods.dpo.pairs import PairStats, TokenizedPair, split_pairs, tokenize_pair
 from steerable.rewards.base import RewardStack
-from steerable.run_dir import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -119,19 +117,6 @@ def own_replies(record: Any) -> list[str]:
 def split_sources(data: Any, has_pairs: bool) -> tuple[list, list]:
     """Training and held-out records: preference pairs when the data has them, else conversations/prompts."""
     return split_pairs(data) if has_pairs else split_records(load_records(data), data)
-
-
-# ------------------------------------------------------------------------------------------------ files
-
-
-def write_pairs(path: Path, pairs: list[ScoredPair]) -> None:
-    write_text_atomic(path, "".join(json.dumps(asdict(p)) + "\n" for p in pairs))
-
-
-def read_pairs(path: Path) -> list[ScoredPair]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the pairs stage first")
-    return [ScoredPair(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------------- tokenizing

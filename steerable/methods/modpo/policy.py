@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steerable.policies.plain import PlainPolicy, load_run_model
-from steerable.policies.runs import run_kind, run_model_config, saved_config
+from steerable.policies.plain import PlainPolicy, run_network
+from steerable.policies.runs import saved_config
 
 
 class FixedWeightsPolicy(PlainPolicy):
@@ -28,12 +28,4 @@ def run_weights(run_dir: Path) -> dict[str, float]:
 
 
 def load_fixed_weights_policy(run_dir: Path) -> FixedWeightsPolicy:
-    model, tokenizer = load_run_model(run_dir)
-    return FixedWeightsPolicy(
-        model,
-        tokenizer,
-        run_kind(run_dir),
-        f"run={run_dir}",
-        run_model_config(run_dir),
-        fixed_weights=run_weights(run_dir),
-    )
+    return FixedWeightsPolicy(run_network(run_dir), fixed_weights=run_weights(run_dir))

@@ -16,16 +16,16 @@ from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.methods.modpo.config import has_pairs, objective_weights, objectives_of
 from steerable.methods.modpo.module import MarginCollator, MODPOModule, Weighting
 from steerable.methods.modpo.pairs import (
+    ScoredPair,
     candidate_replies,
     ranked_pairs,
-    read_pairs,
     score_pairs,
     split_sources,
     tokenize_scored,
-    write_pairs,
 )
 from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import RewardStack, build_reward_source
+from steerable.run_dir import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def pairs_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         ]
     if not made[0]:
         raise ValueError(f"no training pair for target {target}: every prompt's candidate replies tie")
-    write_pairs(ctx.run_dir / TRAIN_PAIRS, made[0])
-    write_pairs(ctx.run_dir / HELD_OUT_PAIRS, made[1])
+    write_jsonl(ctx.run_dir / TRAIN_PAIRS, made[0])
+    write_jsonl(ctx.run_dir / HELD_OUT_PAIRS, made[1])
     return {
         "train_pairs": len(made[0]),
         "heldout_pairs": len(made[1]),
@@ -93,7 +93,9 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     done.require("pairs")
     weights, (_, target) = objective_weights(cfg), objectives_of(cfg)
     model, tokenizer = ctx.backbone()
-    train, held_out = (read_pairs(ctx.run_dir / name) for name in (TRAIN_PAIRS, HELD_OUT_PAIRS))
+    train, held_out = (
+        read_jsonl(ctx.run_dir / name, ScoredPair, "pairs") for name in (TRAIN_PAIRS, HELD_OUT_PAIRS)
+    )
     weighting = Weighting.of(weights, target, set(train[0].chosen_scores) if train else set())
     eot, policy = (
         end_of_turn_id(tokenizer, cfg.model.end_of_turn),

@@ -20,7 +20,7 @@ from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_series
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.mixture import MixtureSampler
-from steerable.methods.pcm.policy import controller_prefix, controller_weights
+from steerable.methods.pcm.policy import Mixture, controller_prefix, controller_weights
 from steerable.methods.pcm.preferences import Dimension, active, combinations, describe, side_sign, sides
 from steerable.methods.pcm.stages import prompted
 from steerable.report import Report
@@ -44,17 +44,16 @@ def averaged_factors(model, names: list[str], target: str = "factor_average") ->
                 )
 
 
-def generate_arms(
-    experts, tokenizer, mixer, controller, dims, prompts, settings: GenerationSettings
-) -> dict[str, list]:
+def generate_arms(parts: Mixture, prompts, settings: GenerationSettings) -> dict[str, list]:
     """Replies per arm, in the order of `items` = every (prompt, preference)."""
+    experts, tokenizer, mixer, dims = parts.experts, parts.tokenizer, parts.mixer, parts.dims
     items = [(p, pref) for p in prompts for pref in combinations(dims)]
     uniform = uniform_weights(items, dims)
     arms: dict[str, list[str]] = {}
     arms["pcm"] = [
         c.text
         for c in MixtureSampler(mixer, tokenizer).generate(
-            [p for p, _ in items], settings, controller_weights(controller, tokenizer, items, dims)
+            [p for p, _ in items], settings, controller_weights(parts.controller, tokenizer, items, dims)
         )
     ]
     arms["uniform mixture"] = [
@@ -151,7 +150,8 @@ def win_table(
     return rows
 
 
-def weight_plot(controller, tokenizer, prompt, preference, reply_ids: list[int], dims, out_dir: Path) -> Path:
+def weight_plot(parts: Mixture, prompt, preference, reply_ids: list[int], out_dir: Path) -> Path:
+    controller, tokenizer, dims = parts.controller, parts.tokenizer, parts.dims
     prefix = controller_prefix(tokenizer, prompt, preference)
     ids = torch.tensor([prefix + reply_ids])
     with torch.no_grad():
@@ -172,19 +172,8 @@ def weight_plot(controller, tokenizer, prompt, preference, reply_ids: list[int],
     )
 
 
-def run_pcm_eval(
-    experts,
-    tokenizer,
-    mixer,
-    controller,
-    dims,
-    prompts,
-    rewards: dict,
-    m,
-    seed,
-    out_dir: Path,
-    report: Report,
-) -> dict:
+def run_pcm_eval(parts: Mixture, prompts, rewards: dict, m, seed, out_dir: Path, report: Report) -> dict:
+    tokenizer, dims = parts.tokenizer, parts.dims
     settings = GenerationSettings(
         max_new_tokens=m.eval.max_new_tokens,
         do_sample=True,
@@ -193,7 +182,7 @@ def run_pcm_eval(
         batch_size=16,
         seed=seed,
     )
-    arms = generate_arms(experts, tokenizer, mixer, controller, dims, prompts, settings)
+    arms = generate_arms(parts, prompts, settings)
     judges = {d.name: build_reward_source(rewards[d.name]) for d in dims}
     rows = win_table(arms, judges, dims, seed, m.eval.bootstrap)
     items = arms["items"]
@@ -218,7 +207,7 @@ def run_pcm_eval(
     first_prompt, first_pref = items[0]
     reply = tokenizer(arms["pcm"][0], add_special_tokens=False)["input_ids"]
     if reply:
-        plot = weight_plot(controller, tokenizer, first_prompt, first_pref, reply, dims, out_dir)
+        plot = weight_plot(parts, first_prompt, first_pref, reply, out_dir)
         report.image(plot, out_dir, "controller weights along a reply")
     report.section("Samples").table(
         ["prompt", "preference", *[k for k in arms if k != "items"]],

@@ -7,6 +7,7 @@ evaluation and inference all use them; nothing here imports a training stage."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,25 @@ from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import PreferenceController
 from steerable.methods.pcm.preferences import Dimension, active, describe, parse_dimensions, parse_preference
 from steerable.pipeline import StageResults, named_artifacts
-from steerable.policies.base import Control, Request, SteerablePolicy
+from steerable.policies.base import Control, Network, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
 
 CONTROLLER_DIR = "controller"
 GROUP = "preference"  # control names: preference.<dimension>
+
+
+@dataclass
+class Mixture:
+    """What PCM decodes with, travelling together through training, evaluation and inference: the frozen
+    experts (one LoRA per side on one base), their tokenizer and mixer, the controller that weighs them, and
+    the preference dimensions whose sides name the experts."""
+
+    experts: PeftModel
+    tokenizer: PreTrainedTokenizerBase
+    mixer: AdapterMixer
+    controller: PreferenceController
+    dims: list[Dimension]
+
 
 # ------------------------------------------------------------------------------------------- loading
 
@@ -73,6 +88,13 @@ def load_controller(folder: Path, m: PCMConfig, model_cfg, tokenizer) -> Prefere
     return controller.eval()
 
 
+def load_mixture(experts_dir: Path, controller_dir: Path, m: PCMConfig, model_cfg: ModelConfig) -> Mixture:
+    """A trained PCM: the experts stage's adapters and the controller the `pcm` stage saved."""
+    experts, tokenizer, mixer = load_experts(experts_dir, model_cfg)
+    controller = load_controller(controller_dir, m, model_cfg, tokenizer)
+    return Mixture(experts, tokenizer, mixer, controller, parse_dimensions(m.dimensions))
+
+
 # ------------------------------------------------------------------------------------ mixing weights
 
 
@@ -110,18 +132,10 @@ class PreferencePolicy(SteerablePolicy):
     one side per dimension at once."""
 
     def __init__(
-        self,
-        experts: PeftModel,
-        tokenizer: PreTrainedTokenizerBase,
-        mixer: AdapterMixer,
-        controller: PreferenceController,
-        dims: list[Dimension],
-        origin: str,
-        kind: str = "pcm",
-        model_cfg: ModelConfig | None = None,
+        self, parts: Mixture, origin: str, kind: str = "pcm", model_cfg: ModelConfig | None = None
     ) -> None:
-        self.model, self.tokenizer, self.mixer, self.controller = experts, tokenizer, mixer, controller
-        self.dims, self.origin, self.kind, self.model_cfg = dims, origin, kind, model_cfg
+        super().__init__(Network(parts.experts, parts.tokenizer, origin, kind, model_cfg))
+        self.mixer, self.controller, self.dims = parts.mixer, parts.controller, parts.dims
         self.device = torch.device("cpu")
 
     def controls(self) -> list[Control]:
@@ -185,8 +199,5 @@ def load_preference_policy(run_dir: Path) -> PreferencePolicy:
     m: PCMConfig = run_config(run_dir, "method", PCMConfig)
     model_cfg = run_model_config(run_dir)
     done = StageResults.finished(run_dir, ["experts"], named_artifacts(m))
-    experts, tokenizer, mixer = load_experts(done.artifact("experts"), model_cfg)
-    controller = load_controller(run_dir / CONTROLLER_DIR, m, model_cfg, tokenizer)
-    dims = parse_dimensions(m.dimensions)
-    origin = f"run={run_dir}"
-    return PreferencePolicy(experts, tokenizer, mixer, controller, dims, origin, run_kind(run_dir), model_cfg)
+    parts = load_mixture(done.artifact("experts"), run_dir / CONTROLLER_DIR, m, model_cfg)
+    return PreferencePolicy(parts, f"run={run_dir}", run_kind(run_dir), model_cfg)

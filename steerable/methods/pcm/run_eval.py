@@ -8,9 +8,9 @@ from pathlib import Path
 from steerable.methods.base import RunContext
 from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
 from steerable.methods.benchmark import in_suite
+from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.evaluate import run_pcm_eval
-from steerable.methods.pcm.policy import CONTROLLER_DIR, load_controller, load_experts
-from steerable.methods.pcm.preferences import parse_dimensions
+from steerable.methods.pcm.policy import CONTROLLER_DIR, Mixture, load_mixture
 from steerable.methods.pcm.stages import pcm_prompts
 from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
@@ -22,10 +22,8 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, m = ctx.cfg, ctx.cfg.method
     experts_dir = Path(done.require("experts")["path"])
     trained = done.require("pcm")
-    experts, tokenizer, mixer = load_experts(experts_dir, cfg.model)
-    controller = load_controller(ctx.run_dir / CONTROLLER_DIR, m, cfg.model, tokenizer)
-    dims = parse_dimensions(m.dimensions)
-    prompts = pcm_prompts(ctx, tokenizer)[1][: m.eval.num_prompts]
+    parts = load_mixture(experts_dir, ctx.run_dir / CONTROLLER_DIR, m, cfg.model)
+    prompts = pcm_prompts(ctx, parts.tokenizer)[1][: m.eval.num_prompts]
     report = Report(f"{cfg.task_name}: PCM on {cfg.model.name} / {cfg.data.name}")
     report.section("Setup").key_values(
         {
@@ -38,19 +36,7 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
             "training time (s)": trained.get("fit_seconds"),
         }
     )
-    result = run_pcm_eval(
-        experts,
-        tokenizer,
-        mixer,
-        controller,
-        dims,
-        prompts,
-        cfg.reward,
-        m,
-        cfg.seed,
-        ctx.run_dir / "pcm",
-        report,
-    )
+    result = run_pcm_eval(parts, prompts, cfg.reward, m, cfg.seed, ctx.run_dir / "pcm", report)
     report.write(ctx.run_dir / "report.md")
     return result
 
@@ -59,19 +45,16 @@ def is_pcm_run(run: Path) -> bool:
     return (Path(run) / CONTROLLER_DIR / "controller.json").is_file()
 
 
-def load_pcm(run: Path):
-    """Experts, tokenizer, mixer, controller and config of a finished PCM run."""
+def load_pcm(run: Path) -> tuple[Mixture, PCMConfig]:
+    """The trained mixture and the method config of a finished PCM run."""
     from steerable.methods.base import run_config, run_model_config
-    from steerable.methods.pcm.config import PCMConfig
     from steerable.pipeline import StageResults
 
     m = run_config(run, "method", PCMConfig)
     model_cfg = run_model_config(run)
     named = {m.experts} if m.experts else set()
     experts_dir = StageResults.finished(Path(run), ["experts"], named).artifact("experts")
-    experts, tokenizer, mixer = load_experts(experts_dir, model_cfg)
-    controller = load_controller(Path(run) / CONTROLLER_DIR, m, model_cfg, tokenizer)
-    return experts, tokenizer, mixer, controller, m
+    return load_mixture(experts_dir, Path(run) / CONTROLLER_DIR, m, model_cfg), m
 
 
 def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
@@ -85,13 +68,10 @@ def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
     run = Path(cfg.run)
     if not is_pcm_run(run):
         raise ValueError(f"eval=pcm needs a finished method=pcm run; {run} has no {CONTROLLER_DIR}/")
-    experts, tokenizer, mixer, controller, m = load_pcm(run)
+    parts, m = load_pcm(run)
     data = run_config(run, "data", DataConfig)
     rewards = run_rewards(run, cfg.reward)
     _, val = split_records(load_records(data), data)
     budget = data.max_length - m.max_new_tokens - 16
-    prompts = fitting_prompts(val, tokenizer, budget, cfg.eval.num_prompts)
-    dims = parse_dimensions(m.dimensions)
-    return run_pcm_eval(
-        experts, tokenizer, mixer, controller, dims, prompts, rewards, m, cfg.seed, out_dir, report
-    )
+    prompts = fitting_prompts(val, parts.tokenizer, budget, cfg.eval.num_prompts)
+    return run_pcm_eval(parts, prompts, rewards, m, cfg.seed, out_dir, report)

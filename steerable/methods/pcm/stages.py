@@ -39,6 +39,7 @@ from steerable.methods.pcm.controller import (
 )
 from steerable.methods.pcm.policy import (
     CONTROLLER_DIR,
+    Mixture,
     build_controller,
     controller_prefix,
     controller_weights,
@@ -209,15 +210,14 @@ class PCMModule(OnlineModule):
     """One step: sample two responses per (prompt, preference) from the current mixture, reward them against the
     cached reference, then `epochs` REBEL updates of the controller on the cached expert log-probs."""
 
-    def __init__(
-        self, controller, experts, tokenizer, mixer, dims, rewards: BTRewards, m: PCMConfig, optim, sampler
-    ):
-        super().__init__(controller, optim, sampler=sampler, batch_size=m.batch_size)
+    def __init__(self, parts: Mixture, rewards: BTRewards, m: PCMConfig, optim, sampler):
+        super().__init__(parts.controller, optim, sampler=sampler, batch_size=m.batch_size)
         self.automatic_optimization = False
         self.updates_per_round = m.epochs  # REBEL updates on each round's samples
-        self.hold_frozen("experts", experts)
+        self.hold_frozen("experts", parts.experts)
         self.history: list[dict[str, float]] = []  # this rank's metrics per round, for the diagnostics report
-        self.tokenizer, self.mixer, self.dims, self.rewards, self.m = tokenizer, mixer, dims, rewards, m
+        self.tokenizer, self.mixer, self.dims = parts.tokenizer, parts.mixer, parts.dims
+        self.rewards, self.m = rewards, m
         self.generation = GenerationSettings(
             max_new_tokens=m.max_new_tokens,
             do_sample=True,
@@ -306,9 +306,8 @@ def pcm_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     controller = build_controller(m, cfg.model, tokenizer, len(sides(dims)), cfg.seed)
     sampler, loader = shuffled_loader(items, m.batch_size, seed=cfg.seed)
     optim = OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, cfg.trainer.max_steps)
-    module = PCMModule(
-        controller, experts, tokenizer, mixer, dims, BTRewards(cfg.reward, dims, m.bt_beta), m, optim, sampler
-    )
+    parts = Mixture(experts, tokenizer, mixer, controller, dims)
+    module = PCMModule(parts, BTRewards(cfg.reward, dims, m.bt_beta), m, optim, sampler)
     fit = fit_module(ctx, module, loader, None)
     info = {"num_experts": len(sides(dims)), "seed": cfg.seed, "kind": m.controller, "sides": sides(dims)}
     if fit.is_global_zero:

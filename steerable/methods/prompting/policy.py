@@ -6,13 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from steerable.backbone import load_backbone
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
 from steerable.methods.prompting.config import PromptingConfig
-from steerable.policies.base import Control, Request, SteerablePolicy
+from steerable.policies.base import Control, Network, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
 
 if TYPE_CHECKING:
@@ -43,19 +41,15 @@ def instruction_for(request: Request, template: str) -> str:
 class PromptingPolicy(SteerablePolicy):
     """`instruction`: a system message placed before the conversation (replacing its own); "" = none."""
 
-    def __init__(self, model, tokenizer, template: str, origin: str, kind: str, model_cfg=None) -> None:
-        self.model, self.tokenizer, self.template = model, tokenizer, template
-        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+    def __init__(self, network: Network, template: str) -> None:
+        super().__init__(network)
+        self.template = template
 
     def controls(self) -> list[Control]:
         return [Control(INSTRUCTION, "text", doc="a system message asking for the goals", default="")]
 
     def controls_for(self, request: Request) -> dict[str, Any]:
         return {INSTRUCTION: instruction_for(request, self.template)}
-
-    def to(self, device: torch.device | str) -> PromptingPolicy:
-        self.model.to(device)
-        return self
 
     def describe(self, values: dict[str, Any]) -> str:
         return f"system: {values[INSTRUCTION]}" if values[INSTRUCTION] else ""
@@ -80,4 +74,5 @@ def load_prompting_policy(run_dir: Path) -> PromptingPolicy:
     model_cfg = run_model_config(run_dir)
     model, tokenizer = load_backbone(model_cfg)
     method = run_config(run_dir, "method", PromptingConfig)
-    return PromptingPolicy(model, tokenizer, method.template, f"run={run_dir}", run_kind(run_dir), model_cfg)
+    network = Network(model, tokenizer, f"run={run_dir}", run_kind(run_dir), model_cfg)
+    return PromptingPolicy(network, method.template)

@@ -6,16 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import PreTrainedTokenizerBase
-
-from steerable.config.schema import ConfigError, ModelConfig
+from steerable.config.schema import ConfigError
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
 from steerable.methods.ric.scores import ScoreScale, rewards_for_preference, scores_text, with_scores
-from steerable.policies.base import Control, SteerablePolicy, weights_control
-from steerable.policies.plain import load_run_model
-from steerable.policies.runs import final_metadata, run_kind, run_model_config
+from steerable.policies.base import Control, Network, SteerablePolicy, weights_control
+from steerable.policies.plain import run_network
+from steerable.policies.runs import final_metadata
 
 WEIGHTS = "weights"
 META_KEY = "ric"
@@ -24,18 +21,9 @@ META_KEY = "ric"
 class RiCPolicy(SteerablePolicy):
     """`weights`: one value per objective in the run's order, on the simplex; uniform when not given."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        scale: ScoreScale,
-        mapping: str,
-        origin: str,
-        kind: str = "ric",
-        model_cfg: ModelConfig | None = None,
-    ) -> None:
-        self.model, self.tokenizer, self.scale, self.mapping = model, tokenizer, scale, mapping
-        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+    def __init__(self, network: Network, scale: ScoreScale, mapping: str) -> None:
+        super().__init__(network)
+        self.scale, self.mapping = scale, mapping
 
     @property
     def objectives(self) -> list[str]:
@@ -47,10 +35,6 @@ class RiCPolicy(SteerablePolicy):
                 self.objectives, "how much each objective counts; mapped to the rewards the prompt asks for"
             )
         ]
-
-    def to(self, device: torch.device | str) -> RiCPolicy:
-        self.model.to(device)
-        return self
 
     def requested(self, values: dict[str, Any]) -> list[float]:
         """The normalised rewards the prompt asks for under `values`."""
@@ -79,14 +63,5 @@ def load_ric_policy(run_dir: Path) -> RiCPolicy:
     meta = final_metadata(run_dir).get(META_KEY)
     if not meta:
         raise ConfigError(f"run={run_dir} is not a RiC run: no score scale in its checkpoints/final")
-    model, tokenizer = load_run_model(run_dir)
-    scale = ScoreScale.from_dict(meta["scale"])
-    return RiCPolicy(
-        model,
-        tokenizer,
-        scale,
-        meta["mapping"],
-        f"run={run_dir}",
-        run_kind(run_dir),
-        run_model_config(run_dir),
-    )
+    network = run_network(run_dir)
+    return RiCPolicy(network, ScoreScale.from_dict(meta["scale"]), meta["mapping"])

@@ -3,10 +3,8 @@ online (rounds of: generate for targets around the front, score, keep the sample
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -25,7 +23,7 @@ from steerable.methods.sft.stages import fit_sft
 from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import final_metadata
 from steerable.rewards.base import RewardStack, build_reward_source
-from steerable.run_dir import write_text_atomic
+from steerable.run_dir import read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +68,6 @@ def scored(contexts: list, replies: list[str], normalised: torch.Tensor) -> list
     return [ScoredReply(c, r, s.tolist()) for c, r, s in zip(contexts, replies, normalised, strict=True)]
 
 
-def write_replies(path: Path, replies: list[ScoredReply]) -> None:
-    write_text_atomic(path, "".join(json.dumps(asdict(r)) + "\n" for r in replies))
-
-
-def read_replies(path: Path) -> list[ScoredReply]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the offline stage first")
-    return [ScoredReply(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-
-
 def tokenized(ctx: RunContext, tokenizer: Any, replies: list[ScoredReply], decimals: int) -> TokenizedSet:
     """SFT examples: the scores sit in the user turn, which gets no loss; only the reply is learned."""
     conversations = [r.conditioned(decimals) for r in replies]
@@ -110,8 +98,8 @@ def offline_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     scale = ScoreScale.fit(names, raw, m.normalize == "zscore", m.decimals)
     train = scored(train_c, train_r, scale.normalise(raw))
     held_out = scored(val_c, val_r, scale.normalise(raw_scores(stack, val_c, val_r)))
-    write_replies(ctx.run_dir / OFFLINE_TRAIN, train)
-    write_replies(ctx.run_dir / OFFLINE_HELD_OUT, held_out)
+    write_jsonl(ctx.run_dir / OFFLINE_TRAIN, train)
+    write_jsonl(ctx.run_dir / OFFLINE_HELD_OUT, held_out)
     _, tokenizer = ctx.backbone()
     summary = fit_sft(
         ctx,
@@ -180,8 +168,8 @@ def online_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     scale = ScoreScale.from_dict(meta[META_KEY]["scale"])
     if not m.online_iterations:
         return {"rounds": []}
-    offline = read_replies(ctx.run_dir / OFFLINE_TRAIN)
-    held_out = read_replies(ctx.run_dir / OFFLINE_HELD_OUT)
+    offline = read_jsonl(ctx.run_dir / OFFLINE_TRAIN, ScoredReply, "offline")
+    held_out = read_jsonl(ctx.run_dir / OFFLINE_HELD_OUT, ScoredReply, "offline")
     model, tokenizer = load_backbone(cfg.model, adapter_dir=ctx.run_dir / FINAL_MODEL_DIR, trainable=True)
     online_method = replace(m, lr=m.online_lr, scheduler=Scheduler["constant"], warmup_steps=0)
     steps = m.online_steps or max(1, cfg.trainer.max_steps // 5)
@@ -190,7 +178,8 @@ def online_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     for i in range(1, m.online_iterations + 1):
         sub = sub_context(ctx, f"online_{i}", method=online_method, max_steps=steps)
         if (sub.run_dir / FINAL_MODEL_DIR).is_dir() and (sub.run_dir / KEPT).is_file():
-            pool += read_replies(sub.run_dir / KEPT)  # a finished round of an interrupted run
+            # a finished round of an interrupted run
+            pool += read_jsonl(sub.run_dir / KEPT, ScoredReply, "online")
             model, tokenizer = load_backbone(
                 cfg.model, adapter_dir=sub.run_dir / FINAL_MODEL_DIR, trainable=True
             )
@@ -198,7 +187,7 @@ def online_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         fresh = generate_round(ctx, model, tokenizer, scale, offline, cfg.seed + i)
         kept = front_of(fresh, m.quantile)
         sub.run_dir.mkdir(parents=True, exist_ok=True)
-        write_replies(sub.run_dir / KEPT, kept)
+        write_jsonl(sub.run_dir / KEPT, kept)
         pool += kept
         merged = origin_subset(offline, m, cfg.seed + i) + pool
         sub._backbone = (model, tokenizer)

@@ -11,7 +11,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,21 @@ class SweepSettings:
     max_new_tokens: int
     batch_size: int
     seed: int
+
+
+@dataclass
+class Steering:
+    """What one steerability evaluation reads, whichever entry point built it (the eval stage or
+    `steerable-eval eval=steerability`): the dials, the held-out prompts, the sweep, the scorers of each
+    attribute, how to sample, and how many prompts' replies the report shows."""
+
+    schema: AttributeSchema
+    prompts: list[list[dict]]
+    settings: SweepSettings
+    scorers: dict[str, dict[str, Scorer]]
+    engine: Engine = field(default_factory=Engine)
+    autocast_factory: Callable[[], AbstractContextManager] = nullcontext
+    show: int = 2
 
 
 @dataclass
@@ -190,11 +205,10 @@ def write_steerability(
     plot_dir: Path,
     results: dict,
     samples: list[DialSample],
-    prompts: list[list[dict]],
-    schema: AttributeSchema,
-    show: int,
+    steering: Steering,
 ) -> None:
     """Tables, dial plots (in plot_dir) and a few replies along each dial, into `report` (written in out_dir)."""
+    prompts, schema, show = steering.prompts, steering.schema, steering.show
     rows = [
         [
             a,
@@ -268,51 +282,35 @@ def greedy(
 
 def evaluate_steering(
     policy: tuple,
-    schema: AttributeSchema,
-    prompts: list[list[dict]],
-    settings: SweepSettings,
-    scorers: dict[str, dict[str, Scorer]],
+    steering: Steering,
     out_dir: Path,
     report: Report,
     *,
     plot_dir: Path | None = None,
     baseline: tuple | None = None,
-    engine: Engine | None = None,
-    autocast_factory: Callable[[], AbstractContextManager] = nullcontext,
-    show: int = 2,
 ) -> dict[str, Any]:
     """The sweep, its measurements and plots, and (when a baseline policy is given) quality against it.
 
     `report` is written in `out_dir`; plots go to `plot_dir` (default out_dir)."""
     model, tokenizer = policy
-    engine = engine or Engine()
-    samples = sweep(model, tokenizer, schema, prompts, settings, engine, autocast_factory())
-    dials = measure_dials(samples, prompts, scorers, settings.values)
-    write_steerability(report, out_dir, plot_dir or out_dir, dials, samples, prompts, schema, show)
-    result: dict[str, Any] = {"dials": dials, "prompts": len(prompts), "defaults": schema.defaults}
+    s = steering
+    samples = sweep(model, tokenizer, s.schema, s.prompts, s.settings, s.engine, s.autocast_factory())
+    dials = measure_dials(samples, s.prompts, s.scorers, s.settings.values)
+    write_steerability(report, out_dir, plot_dir or out_dir, dials, samples, s)
+    result: dict[str, Any] = {"dials": dials, "prompts": len(s.prompts), "defaults": s.schema.defaults}
     if baseline is not None:
-        rows = against_baseline(
-            policy, baseline, schema, prompts, settings, scorers, report, engine, autocast_factory, show
-        )
-        result["baseline_comparison"] = rows
+        result["baseline_comparison"] = against_baseline(policy, baseline, s, report)
     return result
 
 
 def against_baseline(
-    policy: tuple,
-    baseline: tuple,
-    schema: AttributeSchema,
-    prompts: list[list[dict]],
-    settings: SweepSettings,
-    scorers: dict[str, dict[str, Scorer]],
-    report: Report,
-    engine: Engine,
-    autocast_factory: Callable[[], AbstractContextManager],
-    show: int,
+    policy: tuple, baseline: tuple, steering: Steering, report: Report
 ) -> list[dict[str, Any]]:
     """The steered policy at its default values against the unlabelled SFT baseline, greedy on the same
     prompts: per-scorer means and win rates, reported with a few replies side by side."""
     model, tokenizer = policy
+    schema, prompts, settings, engine = steering.schema, steering.prompts, steering.settings, steering.engine
+    autocast_factory = steering.autocast_factory
     defaults = schema.resolve({})
     steered = greedy(
         model,
@@ -324,7 +322,7 @@ def against_baseline(
         [schema.label_start],
     )
     plain = greedy(*baseline, prompts, settings, engine, autocast_factory())
-    rows = compare_with_baseline(steered, plain, prompts, scorers, settings.seed)
+    rows = compare_with_baseline(steered, plain, prompts, steering.scorers, settings.seed)
     report.section(
         "Against the SFT baseline",
         f"The steered policy with its default values {defaults} against the same SFT recipe trained "
@@ -350,7 +348,7 @@ def against_baseline(
         ["prompt", "steered (defaults)", "SFT baseline"],
         [
             [_short(p[-1]["content"], 200), _short(a, 400), _short(b, 400)]
-            for p, a, b in list(zip(prompts, steered, plain, strict=True))[:show]
+            for p, a, b in list(zip(prompts, steered, plain, strict=True))[: steering.show]
         ],
     )
     return rows

@@ -8,15 +8,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import PreTrainedTokenizerBase
-
-from steerable.config.schema import ConfigError, ModelConfig
+from steerable.config.schema import ConfigError
 from steerable.generation import Completion, GenerationSettings
 from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
-from steerable.policies.base import Control, Request, SteerablePolicy
-from steerable.policies.plain import load_run_model
-from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE, run_kind, run_model_config
+from steerable.policies.base import Control, Network, Request, SteerablePolicy
+from steerable.policies.plain import run_network
+from steerable.policies.runs import FINAL_MODEL_DIR, METADATA_FILE
 
 SCHEMA_KEY = "attributes"  # where the schema sits in checkpoints/final/steerable.json
 GROUP = "attributes"  # control names: attributes.<name>
@@ -34,17 +31,9 @@ def load_schema(policy_dir: Path) -> AttributeSchema:
 
 
 class SteerLMPolicy(SteerablePolicy):
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        schema: AttributeSchema,
-        origin: str,
-        kind: str = "steerlm",
-        model_cfg: ModelConfig | None = None,
-    ) -> None:
-        self.model, self.tokenizer, self.schema = model, tokenizer, schema
-        self.origin, self.kind, self.model_cfg = origin, kind, model_cfg
+    def __init__(self, network: Network, schema: AttributeSchema) -> None:
+        super().__init__(network)
+        self.schema = schema
 
     def controls(self) -> list[Control]:
         low, high = self.schema.value_range
@@ -78,10 +67,6 @@ class SteerLMPolicy(SteerablePolicy):
             )
         return dials
 
-    def to(self, device: torch.device | str) -> SteerLMPolicy:
-        self.model.to(device)
-        return self
-
     def values(self, resolved: dict[str, Any]) -> dict[str, int]:
         """Controls -> the schema's attribute values, in label order."""
         return {name: int(resolved[f"{GROUP}.{name}"]) for name in self.schema.names}
@@ -103,8 +88,5 @@ class SteerLMPolicy(SteerablePolicy):
 
 def load_steerlm_policy(run_dir: Path) -> SteerLMPolicy:
     """The newest attribute-conditioned policy of a SteerLM run (its checkpoints/final) with its schema."""
-    model, tokenizer = load_run_model(run_dir)
-    schema = load_schema(Path(run_dir) / FINAL_MODEL_DIR)
-    return SteerLMPolicy(
-        model, tokenizer, schema, f"run={run_dir}", run_kind(run_dir), run_model_config(run_dir)
-    )
+    network = run_network(run_dir)
+    return SteerLMPolicy(network, load_schema(Path(run_dir) / FINAL_MODEL_DIR))

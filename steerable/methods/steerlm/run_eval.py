@@ -13,13 +13,14 @@ from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.loaders import load_records, split_records
 from steerable.data.prompts import fitting_prompts
 from steerable.generation import Engine
-from steerable.methods.base import FINAL_MODEL_DIR, RunContext, load_policy, run_config, run_model_config
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_config, run_model_config
 from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
 from steerable.methods.benchmark import in_suite
 from steerable.methods.reward_models.stages import attribute_table
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.config import SteerEvalSettings, SteerLMConfig
 from steerable.methods.steerlm.evaluate import (
+    Steering,
     SweepSettings,
     apm_scorers,
     evaluate_steering,
@@ -33,6 +34,7 @@ from steerable.methods.steerlm.stages import (
     policy_dir,
 )
 from steerable.pipeline import StageResults, StageSummary
+from steerable.policies.plain import load_run_model
 from steerable.policies.runs import run_rewards
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
@@ -118,18 +120,16 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     out_dir = ctx.run_dir / "steerability"
     report = Report(f"{cfg.task_name}: SteerLM on {cfg.model.name} / {cfg.data.name}")
     stage_sections(report, ctx, done, schema)
-    result = evaluate_steering(
-        (model, tokenizer),
+    steering = Steering(
         schema,
         held_out_prompts(cfg.data, tokenizer, cfg.data.max_length, method.eval),
         sweep_settings(schema, method.eval, cfg.seed),
         scorers_for(schema, apm, cfg.reward, annotator_args),
-        ctx.run_dir,
-        report,
-        plot_dir=out_dir,
-        baseline=baseline,
         engine=Engine(cfg.model.end_of_turn, cfg.generation),
         autocast_factory=ctx.autocast,
+    )
+    result = evaluate_steering(
+        (model, tokenizer), steering, ctx.run_dir, report, plot_dir=out_dir, baseline=baseline
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, sort_keys=True, default=str))
@@ -255,7 +255,7 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
         max_new_tokens=cfg.eval.max_new_tokens,
         batch_size=cfg.eval.batch_size,
     )
-    model, tokenizer = load_policy(run)
+    model, tokenizer = load_run_model(run)
     data = trained_data if cfg.eval.split == "run" else cfg.data
     named = {v for v in (method.apm, method.policy) if v}
     stages = StageResults.finished(run, ["apm", "baseline"], named)
@@ -268,14 +268,11 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
     baseline_dir = stages.artifact("baseline") if "baseline" in stages else None
     baseline = load_backbone(run_model_config(run), adapter_dir=Path(baseline_dir)) if baseline_dir else None
     rewards = run_rewards(run, cfg.reward)
-    return evaluate_steering(
-        (model, tokenizer),
+    steering = Steering(
         schema,
         held_out_prompts(data, tokenizer, trained_data.max_length, settings),
         sweep_settings(schema, settings, cfg.seed),
         scorers_for(schema, apm, rewards, {"batch_size": cfg.eval.batch_size}),
-        out_dir,
-        report,
-        baseline=baseline,
         engine=Engine(run_model_config(run).end_of_turn, cfg.generation),
     )
+    return evaluate_steering((model, tokenizer), steering, out_dir, report, baseline=baseline)

@@ -29,10 +29,11 @@ from steerable.evaluation.plots import plot_pareto, plot_series
 from steerable.generation import Engine
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.hardware import inference_autocast
-from steerable.methods.base import load_policy, run_config
+from steerable.methods.base import run_config
 from steerable.methods.superhf.config import SuperHFConfig
 from steerable.methods.superhf.loop import Scorer, trim_completion
 from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
+from steerable.policies.plain import load_run_model
 from steerable.policies.runs import is_run_folder, run_kind, run_rewards
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic
@@ -348,7 +349,7 @@ def run_evaluation(
         gold = train
     _, held_out = prompt_split(m, data, tokenizer)
     prompts = held_out[:num_prompts]
-    baselines = {f"baseline: {Path(b).name}": (lambda b=b: load_policy(Path(b))) for b in m.baselines}
+    baselines = {f"baseline: {Path(b).name}": (lambda b=b: load_run_model(Path(b))) for b in m.baselines}
     arms = compare(model, tokenizer, prompts, m, seed, train, gold, baselines, engine or Engine(), autocast)
     rows = arm_rows(arms, seed)
     report.section("Judge", f"Gold column = {judge}.")
@@ -373,7 +374,7 @@ def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
     m = run_config(run, "method", SuperHFConfig)
     data = run_config(run, "data", DataConfig)
     rewards = run_rewards(run, cfg.reward)
-    model, tokenizer = load_policy(run)
+    model, tokenizer = load_run_model(run)
     gpu = cfg.hardware.accelerator == "gpu" and torch.cuda.is_available()
     model.to("cuda" if gpu else "cpu")
     autocast = partial(inference_autocast, cfg.hardware)

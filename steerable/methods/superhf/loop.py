@@ -212,6 +212,17 @@ def sample_and_score(
     return Sampled(per_completion, texts, ended, scores, [len(c.token_ids) for c in completions])
 
 
+@dataclass
+class Rollout:
+    """How a round samples and scores: the engine, the training reward, the end-of-turn id that closes a kept
+    completion, and the autocast context that sampling and the fixed-prompt evaluation run under."""
+
+    engine: Engine
+    score: Scorer
+    eot_id: int
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+
+
 class SuperHFModule(OnlineModule):
     """One training step = one superbatch: sample, score, keep top-k per prompt, then one optimizer step per
     minibatch of kept completions; the scheduler steps once per superbatch (it counts superbatches)."""
@@ -224,24 +235,15 @@ class SuperHFModule(OnlineModule):
         tokenizer,
         optim: OptimSettings,
         settings: SuperHFSettings,
-        train_score: Scorer,
-        eot_id: int,
-        engine: Engine,
+        rollout: Rollout,
         evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
         sampler=None,
         prompts_per_step: int = 1,
         reference: torch.nn.Module | None = None,
-        autocast: Callable[[], AbstractContextManager] = nullcontext,
     ) -> None:
         super().__init__(model, optim, sampler=sampler, batch_size=prompts_per_step)
         self.automatic_optimization = False
-        self.tokenizer = tokenizer
-        self.settings = settings
-        self.train_score = train_score
-        self.eot_id = eot_id
-        self.engine = engine
-        self.evaluate_fn = evaluate
-        self.autocast = autocast
+        self.tokenizer, self.settings, self.rollout, self.evaluate_fn = tokenizer, settings, rollout, evaluate
         self.collate = PaddingCollator(tokenizer.pad_token_id)
         if reference is not None:
             self.hold_frozen("reference", reference)
@@ -254,12 +256,12 @@ class SuperHFModule(OnlineModule):
         if self.evaluate_fn is not None and batch_idx % s.eval_every == 0 and self.trainer.is_global_zero:
             self._log_eval()
         started = time.perf_counter()
-        with self.autocast():
+        with self.rollout.autocast():
             sampled = sample_and_score(
-                self.engine.sampler(self.model, self.tokenizer),
+                self.rollout.engine.sampler(self.model, self.tokenizer),
                 prompts,
                 s,
-                self.train_score,
+                self.rollout.score,
             )
         generated = time.perf_counter()
         kept = top_k_per_prompt(sampled.scores, sampled.texts, s.completions_per_prompt, s.top_k)
@@ -290,7 +292,7 @@ class SuperHFModule(OnlineModule):
         optimizer = self.optimizers()
         examples = [
             training_example(
-                self.tokenizer, sampled.prompts[i], sampled.texts[i], self.eot_id, sampled.ended[i]
+                self.tokenizer, sampled.prompts[i], sampled.texts[i], self.rollout.eot_id, sampled.ended[i]
             )
             for i in kept
         ]
@@ -345,12 +347,12 @@ class SuperHFModule(OnlineModule):
         return bool(votes > 0)
 
     def _log_eval(self) -> None:
-        with self.autocast():
+        with self.rollout.autocast():
             values = self.evaluate_fn(self.model)
         self.log_dict({f"eval/{k}": v for k, v in values.items()}, batch_size=1, rank_zero_only=True)
 
     def on_train_end(self) -> None:
         if self.evaluate_fn is not None and self.logger is not None and self.trainer.is_global_zero:
-            with self.autocast():
+            with self.rollout.autocast():
                 values = self.evaluate_fn(self.model)
             self.logger.log_metrics({f"eval/{k}": v for k, v in values.items()}, step=self.global_step)

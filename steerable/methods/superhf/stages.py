@@ -19,7 +19,7 @@ from steerable.generation import Engine, GenerationSettings, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.fitting import fit_module
 from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
-from steerable.methods.superhf.loop import KLSettings, Scorer, SuperHFModule, SuperHFSettings
+from steerable.methods.superhf.loop import KLSettings, Rollout, Scorer, SuperHFModule, SuperHFSettings
 from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import RewardSource, build_reward_source
 from steerable.training.lm_module import OptimSettings
@@ -159,9 +159,7 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         tokenizer,
         OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, total_steps=superbatches),
         settings,
-        train_score,
-        end_of_turn_id(tokenizer, cfg.model.end_of_turn),
-        engine,
+        Rollout(engine, train_score, end_of_turn_id(tokenizer, cfg.model.end_of_turn), ctx.autocast),
         evaluate=fixed_prompt_eval(
             tokenizer,
             eval_prompts[: m.eval_prompts],
@@ -174,7 +172,6 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         sampler=sampler,
         prompts_per_step=m.prompt_accumulation,
         reference=reference,
-        autocast=ctx.autocast,
     )
     # One epoch over the prompts; clipping happens inside the step (manual optimization).
     fit = fit_module(ctx, module, loader, None)
