@@ -5,9 +5,7 @@ method added in a scratch package, and one leaderboard over all of them; plus th
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -35,8 +33,8 @@ from steerable.methods.steerlm.policy import SteerLMPolicy
 from steerable.pipeline import StageResults, Step
 from steerable.policies.base import Control, Network, Objective, Request, SteerablePolicy
 from tests.conftest import compose_config, shared_file
+from tests.test_readme import ReadmeSession, check_command, commands_of, new_session
 
-ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
 DEMO = {
     "concise": Objective("verbosity", -1, "Keep it short"),
     "positivity": Objective("positivity", 1, "Be upbeat"),
@@ -202,22 +200,26 @@ def train_scratch(run_dir: Path, config: type, concise: float) -> None:
     run(validate(composed), run_dir)
 
 
+BENCHMARK_DOC = "docs/benchmark.md"
+
+
 @pytest.fixture(scope="module")
-def demo_sweep(tmp_path_factory) -> Path:
-    """`steerable-train -m experiment=benchmark_demo` with tiny models: one job per arm, one process."""
-    root = tmp_path_factory.mktemp("suite")
-    result = subprocess.run(
-        [sys.executable, "-m", "steerable.cli.train", "-m", "experiment=benchmark_demo", "model=tiny"]
-        + ["debug=fast", f"output_root={root}", "hardware.torch_threads=1"],
-        cwd=root,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (sweep,) = (root / "benchmark_demo").iterdir()
-    return sweep
+def doc_session(tmp_path_factory) -> ReadmeSession:
+    """docs/benchmark.md's lines, run as tests/test_readme.py runs every document's (tiny models, debug=fast)."""
+    return new_session(tmp_path_factory.mktemp("benchmark_doc"))
+
+
+@pytest.fixture(scope="module")
+def demo_sweep(doc_session: ReadmeSession) -> Path:
+    """The document's `steerable-train -m experiment=benchmark_demo`: one job per arm, one multirun folder."""
+    (train,) = [c for c in commands_of(BENCHMARK_DOC) if c.program == "steerable-train" and "-m" in c.words]
+    check_command(doc_session, train)
+    return doc_session.outcome(train).folder
+
+
+@pytest.mark.parametrize("command", commands_of(BENCHMARK_DOC), ids=lambda c: c.where)
+def test_benchmark_doc_command_runs_as_written(doc_session, demo_sweep, command) -> None:
+    check_command(doc_session, command)
 
 
 def leaderboard_config(runs: list[Path], *extra: str):

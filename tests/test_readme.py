@@ -77,6 +77,14 @@ def extract_commands(path: Path) -> list[Command]:
 
 
 ALL_COMMANDS = [c for path in DOCUMENTS for c in extract_commands(path)]
+# Documents whose lines run in another test file, beside the fixture they share: docs/benchmark.md trains the
+# demo suite, which tests/test_benchmark.py needs anyway (one multirun instead of two).
+RUN_ELSEWHERE = {"docs/benchmark.md": "tests/test_benchmark.py"}
+HERE = [c for c in ALL_COMMANDS if c.file not in RUN_ELSEWHERE]
+
+
+def commands_of(file: str) -> list[Command]:
+    return [c for c in ALL_COMMANDS if c.file == file]
 
 
 # ------------------------------------------------------------------------------------------ what a line needs
@@ -309,10 +317,25 @@ class ReadmeSession:
         return Outcome(0 if response.status_code == 200 else 1, response.text)
 
 
+def new_session(root: Path) -> ReadmeSession:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    return ReadmeSession(root)  # submitit jobs import steerable from here
+
+
+def check_command(session: ReadmeSession, command: Command) -> None:
+    """The line ran, exited 0 and printed no library noise (or is skipped, saying why)."""
+    outcome = session.outcome(command)
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    assert outcome.code == 0, (
+        f"{command.where}: {command.text}\nexit {outcome.code}:\n{outcome.output[-3000:]}"
+    )
+    assert foreign_noise(outcome.output) == [], f"{command.where}: library noise in its output"
+
+
 @pytest.fixture(scope="session")
 def readme_session(tmp_path_factory) -> ReadmeSession:
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return ReadmeSession(tmp_path_factory.mktemp("readme"))  # submitit jobs import steerable from here
+    return new_session(tmp_path_factory.mktemp("readme"))
 
 
 def test_the_documents_have_commands() -> None:
@@ -321,15 +344,16 @@ def test_the_documents_have_commands() -> None:
     assert {"steerable-export", "make", "curl"} <= programs
 
 
-@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: c.where)
+@pytest.mark.parametrize("command", HERE, ids=lambda c: c.where)
 def test_command_runs_as_written(readme_session: ReadmeSession, command: Command) -> None:
-    outcome = readme_session.outcome(command)
-    if outcome.skipped:
-        pytest.skip(outcome.skipped)
-    assert outcome.code == 0, (
-        f"{command.where}: {command.text}\nexit {outcome.code}:\n{outcome.output[-3000:]}"
-    )
-    assert foreign_noise(outcome.output) == [], f"{command.where}: library noise in its output"
+    check_command(readme_session, command)
+
+
+def test_documents_run_elsewhere_are_run_there() -> None:
+    """Every document is run somewhere: those in RUN_ELSEWHERE by the test file named there."""
+    for document, test_file in RUN_ELSEWHERE.items():
+        assert commands_of(document), f"{document} has no command lines"
+        assert "commands_of(" in (REPO / test_file).read_text() and document in (REPO / test_file).read_text()
 
 
 def test_a_broken_line_fails(readme_session: ReadmeSession) -> None:
