@@ -323,3 +323,17 @@ def test_each_suite_experiment_sweeps_exactly_the_suites_arms(suite: str) -> Non
     assert list(dict.fromkeys(covered)) == list(arms)
     for option, arm in zip(swept, covered, strict=True):
         assert option == f"{suite}_{arm}" or option.startswith(f"{suite}_{arm}_")
+
+
+def test_the_budget_column_names_what_was_over_in_the_suites_units() -> None:
+    from types import SimpleNamespace
+
+    from steerable.config.benchmark import BudgetConfig
+    from steerable.evaluation.leaderboard_report import budget
+
+    suite = SimpleNamespace(budget=BudgetConfig(samples=1200, tokens=100_000, minutes=20))
+    cost = {"samples_generated": 960, "tokens_trained": 80_000, "seconds": 1794.0}
+    assert budget(cost, suite) == "OVER: minutes 29.9 > 20"
+    assert budget({**cost, "seconds": 1200.0}, suite) == "within"
+    assert budget({**cost, "samples_generated": 1300}, suite).startswith("OVER: samples 1,300 > 1,200")
+    assert budget({**cost, "seconds": None}, suite).startswith("unknown")

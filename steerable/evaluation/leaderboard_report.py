@@ -100,15 +100,20 @@ def _count(value: float | None) -> str:
 
 
 def budget(cost: dict, suite: BenchmarkConfig) -> str:
-    """`within`, or what the arm spent beyond the suite's budget (its numbers are then not comparable)."""
-    limits = {
-        "samples_generated": suite.budget.samples,
-        "tokens_trained": suite.budget.tokens,
-        "seconds": suite.budget.minutes * 60,
+    """`within`, or what the arm spent beyond the suite's budget, spent vs limit in the suite's own units (its
+    numbers are then not comparable)."""
+    limits = {  # cost key: (the suite's limit, its name in the suite, cost in that unit)
+        "samples_generated": (suite.budget.samples, "samples", lambda v: f"{int(v):,}"),
+        "tokens_trained": (suite.budget.tokens, "tokens", lambda v: f"{int(v):,}"),
+        "seconds": (suite.budget.minutes, "minutes", lambda v: f"{v / 60:.1f}"),
     }
     if any(cost[key] is None for key in limits):
         return "unknown (runs without a recorded cost)"
-    over = [key for key, limit in limits.items() if limit and cost[key] > limit]
+    over = [
+        f"{name} {shown(cost[key])} > {limit:,}"
+        for key, (limit, name, shown) in limits.items()
+        if limit and cost[key] > (limit * 60 if key == "seconds" else limit)
+    ]
     return "OVER: " + ", ".join(over) if over else "within"
 
 
