@@ -165,7 +165,8 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
     superbatch (what the filter then picks the best of)."""
     from steerable.data.tokenize import end_of_turn_id
     from steerable.generation import Engine
-    from steerable.methods.superhf.loop import KLSettings, Rollout, SuperHFModule, SuperHFSettings
+    from steerable.methods.superhf.loss import KLSettings
+    from steerable.methods.superhf.module import Rollout, SuperHFModule, SuperHFSettings
 
     torch.manual_seed(0)
     cfg = tiny_config()

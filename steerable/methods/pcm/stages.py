@@ -54,7 +54,7 @@ from steerable.methods.pcm.preferences import (
     side_sign,
     sides,
 )
-from steerable.methods.sft.stages import fit_sft
+from steerable.methods.sft_recipe import fit_sft
 from steerable.pipeline import StageResults, StageSummary
 from steerable.rewards.base import build_reward_source
 from steerable.rewards.normalize import bradley_terry

@@ -16,7 +16,7 @@ from steerable.generation import Engine
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_config, run_model_config
 from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
 from steerable.methods.benchmark import in_suite
-from steerable.methods.reward_models.stages import attribute_table
+from steerable.methods.reward_models.evaluate import attribute_table
 from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.config import SteerEvalSettings, SteerLMConfig
 from steerable.methods.steerlm.evaluate import (

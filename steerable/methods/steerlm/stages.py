@@ -36,14 +36,10 @@ from steerable.data.tokenize import tokenize_messages
 from steerable.generation import Engine, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.reward_models.config import AttributeModelConfig
-from steerable.methods.reward_models.stages import (
-    MISSING_LABEL,
-    attribute_metrics,
-    labelled_replies,
-    score_ids,
-    train_attribute_model,
-)
-from steerable.methods.sft.stages import fit_sft
+from steerable.methods.reward_models.data import MISSING_LABEL, labelled_replies
+from steerable.methods.reward_models.evaluate import attribute_metrics, score_ids
+from steerable.methods.reward_models.train import train_attribute_model
+from steerable.methods.sft_recipe import fit_sft
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
     conditioned_messages,
