@@ -256,7 +256,7 @@ def test_stage_markers_are_read_only_through_stage_results() -> None:
 def test_online_modules_share_one_base_and_one_sampler_factory() -> None:
     """Sample -> score -> update loops subclass OnlineModule (no trainer overrides in stages) and build their
     sampler through make_sampler / Engine, never a concrete engine class."""
-    from steerable.methods.pcm.stages import PCMModule
+    from steerable.methods.pcm.module import PCMModule
     from steerable.methods.superhf.module import SuperHFModule
     from steerable.training.online import OnlineModule
     from steerable.training.policy_gradient import PolicyGradientModule

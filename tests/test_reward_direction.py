@@ -23,9 +23,10 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.methods.pcm.config import PCMConfig
+from steerable.methods.pcm.module import PCMModule
 from steerable.methods.pcm.policy import Mixture, build_controller, controller_weights
 from steerable.methods.pcm.preferences import combinations, parse_dimensions
-from steerable.methods.pcm.stages import BTRewards, PCMModule
+from steerable.methods.pcm.rewards import BTRewards
 from steerable.rewards.base import RewardSource
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
