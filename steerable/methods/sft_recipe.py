@@ -1,7 +1,7 @@
-"""The supervised fine-tuning recipe (loss on assistant tokens only, LoRA by default) and its before/after report,
-shared by every method that fine-tunes on replies: SFT itself, the warm start of online methods, SteerLM's
-attribute-conditioned SFT, PCM's experts, and the before/after reports of preference methods. It lives beside the method packages, not in
-one of them, so no method imports another method's modules to reuse it."""
+"""The supervised fine-tuning recipe (loss on assistant tokens only, LoRA by default) and its before/after
+report, shared by every method that fine-tunes on replies: SFT itself, the warm start of online methods,
+SteerLM's attribute-conditioned SFT, PCM's experts, and the reports of preference methods. It lives beside the
+method packages, not in one of them, so no method imports another method's modules to reuse it."""
 
 from __future__ import annotations
 
