@@ -10,7 +10,8 @@ from typing import Any
 
 from steerable.backbone.adapters import atomic_directory
 from steerable.config.schema import ConfigError
-from steerable.data.loaders import load_jsonl_conversations, read_rows
+from steerable.data.formats.jsonl import load_jsonl_conversations
+from steerable.data.formats.rows import read_rows
 from steerable.data.records import Conversation
 from steerable.methods.base import FINAL_MODEL_DIR
 from steerable.rewards.scoring_model import scorer_dir
