@@ -219,7 +219,7 @@ def test_evaluator_names_no_method() -> None:
 def test_each_method_is_named_only_in_its_own_package() -> None:
     """The proof of the registry: a method's name appears in no central file (checked for methods whose name
     is not also an ordinary word of other code). Other method packages may build on a method by importing it
-    (MODPO reuses DPO's pairs, loss and module, as SteerLM reuses SFT's recipe)."""
+    (MODPO reuses DPO's pairs, loss and module, as SteerLM reuses the attribute model)."""
     methods = ROOT / "methods"
     for name in ("dpo", "ric", "modpo"):
         spec_package = specs()[name].config.__module__.rsplit(".", 1)[0]
@@ -256,8 +256,8 @@ def test_stage_markers_are_read_only_through_stage_results() -> None:
 def test_online_modules_share_one_base_and_one_sampler_factory() -> None:
     """Sample -> score -> update loops subclass OnlineModule (no trainer overrides in stages) and build their
     sampler through make_sampler / Engine, never a concrete engine class."""
-    from steerable.methods.pcm.stages import PCMModule
-    from steerable.methods.superhf.loop import SuperHFModule
+    from steerable.methods.pcm.module import PCMModule
+    from steerable.methods.superhf.module import SuperHFModule
     from steerable.training.online import OnlineModule
     from steerable.training.policy_gradient import PolicyGradientModule
 
@@ -466,3 +466,107 @@ def test_a_folder_from_before_the_eval_rename_is_one_line_not_a_rerun(tmp_path) 
     ):
         run_stages(tmp_path, contract_steps(), ["train", "eval"])
     assert not (tmp_path / "stages" / "eval.json").exists()
+
+
+# ------------------------------------------------------------------------------------------ one package layout
+
+METHODS = ROOT / "methods"
+# docs/design.md, "One file layout for a method package": every method package holds only these files ...
+LAYOUT = {"__init__", "config", "stages", "module", "policy", "evaluate", "loss", "data", "rewards", "pairs"}
+# ... plus the domain modules named here, each one concept of its method that the layout has no slot for.
+DOMAIN = {
+    "clp": {"conditioning"},
+    "pcm": {"controller", "preferences"},
+    "reward_models": {"train"},  # the recipe SteerLM's apm stage reuses
+    "ric": {"scores"},
+    "steerlm": {"attributes", "annotator", "dials", "io", "sampling"},
+}
+# Stage functions that several methods share live beside the packages, not in one of them.
+SHARED_STAGES = {"steerable.methods.warm_start"}
+# A method may build on another method's public modules only along these documented edges.
+BUILDS_ON = {("modpo", "dpo"), ("steerlm", "reward_models")}
+LIGHTNING_BASES = {"LightningModule"}
+
+
+def method_packages() -> list[Path]:
+    return sorted(p for p in METHODS.iterdir() if (p / "__init__.py").is_file())
+
+
+def spec_package(spec: Any) -> str:
+    return spec.config.__module__.rpartition(".")[0]
+
+
+def test_every_method_package_follows_the_layout() -> None:
+    strays = [
+        f"{package.name}/{path.name}"
+        for package in method_packages()
+        for path in package.glob("*.py")
+        if path.stem not in LAYOUT | DOMAIN.get(package.name, set())
+    ]
+    assert not strays, f"not a layout file (docs/design.md lists them): {strays}"
+    assert not [p for p in METHODS.glob("*/*/*.py")], "method packages are flat"
+
+
+def test_stage_functions_live_in_stages_and_evaluations_in_evaluate() -> None:
+    wrong = []
+    for spec in specs().values():
+        home = spec_package(spec)
+        for stage in spec.stages:
+            module = stage.run.partition(":")[0]
+            if module not in {f"{home}.stages", *SHARED_STAGES}:
+                wrong.append(f"{spec.name}.{stage.name}: {stage.run}")
+        if spec.evaluation is not None and not spec.evaluation.run.startswith(f"{home}.evaluate:"):
+            wrong.append(f"{spec.name} eval={spec.evaluation.kind}: {spec.evaluation.run}")
+        if spec.policy and not spec.policy.startswith((f"{home}.policy:", "steerable.policies.")):
+            wrong.append(f"{spec.name} policy: {spec.policy}")
+    assert not wrong, wrong
+
+
+def lightning_classes() -> dict[str, Path]:
+    """Every class in steerable/ that subclasses a LightningModule, directly or through another such class
+    (read from the source by base name)."""
+    classes = [
+        (node, path)
+        for path in modules().values()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef)
+    ]
+    found: dict[str, Path] = {}
+    grew = True
+    while grew:
+        grew = False
+        for node, path in classes:
+            bases = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+            if node.name not in found and bases & (LIGHTNING_BASES | set(found)):
+                found[node.name] = path
+                grew = True
+    return found
+
+
+def test_lightning_modules_live_in_module_py_or_the_training_package() -> None:
+    found = lightning_classes()
+    assert {"CausalLMModule", "SuperHFModule", "PCMModule", "SteerLM2Module", "DPOModule"} <= set(found)
+    misplaced = [
+        f"{name}: {path.relative_to(ROOT.parent)}"
+        for name, path in found.items()
+        if not (path.parent.parent == METHODS and path.name == "module.py")
+        and (ROOT / "training") not in path.parents
+    ]
+    assert not misplaced, misplaced
+
+
+def test_methods_import_other_methods_only_along_documented_edges() -> None:
+    """No method imports the SFT package (its recipe is methods/sft_recipe.py); MODPO builds on DPO and SteerLM
+    on the attribute model, as docs/design.md says."""
+    names = {p.name for p in method_packages()}
+    edges = set()
+    for name, path in modules().items():
+        parts = name.split(".")
+        if parts[:2] != ["steerable", "methods"] or len(parts) < 3 or parts[2] not in names:
+            continue
+        for target in imported(path, name):
+            other = target.split(".")[2] if target.count(".") >= 2 else ""
+            if target.startswith("steerable.methods.") and other in names and other != parts[2]:
+                edges.add((parts[2], other, f"{name} -> {target}"))
+    undocumented = sorted(e[2] for e in edges if e[:2] not in BUILDS_ON)
+    assert not undocumented, undocumented

@@ -25,17 +25,13 @@ from steerable.data.demo import (
     demo_conversations,
     demo_prompts,
 )
-from steerable.data.loaders import (
-    Row,
-    load_helpsteer2,
-    load_hh_rlhf,
-    load_jsonl_conversations,
-    load_oasst1,
-    load_prompts,
-    load_records,
-    read_rows,
-    split_train_val,
-)
+from steerable.data.formats.helpsteer2 import load_helpsteer2
+from steerable.data.formats.hh_rlhf import load_hh_rlhf
+from steerable.data.formats.jsonl import load_jsonl_conversations
+from steerable.data.formats.oasst1 import load_oasst1
+from steerable.data.formats.prompts import load_prompts
+from steerable.data.formats.rows import Row, read_rows
+from steerable.data.loaders import load_records, split_train_val
 from steerable.data.records import Conversation, DataFormatError, PreferencePair, PromptRecord, Turn
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -13,7 +13,8 @@ import torch
 from steerable.backbone import load_backbone
 from steerable.cli.common import one_line, validate
 from steerable.config.schema import ConfigError, DataConfig
-from steerable.data.loaders import Row, load_helpsteer2
+from steerable.data.formats.helpsteer2 import load_helpsteer2
+from steerable.data.formats.rows import Row
 from steerable.data.records import DataFormatError, PreferencePair, Turn
 from steerable.data.tokenize import IGNORE_INDEX, end_of_turn_id
 from steerable.methods.dpo.config import DPOConfig

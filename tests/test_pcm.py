@@ -107,7 +107,7 @@ def test_cached_mixture_likelihood_and_rebel_loss_equal_a_direct_recomputation()
 def bt_rewards(beta: float):
     """BTRewards over two length dimensions (words, log words) with hand-set cached reference scores."""
     from steerable.methods.pcm.preferences import combinations, parse_dimensions
-    from steerable.methods.pcm.stages import BTRewards, _key
+    from steerable.methods.pcm.rewards import BTRewards, _key
 
     dims = parse_dimensions(["verbosity:concise:detailed", "wordiness:terse:wordy"])
     rewards = BTRewards(
@@ -126,7 +126,7 @@ def per_side_formula(rewards, items, texts: list[str]) -> list[float]:
     import math
 
     from steerable.methods.pcm.preferences import side_sign
-    from steerable.methods.pcm.stages import _key
+    from steerable.methods.pcm.rewards import _key
 
     prompts = [p[0]["content"] for p, _ in items]
     scores = rewards.scores(prompts, texts)
@@ -148,7 +148,7 @@ def test_bt_rewards_equal_the_per_side_formula_and_a_low_side_prefers_lower_scor
     assert got.dtype == torch.float32 and got.shape == (4,)
     assert torch.equal(got, torch.tensor(per_side_formula(rewards, items, texts)))  # bit for bit
     # ("concise", "terse") vs ("detailed", "wordy") on the same text and references: each term is mirrored
-    from steerable.methods.pcm.stages import _key
+    from steerable.methods.pcm.rewards import _key
 
     prompt, opposite = items[0][0], items[3][1]
     rewards.reference[_key(prompt, opposite)] = rewards.reference[_key(*items[0])]
@@ -167,7 +167,7 @@ def test_bt_rewards_saturate_instead_of_overflowing_on_a_large_score_gap() -> No
     # the verbosity term saturates (concise: 0, detailed: 1); the log-words term is an ordinary sigmoid
     import math
 
-    from steerable.methods.pcm.stages import _key
+    from steerable.methods.pcm.rewards import _key
 
     for k, (prompt, (verbosity, wordiness)) in enumerate(items):
         gap = math.log1p(1000) - rewards.reference[_key(prompt, (verbosity, wordiness))]["wordiness"]

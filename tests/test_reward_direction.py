@@ -23,9 +23,10 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.methods.pcm.config import PCMConfig
+from steerable.methods.pcm.module import PCMModule
 from steerable.methods.pcm.policy import Mixture, build_controller, controller_weights
 from steerable.methods.pcm.preferences import combinations, parse_dimensions
-from steerable.methods.pcm.stages import BTRewards, PCMModule
+from steerable.methods.pcm.rewards import BTRewards
 from steerable.rewards.base import RewardSource
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
@@ -165,7 +166,8 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
     superbatch (what the filter then picks the best of)."""
     from steerable.data.tokenize import end_of_turn_id
     from steerable.generation import Engine
-    from steerable.methods.superhf.loop import KLSettings, Rollout, SuperHFModule, SuperHFSettings
+    from steerable.methods.superhf.loss import KLSettings
+    from steerable.methods.superhf.module import Rollout, SuperHFModule, SuperHFSettings
 
     torch.manual_seed(0)
     cfg = tiny_config()

@@ -11,7 +11,7 @@ import torch
 
 from steerable.backbone import load_backbone
 from steerable.cli.train import run
-from steerable.methods.reward_models.stages import bradley_terry_loss, masked_mse
+from steerable.methods.reward_models.loss import bradley_terry_loss, masked_mse
 from steerable.rewards.scoring_model import ScorerMeta, ScoringModel, load_scorer, save_scorer
 from tests.test_backbone import tiny_config
 

@@ -19,6 +19,7 @@ from steerable.cli.train import run
 from steerable.config.schema import ConfigError
 from steerable.data.records import Conversation, Turn
 from steerable.data.tokenize import IGNORE_INDEX, end_of_turn_id, tokenize_conversation, tokenize_prompt
+from steerable.methods.steerlm.annotator import Annotator
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
     conditioned_messages,
@@ -27,12 +28,7 @@ from steerable.methods.steerlm.attributes import (
     schema_names,
     steered_prompt,
 )
-from steerable.methods.steerlm.stages import (
-    Annotator,
-    attribute_model_dir,
-    read_conversations,
-    write_conversations,
-)
+from steerable.methods.steerlm.io import attribute_model_dir, read_conversations, write_conversations
 from steerable.rewards.scoring_model import ScorerMeta, ScoringModel, save_scorer
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_backbone import tiny_config

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from steerable.cli.train import run
 from steerable.config.schema import ConfigError
-from steerable.methods.steerlm.steerlm2 import label_logprob, steerlm2_loss, target_weights
+from steerable.methods.steerlm.loss import label_logprob, steerlm2_loss, target_weights
 from tests.test_steerlm import fake_apm, steerlm_cfg  # noqa: F401  (fake_apm is a fixture)
 
 

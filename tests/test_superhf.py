@@ -10,19 +10,14 @@ import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-import steerable.methods.superhf.loop as loop
+import steerable.methods.superhf.module as module
 from steerable.backbone import load_backbone
 from steerable.cli.common import validate
 from steerable.cli.train import run
 from steerable.config.schema import ConfigError
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, end_of_turn_id
-from steerable.methods.superhf.loop import (
-    KLSettings,
-    superhf_loss,
-    top_k_per_prompt,
-    training_example,
-    trim_completion,
-)
+from steerable.methods.superhf.loss import KLSettings, superhf_loss
+from steerable.methods.superhf.module import top_k_per_prompt, training_example, trim_completion
 from tests.conftest import TINY_RUN, compose_config
 from tests.test_backbone import perturb_lora, tiny_config
 
@@ -162,7 +157,7 @@ SUPERHF = [
 def test_tiny_run_trains_only_on_the_kept_completions(tmp_path, monkeypatch) -> None:
     scored: list[tuple[list[str], list[float]]] = []
     trained: list[list[str]] = []
-    real_sample, real_loss = loop.sample_and_score, loop.superhf_loss
+    real_sample, real_loss = module.sample_and_score, module.superhf_loss
 
     def spy_sample(*args, **kwargs):
         sampled = real_sample(*args, **kwargs)
@@ -177,8 +172,8 @@ def test_tiny_run_trains_only_on_the_kept_completions(tmp_path, monkeypatch) -> 
         return real_loss(model, batch, kl, reference, **kwargs)
 
     tokenizer_holder = [load_backbone(tiny_config())[1]]
-    monkeypatch.setattr(loop, "sample_and_score", spy_sample)
-    monkeypatch.setattr(loop, "superhf_loss", spy_loss)
+    monkeypatch.setattr(module, "sample_and_score", spy_sample)
+    monkeypatch.setattr(module, "superhf_loss", spy_loss)
     composed = compose_config("train", [*SUPERHF, f"output_root={tmp_path}"])
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)

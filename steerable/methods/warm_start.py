@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 
 from steerable.methods.base import RunContext, sub_context
-from steerable.methods.sft.stages import train_sft
+from steerable.methods.sft_recipe import train_sft
 from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import WARM_START_DIR
 

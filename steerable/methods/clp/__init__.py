@@ -13,8 +13,8 @@ _WARM_START = Stage(
     doc="SFT warm start (method.warm_start.steps > 0)",
 )
 _CALIBRATE = Stage("calibrate", f"{_S}.stages:calibrate_stage", doc="freeze reward z-score statistics")
-_EVAL = Stage("eval", f"{_S}.run_eval:eval_stage", ("calibrate", "train"), "Pareto front on a weight grid")
-_PARETO = Evaluation("pareto", f"{_S}.run_eval:eval_pareto", doc="rewards over a weight grid, hypervolume")
+_EVAL = Stage("eval", f"{_S}.stages:eval_stage", ("calibrate", "train"), "Pareto front on a weight grid")
+_PARETO = Evaluation("pareto", f"{_S}.evaluate:eval_pareto", doc="rewards over a weight grid, hypervolume")
 
 
 def _trained_by(function: str) -> Stage:

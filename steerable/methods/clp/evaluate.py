@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import count_parameters, reference_policy
+from steerable.backbone.loading import load_tokenizer
+from steerable.config.schema import DataConfig
 from steerable.data.records import user_text
 from steerable.evaluation.metrics import hypervolume, spearman, steerability
 from steerable.evaluation.plots import plot_pareto
@@ -22,9 +24,17 @@ from steerable.generation import HFSampler
 from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.generation.mixture import MixtureSampler
-from steerable.methods.clp.config import ParetoEvalSettings, PolicyGradientConfig
+from steerable.methods.base import run_config, run_model_config
+from steerable.methods.clp.config import (
+    CLPConfig,
+    ParetoEvalSettings,
+    PolicyGradientConfig,
+    RewardedSoupsConfig,
+)
+from steerable.methods.clp.data import prompt_split, sampling
 from steerable.methods.clp.policy import load_steerable_policy
-from steerable.methods.clp.stages import FrozenRewards, sampling
+from steerable.methods.clp.rewards import FrozenRewards, load_rewards, read_calibration
+from steerable.policies.runs import run_kind, run_rewards
 from steerable.report import Report
 from steerable.run_dir import write_text_atomic
 
@@ -247,3 +257,26 @@ def evaluate_runs(
             )
     summaries = pareto_report(arms, grid, names, calibration["reference_point"], out_dir, report)
     return {"arms": summaries, "grid_points": len(grid), "prompts": len(prompts)}
+
+
+def eval_pareto(cfg, out_dir: Path, report: Report) -> dict:
+    """`steerable-eval run=<clp or rewarded_soups run> eval=pareto`: the same evaluation as the run's eval stage."""
+    run = Path(cfg.run)
+    kind = run_kind(run)
+    if kind not in ("clp", "rewarded_soups"):
+        raise ValueError(f"eval=pareto needs a clp or rewarded_soups run; {run} is method={kind}")
+    m = run_config(run, "method", RewardedSoupsConfig if kind == "rewarded_soups" else CLPConfig)
+    data = run_config(run, "data", DataConfig)
+    rewards = run_rewards(run, cfg.reward)
+    calibration = read_calibration(run)
+    prompts = prompt_split(m, data, load_tokenizer(run_model_config(run)))[1][: cfg.eval.num_prompts]
+    return evaluate_runs(
+        [run, *map(Path, m.eval.compare)],
+        prompts,
+        m,
+        load_rewards(rewards, calibration),
+        calibration,
+        out_dir,
+        report,
+        cfg.seed,
+    )

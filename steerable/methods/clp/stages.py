@@ -1,5 +1,6 @@
-"""Stages shared by CLP and Rewarded Soups: calibrate (freeze reward statistics from reference samples), train
-(the policy-gradient trainer with the method's conditioning); the trained policy loads through policy.py."""
+"""Stages shared by CLP, Rewarded Soups and RL: calibrate (freeze reward statistics from reference samples), train
+(the policy-gradient trainer with the method's conditioning) and eval (the Pareto report, `evaluate.py`); the
+trained policy loads through policy.py."""
 
 from __future__ import annotations
 
@@ -8,15 +9,15 @@ from pathlib import Path
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import load_named_adapters, save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
-from steerable.config.schema import ConfigError, DataConfig
-from steerable.data.prompts import ALL, prompt_sets
-from steerable.data.records import Messages, user_text
-from steerable.generation import Engine, GenerationSettings
+from steerable.config.schema import ConfigError
+from steerable.data.records import user_text
+from steerable.generation import Engine
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
 from steerable.methods.clp.conditioning import (
     SHARED,
     ParameterConditioning,
@@ -26,71 +27,18 @@ from steerable.methods.clp.conditioning import (
     objective_adapter,
     split_targets,
 )
-from steerable.methods.clp.config import PolicyGradientConfig, objective_names
+from steerable.methods.clp.config import objective_names
+from steerable.methods.clp.data import prompt_split, sampling
+from steerable.methods.clp.evaluate import evaluate_runs
+from steerable.methods.clp.rewards import CALIBRATION, FrozenRewards, _plain, load_rewards
 from steerable.methods.fitting import fit_module, optim_settings, write_diagnostics
 from steerable.pipeline import StageResults, StageSummary
+from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
 from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule
 from steerable.training.sampler import shuffled_loader
-
-CALIBRATION = "calibration.json"
-
-# --------------------------------------------------------------------------------------------- rewards
-
-
-class FrozenRewards:
-    """The objectives' scores, z-scored with statistics frozen by the calibrate stage: [N, m]."""
-
-    def __init__(self, stack: RewardStack, normalizer: ZScoreNormalizer | None) -> None:
-        self.stack, self.normalizer = stack, normalizer
-
-    @property
-    def names(self) -> list[str]:
-        return self.stack.names
-
-    def raw(self, prompts: list[str], texts: list[str]) -> torch.Tensor:
-        return self.stack.score(prompts, texts)
-
-    def __call__(self, prompts: list[str], texts: list[str]) -> torch.Tensor:
-        raw = self.raw(prompts, texts)
-        return self.normalizer(raw) if self.normalizer is not None else raw
-
-
-def load_rewards(rewards: dict, calibration: dict) -> FrozenRewards:
-    stack = RewardStack({n: build_reward_source(rewards[n]) for n in calibration["objectives"]})
-    normalizer = None
-    if calibration["normalizer"] is not None:
-        normalizer = ZScoreNormalizer()
-        normalizer.load_state_dict(calibration["normalizer"])
-    return FrozenRewards(stack, normalizer)
-
-
-# --------------------------------------------------------------------------------------------- prompts
-
-
-def prompt_split(
-    m: PolicyGradientConfig, data: DataConfig, tokenizer: PreTrainedTokenizerBase
-) -> tuple[list[Messages], list[Messages]]:
-    """Every fitting training prompt; the held-out split, else the training prompts, for evaluation."""
-    budget = data.max_length - m.max_new_tokens
-    return prompt_sets(data, tokenizer, budget, held_out_fallback=ALL, required=True)
-
-
-def sampling(
-    m: PolicyGradientConfig, n: int, seed: int | None = None, greedy: bool = False
-) -> GenerationSettings:
-    return GenerationSettings(
-        max_new_tokens=m.max_new_tokens,
-        do_sample=not greedy,
-        temperature=m.temperature,
-        top_p=m.top_p,
-        num_return_sequences=n,
-        batch_size=max(1, m.generation_batch_size // n),
-        seed=seed,
-    )
-
 
 # ------------------------------------------------------------------------------------------- calibrate
 
@@ -121,17 +69,6 @@ def calibrate_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     }
     write_text_atomic(ctx.run_dir / CALIBRATION, json.dumps(calibration, indent=2))
     return {"path": str(ctx.run_dir / CALIBRATION), **calibration}
-
-
-def _plain(state: dict) -> dict:
-    return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
-
-
-def read_calibration(run_dir: Path) -> dict:
-    path = Path(run_dir) / CALIBRATION
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run the calibrate stage first")
-    return json.loads(path.read_text())
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -262,3 +199,42 @@ def rl_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         {"trained_on": names, "weights": weights.tolist()},
     )
     return {**summary, "objectives": names, "weights": weights.tolist()}
+
+
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
+    """This run and `method.eval.compare` runs on one weight grid: report.md, pareto/ with the plot and numbers."""
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
+    cfg, m = ctx.cfg, ctx.cfg.method
+    train, calibration = done.require("train"), done.require("calibrate")
+    report = Report(f"{cfg.task_name}: {m.name} on {cfg.model.name} / {cfg.data.name}")
+    report.section("Setup").key_values(
+        {
+            "run folder": ctx.run_dir,
+            "objectives": ", ".join(calibration["objectives"]),
+            "variant": getattr(m, "variant", "rewarded soups (one run per objective)"),
+            "RL": f"REINFORCE + leave-one-out over k={m.samples_per_prompt}, KL coef {m.kl_coef} in the {m.kl_in}",
+            "budget": f"{cfg.trainer.max_steps} steps x {m.batch_size} prompts x {m.samples_per_prompt} samples"
+            + (
+                f" per objective run ({len(calibration['objectives'])} runs)"
+                if m.name == "rewarded_soups"
+                else ""
+            ),
+            "trainable parameters": train.get("trainable_params"),
+            "training time (s)": train.get("fit_seconds"),
+        }
+    )
+    prompts = prompt_split(m, cfg.data, load_tokenizer(cfg.model))[1][: m.eval.num_prompts]
+    result = evaluate_runs(
+        [ctx.run_dir, *map(Path, m.eval.compare)],
+        prompts,
+        m,
+        load_rewards(cfg.reward, calibration),
+        calibration,
+        ctx.run_dir / "pareto",
+        report,
+        cfg.seed,
+        ctx.autocast,
+    )
+    report.write(ctx.run_dir / "report.md")
+    return result

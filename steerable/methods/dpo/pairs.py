@@ -27,13 +27,9 @@ from typing import Any
 import torch
 
 from steerable.config.schema import DataConfig
-from steerable.data.loaders import (
-    Row,
-    config_rows,
-    load_jsonl_conversations,
-    load_records,
-    split_records,
-)
+from steerable.data.formats.jsonl import load_jsonl_conversations
+from steerable.data.formats.rows import Row
+from steerable.data.loaders import config_rows, load_records, split_records
 from steerable.data.records import Conversation, DataFormatError, PreferencePair
 from steerable.data.tokenize import (
     MAX_CHARS_PER_TOKEN,

@@ -13,7 +13,7 @@ from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.dpo.module import DPOModule, Objective, preference_stats
 from steerable.methods.dpo.pairs import PairCollator, PairStats, TokenizedPair, split_pairs, tokenize_pairs
 from steerable.methods.fitting import build_loaders, fit_module, optim_settings
-from steerable.methods.sft.stages import before_and_after, close_report, setup_rows
+from steerable.methods.sft_recipe import before_and_after, close_report, setup_rows
 from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report, format_number
 

@@ -12,10 +12,10 @@ SPEC = MethodSpec(
     stages=(
         Stage("experts", f"{_S}.stages:experts_stage", doc="one SFT expert per side of each dimension"),
         Stage("pcm", f"{_S}.stages:pcm_stage", ("experts",), "the controller, trained with REBEL"),
-        Stage("eval", f"{_S}.run_eval:eval_stage", ("experts", "pcm"), "every composite preference"),
+        Stage("eval", f"{_S}.stages:eval_stage", ("experts", "pcm"), "every composite preference"),
     ),
     check=check,
     needs=("reward=[verbosity,positivity]",),
-    evaluation=Evaluation("pcm", f"{_S}.run_eval:eval_pcm", doc="rewards per composite preference"),
+    evaluation=Evaluation("pcm", f"{_S}.evaluate:eval_pcm", doc="rewards per composite preference"),
     policy=f"{_S}.policy:load_preference_policy",
 )

@@ -15,14 +15,27 @@ import numpy as np
 import torch
 
 from steerable.backbone.adapters import reference_policy
+from steerable.config.schema import DataConfig
+from steerable.data.loaders import load_records, split_records
+from steerable.data.prompts import fitting_prompts
 from steerable.data.records import user_text
 from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_series
 from steerable.generation import GenerationSettings, HFSampler
 from steerable.generation.mixture import MixtureSampler
-from steerable.methods.pcm.policy import Mixture, controller_prefix, controller_weights
+from steerable.methods.base import run_config, run_model_config
+from steerable.methods.pcm.config import PCMConfig
+from steerable.methods.pcm.policy import (
+    CONTROLLER_DIR,
+    Mixture,
+    controller_prefix,
+    controller_weights,
+    load_mixture,
+)
 from steerable.methods.pcm.preferences import Dimension, active, combinations, describe, side_sign, sides
-from steerable.methods.pcm.stages import prompted
+from steerable.methods.pcm.rewards import prompted
+from steerable.pipeline import StageResults
+from steerable.policies.runs import run_rewards
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
 from steerable.run_dir import write_text_atomic
@@ -219,3 +232,33 @@ def run_pcm_eval(parts: Mixture, prompts, rewards: dict, m, seed, out_dir: Path,
     result = {"win_rates": rows, "mean_scores": means, "replies": len(items)}
     write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, default=float))
     return result
+
+
+def is_pcm_run(run: Path) -> bool:
+    return (Path(run) / CONTROLLER_DIR / "controller.json").is_file()
+
+
+def load_pcm(run: Path) -> tuple[Mixture, PCMConfig]:
+    """The trained mixture and the method config of a finished PCM run."""
+
+    m = run_config(run, "method", PCMConfig)
+    model_cfg = run_model_config(run)
+    named = {m.experts} if m.experts else set()
+    experts_dir = StageResults.finished(Path(run), ["experts"], named).artifact("experts")
+    return load_mixture(experts_dir, Path(run) / CONTROLLER_DIR, m, model_cfg), m
+
+
+def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
+    """`steerable-eval run=<pcm run> eval=pcm`: the eval stage's comparison on the run's held-out prompts."""
+    from steerable.methods.base import run_config
+
+    run = Path(cfg.run)
+    if not is_pcm_run(run):
+        raise ValueError(f"eval=pcm needs a finished method=pcm run; {run} has no {CONTROLLER_DIR}/")
+    parts, m = load_pcm(run)
+    data = run_config(run, "data", DataConfig)
+    rewards = run_rewards(run, cfg.reward)
+    _, val = split_records(load_records(data), data)
+    budget = data.max_length - m.max_new_tokens - 16
+    prompts = fitting_prompts(val, parts.tokenizer, budget, cfg.eval.num_prompts)
+    return run_pcm_eval(parts, prompts, rewards, m, cfg.seed, out_dir, report)

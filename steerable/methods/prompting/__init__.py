@@ -10,7 +10,7 @@ SPEC = MethodSpec(
     name="prompting",
     summary="the base model steered by an instruction in the prompt (no training; a benchmark baseline)",
     config=PromptingConfig,
-    stages=(Stage("base", f"{_S}.policy:base_stage", doc="record the base model (nothing is trained)"),),
+    stages=(Stage("base", f"{_S}.stages:base_stage", doc="record the base model (nothing is trained)"),),
     policy=f"{_S}.policy:load_prompting_policy",
 )
 

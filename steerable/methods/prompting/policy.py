@@ -4,7 +4,7 @@ objectives' instructions and weights. Its one control is that message (empty = t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from steerable.backbone import load_backbone
 from steerable.generation import Completion, GenerationSettings
@@ -13,16 +13,7 @@ from steerable.methods.prompting.config import PromptingConfig
 from steerable.policies.base import Control, Network, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
 
-if TYPE_CHECKING:
-    from steerable.methods.base import RunContext
-    from steerable.pipeline import StageResults, StageSummary
-
 INSTRUCTION = "instruction"
-
-
-def base_stage(ctx: RunContext, done: StageResults) -> StageSummary:
-    """Nothing to train: the run records which base model it is, so its policy loads from the saved config."""
-    return {"model": ctx.cfg.model.name, "trainable_params": 0}
 
 
 def instruction_for(request: Request, template: str) -> str:

@@ -19,7 +19,7 @@ from steerable.generation import Engine, GenerationSettings
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.ric.config import objective_names
 from steerable.methods.ric.scores import ScoreScale, extends_front, front_targets, with_scores
-from steerable.methods.sft.stages import fit_sft
+from steerable.methods.sft_recipe import fit_sft
 from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import final_metadata
 from steerable.rewards.base import RewardStack, build_reward_source

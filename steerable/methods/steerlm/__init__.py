@@ -23,21 +23,21 @@ SPEC = MethodSpec(
         ),
         Stage(
             "steerlm2",
-            f"{_S}.steerlm2:steerlm2_stage",
+            f"{_S}.stages:steerlm2_stage",
             ("apm", "annotate", "acsft", "baseline"),
             "SteerLM 2.0",
             reads=("bootstrap",),
         ),
         Stage(
             "eval",
-            f"{_S}.run_eval:eval_stage",
+            f"{_S}.stages:eval_stage",
             ("acsft",),
             "steerability of every dial",
             reads=("apm", "annotate", "baseline", "bootstrap", "steerlm2"),  # the report's sections
         ),
     ),
     check=check,
-    evaluation=Evaluation("steerability", f"{_S}.run_eval:eval_steerability", doc="each attribute's dial"),
+    evaluation=Evaluation("steerability", f"{_S}.evaluate:eval_steerability", doc="each attribute's dial"),
     policy=f"{_S}.policy:load_steerlm_policy",
     paper="Dong et al. 2023, SteerLM; Wang et al. 2024, SteerLM 2.0",
 )

@@ -1,354 +1,239 @@
-"""Does the dial work? For each attribute, sweep its requested value over the range on held-out prompts (the
-others at their defaults), then measure the replies with scorers that did not produce the labels' text:
-the attribute model and, where one is configured under the attribute's name, a programmatic reward.
-
-Shared by the `eval` stage of method=steerlm and by `steerable-eval eval=steerability`.
-"""
+"""The steerability evaluation of a SteerLM run: as the run's `eval` stage (which also writes the run's report)
+and as `steerable-eval eval=steerability` on a finished run folder."""
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from steerable.evaluation.metrics import paired_bootstrap_ci, spearman, steerability, win_rate
-from steerable.evaluation.plots import plot_dial_curves
-from steerable.generation import Engine, GenerationSettings
-from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
+from steerable.backbone import load_backbone
+from steerable.config.schema import ConfigError, DataConfig, EvalConfig
+from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
+from steerable.data.loaders import load_records, split_records
+from steerable.data.prompts import fitting_prompts
+from steerable.generation import Engine
+from steerable.methods.base import FINAL_MODEL_DIR, RunContext, run_config, run_model_config
+from steerable.methods.reward_models.evaluate import attribute_table
+from steerable.methods.steerlm.annotator import Annotator
+from steerable.methods.steerlm.attributes import AttributeSchema
+from steerable.methods.steerlm.config import SteerEvalSettings, SteerLMConfig
+from steerable.methods.steerlm.data import as_conversation
+from steerable.methods.steerlm.dials import (
+    Steering,
+    SweepSettings,
+    apm_scorers,
+    evaluate_steering,
+    reward_scorers,
+)
+from steerable.methods.steerlm.io import attribute_model_dir
+from steerable.methods.steerlm.policy import load_schema
+from steerable.pipeline import StageResults
+from steerable.policies.plain import load_run_model
+from steerable.policies.runs import run_rewards
 from steerable.report import Report
-from steerable.rewards.base import RewardSource
+from steerable.rewards.base import build_reward_source
+from steerable.rewards.scoring_model import scorer_dir
+from steerable.run_dir import contained
 
-Scorer = Callable[[list[list[dict]], list[str]], np.ndarray]  # (contexts, replies) -> [N] measurements
-
-
-@dataclass
-class SweepSettings:
-    attributes: list[str]
-    values: list[int]
-    max_new_tokens: int
-    batch_size: int
-    seed: int
+DEMO_HELDOUT_PROMPTS = len(HELDOUT_TEMPLATES) * len(TOPICS)
 
 
-@dataclass
-class Steering:
-    """What one steerability evaluation reads, whichever entry point built it (the eval stage or
-    `steerable-eval eval=steerability`): the dials, the held-out prompts, the sweep, the scorers of each
-    attribute, how to sample, and how many prompts' replies the report shows."""
-
-    schema: AttributeSchema
-    prompts: list[list[dict]]
-    settings: SweepSettings
-    scorers: dict[str, dict[str, Scorer]]
-    engine: Engine = field(default_factory=Engine)
-    autocast_factory: Callable[[], AbstractContextManager] = nullcontext
-    show: int = 2
+def sweep_settings(schema: AttributeSchema, settings: SteerEvalSettings, seed: int) -> SweepSettings:
+    attributes = list(settings.attributes) or list(schema.names)
+    unknown = [a for a in attributes if a not in schema.names]
+    if unknown:
+        raise ConfigError(f"eval attributes {unknown} are not in the model's schema {list(schema.names)}")
+    values = [int(v) for v in settings.values] or schema.values
+    outside = [v for v in values if v not in schema.values]
+    if outside:
+        raise ConfigError(f"eval values {outside} are outside the model's range {schema.value_range}")
+    return SweepSettings(attributes, values, settings.max_new_tokens, settings.batch_size, seed)
 
 
-@dataclass
-class DialSample:
-    attribute: str
-    value: int
-    prompt_index: int
-    text: str
-
-
-def apm_scorers(annotator: Any, attributes: Sequence[str]) -> dict[str, dict[str, Scorer]]:
-    """The attribute model measures every attribute it predicts (on the label scale)."""
-    out: dict[str, dict[str, Scorer]] = {}
-    for name in attributes:
-        if name in annotator.meta.names:
-            column = annotator.meta.names.index(name)
-            out.setdefault(name, {})["attribute model"] = lambda c, r, j=column: annotator.raw(c, r)[:, j]
-    return out
-
-
-def reward_scorers(
-    sources: dict[str, RewardSource], attributes: Sequence[str]
-) -> dict[str, dict[str, Scorer]]:
-    """A reward source named like an attribute measures it (reward=[verbosity] for the verbosity dial)."""
-    out: dict[str, dict[str, Scorer]] = {}
-    for name in attributes:
-        if name in sources:
-            source = sources[name]
-
-            def score(contexts, replies, s=source):
-                return s.score([c[-1]["content"] for c in contexts], replies)[:, 0].numpy()
-
-            out.setdefault(name, {})[f"{name} ({source.measure})"] = score
-    return out
-
-
-def sweep(
-    model,
-    tokenizer,
-    schema: AttributeSchema,
-    prompts: list[list[dict]],
-    settings: SweepSettings,
-    engine: Engine,
-    autocast,
-) -> list[DialSample]:
-    """Greedy replies for every (attribute, value, prompt); other attributes at the schema's defaults."""
-    cells = list(itertools.product(settings.attributes, settings.values, range(len(prompts))))
-    texts = [
-        steered_prompt(tokenizer, prompts[i], schema, schema.resolve({attribute: value}))
-        for attribute, value, i in cells
-    ]
-    gen = GenerationSettings(
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
-        stop=[schema.label_start],
-        seed=settings.seed,
+def held_out_prompts(data: DataConfig, tokenizer, max_length: int, settings: SteerEvalSettings) -> list:
+    """Prompts no training example contains: the demo's held-out question templates, else the val split."""
+    if data.format == "demo":
+        records: list = demo_prompts(min(settings.num_prompts, DEMO_HELDOUT_PROMPTS))
+    else:
+        records = [as_conversation(r) for r in split_records(load_records(data), data)[1]]
+    prompts = fitting_prompts(
+        records,
+        tokenizer,
+        max_length - settings.max_new_tokens,
+        settings.num_prompts,
     )
-    with autocast:
-        completions = engine.sampler(model, tokenizer).generate(texts, gen)
-    return [DialSample(a, v, i, c.text) for (a, v, i), c in zip(cells, completions, strict=True)]
+    if not prompts:
+        raise ConfigError(
+            f"no held-out prompt of data={data.name} fits in {max_length - settings.max_new_tokens} tokens"
+        )
+    return prompts
 
 
-def measure_dials(
-    samples: list[DialSample],
-    prompts: list[list[dict]],
-    scorers: dict[str, dict[str, Scorer]],
-    values: list[int],
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Per attribute and scorer: the curve (mean, stderr per value) and steerability statistics."""
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    for attribute, by_scorer in scorers.items():
-        rows = [s for s in samples if s.attribute == attribute]
-        if not rows:
-            continue
-        requested = np.array([s.value for s in rows], dtype=float)
-        groups = np.array([s.prompt_index for s in rows])
-        for scorer_name, scorer in by_scorer.items():
-            measured = np.asarray(
-                scorer([prompts[s.prompt_index] for s in rows], [s.text for s in rows]), float
-            )
-            means, errs = [], []
-            for v in values:
-                at = measured[requested == v]
-                means.append(float(at.mean()))
-                errs.append(float(at.std(ddof=1) / np.sqrt(at.size)) if at.size > 1 else 0.0)
-            stats = steerability(requested, measured, groups)
-            results.setdefault(attribute, {})[scorer_name] = {
-                "values": list(values),
-                "means": means,
-                "stderrs": errs,
-                "spearman": stats.spearman,
-                "spearman_of_means": spearman(np.array(values, float), np.array(means)),
-                "spread": stats.spread,
-                "wrong_way_fraction": stats.wrong_way_fraction,
-                "n": stats.n,
-            }
-    return results
+def scorers_for(
+    schema: AttributeSchema, apm: str | None, rewards: dict[str, Any], annotator_args: dict
+) -> dict:
+    scorers: dict[str, dict] = {}
+    if apm:
+        annotator = Annotator(
+            apm, [n for n in schema.names if n in _apm_names(apm)], schema.value_range, **annotator_args
+        )
+        scorers = apm_scorers(annotator, schema.names)
+    sources = {name: build_reward_source(spec) for name, spec in rewards.items()}
+    for attribute, by in reward_scorers(sources, schema.names).items():
+        scorers.setdefault(attribute, {}).update(by)
+    if not scorers:
+        raise ConfigError(
+            "nothing can measure the attributes: no attribute model in the run and no reward named like an "
+            f"attribute of {list(schema.names)} (e.g. reward=[verbosity])"
+        )
+    return scorers
 
 
-def plot_dials(results: dict, out_dir: Path, schema: AttributeSchema) -> list[Path]:
-    paths = []
-    for attribute, by_scorer in results.items():
-        for scorer_name, r in by_scorer.items():
-            slug = scorer_name.split(" ")[0].replace("/", "_")
-            name = f"dial_{attribute}" if slug == attribute else f"dial_{attribute}_{slug}"
-            path = plot_dial_curves(
-                {scorer_name: (r["values"], r["means"], r["stderrs"])},
-                out_dir / f"{name}.png",
-                title=f"{attribute} dial (Spearman {rho_text(r['spearman'])})",
-                xlabel=f"requested {attribute} (label value, {schema.value_range[0]} to {schema.value_range[1]})",
-                ylabel=f"measured by {scorer_name}",
-                identity=scorer_name == "attribute model",
-            )
-            paths.append(path)
-    return paths
+def _apm_names(apm: str) -> list[str]:
+
+    return json.loads((scorer_dir(apm) / "steerable.json").read_text())["names"]
 
 
-def compare_with_baseline(
-    steered: list[str],
-    baseline: list[str],
-    prompts: list[list[dict]],
-    scorers: dict[str, dict[str, Scorer]],
-    seed: int,
-) -> list[dict[str, Any]]:
-    """Each scorer's mean for the steered policy (defaults) and the unlabelled SFT baseline, plus the win rate."""
-    rows = []
-    for attribute, by_scorer in scorers.items():
-        for scorer_name, scorer in by_scorer.items():
-            a = np.asarray(scorer(prompts, steered), float)
-            b = np.asarray(scorer(prompts, baseline), float)
-            rate, low, high = paired_bootstrap_ci(a, b, stat=win_rate, n_boot=1000, seed=seed)
-            rows.append(
-                {
-                    "attribute": attribute,
-                    "scorer": scorer_name,
-                    "steered_mean": float(a.mean()),
-                    "baseline_mean": float(b.mean()),
-                    "win_rate": rate,
-                    "ci_low": low,
-                    "ci_high": high,
-                }
-            )
-    return rows
+# ------------------------------------------------------------------------------------------ the eval stage
 
 
-def rho_text(rho: float) -> str:
-    """A correlation for a table: "n/a (constant)" where the measure did not vary (Spearman is undefined)."""
-    return "n/a (constant)" if math.isnan(rho) else f"{rho:.4g}"
+def headline(result: dict) -> dict:
+    """The numbers a sweep or a reader wants first: Spearman per attribute and scorer."""
+    return {
+        f"spearman/{attribute}/{scorer}": r["spearman"]
+        for attribute, by in result["dials"].items()
+        for scorer, r in by.items()
+    }
 
 
-def write_steerability(
-    report: Report,
-    out_dir: Path,
-    plot_dir: Path,
-    results: dict,
-    samples: list[DialSample],
-    steering: Steering,
-) -> None:
-    """Tables, dial plots (in plot_dir) and a few replies along each dial, into `report` (written in out_dir)."""
-    prompts, schema, show = steering.prompts, steering.schema, steering.show
+def stage_sections(report: Report, ctx: RunContext, done: StageResults, schema: AttributeSchema) -> None:
+    cfg = ctx.cfg
+    report.section("Setup").key_values(
+        {
+            "run folder": ctx.run_dir,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "labels": cfg.method.labels,
+            "attributes (label order)": ", ".join(schema.names),
+            "value range": f"{schema.value_range[0]}..{schema.value_range[1]}",
+            "label format": f"`{schema.prefix(schema.resolve({}))!r}` before the reply (no loss on it)",
+            "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
+            "stages run": ", ".join(
+                n for n in ("apm", "annotate", "acsft", "baseline", "bootstrap", "steerlm2") if n in done
+            ),
+        }
+    )
+    labelling_sections(report, done)
+    training_sections(report, done)
+
+
+def labelling_sections(report: Report, done: StageResults) -> None:
+    """How well the attribute model predicts held-out labels and agrees with the data's own."""
+    apm = done.get("apm", {})
+    if apm.get("heldout"):
+        origin = (
+            f"reused from {apm['path']}" if apm.get("reused") else f"trained here, {apm.get('steps')} steps"
+        )
+        report.section("Attribute model (held-out)", f"{origin}; baseline = predict the training mean.")
+        attribute_table(report, apm["heldout"])
+
+    annotate = done.get("annotate", {})
+    agreement = annotate.get("train", {}).get("agreement_with_data_labels", {})
+    if agreement:
+        report.section("Annotation", "APM labels against the data's own labels on the training split.")
+        report.table(
+            ["attribute", "n", "exact match", "mean |APM - data|"],
+            [[n, a["n"], a["exact"], a["mean_abs_diff"]] for n, a in agreement.items()],
+        )
+
+
+def training_sections(report: Report, done: StageResults) -> None:
+    """The fine-tuning stages: held-out loss, bootstrapping and the SteerLM 2.0 iterations."""
     rows = [
         [
-            a,
-            s,
-            rho_text(r["spearman"]),
-            rho_text(r["spearman_of_means"]),
-            r["spread"],
-            r["wrong_way_fraction"],
-            " / ".join(f"{m:.3g}" for m in r["means"]),
+            name,
+            s.get("steps"),
+            s.get("train_examples"),
+            s.get("val_loss_before"),
+            s.get("val_loss"),
+            s.get("fit_seconds"),
         ]
-        for a, by in results.items()
-        for s, r in by.items()
+        for name, s in ((n, done.get(n)) for n in ("acsft", "baseline", "bootstrap"))
+        if s
     ]
-    report.section(
-        "Steerability",
-        f"Each attribute swept over {schema.values} with the others at their defaults {schema.defaults}; "
-        f"{len(prompts)} held-out prompts, greedy decoding. Spearman is pooled over all replies (requested vs "
-        "measured); spread is the per-prompt difference between the top and bottom value; wrong-way is the "
-        "fraction of consecutive steps where the per-prompt mean moves against the dial.",
-    )
-    report.table(
-        [
-            "attribute",
-            "measured by",
-            "Spearman",
-            "Spearman of means",
-            "spread",
-            "wrong-way",
-            "mean per value",
-        ],
-        rows,
-    )
-    for path in plot_dials(results, plot_dir, schema):
-        report.image(path, out_dir, path.stem)
-    report.section("Replies along each dial", "The first held-out prompts; each row is one requested value.")
-    for attribute in dict.fromkeys(s.attribute for s in samples):
-        for i in range(min(show, len(prompts))):
-            report.text(f"**{attribute}**, prompt: {_short(prompts[i][-1]['content'], 200)}")
-            report.table(
-                ["requested", "reply"],
-                [
-                    [s.value, _short(s.text, 400)]
-                    for s in samples
-                    if s.attribute == attribute and s.prompt_index == i
-                ],
-            )
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def greedy(
-    model,
-    tokenizer,
-    prompts: list,
-    settings: SweepSettings,
-    engine: Engine,
-    autocast,
-    stop: list[str] | None = None,
-) -> list[str]:
-    gen = GenerationSettings(
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
-        stop=stop or [],
-        seed=settings.seed,
-    )
-    with autocast:
-        return [c.text for c in engine.sampler(model, tokenizer).generate(prompts, gen)]
-
-
-def evaluate_steering(
-    policy: tuple,
-    steering: Steering,
-    out_dir: Path,
-    report: Report,
-    *,
-    plot_dir: Path | None = None,
-    baseline: tuple | None = None,
-) -> dict[str, Any]:
-    """The sweep, its measurements and plots, and (when a baseline policy is given) quality against it.
-
-    `report` is written in `out_dir`; plots go to `plot_dir` (default out_dir)."""
-    model, tokenizer = policy
-    s = steering
-    samples = sweep(model, tokenizer, s.schema, s.prompts, s.settings, s.engine, s.autocast_factory())
-    dials = measure_dials(samples, s.prompts, s.scorers, s.settings.values)
-    write_steerability(report, out_dir, plot_dir or out_dir, dials, samples, s)
-    result: dict[str, Any] = {"dials": dials, "prompts": len(s.prompts), "defaults": s.schema.defaults}
-    if baseline is not None:
-        result["baseline_comparison"] = against_baseline(policy, baseline, s, report)
-    return result
-
-
-def against_baseline(
-    policy: tuple, baseline: tuple, steering: Steering, report: Report
-) -> list[dict[str, Any]]:
-    """The steered policy at its default values against the unlabelled SFT baseline, greedy on the same
-    prompts: per-scorer means and win rates, reported with a few replies side by side."""
-    model, tokenizer = policy
-    schema, prompts, settings, engine = steering.schema, steering.prompts, steering.settings, steering.engine
-    autocast_factory = steering.autocast_factory
-    defaults = schema.resolve({})
-    steered = greedy(
-        model,
-        tokenizer,
-        [steered_prompt(tokenizer, p, schema, defaults) for p in prompts],
-        settings,
-        engine,
-        autocast_factory(),
-        [schema.label_start],
-    )
-    plain = greedy(*baseline, prompts, settings, engine, autocast_factory())
-    rows = compare_with_baseline(steered, plain, prompts, steering.scorers, settings.seed)
-    report.section(
-        "Against the SFT baseline",
-        f"The steered policy with its default values {defaults} against the same SFT recipe trained "
-        "without labels, on the same prompts (greedy). Win rate: share of prompts where the steered reply "
-        "scores higher (ties half), 95% paired bootstrap interval.",
-    )
-    report.table(
-        ["attribute", "measured by", "steered", "baseline", "win rate", "CI low", "CI high"],
-        [
+    if rows:
+        report.section("Fine-tuning", "Held-out loss counts reply tokens only (labels are masked).")
+        report.table(["stage", "steps", "examples", "held-out loss before", "after", "seconds"], rows)
+    boot = done.get("bootstrap")
+    if boot:
+        report.section("Bootstrapping").key_values(
+            {
+                k: boot.get(k)
+                for k in (
+                    "high_quality_combinations",
+                    "samples",
+                    "empty_samples_dropped",
+                    "relabel_equals_request",
+                )
+            }
+        )
+    steer2 = done.get("steerlm2")
+    if steer2:
+        report.section(
+            "SteerLM 2.0",
+            "Importance-weighted KL fit to P(a|x,y)·P(y|x). distance = Σ w' log(w'/b') at the last step "
+            "(0 when the policy matches the target weights); effective sample fraction 1 = uniform weights.",
+        )
+        report.table(
+            ["iteration", "groups", "steps", "distance", "effective sample fraction", "seconds"],
             [
-                r["attribute"],
-                r["scorer"],
-                r["steered_mean"],
-                r["baseline_mean"],
-                r["win_rate"],
-                r["ci_low"],
-                r["ci_high"],
-            ]
-            for r in rows
-        ],
+                [
+                    i,
+                    r.get("groups"),
+                    r.get("steps"),
+                    r.get("distance"),
+                    r.get("effective_sample_fraction"),
+                    r.get("fit_seconds"),
+                ]
+                for i, r in enumerate(steer2["iterations"], start=1)
+            ],
+        )
+
+
+# ------------------------------------------------------------------------------------- steerable-eval kind
+
+
+def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[str, Any]:
+    run = Path(cfg.run)
+    schema = load_schema(run / FINAL_MODEL_DIR)
+    method: SteerLMConfig = run_config(run, "method", SteerLMConfig)
+    trained_data: DataConfig = run_config(run, "data", DataConfig)
+    settings = SteerEvalSettings(
+        attributes=list(method.eval.attributes),
+        values=list(method.eval.values),
+        num_prompts=cfg.eval.num_prompts,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        batch_size=cfg.eval.batch_size,
     )
-    report.table(
-        ["prompt", "steered (defaults)", "SFT baseline"],
-        [
-            [_short(p[-1]["content"], 200), _short(a, 400), _short(b, 400)]
-            for p, a, b in list(zip(prompts, steered, plain, strict=True))[: steering.show]
-        ],
+    model, tokenizer = load_run_model(run)
+    data = trained_data if cfg.eval.split == "run" else cfg.data
+    named = {v for v in (method.apm, method.policy) if v}
+    stages = StageResults.finished(run, ["apm", "baseline"], named)
+    apm = (
+        str(stages.artifact("apm"))
+        if "apm" in stages
+        else method.apm and str(attribute_model_dir(method.apm))
     )
-    return rows
+    apm = str(contained(run, apm, named, "method.apm")) if apm else None
+    baseline_dir = stages.artifact("baseline") if "baseline" in stages else None
+    baseline = load_backbone(run_model_config(run), adapter_dir=Path(baseline_dir)) if baseline_dir else None
+    rewards = run_rewards(run, cfg.reward)
+    steering = Steering(
+        schema,
+        held_out_prompts(data, tokenizer, trained_data.max_length, settings),
+        sweep_settings(schema, settings, cfg.seed),
+        scorers_for(schema, apm, rewards, {"batch_size": cfg.eval.batch_size}),
+        engine=Engine(run_model_config(run).end_of_turn, cfg.generation),
+    )
+    return evaluate_steering((model, tokenizer), steering, out_dir, report, baseline=baseline)

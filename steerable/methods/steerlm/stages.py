@@ -5,7 +5,7 @@
     acsft/      attribute-conditioned SFT policy (+ the schema)
     baseline/   the same SFT recipe on the same replies, no labels
     bootstrap/  samples for high-quality labels, relabelled; second ACSFT round   <- method.policy=<steerlm run>
-    steerlm2/   SteerLM 2.0: importance-weighted KL fit to P(a|x,y)·P(y|x) (steerlm2.py), iter<k>/samples.jsonl
+    steerlm2/   SteerLM 2.0: importance-weighted KL fit to P(a|x,y)·P(y|x) (loss.py), iter<k>/samples.jsonl
     checkpoints/final   the newest steerable policy (what steerable-generate and steerable-eval load)
 
 A stage whose input is missing runs the stage that makes it first, so `method.stages=[acsft]` on a fresh
@@ -15,11 +15,7 @@ run annotates with `method.apm` and trains.
 from __future__ import annotations
 
 import json
-import logging
-import random
-import shutil
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,96 +24,57 @@ import numpy as np
 import torch
 
 from steerable.backbone import load_backbone
-from steerable.backbone.adapters import atomic_directory
+from steerable.backbone.adapters import save_model
 from steerable.config.schema import ConfigError
-from steerable.data.loaders import load_jsonl_conversations, load_records, read_rows, split_records
-from steerable.data.records import Conversation, PreferencePair, Turn, prompt_of
+from steerable.data.records import Conversation
 from steerable.data.tokenize import tokenize_messages
-from steerable.generation import Engine, settings_from
+from steerable.generation import Engine
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
+from steerable.methods.fitting import build_loaders, fit_module, optim_settings
 from steerable.methods.reward_models.config import AttributeModelConfig
-from steerable.methods.reward_models.stages import (
-    MISSING_LABEL,
-    attribute_metrics,
-    labelled_replies,
-    score_ids,
-    train_attribute_model,
-)
-from steerable.methods.sft.stages import fit_sft
+from steerable.methods.reward_models.data import MISSING_LABEL, labelled_replies
+from steerable.methods.reward_models.evaluate import attribute_metrics
+from steerable.methods.reward_models.train import train_attribute_model
+from steerable.methods.sft_recipe import fit_sft
+from steerable.methods.steerlm.annotator import Annotator, label_agreement
 from steerable.methods.steerlm.attributes import (
     AttributeSchema,
     conditioned_messages,
     default_values,
     parse_assignments,
-    schema_names,
-    steered_prompt,
 )
-from steerable.methods.steerlm.config import SteerLMConfig
+from steerable.methods.steerlm.config import SteerLM2Config, SteerLMConfig
+from steerable.methods.steerlm.data import data_split, found_attributes, run_names
+from steerable.methods.steerlm.dials import Steering, evaluate_steering
+from steerable.methods.steerlm.evaluate import (
+    headline,
+    held_out_prompts,
+    scorers_for,
+    stage_sections,
+    sweep_settings,
+)
+from steerable.methods.steerlm.io import (
+    attribute_model_dir,
+    publish_policy,
+    read_conversations,
+    write_conversations,
+)
+from steerable.methods.steerlm.module import SteerLM2Module, collate_groups
 from steerable.methods.steerlm.policy import SCHEMA_KEY, load_schema
+from steerable.methods.steerlm.sampling import (
+    high_quality_combinations,
+    relabelled_conversations,
+    request_match_rate,
+    sample_groups,
+    sample_requests,
+    write_bootstrap_samples,
+)
 from steerable.pipeline import StageResults, StageSummary
-from steerable.rewards.scoring_model import ScorerMeta, load_scorer, render_scored, scorer_dir
+from steerable.report import Report
+from steerable.rewards.scoring_model import ScorerMeta, load_scorer
 from steerable.run_dir import write_text_atomic
-
-log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-
-
-def as_conversation(record: Conversation | PreferencePair) -> Conversation:
-    """Preference pairs (HH-RLHF) take part as their chosen reply, as in the paper's HH annotation."""
-    if isinstance(record, Conversation):
-        return record
-    if isinstance(record, PreferencePair):
-        return Conversation(turns=[*record.context, Turn("assistant", record.chosen)], id=record.id)
-    raise TypeError(f"SteerLM cannot train on {type(record).__name__} records")
-
-
-def data_split(ctx: RunContext) -> tuple[list[Conversation], list[Conversation]]:
-    train, val = split_records(load_records(ctx.cfg.data), ctx.cfg.data)
-    return [as_conversation(r) for r in train], [as_conversation(r) for r in val]
-
-
-def found_attributes(conversations: list[Conversation]) -> set[str]:
-    return {n for c in conversations for t in c.turns if t.role == "assistant" for n in t.attributes}
-
-
-def run_names(ctx: RunContext, conversations: list[Conversation]) -> list[str]:
-    method: SteerLMConfig = ctx.cfg.method
-    names = schema_names(method.preset, method.attributes, ctx.cfg.data.name, found_attributes(conversations))
-    if not names:
-        raise ConfigError(
-            f"no attributes to steer: data={ctx.cfg.data.name} has no labels; set method.attributes=[...]"
-        )
-    return names
-
-
-def publish_policy(source: Path, run_dir: Path) -> Path:
-    """Copy a stage's policy to the run's checkpoints/final, atomically (the folder users load)."""
-    target = run_dir / FINAL_MODEL_DIR
-    with atomic_directory(target) as tmp:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-    return target
-
-
-def write_conversations(path: Path, conversations: list[Conversation], originals: list[list[dict]]) -> None:
-    """JSON Lines in the `jsonl` data format (messages with attributes), original labels kept alongside."""
-    lines = []
-    for conv, original in zip(conversations, originals, strict=True):
-        messages = []
-        for turn, labels in zip(conv.turns, original, strict=True):
-            message: dict[str, Any] = turn.as_message()
-            if turn.role == "assistant":
-                message["attributes"] = turn.attributes
-                message["original_attributes"] = labels
-            messages.append(message)
-        lines.append(json.dumps({"id": conv.id, "group": conv.group, "messages": messages}))
-    write_text_atomic(path, "\n".join(lines) + "\n")
-
-
-def read_conversations(path: Path) -> list[Conversation]:
-    return load_jsonl_conversations(read_rows(path), str(path))
-
 
 # ---------------------------------------------------------------------------------------------------- apm
 
@@ -158,20 +115,6 @@ def apm_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     return {**summary, "path": str(final), "heldout": apm_heldout(ctx, final), "reused": False}
 
 
-def attribute_model_dir(path: str) -> Path:
-    """`method.apm=`: an attribute_model run, a SteerLM run that trained one (its apm/ sub-run), or either's
-    checkpoints/final folder."""
-    for candidate in (Path(path), Path(path) / "apm"):
-        try:
-            return scorer_dir(candidate)
-        except FileNotFoundError:
-            continue
-    raise ConfigError(
-        f"method.apm={path} holds no attribute model: give an attribute_model run (outputs/attribute_model/"
-        "<timestamp>), a SteerLM run that trained one (its apm/ stage) or their checkpoints/final folder"
-    )
-
-
 def apm_heldout(ctx: RunContext, folder: Path) -> list[dict]:
     """Held-out MSE / correlations of the APM on this run's validation split, next to predicting the
     training mean (of this run's training split: the same split when the APM was trained on the same data)."""
@@ -188,106 +131,6 @@ def apm_heldout(ctx: RunContext, folder: Path) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------------- annotate
-
-
-class Annotator:
-    """The APM as SteerLM's labeller: predictions clamped to the range and rounded (NeMo's annotate script)."""
-
-    def __init__(
-        self,
-        apm_path: str,
-        names: list[str],
-        value_range: Sequence[int],
-        batch_size: int = 8,
-        device: torch.device | str = "cpu",
-        autocast: Callable[[], AbstractContextManager] = nullcontext,
-    ) -> None:
-        self.model, self.tokenizer, self.meta = load_scorer(apm_path)
-        self.model.to(device)
-        missing = [n for n in names if n not in self.meta.names]
-        if missing:
-            raise ConfigError(
-                f"the attribute model at {apm_path} predicts {self.meta.names}; the run needs {missing} "
-                "(the run's attributes come from its data= and method.attributes / method.preset: pass the "
-                "data the attribute model was trained on)"
-            )
-        self.schema = AttributeSchema(tuple(names), (int(value_range[0]), int(value_range[1])))
-        self.columns = [self.meta.names.index(n) for n in names]
-        self.batch_size = batch_size
-        self.autocast = autocast
-
-    @classmethod
-    def for_run(cls, ctx: RunContext, apm_path: str, names: list[str]) -> Annotator:
-        method = ctx.cfg.method
-        return cls(apm_path, names, method.value_range, method.eval_batch_size, ctx.device, ctx.autocast)
-
-    def raw(self, contexts: list[list[dict]], replies: list[str]) -> np.ndarray:
-        """Unrounded predictions [N, outputs of the APM] (used as a measurement in the steerability eval)."""
-        sequences = [
-            render_scored(self.tokenizer, c, r, self.meta.max_length)
-            for c, r in zip(contexts, replies, strict=True)
-        ]
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))  # less padding per batch
-        with self.autocast():
-            scores = score_ids(
-                self.model, [sequences[i] for i in order], self.tokenizer.pad_token_id, self.batch_size
-            )
-        raw = np.empty((len(sequences), len(self.meta.names)))
-        raw[order] = scores.numpy()
-        return raw
-
-    def predict(self, contexts: list[list[dict]], replies: list[str]) -> list[dict[str, int]]:
-        raw = self.raw(contexts, replies)[:, self.columns]
-        return [self.schema.clamp_round(dict(zip(self.schema.names, row, strict=True))) for row in raw]
-
-    def annotate(self, conversations: list[Conversation]) -> list[Conversation]:
-        """Every assistant turn gets predicted labels; identical (context, reply) pairs are scored once."""
-        index: dict[str, int] = {}
-        contexts, replies = [], []
-        for conv in conversations:
-            for key, context, reply in _assistant_turns(conv):
-                if key not in index:
-                    index[key] = len(replies)
-                    contexts.append(context)
-                    replies.append(reply)
-        predictions = self.predict(contexts, replies) if replies else []
-        annotated = []
-        for conv in conversations:
-            labels = iter([predictions[index[key]] for key, _, _ in _assistant_turns(conv)])
-            turns = [
-                Turn(t.role, t.content, dict(next(labels)) if t.role == "assistant" else {})
-                for t in conv.turns
-            ]
-            annotated.append(replace(conv, turns=turns))
-        return annotated
-
-
-def _assistant_turns(conv: Conversation):
-    """(dedup key, context messages, reply) of each assistant turn, in order."""
-    for i, turn in enumerate(conv.turns):
-        if turn.role == "assistant":
-            context = [t.as_message() for t in conv.turns[:i]]
-            yield json.dumps([context, turn.content]), context, turn.content
-
-
-def label_agreement(original: list[Conversation], annotated: list[Conversation], names: list[str]) -> dict:
-    """How far the APM's labels are from the data's own, per attribute (the paper's denoising step)."""
-    out = {}
-    for name in names:
-        pairs = [
-            (a.attributes[name], round(o.attributes[name]))
-            for oc, ac in zip(original, annotated, strict=True)
-            for o, a in zip(oc.turns, ac.turns, strict=True)
-            if o.role == "assistant" and name in o.attributes and name in a.attributes
-        ]
-        if pairs:
-            diffs = np.array([abs(p - h) for p, h in pairs], dtype=float)
-            out[name] = {
-                "n": len(pairs),
-                "exact": float(np.mean(diffs == 0)),
-                "mean_abs_diff": float(diffs.mean()),
-            }
-    return out
 
 
 def annotate_stage(ctx: RunContext, done: StageResults) -> StageSummary:
@@ -407,116 +250,6 @@ def policy_dir(ctx: RunContext, done: StageResults) -> Path:
     return Path(done.require("acsft")["path"])
 
 
-def high_quality_combinations(
-    schema: AttributeSchema,
-    train: list[Conversation],
-    condition: dict,
-    key: str = "method.bootstrap.condition",
-) -> list[dict]:
-    """V_hq: attribute combinations seen in the annotated training data that meet the condition (Eq. 3)."""
-    unknown = sorted(set(condition) - set(schema.names))
-    if unknown:
-        raise ConfigError(f"{key} names {unknown}; the schema's attributes are {list(schema.names)}")
-    seen = {
-        tuple(sorted(values.items()))
-        for c in train
-        for t in c.turns
-        if t.role == "assistant" and len(values := schema.clamp_round(t.attributes)) == len(schema.names)
-    }
-    hq = [dict(v) for v in sorted(seen) if all(dict(v)[k] == int(x) for k, x in condition.items())]
-    if not hq:
-        raise ConfigError(f"no labelled reply in the training data meets {key}={condition}; relax it")
-    return hq
-
-
-STEERED_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p")
-
-
-def sample_requests(
-    ctx: RunContext,
-    model,
-    tokenizer,
-    schema: AttributeSchema,
-    train: list,
-    combos: list[dict],
-    section,
-    seed: int,
-) -> tuple[list[list[dict]], list[dict], list]:
-    """Draw `section.num_prompts` training prompts with attribute values to ask for (from `combos`), then
-    sample `section.samples_per_prompt` replies each with the trained label prefix, stopping before a new
-    label. `section` is the stage's config (bootstrap: top-k sampling; SteerLM 2.0: top-p)."""
-    prompts, requested = draw_requests(train, combos, section.num_prompts, random.Random(seed))
-    texts = [steered_prompt(tokenizer, p, schema, v) for p, v in zip(prompts, requested, strict=True)]
-    n = section.samples_per_prompt
-    gen = settings_from(
-        section,
-        keys=STEERED_SAMPLING,
-        do_sample=True,
-        num_return_sequences=n,
-        batch_size=max(1, ctx.cfg.method.eval.batch_size // n),
-        stop=[schema.label_start],
-        seed=seed,
-    )
-    with ctx.autocast():
-        engine = Engine(ctx.cfg.model.end_of_turn, ctx.cfg.generation)
-        completions = engine.sampler(model, tokenizer).generate(texts, gen)
-    return prompts, requested, completions
-
-
-def draw_requests(
-    train: list, combos: list[dict], num_prompts: int, rng: random.Random
-) -> tuple[list[list[dict]], list[dict]]:
-    """Up to `num_prompts` training prompts, each with attribute values drawn from `combos` to ask for."""
-    prompts = [prompt_of(c) for c in rng.sample(train, min(num_prompts, len(train)))]
-    return prompts, [rng.choice(combos) for _ in prompts]
-
-
-def relabelled_conversations(
-    prompts: list[list[dict]], kept: list, relabelled: list[dict]
-) -> list[Conversation]:
-    """Each sampled reply as a training conversation, labelled with what the attribute model says it is."""
-    return [
-        Conversation(
-            turns=[
-                *(Turn(m["role"], m["content"]) for m in prompts[c.prompt_index]),
-                Turn("assistant", c.text.strip(), labels),
-            ],
-            id=f"bootstrap-{i}",
-        )
-        for i, (c, labels) in enumerate(zip(kept, relabelled, strict=True))
-    ]
-
-
-def write_bootstrap_samples(
-    path: Path, prompts: list[list[dict]], requested: list[dict], kept: list, relabelled: list[dict]
-) -> None:
-    """The bootstrap data set, one JSON line per reply: prompt, values asked for, reply, values found."""
-    lines = [
-        {
-            "prompt": prompts[c.prompt_index],
-            "requested": requested[c.prompt_index],
-            "response": c.text,
-            "relabelled": labels,
-            "finish_reason": c.finish_reason,
-        }
-        for c, labels in zip(kept, relabelled, strict=True)
-    ]
-    write_text_atomic(path, "".join(json.dumps(line) + "\n" for line in lines))
-
-
-def request_match_rate(
-    schema: AttributeSchema, requested: list[dict], kept: list, relabelled: list[dict]
-) -> float:
-    """How often the relabelled values equal every requested value (nan without samples)."""
-    if not kept:
-        return float("nan")
-    matches = [
-        all(labels[k] == requested[c.prompt_index][k] for k in schema.names)
-        for c, labels in zip(kept, relabelled, strict=True)
-    ]
-    return float(np.mean(matches))
-
-
 def bootstrap_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     cfg, method = ctx.cfg, ctx.cfg.method
     settings = method.bootstrap
@@ -548,3 +281,98 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         "empty_samples_dropped": len(completions) - len(kept),
         "relabel_equals_request": request_match_rate(schema, requested, kept, relabelled),
     }
+
+
+def steerlm2_stage(ctx: RunContext, done: StageResults) -> StageSummary:
+    cfg, method = ctx.cfg, ctx.cfg.method
+    s: SteerLM2Config = method.steerlm2
+    source = policy_dir(ctx, done)
+    schema = load_schema(source)
+    train, _ = labelled_split(ctx, done)
+    combos = high_quality_combinations(
+        schema,
+        train,
+        parse_assignments(s.condition, "method.steerlm2.condition"),
+        "method.steerlm2.condition",
+    )
+    policy, tokenizer = load_backbone(cfg.model, adapter_dir=source, trainable=True)
+    prior, _ = load_backbone(cfg.model, adapter_dir=Path(done.require("baseline")["path"]))
+    policy.to(ctx.device)
+    prior.to(ctx.device)
+    annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    recipe = replace(method, lr=s.lr, scheduler="constant", warmup_steps=0, batch_size=s.groups_per_step)
+    rounds, state_dict = [], None
+    for iteration in range(1, s.iterations + 1):
+        folder = f"steerlm2/iter{iteration}"
+        groups, records = sample_groups(
+            ctx, policy, prior, tokenizer, annotator, schema, combos, train, iteration, pad
+        )
+        write_text_atomic(
+            ctx.run_dir / folder / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records)
+        )
+        steps = s.epochs * math.ceil(len(groups) / s.groups_per_step)
+        sub = sub_context(ctx, folder, recipe, steps)
+        sampler, loader, _ = build_loaders(sub, groups, [], collate_groups(pad))
+        module = SteerLM2Module(policy, optim_settings(sub), sampler=sampler, batch_size=s.groups_per_step)
+        fit = fit_module(sub, module, loader, None)
+        state_dict = fit.state_dict
+        weights = torch.stack([g["weights"] for g in groups])
+        rounds.append(
+            {
+                **fit.summary(),
+                "groups": len(groups),
+                "distance": fit.metrics.get("train/distance"),
+                # how far the target is from uniform: 1 = uniform weights, 1/n = one reply takes all
+                "effective_sample_fraction": float((1 / (weights**2).sum(-1)).mean() / weights.shape[1]),
+            }
+        )
+    meta = {
+        "method": method.name,
+        "base_model": cfg.model.name,
+        "stage": "steerlm2",
+        SCHEMA_KEY: schema.to_dict(),
+    }
+    final = ctx.run_dir / "steerlm2" / FINAL_MODEL_DIR
+    save_model(policy, tokenizer, final, metadata=meta, state_dict=state_dict)
+    publish_policy(final, ctx.run_dir)
+    return {
+        "path": str(final),
+        "from_policy": str(source),
+        "iterations": rounds,
+        "high_quality_combinations": len(combos),
+    }
+
+
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
+    cfg, method = ctx.cfg, ctx.cfg.method
+    policy = policy_dir(ctx, done)
+    schema = load_schema(policy)
+    model, tokenizer = load_backbone(cfg.model, adapter_dir=policy)
+    model.to(ctx.device)
+    baseline = None
+    if "baseline" in done:
+        baseline = load_backbone(cfg.model, adapter_dir=Path(done["baseline"]["path"]))
+        baseline[0].to(ctx.device)
+    apm = done["apm"]["path"] if "apm" in done else method.apm and str(attribute_model_dir(method.apm))
+    annotator_args = {"batch_size": method.eval_batch_size, "device": ctx.device, "autocast": ctx.autocast}
+    out_dir = ctx.run_dir / "steerability"
+    report = Report(f"{cfg.task_name}: SteerLM on {cfg.model.name} / {cfg.data.name}")
+    stage_sections(report, ctx, done, schema)
+    steering = Steering(
+        schema,
+        held_out_prompts(cfg.data, tokenizer, cfg.data.max_length, method.eval),
+        sweep_settings(schema, method.eval, cfg.seed),
+        scorers_for(schema, apm, cfg.reward, annotator_args),
+        engine=Engine(cfg.model.end_of_turn, cfg.generation),
+        autocast_factory=ctx.autocast,
+    )
+    result = evaluate_steering(
+        (model, tokenizer), steering, ctx.run_dir, report, plot_dir=out_dir, baseline=baseline
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "results.json", json.dumps(result, indent=2, sort_keys=True, default=str))
+    report.write(ctx.run_dir / "report.md")
+    return {"report": str(ctx.run_dir / "report.md"), "policy": str(policy), **headline(result)}

@@ -9,7 +9,7 @@ SPEC = MethodSpec(
     config=SuperHFConfig,
     stages=(
         Stage("train", "steerable.methods.superhf.stages:train_stage"),
-        Stage("eval", "steerable.methods.superhf.run_eval:eval_stage", ("train",)),
+        Stage("eval", "steerable.methods.superhf.stages:eval_stage", ("train",)),
     ),
     check=check,
     needs=("reward=[verbosity]", "method.reward=verbosity"),

@@ -31,8 +31,9 @@ from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.hardware import inference_autocast
 from steerable.methods.base import run_config
 from steerable.methods.superhf.config import SuperHFConfig
-from steerable.methods.superhf.loop import Scorer, trim_completion
-from steerable.methods.superhf.stages import prompt_split, run_scorers, sampling
+from steerable.methods.superhf.data import prompt_split, sampling
+from steerable.methods.superhf.module import Scorer, trim_completion
+from steerable.methods.superhf.rewards import run_scorers
 from steerable.policies.plain import load_run_model
 from steerable.policies.runs import is_run_folder, run_kind, run_rewards
 from steerable.report import Report

@@ -4,96 +4,28 @@ the initial one, best-of-n sampling and any baseline runs on held-out prompts ju
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from peft import PeftModel
-from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone.adapters import frozen_reference, save_model
-from steerable.config.schema import ConfigError, DataConfig
-from steerable.data.prompts import SystemPrompt, prompt_sets
-from steerable.data.records import Messages, user_text
+from steerable.data.records import user_text
 from steerable.data.tokenize import end_of_turn_id
-from steerable.generation import Engine, GenerationSettings, settings_from
+from steerable.generation import Engine
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
+from steerable.methods.benchmark import eval_stage as benchmark_eval_stage
+from steerable.methods.benchmark import in_suite
 from steerable.methods.fitting import fit_module
-from steerable.methods.superhf.config import SUPERHF_REWARD_REQUIRED, SuperHFConfig
-from steerable.methods.superhf.loop import KLSettings, Rollout, Scorer, SuperHFModule, SuperHFSettings
+from steerable.methods.superhf.config import SuperHFConfig
+from steerable.methods.superhf.data import prompt_split, sampling
+from steerable.methods.superhf.evaluate import run_evaluation
+from steerable.methods.superhf.loss import KLSettings
+from steerable.methods.superhf.module import Rollout, Scorer, SuperHFModule, SuperHFSettings
+from steerable.methods.superhf.rewards import run_scorers
 from steerable.pipeline import StageResults, StageSummary
-from steerable.rewards.base import RewardSource, build_reward_source
+from steerable.report import Report
 from steerable.training.lm_module import OptimSettings
 from steerable.training.sampler import shuffled_loader
-
-# ------------------------------------------------------------------------------------------- rewards
-
-
-def reward_source(rewards: dict, key: str, which: str, device: str = "cpu") -> RewardSource:
-    """`method.<which>` names a source of the run's `reward` group, or a reward/attribute model run folder."""
-    if key in rewards:
-        return build_reward_source(rewards[key])
-    if Path(key).exists():
-        return build_reward_source({"type": "checkpoint", "path": key, "device": device})
-    raise ConfigError(
-        f"method.{which}={key!r} is neither a reward source of this run (reward=[...] gives {sorted(rewards)}) "
-        "nor an existing reward model run folder"
-    )
-
-
-def scorer(source: RewardSource, output: str | None, which: str) -> Scorer:
-    """One column of a reward source as (user prompts, completions) -> list of floats."""
-    if output is not None and output not in source.names:
-        raise ConfigError(
-            f"method.reward_output={output!r} is not an output of method.{which} ({source.names})"
-        )
-    column = source.names.index(output) if output else 0
-
-    def score(prompts: list[str], texts: list[str]) -> list[float]:
-        return source.score(prompts, texts)[:, column].tolist()
-
-    return score
-
-
-def run_scorers(m: SuperHFConfig, rewards: dict, device: str = "cpu") -> tuple[Scorer, Scorer | None]:
-    """The train reward and the gold judge; checked before any sampling (the train stage starts here)."""
-    if not m.reward:
-        raise ConfigError(SUPERHF_REWARD_REQUIRED)
-    train = scorer(reward_source(rewards, m.reward, "reward", device), m.reward_output, "reward")
-    if not m.gold_reward:
-        return train, None
-    return train, scorer(reward_source(rewards, m.gold_reward, "gold_reward", device), None, "gold_reward")
-
-
-# ------------------------------------------------------------------------------------------- prompts
-
-
-def prompt_split(
-    m: SuperHFConfig, data: DataConfig, tokenizer: PreTrainedTokenizerBase
-) -> tuple[list[Messages], list[Messages]]:
-    """SuperHF's prompts (behind its system prompt, optionally the first turn only): the first num_prompts
-    for training; the held-out split, else the last eval_prompts training prompts, for evaluation."""
-    return prompt_sets(
-        data,
-        tokenizer,
-        data.max_length - m.max_new_tokens,
-        transform=SystemPrompt(m.system_prompt, m.first_turn_only),
-        limit=m.num_prompts,
-        held_out_fallback=m.eval_prompts,
-        required=True,
-    )
-
-
-def sampling(m: SuperHFConfig, n: int, seed: int | None) -> GenerationSettings:
-    """n samples per prompt; SuperHF's own `top_k` counts kept samples, so it is not read as top-k sampling."""
-    return settings_from(
-        m,
-        keys=("max_new_tokens", "temperature", "top_p"),
-        do_sample=True,
-        num_return_sequences=n,
-        batch_size=max(1, m.generation_batch_size // n),
-        seed=seed,
-    )
-
 
 # --------------------------------------------------------------------------------------------- train
 
@@ -185,3 +117,46 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         "eval_prompts": min(len(eval_prompts), m.eval_prompts),
         "skipped_losses": module.skipped_losses,
     }
+
+
+def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
+    """The run's report: setup, training summary, then the held-out comparison (superhf/ holds the files)."""
+    if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
+        return benchmark_eval_stage(ctx, done)
+    cfg, m = ctx.cfg, ctx.cfg.method
+    train = done.require("train")
+    model, tokenizer = ctx.trained_model()
+    report = Report(f"{cfg.task_name}: SuperHF on {cfg.model.name} / {cfg.data.name}")
+    report.section("Setup").key_values(
+        {
+            "run folder": ctx.run_dir,
+            "train reward": m.reward,
+            "gold reward": m.gold_reward,
+            "prompts x completions per superbatch": f"{m.prompt_accumulation} x {m.completions_per_prompt}",
+            "kept per prompt": m.top_k,
+            "kl_coef / direction / aggregation": f"{m.kl_coef} / {m.kl_direction} / {m.kl_aggregation}",
+            "superbatches": train.get("superbatches"),
+            "optimizer steps": train.get("steps"),
+            "training time (s)": train.get("fit_seconds"),
+            "skipped invalid losses": train.get("skipped_losses"),
+            "hardware": f"{cfg.hardware.name} ({cfg.hardware.precision.value})",
+        }
+    )
+    out_dir = ctx.run_dir / "superhf"
+    result = run_evaluation(
+        model,
+        tokenizer,
+        m,
+        cfg.data,
+        cfg.reward,
+        run_dir=ctx.run_dir,
+        out_dir=out_dir,
+        report=report,
+        num_prompts=m.eval_prompts,
+        seed=cfg.seed,
+        device=ctx.device.type,
+        engine=Engine(cfg.model.end_of_turn, cfg.generation),
+        autocast=ctx.autocast,
+    )
+    report.write(ctx.run_dir / "report.md")
+    return {"results": str(out_dir / "results.json"), "arms": result["arms"]}

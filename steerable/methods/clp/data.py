@@ -1,0 +1,33 @@
+"""The prompts CLP, Rewarded Soups and RL train and evaluate on, and their sampling settings."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+from steerable.config.schema import DataConfig
+from steerable.data.prompts import ALL, prompt_sets
+from steerable.data.records import Messages
+from steerable.generation import GenerationSettings
+from steerable.methods.clp.config import PolicyGradientConfig
+
+
+def prompt_split(
+    m: PolicyGradientConfig, data: DataConfig, tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[Messages], list[Messages]]:
+    """Every fitting training prompt; the held-out split, else the training prompts, for evaluation."""
+    budget = data.max_length - m.max_new_tokens
+    return prompt_sets(data, tokenizer, budget, held_out_fallback=ALL, required=True)
+
+
+def sampling(
+    m: PolicyGradientConfig, n: int, seed: int | None = None, greedy: bool = False
+) -> GenerationSettings:
+    return GenerationSettings(
+        max_new_tokens=m.max_new_tokens,
+        do_sample=not greedy,
+        temperature=m.temperature,
+        top_p=m.top_p,
+        num_return_sequences=n,
+        batch_size=max(1, m.generation_batch_size // n),
+        seed=seed,
+    )
