@@ -26,7 +26,6 @@ WIDE_ALLOWED: dict[str, str] = {
     "steerable.data.prompts.prompt_sets": "not yet reduced",
     "steerable.methods.clp.evaluate.evaluate_arm": "not yet reduced",
     "steerable.methods.clp.evaluate.evaluate_runs": "not yet reduced",
-    "steerable.methods.modpo.loss.modpo_loss": "not yet reduced",
     "steerable.methods.steerlm.sampling.sample_groups": "not yet reduced",
     "steerable.methods.steerlm.sampling.sample_requests": "not yet reduced",
     "steerable.methods.steerlm.stages.conditioned_sft": "not yet reduced",
