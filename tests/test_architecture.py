@@ -24,8 +24,6 @@ MAX_PARAMETERS = 7
 # Functions allowed past it, each for a reason that a parameter object would not serve.
 WIDE_ALLOWED: dict[str, str] = {
     "steerable.data.prompts.prompt_sets": "not yet reduced",
-    "steerable.methods.clp.evaluate.evaluate_arm": "not yet reduced",
-    "steerable.methods.clp.evaluate.evaluate_runs": "not yet reduced",
     "steerable.methods.steerlm.sampling.sample_groups": "not yet reduced",
     "steerable.methods.steerlm.sampling.sample_requests": "not yet reduced",
     "steerable.methods.steerlm.stages.conditioned_sft": "not yet reduced",

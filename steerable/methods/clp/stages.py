@@ -29,7 +29,7 @@ from steerable.methods.clp.conditioning import (
 )
 from steerable.methods.clp.config import objective_names
 from steerable.methods.clp.data import prompt_split, sampling
-from steerable.methods.clp.evaluate import evaluate_runs
+from steerable.methods.clp.evaluate import ParetoSetup, evaluate_runs
 from steerable.methods.clp.rewards import CALIBRATION, FrozenRewards, _plain, load_rewards
 from steerable.methods.fitting import fit_module, optim_settings, write_diagnostics
 from steerable.pipeline import StageResults, StageSummary
@@ -225,16 +225,9 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         }
     )
     prompts = prompt_split(m, cfg.data, load_tokenizer(cfg.model))[1][: m.eval.num_prompts]
-    result = evaluate_runs(
-        [ctx.run_dir, *map(Path, m.eval.compare)],
-        prompts,
-        m,
-        load_rewards(cfg.reward, calibration),
-        calibration,
-        ctx.run_dir / "pareto",
-        report,
-        cfg.seed,
-        ctx.autocast,
+    setup = ParetoSetup(
+        prompts, m, load_rewards(cfg.reward, calibration), calibration, cfg.seed, ctx.autocast
     )
+    result = evaluate_runs([ctx.run_dir, *map(Path, m.eval.compare)], setup, ctx.run_dir / "pareto", report)
     report.write(ctx.run_dir / "report.md")
     return result
