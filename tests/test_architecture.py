@@ -29,9 +29,7 @@ WIDE_ALLOWED: dict[str, str] = {
     "steerable.methods.steerlm.stages.conditioned_sft": "not yet reduced",
     "steerable.methods.superhf.evaluate.compare": "not yet reduced",
     "steerable.methods.superhf.evaluate.run_evaluation": "not yet reduced",
-    "steerable.methods.superhf.module.SuperHFModule.__init__": "not yet reduced",
     "steerable.training.diagnostics.policy_gradient_diagnostics": "not yet reduced",
-    "steerable.training.policy_gradient.PolicyGradientModule.__init__": "not yet reduced",
     "steerable.training.trainer.build_trainer": "not yet reduced",
     "steerable.rewards.hf_classifier.HFSequenceClassifierReward.__init__": (
         "a reward factory: its keywords are the user's flat config keys (reward.<name>.*, built as factory(**spec))"

@@ -37,6 +37,7 @@ from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
+from steerable.training.online import PromptFeed
 from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule
 from steerable.training.sampler import shuffled_loader
 
@@ -92,7 +93,12 @@ def fit_policy(
     prompts = prompt_split(m, cfg.data, tokenizer)[0]
     sampler, loader = shuffled_loader(prompts, m.batch_size, seed=cfg.seed)
     settings = PGSettings(
-        m.samples_per_prompt, sampling(m, m.samples_per_prompt), m.kl_coef, m.kl_in, m.objective_scale
+        m.samples_per_prompt,
+        sampling(m, m.samples_per_prompt),
+        m.kl_coef,
+        m.kl_in,
+        m.objective_scale,
+        Engine(cfg.model.end_of_turn, cfg.generation),
     )
     module = PolicyGradientModule(
         model,
@@ -101,10 +107,7 @@ def fit_policy(
         settings,
         rewards,
         conditioning,
-        cfg.model.end_of_turn,
-        sampler,
-        m.batch_size,
-        generation=cfg.generation,
+        PromptFeed(sampler, m.batch_size),
     )
     fit = fit_module(ctx, module, loader, None)
     if fit.is_global_zero:

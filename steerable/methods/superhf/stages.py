@@ -25,6 +25,7 @@ from steerable.methods.superhf.rewards import run_scorers
 from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 from steerable.training.lm_module import OptimSettings
+from steerable.training.online import PromptFeed
 from steerable.training.sampler import shuffled_loader
 
 # --------------------------------------------------------------------------------------------- train
@@ -86,12 +87,12 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     engine = Engine(cfg.model.end_of_turn, cfg.generation)
     # every prompt once, the last superbatch possibly smaller (the scheduler counts ceil(prompts / accumulation))
     sampler, loader = shuffled_loader(train_prompts, m.prompt_accumulation, seed=cfg.seed, drop_last=False)
+    eot_id = end_of_turn_id(tokenizer, cfg.model.end_of_turn)
     module = SuperHFModule(
         model,
-        tokenizer,
         OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, total_steps=superbatches),
         settings,
-        Rollout(engine, train_score, end_of_turn_id(tokenizer, cfg.model.end_of_turn), ctx.autocast),
+        Rollout(engine, tokenizer, train_score, eot_id, ctx.autocast),
         evaluate=fixed_prompt_eval(
             tokenizer,
             eval_prompts[: m.eval_prompts],
@@ -101,8 +102,7 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
             gold_score,
             engine,
         ),
-        sampler=sampler,
-        prompts_per_step=m.prompt_accumulation,
+        feed=PromptFeed(sampler, m.prompt_accumulation),
         reference=reference,
     )
     # One epoch over the prompts; clipping happens inside the step (manual optimization).
