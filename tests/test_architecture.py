@@ -24,11 +24,6 @@ MAX_PARAMETERS = 7
 # Functions allowed past it, each for a reason that a parameter object would not serve.
 WIDE_ALLOWED: dict[str, str] = {
     "steerable.data.prompts.prompt_sets": "not yet reduced",
-    "steerable.methods.steerlm.sampling.sample_groups": "not yet reduced",
-    "steerable.methods.steerlm.sampling.sample_requests": "not yet reduced",
-    "steerable.methods.steerlm.stages.conditioned_sft": "not yet reduced",
-    "steerable.methods.superhf.evaluate.compare": "not yet reduced",
-    "steerable.methods.superhf.evaluate.run_evaluation": "not yet reduced",
     "steerable.training.diagnostics.policy_gradient_diagnostics": "not yet reduced",
     "steerable.training.trainer.build_trainer": "not yet reduced",
     "steerable.rewards.hf_classifier.HFSequenceClassifierReward.__init__": (

@@ -18,7 +18,7 @@ from steerable.methods.benchmark import in_suite
 from steerable.methods.fitting import fit_module
 from steerable.methods.superhf.config import SuperHFConfig
 from steerable.methods.superhf.data import prompt_split, sampling
-from steerable.methods.superhf.evaluate import run_evaluation
+from steerable.methods.superhf.evaluate import EvalSetup, run_evaluation
 from steerable.methods.superhf.loss import KLSettings
 from steerable.methods.superhf.module import Rollout, Scorer, SuperHFModule, SuperHFSettings
 from steerable.methods.superhf.rewards import run_scorers
@@ -143,20 +143,16 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         }
     )
     out_dir = ctx.run_dir / "superhf"
-    result = run_evaluation(
-        model,
-        tokenizer,
+    setup = EvalSetup(
         m,
         cfg.data,
         cfg.reward,
-        run_dir=ctx.run_dir,
-        out_dir=out_dir,
-        report=report,
         num_prompts=m.eval_prompts,
         seed=cfg.seed,
         device=ctx.device.type,
         engine=Engine(cfg.model.end_of_turn, cfg.generation),
         autocast=ctx.autocast,
     )
+    result = run_evaluation(model, tokenizer, setup, run_dir=ctx.run_dir, out_dir=out_dir, report=report)
     report.write(ctx.run_dir / "report.md")
     return {"results": str(out_dir / "results.json"), "arms": result["arms"]}
