@@ -24,8 +24,6 @@ MAX_PARAMETERS = 7
 # Functions allowed past it, each for a reason that a parameter object would not serve.
 WIDE_ALLOWED: dict[str, str] = {
     "steerable.data.prompts.prompt_sets": "not yet reduced",
-    "steerable.training.diagnostics.policy_gradient_diagnostics": "not yet reduced",
-    "steerable.training.trainer.build_trainer": "not yet reduced",
     "steerable.rewards.hf_classifier.HFSequenceClassifierReward.__init__": (
         "a reward factory: its keywords are the user's flat config keys (reward.<name>.*, built as factory(**spec))"
     ),

@@ -22,7 +22,7 @@ from steerable.data.records import user_text
 from steerable.generation import Engine, GenerationSettings
 from steerable.generation.hf import RowContext, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
-from steerable.training.diagnostics import policy_gradient_diagnostics
+from steerable.training.diagnostics import StepRows, policy_gradient_diagnostics
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule, PromptFeed
 
@@ -162,7 +162,10 @@ class PolicyGradientModule(OnlineModule):
             "diag/truncated_fraction": sum(x.finish_reason == "length" for x in completions)
             / len(completions),
             **policy_gradient_diagnostics(
-                self._names(scores), row_weights, scores, scalar, log_ratio, advantages, k, s.kl_coef
+                self._names(scores),
+                StepRows(row_weights, scores, scalar, log_ratio, advantages),
+                k,
+                s.kl_coef,
             ),
             **c.signal(),
         }
