@@ -23,7 +23,6 @@ MAX_FUNCTION_LINES = 60
 MAX_PARAMETERS = 7
 # Functions allowed past it, each for a reason that a parameter object would not serve.
 WIDE_ALLOWED: dict[str, str] = {
-    "steerable.data.prompts.prompt_sets": "not yet reduced",
     "steerable.rewards.hf_classifier.HFSequenceClassifierReward.__init__": (
         "a reward factory: its keywords are the user's flat config keys (reward.<name>.*, built as factory(**spec))"
     ),
