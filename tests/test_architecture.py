@@ -18,6 +18,15 @@ from steerable.methods.registry import specs
 
 ROOT = Path(__file__).resolve().parents[1] / "steerable"
 MAX_FUNCTION_LINES = 60
+# At most this many parameters (`self`/`cls` not counted, keyword-only ones counted): a wider signature passes
+# loose what belongs together, and gets a parameter object naming the concept (an evaluation setup, a rollout).
+MAX_PARAMETERS = 7
+# Functions allowed past it, each for a reason that a parameter object would not serve.
+WIDE_ALLOWED: dict[str, str] = {
+    "steerable.rewards.hf_classifier.HFSequenceClassifierReward.__init__": (
+        "a reward factory: its keywords are the user's flat config keys (reward.<name>.*, built as factory(**spec))"
+    ),
+}
 # What the CLIs and the evaluation library may import from a method package: its declaration, its config
 # and its inference side; never the modules that train.
 NOT_TRAINING = re.compile(r"^steerable\.methods(\.(registry|base)|\.[a-z0-9_]+(\.(config|policy|io))?)?$")
@@ -239,6 +248,59 @@ def test_no_function_is_longer_than_a_screen() -> None:
                 if length > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT.parent)}:{node.lineno} {node.name} ({length} lines)")
     assert not long, long
+
+
+def wide_functions(source: str, name: str) -> dict[str, int]:
+    """`module.qualname` -> parameter count, for every function of `source` over MAX_PARAMETERS."""
+    found = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                a = child.args
+                params = [*a.posonlyargs, *a.args, *a.kwonlyargs]
+                count = len(params) - (bool(params) and params[0].arg in ("self", "cls"))
+                if count > MAX_PARAMETERS:
+                    found[f"{name}.{prefix}{child.name}"] = count
+                visit(child, f"{prefix}{child.name}.")
+            elif isinstance(child, ast.ClassDef):
+                visit(child, f"{prefix}{child.name}.")
+            else:
+                visit(child, prefix)
+
+    visit(ast.parse(source), "")
+    return found
+
+
+def test_wide_function_finder_finds_planted_ones() -> None:
+    planted = textwrap.dedent(
+        """
+        def narrow(a, b, c, d, e, f, g): ...
+        def wide(a, b, c, d, e, f, g, *, h=1): ...
+        class Module:
+            def __init__(self, a, b, c, d, e, f, g): ...
+            def step(self, a, b, c, d, e, f, g, h):
+                def inner(a, b, c, d, e, f, g, h, i): ...
+        """
+    )
+    assert wide_functions(planted, "steerable.planted") == {
+        "steerable.planted.wide": 8,
+        "steerable.planted.Module.step": 8,
+        "steerable.planted.Module.step.inner": 9,
+    }
+
+
+def test_no_function_takes_more_than_max_parameters() -> None:
+    """Model, tokenizer, sampler and settings travel in parameter objects, not as a dozen loose arguments."""
+    wide = sorted(
+        f"{found} ({count} parameters)"
+        for name, path in modules().items()
+        for found, count in wide_functions(path.read_text(), name).items()
+        if found not in WIDE_ALLOWED
+    )
+    assert not wide, wide
+    stale = set(WIDE_ALLOWED) - {f for n, p in modules().items() for f in wide_functions(p.read_text(), n)}
+    assert not stale, f"allowed but no longer wide (drop them from WIDE_ALLOWED): {sorted(stale)}"
 
 
 def test_stage_markers_are_read_only_through_stage_results() -> None:

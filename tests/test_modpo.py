@@ -18,7 +18,7 @@ from steerable.backbone import load_backbone
 from steerable.cli.common import one_line, validate
 from steerable.data.records import prompt_of
 from steerable.data.tokenize import end_of_turn_id
-from steerable.methods.dpo.loss import dpo_loss
+from steerable.methods.dpo.loss import PairLogprobs, dpo_loss
 from steerable.methods.dpo.module import pair_logprobs
 from steerable.methods.modpo.config import MODPOConfig, objective_weights
 from steerable.methods.modpo.loss import modpo_loss
@@ -52,7 +52,9 @@ def test_loss_equals_the_papers_formula_for_any_number_of_objectives(w: list[flo
     gen = torch.Generator().manual_seed(len(w))
     pc, pr, rc, rr = (-torch.rand(8, generator=gen, dtype=torch.float64) * 30 for _ in range(4))
     mc, mr = (torch.randn(8, len(w) - 1, generator=gen, dtype=torch.float64) for _ in range(2))
-    terms = modpo_loss(pc, pr, rc, rr, mc, mr, w[0], torch.tensor(w[1:], dtype=torch.float64), beta)
+    terms = modpo_loss(
+        PairLogprobs(pc, pr, rc, rr), mc, mr, w[0], torch.tensor(w[1:], dtype=torch.float64), beta
+    )
     for i in range(8):
         hand = paper_loss(*(float(t[i]) for t in (pc, pr, rc, rr)), mc[i].tolist(), mr[i].tolist(), w, beta)
         assert float(terms.losses[i]) == pytest.approx(hand, rel=1e-9)
@@ -63,7 +65,7 @@ def test_loss_equals_the_papers_formula_for_any_number_of_objectives(w: list[flo
 def test_with_the_whole_weight_on_the_target_and_no_margin_it_is_dpo() -> None:
     pc, pr, rc, rr = (-torch.rand(6, generator=torch.Generator().manual_seed(i)) * 20 for i in range(4))
     zero = torch.zeros(6, 1)
-    terms = modpo_loss(pc, pr, rc, rr, zero, zero, 1.0, torch.zeros(1), 0.1)
+    terms = modpo_loss(PairLogprobs(pc, pr, rc, rr), zero, zero, 1.0, torch.zeros(1), 0.1)
     torch.testing.assert_close(terms.losses, dpo_loss(pc, pr, rc, rr, 0.1).losses)
 
 

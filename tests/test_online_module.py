@@ -11,7 +11,7 @@ from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.config.schema import HardwareConfig, LoggerConfig, TrainerConfig
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule
-from steerable.training.trainer import LAST_CHECKPOINT, build_trainer
+from steerable.training.trainer import LAST_CHECKPOINT, RunRecord, build_trainer
 from tests.test_backbone import tiny_config
 
 
@@ -55,10 +55,7 @@ def test_a_held_frozen_model_is_moved_but_never_trained_optimised_or_checkpointe
     trainer = build_trainer(
         TrainerConfig(max_steps=2, checkpoint_every_n_steps=1),
         HardwareConfig(name="cpu"),
-        LoggerConfig(name="none", csv=False),
-        tmp_path,
-        "frozen",
-        {},
+        RunRecord(LoggerConfig(name="none", csv=False), tmp_path, "frozen", {}),
     )
     trainer.fit(module, torch.utils.data.DataLoader(batches(), batch_size=None))
     assert module.modes == [(True, False), (True, False)]  # Lightning's train() left the reference in eval

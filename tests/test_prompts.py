@@ -8,7 +8,7 @@ import pytest
 from steerable.backbone.loading import load_tokenizer
 from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.loaders import load_records, split_records
-from steerable.data.prompts import ALL, SystemPrompt, fitting_prompts, prompt_sets
+from steerable.data.prompts import ALL, HeldOut, SystemPrompt, fitting_prompts, prompt_sets
 from steerable.data.records import Conversation, Turn, prompt_of
 from steerable.data.tokenize import tokenize_prompt
 from tests.test_backbone import tiny_config
@@ -40,9 +40,9 @@ def test_held_out_fallback_and_required(tokenizer) -> None:
     no_split = DataConfig(name="demo", max_records=12, val_fraction=0.0)
     train, held_out = prompt_sets(no_split, tokenizer, 200)
     assert train and held_out == []
-    assert prompt_sets(no_split, tokenizer, 200, held_out_fallback=ALL)[1] == train
-    assert prompt_sets(no_split, tokenizer, 200, limit=1, held_out_fallback=2)[1] == train[-2:]
-    assert prompt_sets(no_split, tokenizer, 200, held_out_fallback=ALL, held_out_limit=1)[1] == train[:1]
+    assert prompt_sets(no_split, tokenizer, 200, held_out=HeldOut(fallback=ALL))[1] == train
+    assert prompt_sets(no_split, tokenizer, 200, limit=1, held_out=HeldOut(fallback=2))[1] == train[-2:]
+    assert prompt_sets(no_split, tokenizer, 200, held_out=HeldOut(1, ALL))[1] == train[:1]
     assert prompt_sets(no_split, tokenizer, 1) == ([], [])
     with pytest.raises(ConfigError, match="no prompt of data=demo fits in 1 tokens"):
         prompt_sets(no_split, tokenizer, 1, required=True)

@@ -15,7 +15,7 @@ from steerable.backbone.adapters import add_adapter, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import LoraConfig
-from steerable.generation import GenerationSettings, make_sampler
+from steerable.generation import Engine, GenerationSettings, make_sampler
 from steerable.methods.clp.conditioning import (
     ParameterConditioning,
     PromptConditioning,
@@ -29,7 +29,7 @@ from steerable.methods.pcm.preferences import combinations, parse_dimensions
 from steerable.methods.pcm.rewards import BTRewards
 from steerable.rewards.base import RewardSource
 from steerable.training.lm_module import OptimSettings
-from steerable.training.online import OnlineModule
+from steerable.training.online import OnlineModule, PromptFeed
 from steerable.training.policy_gradient import PGSettings, PolicyGradientModule
 from tests.test_backbone import tiny_config
 
@@ -104,10 +104,10 @@ def clp_module(variant: str, draw: Corners, lr: float = 1e-2):
     conditioning = (
         ParameterConditioning(mixer, draw) if mixer else PromptConditioning(CaseRewards.names, draw)
     )
-    settings = PGSettings(samples_per_prompt=4, generation=sampling(4), kl_coef=0.0)
+    settings = PGSettings(samples_per_prompt=4, generation=sampling(4), kl_coef=0.0, engine=Engine(END))
     optim = OptimSettings(lr=lr, scheduler="constant", total_steps=100)
     module = PolicyGradientModule(
-        model, tokenizer, optim, settings, CaseRewards(), conditioning, END, prompts_per_step=4
+        model, tokenizer, optim, settings, CaseRewards(), conditioning, PromptFeed(per_round=4)
     )
     return module, conditioning
 
@@ -184,13 +184,15 @@ def superhf_rewards_per_round(kl_coef: float, rounds: int = 12) -> list[float]:
     )
     module = SuperHFModule(
         model,
-        tokenizer,
         OptimSettings(lr=1e-2, scheduler="constant", total_steps=rounds),
         settings,
         Rollout(
-            Engine(END), lambda prompts, texts: fraction(texts, LOWER).tolist(), end_of_turn_id(tokenizer)
+            Engine(END),
+            tokenizer,
+            lambda prompts, texts: fraction(texts, LOWER).tolist(),
+            end_of_turn_id(tokenizer),
         ),
-        prompts_per_step=4,
+        feed=PromptFeed(per_round=4),
     )
     seen: list[float] = []
 

@@ -9,6 +9,7 @@ import math
 import torch
 
 from steerable.training.diagnostics import (
+    StepRows,
     mixture_diagnostics,
     policy_gradient_diagnostics,
     within_prompt,
@@ -39,7 +40,7 @@ def test_diagnostics_by_hand() -> None:
     scalar = (weights * scores).sum(1)
     log_ratio = torch.tensor([0.5, 0.1, 0.0, 0.2])
     advantages = torch.tensor([-1.0, 1.0, 1.0, -1.0])
-    out = policy_gradient_diagnostics(names, weights, scores, scalar, log_ratio, advantages, 2, 0.1)
+    out = policy_gradient_diagnostics(names, StepRows(weights, scores, scalar, log_ratio, advantages), 2, 0.1)
     assert out["diag/w_a/reward_a"] == 2.0 and out["diag/w_b/reward_b"] == 1.0
     assert abs(out["diag/w_a/kl"] - 0.3) < 1e-6 and abs(out["diag/w_b/weight"] - 0.8) < 1e-6
     assert (
@@ -58,7 +59,7 @@ def test_a_weighting_group_absent_from_a_step_logs_nan_not_nothing() -> None:
     weights = torch.tensor([[0.9, 0.1]] * 4)
     scores = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
     out = policy_gradient_diagnostics(
-        ["a", "b"], weights, scores, scores[:, 0], torch.zeros(4), torch.randn(4), 2, 0.1
+        ["a", "b"], StepRows(weights, scores, scores[:, 0], torch.zeros(4), torch.randn(4)), 2, 0.1
     )
     absent = [k for k in out if k.startswith("diag/w_b/")]
     assert len(absent) == 6 and all(math.isnan(out[k]) for k in absent)

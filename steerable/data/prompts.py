@@ -67,6 +67,16 @@ def fitting_prompts(
     return list(itertools.islice(fitting, limit))
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """Which held-out prompts to keep: the first `limit` (None: all) and, when none fits, the last `fallback`
+    of all training prompts standing in (0: none, the held-out set stays empty; `ALL`: every training
+    prompt), cut to `limit`."""
+
+    limit: int | None = None
+    fallback: int = 0
+
+
 def prompt_sets(
     data: DataConfig,
     tokenizer: PreTrainedTokenizerBase,
@@ -74,17 +84,15 @@ def prompt_sets(
     *,
     transform: PromptTransform | None = None,
     limit: int | None = None,
-    held_out_limit: int | None = None,
-    held_out_fallback: int = 0,
+    held_out: HeldOut | None = None,
     required: bool = False,
 ) -> tuple[list[Messages], list[Messages]]:
     """(training prompts, held-out prompts) of `data`'s train/held-out split.
 
-    - `limit` / `held_out_limit`: keep the first N of each (None: all).
-    - `held_out_fallback`: when no held-out prompt fits, the last N of all training prompts stand in
-      (0: none, the held-out set stays empty; `ALL`: every training prompt), cut to `held_out_limit`.
+    - `limit`: keep the first N training prompts (None: all); `held_out`: which held-out prompts (`HeldOut`).
     - `required`: a data set without a single fitting training prompt is a configuration error.
     """
+    rule = held_out or HeldOut()
     train_records, held_out_records = split_records(load_records(data), data)
     train = fitting_prompts(train_records, tokenizer, budget, limit, transform)
     if required and not train:
@@ -92,8 +100,8 @@ def prompt_sets(
             f"no prompt of data={data.name} fits in {budget} tokens "
             "(data.max_length minus the reply's max_new_tokens)"
         )
-    held_out = fitting_prompts(held_out_records, tokenizer, budget, held_out_limit, transform)
-    if not held_out and held_out_fallback:
+    kept = fitting_prompts(held_out_records, tokenizer, budget, rule.limit, transform)
+    if not kept and rule.fallback:
         pool = train if limit is None else fitting_prompts(train_records, tokenizer, budget, None, transform)
-        held_out = pool[-held_out_fallback:][:held_out_limit]
-    return train, held_out
+        kept = pool[-rule.fallback :][: rule.limit]
+    return train, kept

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from steerable.config.benchmark import BenchmarkConfig
 from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
-from steerable.data.prompts import fitting_prompts, prompt_sets
+from steerable.data.prompts import HeldOut, fitting_prompts, prompt_sets
 from steerable.policies.base import Objective, Request
 from steerable.policies.runs import run_config, run_kind, run_overrides, run_section
 
@@ -130,7 +130,7 @@ def suite_prompts(runs: list[Path], suite: BenchmarkConfig, tokenizer: Any) -> l
         records = demo_prompts(len(HELDOUT_TEMPLATES) * len(TOPICS))
         prompts = fitting_prompts(records, tokenizer, budget, suite.num_prompts)
     else:
-        prompts = prompt_sets(data, tokenizer, budget, held_out_limit=suite.num_prompts)[1]
+        prompts = prompt_sets(data, tokenizer, budget, held_out=HeldOut(limit=suite.num_prompts))[1]
     if len(prompts) < 2:
         raise ConfigError(
             f"benchmark={suite.name}: {len(prompts)} held-out prompt(s) of data={data.name} fit in "

@@ -24,6 +24,7 @@ from steerable.training.online import OnlineModule
 from steerable.training.sampler import ResumableSampler, ShardByRank, make_loader, shuffled_loader
 from steerable.training.sharding import is_sharded
 from steerable.training.trainer import (
+    RunRecord,
     build_trainer,
     gathered_state_dict,
     merge_resumed_metrics,
@@ -175,15 +176,11 @@ def fit_module(
     if checkpoint is not None:
         set_aside_metrics(ctx.run_dir)
     samplers = resumable_samplers(train_loader, val_loader)
+    record = RunRecord(
+        cfg.logger, ctx.run_dir, f"{cfg.task_name}/{ctx.run_dir.name}", ctx.hparams(module.model)
+    )
     trainer = build_trainer(
-        cfg.trainer,
-        cfg.hardware,
-        cfg.logger,
-        ctx.run_dir,
-        f"{cfg.task_name}/{ctx.run_dir.name}",
-        ctx.hparams(module.model),
-        [ShardByRank(samplers), *ctx.callbacks],
-        overrides=overrides,
+        cfg.trainer, cfg.hardware, record, [ShardByRank(samplers), *ctx.callbacks], overrides=overrides
     )
     val_before = None
     if validate_first and checkpoint is None and val_loader is not None:

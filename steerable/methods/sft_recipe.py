@@ -15,7 +15,7 @@ from steerable.backbone import load_backbone
 from steerable.backbone.adapters import reference_policy, save_model
 from steerable.config.schema import ConfigError
 from steerable.data.loaders import load_records, split_records
-from steerable.data.prompts import ALL, prompt_sets
+from steerable.data.prompts import ALL, HeldOut, prompt_sets
 from steerable.data.records import Messages, as_messages
 from steerable.data.tokenize import PaddingCollator, TokenizedSet, tokenize_messages
 from steerable.generation import Engine, settings_from
@@ -73,7 +73,7 @@ def report_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> list[
         return [[{"role": "user", "content": p}] for p in cfg.report.prompts][: cfg.report.num_samples]
     n = cfg.report.num_samples
     budget = cfg.data.max_length - cfg.report.max_new_tokens
-    return prompt_sets(cfg.data, tokenizer, budget, limit=n, held_out_limit=n, held_out_fallback=ALL)[1]
+    return prompt_sets(cfg.data, tokenizer, budget, limit=n, held_out=HeldOut(n, ALL))[1]
 
 
 def before_and_after(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -31,20 +32,25 @@ def within_prompt(values: torch.Tensor, k: int) -> torch.Tensor:
     return (grouped - grouped.mean(dim=1, keepdim=True)).flatten()
 
 
+@dataclass
+class StepRows:
+    """One policy-gradient step's rows (grouped k per prompt): [N, m] weightings and normalised scores, and
+    [N] weighted reward, sequence log-ratio to the reference and advantages."""
+
+    row_weights: torch.Tensor
+    scores: torch.Tensor
+    scalar: torch.Tensor
+    log_ratio: torch.Tensor
+    advantages: torch.Tensor
+
+
 def policy_gradient_diagnostics(
-    names: Sequence[str],
-    row_weights: torch.Tensor,
-    scores: torch.Tensor,
-    scalar: torch.Tensor,
-    log_ratio: torch.Tensor,
-    advantages: torch.Tensor,
-    k: int,
-    kl_coef: float,
+    names: Sequence[str], step: StepRows, k: int, kl_coef: float
 ) -> dict[str, float]:
-    """Diagnostics of one step from its [N, m] weights and normalised scores and its [N] weighted reward,
-    sequence log-ratio and advantages (rows grouped k per prompt)."""
-    scores, scalar = scores.float().cpu(), scalar.float().cpu()
-    log_ratio, advantages = log_ratio.detach().float().cpu(), advantages.detach().float().cpu()
+    """Diagnostics of one step from its rows (see StepRows; rows grouped k per prompt)."""
+    row_weights = step.row_weights
+    scores, scalar = step.scores.float().cpu(), step.scalar.float().cpu()
+    log_ratio, advantages = step.log_ratio.detach().float().cpu(), step.advantages.detach().float().cpu()
     deviations = [within_prompt(scores[:, i], k) for i in range(len(names))]
     metrics = {
         f"{PREFIX}/advantage_std": float(advantages.std()),

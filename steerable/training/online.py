@@ -9,13 +9,23 @@ maps `trainer.*` (which counts rounds) onto Lightning; stages pass no trainer ov
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from steerable.config.schema import TrainerConfig
 from steerable.training.lm_module import CausalLMModule
+from steerable.training.sampler import ResumableSampler
+
+
+@dataclass
+class PromptFeed:
+    """Where a loop's rounds take their prompts from: the resumable sampler of the run's prompt loader (what a
+    checkpoint records; None for a loader without one) and how many prompts one round takes on this process."""
+
+    sampler: ResumableSampler | None = None
+    per_round: int = 1
 
 
 class OnlineModule(CausalLMModule):

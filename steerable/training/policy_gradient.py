@@ -11,21 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 
 from steerable.backbone.adapters import reference_policy
 from steerable.budget import record_trained
-from steerable.config.generation import GenerationConfig
 from steerable.data.records import user_text
-from steerable.generation import GenerationSettings, make_sampler
+from steerable.generation import Engine, GenerationSettings
 from steerable.generation.hf import RowContext, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
-from steerable.training.diagnostics import policy_gradient_diagnostics
+from steerable.training.diagnostics import StepRows, policy_gradient_diagnostics
 from steerable.training.lm_module import OptimSettings
-from steerable.training.online import OnlineModule
+from steerable.training.online import OnlineModule, PromptFeed
 
 Rewards = Callable[[list[str], list[str]], torch.Tensor]  # (user prompts, completions) -> [N, m] normalised
 
@@ -95,6 +94,9 @@ class PGSettings:
     # none: the advantage of w·r (the paper) | per_objective: each objective's advantage divided by its
     # within-prompt spread this step before weighting (objective_scales)
     objective_scale: str = "none"
+    engine: Engine = field(
+        default_factory=Engine
+    )  # the sampler recipe (configured engine, end-of-turn token)
 
 
 class PolicyGradientModule(OnlineModule):
@@ -110,18 +112,14 @@ class PolicyGradientModule(OnlineModule):
         settings: PGSettings,
         rewards: Rewards,
         conditioning: Conditioning,
-        end_of_turn: str | None = None,
-        sampler=None,
-        prompts_per_step: int = 1,
-        generation: GenerationConfig | None = None,
+        feed: PromptFeed | None = None,
     ) -> None:
-        super().__init__(model, optim, sampler=sampler, batch_size=prompts_per_step)
+        feed = feed or PromptFeed()
+        super().__init__(model, optim, sampler=feed.sampler, batch_size=feed.per_round)
         self.tokenizer = tokenizer
         self.settings = settings
         self.rewards = rewards
         self.conditioning = conditioning
-        self.end_of_turn = end_of_turn
-        self.generation = generation
         self.history: list[dict[str, float]] = []  # this rank's metrics per step, for the diagnostics report
 
     def training_step(self, prompts: list[list[dict]], batch_idx: int) -> torch.Tensor:
@@ -135,7 +133,7 @@ class PolicyGradientModule(OnlineModule):
         k = s.samples_per_prompt
         weights = c.draw(len(prompts))
         shown = [c.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
-        engine = make_sampler(self.model, self.tokenizer, self.end_of_turn, self.generation)
+        engine = s.engine.sampler(self.model, self.tokenizer)
         completions = engine.generate(shown, s.generation, row_context=c.rows(weights))
         row_weights = weights.repeat_interleave(k, dim=0)
         users = [user_text(prompts[x.prompt_index]) for x in completions]
@@ -164,7 +162,10 @@ class PolicyGradientModule(OnlineModule):
             "diag/truncated_fraction": sum(x.finish_reason == "length" for x in completions)
             / len(completions),
             **policy_gradient_diagnostics(
-                self._names(scores), row_weights, scores, scalar, log_ratio, advantages, k, s.kl_coef
+                self._names(scores),
+                StepRows(row_weights, scores, scalar, log_ratio, advantages),
+                k,
+                s.kl_coef,
             ),
             **c.signal(),
         }

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,18 +76,27 @@ def build_loggers(cfg: LoggerConfig, run_dir: Path, run_name: str, hparams: dict
     return loggers
 
 
+@dataclass
+class RunRecord:
+    """Where and how a fit records itself: the logger config, the run folder (checkpoints/, metrics.csv), the
+    run's name for the loggers and the hyperparameters they store."""
+
+    logger: LoggerConfig
+    run_dir: Path
+    name: str
+    hparams: dict
+
+
 def build_trainer(
     trainer_cfg: TrainerConfig,
     hardware: HardwareConfig,
-    logger_cfg: LoggerConfig,
-    run_dir: Path,
-    run_name: str,
-    hparams: dict,
+    record: RunRecord,
     extra_callbacks: list[pl.Callback] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> pl.Trainer:
     """`overrides` replaces Trainer arguments (online methods: one epoch over prompts, manual clipping)."""
-    loggers = build_loggers(logger_cfg, run_dir, run_name, hparams)
+    run_dir = record.run_dir
+    loggers = build_loggers(record.logger, run_dir, record.name, record.hparams)
     callbacks: list[pl.Callback] = [
         ModelCheckpoint(
             dirpath=str(run_dir / "checkpoints"),

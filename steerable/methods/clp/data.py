@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from steerable.config.schema import DataConfig
-from steerable.data.prompts import ALL, prompt_sets
+from steerable.data.prompts import ALL, HeldOut, prompt_sets
 from steerable.data.records import Messages
 from steerable.generation import GenerationSettings
 from steerable.methods.clp.config import PolicyGradientConfig
@@ -16,7 +16,7 @@ def prompt_split(
 ) -> tuple[list[Messages], list[Messages]]:
     """Every fitting training prompt; the held-out split, else the training prompts, for evaluation."""
     budget = data.max_length - m.max_new_tokens
-    return prompt_sets(data, tokenizer, budget, held_out_fallback=ALL, required=True)
+    return prompt_sets(data, tokenizer, budget, held_out=HeldOut(fallback=ALL), required=True)
 
 
 def sampling(

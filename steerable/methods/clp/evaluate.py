@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import run_config, run_model_config
 from steerable.methods.clp.config import (
     CLPConfig,
-    ParetoEvalSettings,
     PolicyGradientConfig,
     RewardedSoupsConfig,
 )
@@ -57,20 +57,26 @@ class ArmResult:
     params: dict[str, int]
 
 
+@dataclass
+class ParetoSetup:
+    """What every arm is evaluated on: the held-out prompts, the method config (its sampling and `eval`
+    settings), the frozen rewards with the calibration they were frozen from, the seed and the autocast
+    context generation runs under."""
+
+    prompts: list[list[dict]]
+    m: PolicyGradientConfig
+    rewards: FrozenRewards
+    calibration: dict
+    seed: int
+    autocast: Callable[[], AbstractContextManager] = nullcontext
+
+
 def evaluate_arm(
-    name: str,
-    run_dir: Path,
-    prompts: list[list[dict]],
-    grid: torch.Tensor,
-    m: PolicyGradientConfig,
-    settings: ParetoEvalSettings,
-    rewards: FrozenRewards,
-    seed: int,
-    autocast=nullcontext,
-    logit_mixing: bool = False,
+    name: str, run_dir: Path, grid: torch.Tensor, setup: ParetoSetup, logit_mixing: bool = False
 ) -> ArmResult:
     """One arm on the grid. `logit_mixing`: decode from Σ w_i log p_i of the run's adapters (zero-shot logit
     mixing of single-reward policies) instead of mixing their parameters."""
+    prompts, m, settings, rewards = setup.prompts, setup.m, setup.m.eval, setup.rewards
     model, tokenizer, conditioning, meta = load_steerable_policy(run_dir)
     if meta["objectives"] != rewards.stack.names:
         raise ValueError(
@@ -79,9 +85,9 @@ def evaluate_arm(
     cells = [(g, p) for g in range(len(grid)) for p in range(len(prompts))]
     weights = torch.stack([grid[g] for g, _ in cells])
     shown = [conditioning.prompt(prompts[p], grid[g]) for g, p in cells]
-    gen = sampling(m, 1, seed, greedy=not settings.do_sample)
+    gen = sampling(m, 1, setup.seed, greedy=not settings.do_sample)
     gen.max_new_tokens, gen.batch_size = settings.max_new_tokens, settings.batch_size
-    with autocast():
+    with setup.autocast():
         if logit_mixing:
             completions = MixtureSampler(conditioning.mixer, tokenizer, mode="logit").generate(
                 shown, gen, weights
@@ -227,19 +233,9 @@ def arm_label(run_dir: Path) -> str:
     return "rewarded-soups" if meta["variant"] == "soup" else f"clp-{meta['variant']}"
 
 
-def evaluate_runs(
-    runs: list[Path],
-    prompts: list[list[dict]],
-    m: PolicyGradientConfig,
-    rewards: FrozenRewards,
-    calibration: dict,
-    out_dir: Path,
-    report: Report,
-    seed: int,
-    autocast=nullcontext,
-) -> dict[str, Any]:
+def evaluate_runs(runs: list[Path], setup: ParetoSetup, out_dir: Path, report: Report) -> dict[str, Any]:
     """All arms on this run's grid, prompts and frozen reward statistics; pareto.png/json in `out_dir`."""
-    names = calibration["objectives"]
+    names, m = setup.calibration["objectives"], setup.m
     grid = weight_grid(len(names), m.eval.grid_step)
     labels: dict[str, int] = {}
     arms = []
@@ -247,16 +243,12 @@ def evaluate_runs(
         label = arm_label(run)
         labels[label] = labels.get(label, 0) + 1
         name = label if labels[label] == 1 else f"{label} ({Path(run).name})"
-        arms.append(evaluate_arm(name, Path(run), prompts, grid, m, m.eval, rewards, seed, autocast))
+        arms.append(evaluate_arm(name, Path(run), grid, setup))
         if label == "rewarded-soups" and m.eval.logit_mixing:
             mixing = "logit-mixing" if labels[label] == 1 else f"logit-mixing ({Path(run).name})"
-            arms.append(
-                evaluate_arm(
-                    mixing, Path(run), prompts, grid, m, m.eval, rewards, seed, autocast, logit_mixing=True
-                )
-            )
-    summaries = pareto_report(arms, grid, names, calibration["reference_point"], out_dir, report)
-    return {"arms": summaries, "grid_points": len(grid), "prompts": len(prompts)}
+            arms.append(evaluate_arm(mixing, Path(run), grid, setup, logit_mixing=True))
+    summaries = pareto_report(arms, grid, names, setup.calibration["reference_point"], out_dir, report)
+    return {"arms": summaries, "grid_points": len(grid), "prompts": len(setup.prompts)}
 
 
 def eval_pareto(cfg, out_dir: Path, report: Report) -> dict:
@@ -270,13 +262,5 @@ def eval_pareto(cfg, out_dir: Path, report: Report) -> dict:
     rewards = run_rewards(run, cfg.reward)
     calibration = read_calibration(run)
     prompts = prompt_split(m, data, load_tokenizer(run_model_config(run)))[1][: cfg.eval.num_prompts]
-    return evaluate_runs(
-        [run, *map(Path, m.eval.compare)],
-        prompts,
-        m,
-        load_rewards(rewards, calibration),
-        calibration,
-        out_dir,
-        report,
-        cfg.seed,
-    )
+    setup = ParetoSetup(prompts, m, load_rewards(rewards, calibration), calibration, cfg.seed)
+    return evaluate_runs([run, *map(Path, m.eval.compare)], setup, out_dir, report)

@@ -29,7 +29,7 @@ from steerable.methods.clp.conditioning import (
 )
 from steerable.methods.clp.config import objective_names
 from steerable.methods.clp.data import prompt_split, sampling
-from steerable.methods.clp.evaluate import evaluate_runs
+from steerable.methods.clp.evaluate import ParetoSetup, evaluate_runs
 from steerable.methods.clp.rewards import CALIBRATION, FrozenRewards, _plain, load_rewards
 from steerable.methods.fitting import fit_module, optim_settings, write_diagnostics
 from steerable.pipeline import StageResults, StageSummary
@@ -37,6 +37,7 @@ from steerable.report import Report
 from steerable.rewards.base import RewardStack, build_reward_source
 from steerable.rewards.normalize import ZScoreNormalizer
 from steerable.run_dir import write_text_atomic
+from steerable.training.online import PromptFeed
 from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule
 from steerable.training.sampler import shuffled_loader
 
@@ -92,7 +93,12 @@ def fit_policy(
     prompts = prompt_split(m, cfg.data, tokenizer)[0]
     sampler, loader = shuffled_loader(prompts, m.batch_size, seed=cfg.seed)
     settings = PGSettings(
-        m.samples_per_prompt, sampling(m, m.samples_per_prompt), m.kl_coef, m.kl_in, m.objective_scale
+        m.samples_per_prompt,
+        sampling(m, m.samples_per_prompt),
+        m.kl_coef,
+        m.kl_in,
+        m.objective_scale,
+        Engine(cfg.model.end_of_turn, cfg.generation),
     )
     module = PolicyGradientModule(
         model,
@@ -101,10 +107,7 @@ def fit_policy(
         settings,
         rewards,
         conditioning,
-        cfg.model.end_of_turn,
-        sampler,
-        m.batch_size,
-        generation=cfg.generation,
+        PromptFeed(sampler, m.batch_size),
     )
     fit = fit_module(ctx, module, loader, None)
     if fit.is_global_zero:
@@ -225,16 +228,9 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         }
     )
     prompts = prompt_split(m, cfg.data, load_tokenizer(cfg.model))[1][: m.eval.num_prompts]
-    result = evaluate_runs(
-        [ctx.run_dir, *map(Path, m.eval.compare)],
-        prompts,
-        m,
-        load_rewards(cfg.reward, calibration),
-        calibration,
-        ctx.run_dir / "pareto",
-        report,
-        cfg.seed,
-        ctx.autocast,
+    setup = ParetoSetup(
+        prompts, m, load_rewards(cfg.reward, calibration), calibration, cfg.seed, ctx.autocast
     )
+    result = evaluate_runs([ctx.run_dir, *map(Path, m.eval.compare)], setup, ctx.run_dir / "pareto", report)
     report.write(ctx.run_dir / "report.md")
     return result

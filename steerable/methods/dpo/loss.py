@@ -39,6 +39,21 @@ class DPOTerms:
         }
 
 
+@dataclass
+class PairLogprobs:
+    """The summed (or mean) reply log-probs of B pairs under the policy and the reference ([B] each)."""
+
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    reference_chosen: torch.Tensor
+    reference_rejected: torch.Tensor
+
+    @classmethod
+    def of(cls, policy: torch.Tensor, reference: torch.Tensor) -> PairLogprobs:
+        """From [2B] rows, the chosen replies first and then the rejected ones (the pair collators' order)."""
+        return cls(*policy.chunk(2), *reference.chunk(2))
+
+
 def dpo_loss(
     policy_chosen: torch.Tensor,
     policy_rejected: torch.Tensor,

@@ -16,14 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from steerable.methods.dpo.loss import DPOTerms
+from steerable.methods.dpo.loss import DPOTerms, PairLogprobs
 
 
 def modpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    reference_chosen: torch.Tensor,
-    reference_rejected: torch.Tensor,
+    logprobs: PairLogprobs,
     margin_chosen: torch.Tensor,
     margin_rejected: torch.Tensor,
     target_weight: float,
@@ -31,8 +28,8 @@ def modpo_loss(
     beta: float,
 ) -> DPOTerms:
     """Per-pair MODPO losses: log-probs [B] each, margin rewards [B, K-1], `other_weights` [K-1]."""
-    w = other_weights.to(margin_chosen)
-    chosen = (beta * (policy_chosen - reference_chosen) - margin_chosen @ w) / target_weight
-    rejected = (beta * (policy_rejected - reference_rejected) - margin_rejected @ w) / target_weight
+    lp, w = logprobs, other_weights.to(margin_chosen)
+    chosen = (beta * (lp.policy_chosen - lp.reference_chosen) - margin_chosen @ w) / target_weight
+    rejected = (beta * (lp.policy_rejected - lp.reference_rejected) - margin_rejected @ w) / target_weight
     losses = -F.logsigmoid(chosen - rejected)
     return DPOTerms(losses, chosen.detach(), rejected.detach())

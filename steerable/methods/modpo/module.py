@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from steerable.methods.dpo.loss import DPOTerms
+from steerable.methods.dpo.loss import DPOTerms, PairLogprobs
 from steerable.methods.dpo.module import pair_logprobs
 from steerable.methods.dpo.pairs import PairCollator
 from steerable.methods.modpo.loss import modpo_loss
@@ -53,8 +53,7 @@ def batch_terms(
     policy, reference = pair_logprobs(model, batch, average=False)  # the paper sums token log-probs
     margin_chosen, margin_rejected = batch["margins"].chunk(2)
     return modpo_loss(
-        *policy.chunk(2),
-        *reference.chunk(2),
+        PairLogprobs.of(policy, reference),
         margin_chosen,
         margin_rejected,
         weighting.target_weight,

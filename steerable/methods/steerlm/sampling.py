@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,20 +50,29 @@ def high_quality_combinations(
 STEERED_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p")
 
 
+@dataclass
+class RequestPool:
+    """Where sampling requests come from: the attribute schema, the training conversations whose prompts are
+    drawn, and the high-quality attribute combinations a request asks for."""
+
+    schema: AttributeSchema
+    train: list
+    combos: list[dict]
+
+
+def pad_id(tokenizer) -> int:
+    """The id that pads packed completions: the tokenizer's pad token, else its end of sequence."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def sample_requests(
-    ctx: RunContext,
-    model,
-    tokenizer,
-    schema: AttributeSchema,
-    train: list,
-    combos: list[dict],
-    section,
-    seed: int,
+    ctx: RunContext, model, tokenizer, pool: RequestPool, section, seed: int
 ) -> tuple[list[list[dict]], list[dict], list]:
-    """Draw `section.num_prompts` training prompts with attribute values to ask for (from `combos`), then
+    """Draw `section.num_prompts` training prompts with attribute values to ask for (from `pool.combos`), then
     sample `section.samples_per_prompt` replies each with the trained label prefix, stopping before a new
     label. `section` is the stage's config (bootstrap: top-k sampling; SteerLM 2.0: top-p)."""
-    prompts, requested = draw_requests(train, combos, section.num_prompts, random.Random(seed))
+    schema = pool.schema
+    prompts, requested = draw_requests(pool.train, pool.combos, section.num_prompts, random.Random(seed))
     texts = [steered_prompt(tokenizer, p, schema, v) for p, v in zip(prompts, requested, strict=True)]
     n = section.samples_per_prompt
     gen = settings_from(
@@ -175,26 +184,15 @@ def group_record(
 
 
 def sample_groups(
-    ctx: RunContext,
-    policy,
-    prior,
-    tokenizer,
-    annotator,
-    schema: AttributeSchema,
-    combos: list[dict],
-    train,
-    iteration: int,
-    pad_id: int,
+    ctx: RunContext, policy, prior, tokenizer, annotator, pool: RequestPool, iteration: int
 ) -> tuple[list[dict], list[dict]]:
     """n replies per (prompt, requested attributes) from the current policy, with their three log-probs."""
-    cfg, s = ctx.cfg, ctx.cfg.method.steerlm2
-    prompts, requested, completions = sample_requests(
-        ctx, policy, tokenizer, schema, train, combos, s, cfg.seed + iteration
-    )
+    cfg, s, schema = ctx.cfg, ctx.cfg.method.steerlm2, pool.schema
+    prompts, requested, completions = sample_requests(ctx, policy, tokenizer, pool, s, cfg.seed + iteration)
     log_sampler = torch.stack([c.logprobs.sum() for c in completions]).float()
     plain_ids = [tokenize_prompt(tokenizer, p) for p in prompts]  # P(y|x) reads the prompt without a label
     plain = [replace(c, prompt_token_ids=plain_ids[c.prompt_index]) for c in completions]
-    log_prior = summed_logprobs(prior, plain, pad_id, cfg.method.eval_batch_size, ctx.autocast)
+    log_prior = summed_logprobs(prior, plain, pad_id(tokenizer), cfg.method.eval_batch_size, ctx.autocast)
     raw = annotator.raw([prompts[c.prompt_index] for c in completions], [c.text for c in completions])
     labels = np.array([[requested[c.prompt_index][k] for k in schema.names] for c in completions])
     log_attributes = torch.tensor(

@@ -64,7 +64,9 @@ from steerable.methods.steerlm.io import (
 from steerable.methods.steerlm.module import SteerLM2Module, collate_groups
 from steerable.methods.steerlm.policy import SCHEMA_KEY, load_schema
 from steerable.methods.steerlm.sampling import (
+    RequestPool,
     high_quality_combinations,
+    pad_id,
     relabelled_conversations,
     request_match_rate,
     sample_groups,
@@ -186,17 +188,14 @@ def build_schema(ctx: RunContext, conversations: list[Conversation]) -> Attribut
 
 
 def conditioned_sft(
-    ctx: RunContext,
-    folder: str,
+    sub: RunContext,
     train: list[Conversation],
     val: list[Conversation],
     schema: AttributeSchema | None,
-    method: Any = None,
-    max_steps: int | None = None,
     backbone: tuple | None = None,
 ) -> dict:
-    """One SFT run in `folder`: with the label prefix (masked) when `schema` is given, plain otherwise."""
-    sub = sub_context(ctx, folder, method, max_steps)
+    """One SFT run in the sub-run `sub` (`sub_context`: its folder, recipe and steps): with the label prefix
+    (masked) when `schema` is given, plain otherwise."""
     if backbone is not None:
         sub._backbone = backbone
     _, tokenizer = sub.backbone()
@@ -216,7 +215,7 @@ def conditioned_sft(
 def acsft_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     train, val = labelled_split(ctx, done)
     schema = build_schema(ctx, train)
-    summary = conditioned_sft(ctx, "acsft", train, val, schema)
+    summary = conditioned_sft(sub_context(ctx, "acsft"), train, val, schema)
     publish_policy(Path(summary["path"]), ctx.run_dir)
     example = next(
         (t.attributes for c in train for t in c.turns if t.role == "assistant" and t.attributes), {}
@@ -231,7 +230,7 @@ def acsft_stage(ctx: RunContext, done: StageResults) -> StageSummary:
 def baseline_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """The paper's SFT baseline: the same replies and recipe, no attribute labels."""
     train, val = labelled_split(ctx, done)
-    return conditioned_sft(ctx, "baseline", train, val, schema=None)
+    return conditioned_sft(sub_context(ctx, "baseline"), train, val, schema=None)
 
 
 # ----------------------------------------------------------------------------------------------- bootstrap
@@ -260,18 +259,16 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     combos = high_quality_combinations(schema, train, condition)
     model, tokenizer = load_backbone(cfg.model, adapter_dir=source, trainable=True)
     model.to(ctx.device)
-    prompts, requested, completions = sample_requests(
-        ctx, model, tokenizer, schema, train, combos, settings, cfg.seed
-    )
+    pool = RequestPool(schema, train, combos)
+    prompts, requested, completions = sample_requests(ctx, model, tokenizer, pool, settings, cfg.seed)
     kept = [c for c in completions if c.text.strip()]
     annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
     relabelled = annotator.predict([prompts[c.prompt_index] for c in kept], [c.text for c in kept])
     samples = relabelled_conversations(prompts, kept, relabelled)
     write_bootstrap_samples(ctx.run_dir / "bootstrap" / "samples.jsonl", prompts, requested, kept, relabelled)
     round_two = replace(method, lr=settings.lr or method.lr)
-    summary = conditioned_sft(
-        ctx, "bootstrap", samples, val, schema, round_two, settings.max_steps, backbone=(model, tokenizer)
-    )
+    sub = sub_context(ctx, "bootstrap", round_two, settings.max_steps)
+    summary = conditioned_sft(sub, samples, val, schema, backbone=(model, tokenizer))
     publish_policy(Path(summary["path"]), ctx.run_dir)
     return {
         **summary,
@@ -300,14 +297,12 @@ def steerlm2_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     policy.to(ctx.device)
     prior.to(ctx.device)
     annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad, pool = pad_id(tokenizer), RequestPool(schema, train, combos)
     recipe = replace(method, lr=s.lr, scheduler="constant", warmup_steps=0, batch_size=s.groups_per_step)
     rounds, state_dict = [], None
     for iteration in range(1, s.iterations + 1):
         folder = f"steerlm2/iter{iteration}"
-        groups, records = sample_groups(
-            ctx, policy, prior, tokenizer, annotator, schema, combos, train, iteration, pad
-        )
+        groups, records = sample_groups(ctx, policy, prior, tokenizer, annotator, pool, iteration)
         write_text_atomic(
             ctx.run_dir / folder / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records)
         )

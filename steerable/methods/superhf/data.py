@@ -5,7 +5,7 @@ from __future__ import annotations
 from transformers import PreTrainedTokenizerBase
 
 from steerable.config.schema import DataConfig
-from steerable.data.prompts import SystemPrompt, prompt_sets
+from steerable.data.prompts import HeldOut, SystemPrompt, prompt_sets
 from steerable.data.records import Messages
 from steerable.generation import GenerationSettings, settings_from
 from steerable.methods.superhf.config import SuperHFConfig
@@ -22,7 +22,7 @@ def prompt_split(
         data.max_length - m.max_new_tokens,
         transform=SystemPrompt(m.system_prompt, m.first_turn_only),
         limit=m.num_prompts,
-        held_out_fallback=m.eval_prompts,
+        held_out=HeldOut(fallback=m.eval_prompts),
         required=True,
     )
 

@@ -53,8 +53,24 @@ class Arm:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _sample(model, tokenizer, prompts, m: SuperHFConfig, n: int, seed: int, engine: Engine):
-    completions = engine.sampler(model, tokenizer).generate(prompts, sampling(m, n, seed))
+@dataclass
+class EvalSetup:
+    """What the held-out comparison runs on: the run's method, data and reward configs, how many held-out
+    prompts, the seed, the scorers' device, the sampler recipe and the autocast context generation runs under."""
+
+    m: SuperHFConfig
+    data: DataConfig
+    rewards: dict
+    num_prompts: int
+    seed: int
+    device: str = "cpu"
+    engine: Engine = field(default_factory=Engine)
+    autocast: Callable = nullcontext
+
+
+def _sample(model, tokenizer, prompts, setup: EvalSetup, n: int, seed: int):
+    m = setup.m
+    completions = setup.engine.sampler(model, tokenizer).generate(prompts, sampling(m, n, seed))
     return completions, [trim_completion(c.text) if m.trim else c.text.strip() for c in completions]
 
 
@@ -75,14 +91,11 @@ def sample_kl(model, completions) -> float:
 def compare(
     model,
     tokenizer,
+    setup: EvalSetup,
     prompts: list[list[dict]],
-    m: SuperHFConfig,
-    seed: int,
     train: Scorer,
     gold: Scorer,
     baselines: dict[str, Callable[[], tuple[Any, Any]]],
-    engine: Engine,
-    autocast: Callable = nullcontext,
 ) -> list[Arm]:
     users = [user_text(p) for p in prompts]
 
@@ -91,16 +104,17 @@ def compare(
             name, texts, np.array(gold(users, texts)), np.array(train(users, texts)), np.array(lengths), kl
         )
 
+    m, seed = setup.m, setup.seed
     arms = []
-    with autocast():
-        completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, engine)
+    with setup.autocast():
+        completions, texts = _sample(model, tokenizer, prompts, setup, 1, seed)
         arms.append(
             arm("superhf", texts, [len(c.token_ids) for c in completions], sample_kl(model, completions))
         )
         with reference_policy(model):
-            completions, texts = _sample(model, tokenizer, prompts, m, 1, seed, engine)
+            completions, texts = _sample(model, tokenizer, prompts, setup, 1, seed)
             arms.append(arm("initial", texts, [len(c.token_ids) for c in completions], 0.0))
-            many, many_texts = _sample(model, tokenizer, prompts, m, m.best_of_n, seed + 1, engine)
+            many, many_texts = _sample(model, tokenizer, prompts, setup, m.best_of_n, seed + 1)
         scores = np.array(train([users[c.prompt_index] for c in many], many_texts)).reshape(len(prompts), -1)
         best = scores.argmax(1) + np.arange(len(prompts)) * m.best_of_n
         arms.append(
@@ -112,7 +126,7 @@ def compare(
         )
         for name, load in baselines.items():
             other, other_tokenizer = load()
-            completions, texts = _sample(other, other_tokenizer, prompts, m, 1, seed, engine)
+            completions, texts = _sample(other, other_tokenizer, prompts, setup, 1, seed)
             arms.append(arm(name, texts, [len(c.token_ids) for c in completions]))
     return arms
 
@@ -327,31 +341,19 @@ def trade_off(runs: list[Path], out_dir: Path, report: Report) -> list[dict[str,
 
 
 def run_evaluation(
-    model,
-    tokenizer,
-    m: SuperHFConfig,
-    data: DataConfig,
-    rewards: dict,
-    *,
-    run_dir: Path,
-    out_dir: Path,
-    report: Report,
-    num_prompts: int,
-    seed: int,
-    device: str = "cpu",
-    engine: Engine | None = None,
-    autocast: Callable = nullcontext,
+    model, tokenizer, setup: EvalSetup, *, run_dir: Path, out_dir: Path, report: Report
 ) -> dict[str, Any]:
     """The comparison table, samples and the run's curves; results.json in `out_dir`."""
-    train, gold = run_scorers(m, rewards, device)
+    m, seed = setup.m, setup.seed
+    train, gold = run_scorers(m, setup.rewards, setup.device)
     judge = "gold reward"
     if gold is None:
         judge = "train reward (no method.gold_reward: reward hacking cannot be measured)"
         gold = train
-    _, held_out = prompt_split(m, data, tokenizer)
-    prompts = held_out[:num_prompts]
+    _, held_out = prompt_split(m, setup.data, tokenizer)
+    prompts = held_out[: setup.num_prompts]
     baselines = {f"baseline: {Path(b).name}": (lambda b=b: load_run_model(Path(b))) for b in m.baselines}
-    arms = compare(model, tokenizer, prompts, m, seed, train, gold, baselines, engine or Engine(), autocast)
+    arms = compare(model, tokenizer, setup, prompts, train, gold, baselines)
     rows = arm_rows(arms, seed)
     report.section("Judge", f"Gold column = {judge}.")
     report_comparison(report, rows, arms, prompts, samples=6)
@@ -379,18 +381,14 @@ def eval_superhf(cfg, out_dir: Path, report: Report) -> dict[str, Any]:
     gpu = cfg.hardware.accelerator == "gpu" and torch.cuda.is_available()
     model.to("cuda" if gpu else "cpu")
     autocast = partial(inference_autocast, cfg.hardware)
-    return run_evaluation(
-        model,
-        tokenizer,
+    setup = EvalSetup(
         m,
         data,
         rewards,
-        run_dir=run,
-        out_dir=out_dir,
-        report=report,
         num_prompts=cfg.eval.num_prompts,
         seed=cfg.seed,
         device="cuda" if gpu else "cpu",
         engine=Engine(run_config(run, "model", ModelConfig).end_of_turn, cfg.generation),
         autocast=autocast,
     )
+    return run_evaluation(model, tokenizer, setup, run_dir=run, out_dir=out_dir, report=report)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -21,7 +22,7 @@ from steerable.evaluation.meteor import mean_pairwise_meteor
 from steerable.generation import Engine, GenerationSettings, Sampler
 from steerable.methods.superhf.loss import KLSettings, superhf_loss
 from steerable.training.lm_module import OptimSettings
-from steerable.training.online import OnlineModule
+from steerable.training.online import OnlineModule, PromptFeed
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,12 @@ def sample_and_score(
 
 @dataclass
 class Rollout:
-    """How a round samples and scores: the engine, the training reward, the end-of-turn id that closes a kept
-    completion, and the autocast context that sampling and the fixed-prompt evaluation run under."""
+    """How a round samples and scores: the engine and the policy's tokenizer, the training reward, the
+    end-of-turn id that closes a kept completion, and the autocast context that sampling and the fixed-prompt
+    evaluation run under."""
 
     engine: Engine
+    tokenizer: Any
     score: Scorer
     eot_id: int
     autocast: Callable[[], AbstractContextManager] = nullcontext
@@ -134,19 +137,23 @@ class SuperHFModule(OnlineModule):
     def __init__(
         self,
         model: torch.nn.Module,
-        tokenizer,
         optim: OptimSettings,
         settings: SuperHFSettings,
         rollout: Rollout,
         evaluate: Callable[[torch.nn.Module], dict[str, float]] | None = None,
-        sampler=None,
-        prompts_per_step: int = 1,
+        feed: PromptFeed | None = None,
         reference: torch.nn.Module | None = None,
     ) -> None:
-        super().__init__(model, optim, sampler=sampler, batch_size=prompts_per_step)
+        feed = feed or PromptFeed()
+        super().__init__(model, optim, sampler=feed.sampler, batch_size=feed.per_round)
         self.automatic_optimization = False
-        self.tokenizer, self.settings, self.rollout, self.evaluate_fn = tokenizer, settings, rollout, evaluate
-        self.collate = PaddingCollator(tokenizer.pad_token_id)
+        self.tokenizer, self.settings, self.rollout, self.evaluate_fn = (
+            rollout.tokenizer,
+            settings,
+            rollout,
+            evaluate,
+        )
+        self.collate = PaddingCollator(self.tokenizer.pad_token_id)
         if reference is not None:
             self.hold_frozen("reference", reference)
         else:

@@ -18,13 +18,14 @@ from steerable.methods.benchmark import in_suite
 from steerable.methods.fitting import fit_module
 from steerable.methods.superhf.config import SuperHFConfig
 from steerable.methods.superhf.data import prompt_split, sampling
-from steerable.methods.superhf.evaluate import run_evaluation
+from steerable.methods.superhf.evaluate import EvalSetup, run_evaluation
 from steerable.methods.superhf.loss import KLSettings
 from steerable.methods.superhf.module import Rollout, Scorer, SuperHFModule, SuperHFSettings
 from steerable.methods.superhf.rewards import run_scorers
 from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
 from steerable.training.lm_module import OptimSettings
+from steerable.training.online import PromptFeed
 from steerable.training.sampler import shuffled_loader
 
 # --------------------------------------------------------------------------------------------- train
@@ -86,12 +87,12 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     engine = Engine(cfg.model.end_of_turn, cfg.generation)
     # every prompt once, the last superbatch possibly smaller (the scheduler counts ceil(prompts / accumulation))
     sampler, loader = shuffled_loader(train_prompts, m.prompt_accumulation, seed=cfg.seed, drop_last=False)
+    eot_id = end_of_turn_id(tokenizer, cfg.model.end_of_turn)
     module = SuperHFModule(
         model,
-        tokenizer,
         OptimSettings(m.lr, m.weight_decay, m.warmup_steps, m.scheduler, total_steps=superbatches),
         settings,
-        Rollout(engine, train_score, end_of_turn_id(tokenizer, cfg.model.end_of_turn), ctx.autocast),
+        Rollout(engine, tokenizer, train_score, eot_id, ctx.autocast),
         evaluate=fixed_prompt_eval(
             tokenizer,
             eval_prompts[: m.eval_prompts],
@@ -101,8 +102,7 @@ def train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
             gold_score,
             engine,
         ),
-        sampler=sampler,
-        prompts_per_step=m.prompt_accumulation,
+        feed=PromptFeed(sampler, m.prompt_accumulation),
         reference=reference,
     )
     # One epoch over the prompts; clipping happens inside the step (manual optimization).
@@ -143,20 +143,16 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         }
     )
     out_dir = ctx.run_dir / "superhf"
-    result = run_evaluation(
-        model,
-        tokenizer,
+    setup = EvalSetup(
         m,
         cfg.data,
         cfg.reward,
-        run_dir=ctx.run_dir,
-        out_dir=out_dir,
-        report=report,
         num_prompts=m.eval_prompts,
         seed=cfg.seed,
         device=ctx.device.type,
         engine=Engine(cfg.model.end_of_turn, cfg.generation),
         autocast=ctx.autocast,
     )
+    result = run_evaluation(model, tokenizer, setup, run_dir=ctx.run_dir, out_dir=out_dir, report=report)
     report.write(ctx.run_dir / "report.md")
     return {"results": str(out_dir / "results.json"), "arms": result["arms"]}
