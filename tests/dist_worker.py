@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
-from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import compose_config
+from tests.conftest import train_in
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -59,18 +58,11 @@ class CrashAtStep(pl.Callback):
 
 
 def main() -> None:
-    from steerable.cli.common import validate
-    from steerable.cli.train import run
-
     run_dir, crash_at, overrides = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    composed = compose_config("train", [f"output_root={run_dir.parent}", *overrides])
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")  # what Hydra writes; loading a run reads it
-    cfg = validate(composed)
     callbacks: list[pl.Callback] = [RecordRows(run_dir)]
     if crash_at > 0:
         callbacks.append(CrashAtStep(crash_at))
-    run(cfg, run_dir, callbacks=callbacks)
+    train_in(run_dir, f"output_root={run_dir.parent}", *overrides, callbacks=callbacks)
 
 
 if __name__ == "__main__":

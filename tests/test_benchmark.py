@@ -19,7 +19,6 @@ import steerable.methods
 from steerable.budget import record_generated, record_trained
 from steerable.cli.common import validate
 from steerable.cli.eval import run_eval
-from steerable.cli.train import run
 from steerable.config.schema import ConfigError
 from steerable.evaluation.metrics import hypervolume
 from steerable.evaluation.steering import monotone_fraction
@@ -32,7 +31,7 @@ from steerable.methods.steerlm.attributes import AttributeSchema
 from steerable.methods.steerlm.policy import SteerLMPolicy
 from steerable.pipeline import StageResults, Step
 from steerable.policies.base import Control, Network, Objective, Request, SteerablePolicy
-from tests.conftest import compose_config, shared_file
+from tests.conftest import compose_config, run_composed, save_run_config, shared_file
 from tests.test_readme import ReadmeSession, check_command, commands_of, new_session
 
 DEMO = {
@@ -195,9 +194,7 @@ def train_scratch(run_dir: Path, config: type, concise: float) -> None:
     composed = compose_config("train", ["model=tiny", "benchmark=demo", "debug=fast", "method=sft"])
     composed.method = OmegaConf.structured(config(weights={"concise": concise, "positivity": 1 - concise}))
     composed.benchmark.arm = "scratch"
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    run(validate(composed), run_dir)
+    run_composed(run_dir, composed)
 
 
 BENCHMARK_DOC = "docs/benchmark.md"
@@ -300,8 +297,7 @@ def test_hh_suite_loads_its_prompts_and_reward_models_offline(tmp_path) -> None:
     )
     cfg = validate(composed)
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
+    save_run_config(run_dir, composed)
     prompts = suite_prompts([run_dir], cfg.benchmark, load_tokenizer(cfg.model))
     assert 2 <= len(prompts) <= cfg.benchmark.num_prompts  # the held-out prompts that fit
     assert all(p[-1]["role"] == "user" for p in prompts)

@@ -9,12 +9,10 @@ from dataclasses import replace
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.cli.common import validate
 from steerable.cli.generate import generate
-from steerable.cli.train import run
 from steerable.config.schema import ConfigError, LoraConfig
 from steerable.generation import GenerationSettings
 from steerable.methods.clp.conditioning import (
@@ -25,7 +23,7 @@ from steerable.methods.clp.conditioning import (
 )
 from steerable.methods.clp.evaluate import weight_grid
 from steerable.training.policy_gradient import PGSettings, rloo_advantages, weighted_advantages
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, train_in
 from tests.test_backbone import tiny_config
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -188,10 +186,7 @@ CLP = [
 
 
 def run_as_cli(run_dir, *overrides: str) -> dict:
-    composed = compose_config("train", [*CLP, *overrides])
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    return run(validate(composed), run_dir)
+    return train_in(run_dir, *CLP, *overrides)
 
 
 def test_tiny_clp_and_rewarded_soups_runs_share_one_pareto_evaluation(tmp_path) -> None:

@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from tests.conftest import run_cli, train_in
 from tests.test_cli import cli
 from tests.test_scoring_models import write_separable_pairs
 
@@ -13,10 +14,10 @@ TINY = ["model=tiny", "hardware=cpu", "report.max_new_tokens=4"]
 
 
 def train(tmp_path: Path, *overrides: str) -> Path:
-    result = cli("train", *TINY, f"output_root={tmp_path}", *overrides, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (task,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name != "data"]
-    return next(task.iterdir())
+    """A tiny run to evaluate, trained in this process (tests/test_cli.py tests the train CLI's own process)."""
+    run_dir = tmp_path / "run"
+    train_in(run_dir, *TINY, f"output_root={tmp_path}", *overrides)
+    return run_dir
 
 
 def only_eval_dir(run_dir: Path, kind: str) -> Path:
@@ -91,7 +92,7 @@ def test_eval_kind_must_match_the_run(tmp_path) -> None:
         "trainer.max_steps=1",
         "method.stages=[train]",
     )
-    result = cli("eval", f"run={run_dir}", "eval=reward_accuracy", cwd=tmp_path)
+    result = run_cli("eval", f"run={run_dir}", "eval=reward_accuracy", cwd=tmp_path)  # in process
     assert result.returncode != 0 and "needs a reward or attribute model run" in result.stderr
 
 

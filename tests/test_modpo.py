@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from steerable.backbone import load_backbone
 from steerable.cli.common import one_line, validate
@@ -28,9 +27,9 @@ from steerable.methods.registry import load_policy
 from steerable.rewards.base import RewardStack
 from steerable.rewards.programmatic import LengthScorer, SentimentScorer
 from steerable.training.lm_module import OptimSettings
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, run_cli, train_in
 from tests.test_backbone import tiny_config
-from tests.test_cli import ENV, TINY, cli
+from tests.test_cli import ENV, TINY
 
 # ------------------------------------------------------------------------------------------------- loss
 
@@ -184,8 +183,6 @@ def test_defaults_are_the_papers() -> None:
 
 
 def test_a_tiny_run_with_three_objectives_trains_and_loads_as_a_fixed_weights_policy(tmp_path) -> None:
-    from steerable.cli.train import run
-
     run_dir = tmp_path / "run"
     overrides = [
         *TINY_RUN,
@@ -194,10 +191,7 @@ def test_a_tiny_run_with_three_objectives_trains_and_loads_as_a_fixed_weights_po
         "trainer.max_steps=2",
     ]
     overrides += ["method.weights=[0.2,0.3,0.5]", "method.target=positivity", "method.max_new_tokens=6"]
-    composed = compose_config("train", [*overrides, "method.batch_size=2", f"output_root={tmp_path}"])
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    results = run(validate(composed), run_dir)
+    results = train_in(run_dir, *overrides, "method.batch_size=2", f"output_root={tmp_path}")
     assert results["pairs"]["target"] == "positivity" and results["pairs"]["train_pairs"] > 0
     train = results["train"]
     assert train["steps"] == 2 and train["val_loss_before"] is not None
@@ -211,7 +205,6 @@ def test_a_tiny_run_with_three_objectives_trains_and_loads_as_a_fixed_weights_po
 
 
 def test_preference_pairs_of_the_data_are_the_target_and_rewards_the_margin(tmp_path) -> None:
-    from steerable.cli.train import run
     from tests.test_dpo import write_hh_pairs
 
     data = write_hh_pairs(tmp_path / "hh.jsonl")
@@ -229,10 +222,8 @@ def test_preference_pairs_of_the_data_are_the_target_and_rewards_the_margin(tmp_
         "trainer.max_steps=2",
         "data.val_fraction=0.25",
     ]
-    cfg = validate(compose_config("train", [*overrides, f"output_root={tmp_path}"]))
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    results = run(cfg, run_dir)
+    results = train_in(run_dir, *overrides, f"output_root={tmp_path}")
     assert {k: v for k, v in results["pairs"].items() if k != "cost"} == {
         "train_pairs": 9,
         "heldout_pairs": 3,
@@ -248,12 +239,13 @@ def test_preference_pairs_of_the_data_are_the_target_and_rewards_the_margin(tmp_
 
 
 def test_the_train_cli_runs_modpo_with_debug_fast_and_generates(tmp_path) -> None:
+    """In this process (tests/test_cli.py starts each CLI in its own)."""
     args = [*TINY, *MODPO, "debug=fast", "method.max_new_tokens=4", "logger=csv", f"output_root={tmp_path}"]
-    result = cli("train", *args, "method.weights=[0.3,0.7]", cwd=tmp_path)
+    result = run_cli("train", *args, "method.weights=[0.3,0.7]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = list((tmp_path / "modpo").iterdir())
     assert json.loads((run_dir / "stages" / "train.json").read_text())["steps"] == 2
-    gen = cli("generate", f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=3", cwd=tmp_path)
+    gen = run_cli("generate", f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=3", cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr[-2000:]
 
 

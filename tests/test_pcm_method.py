@@ -6,14 +6,12 @@ import csv
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
 from steerable.cli.common import validate
 from steerable.cli.generate import generate
-from steerable.cli.train import run
 from steerable.config.schema import ConfigError
 from steerable.methods.pcm.preferences import combinations, parse_dimensions, parse_preference
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, run_results, train_in
 
 PCM = [
     *TINY_RUN,
@@ -56,12 +54,9 @@ def test_preferences_pick_one_side_per_dimension() -> None:
         validate(compose_config("train", [*PCM, "method.dimensions=[verbosity:short]"]))
 
 
-def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
-    run_dir = tmp_path / "pcm"
-    composed = compose_config("train", PCM)
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    results = run(validate(composed), run_dir)
+def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path, trained_run) -> None:
+    run_dir = trained_run(*PCM)  # shared with tests/test_serve.py; only read here
+    results = run_results(run_dir)
     assert set(json.loads((run_dir / "experts" / "final" / "steerable.json").read_text())["sides"]) == {
         "concise",
         "detailed",
@@ -113,8 +108,5 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path) -> None:
         )
     # the controller stage alone, on another run's experts
     second = tmp_path / "second"
-    composed = compose_config("train", [*PCM, "method.stages=[pcm]", f"method.experts={run_dir}"])
-    (second / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, second / ".hydra" / "config.yaml")
-    reused = run(validate(composed), second)
+    reused = train_in(second, *PCM, "method.stages=[pcm]", f"method.experts={run_dir}")
     assert reused["experts"]["reused"] and not (second / "experts").exists()

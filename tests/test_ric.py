@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from steerable.cli.common import one_line, validate
 from steerable.config.schema import ConfigError
@@ -25,8 +25,8 @@ from steerable.methods.ric.scores import (
     rewards_for_preference,
     with_scores,
 )
-from tests.conftest import TINY_RUN, compose_config
-from tests.test_cli import TINY, cli
+from tests.conftest import TINY_RUN, compose_config, run_cli, run_results
+from tests.test_cli import TINY
 
 # ------------------------------------------------------------------------------------------ format + scale
 
@@ -184,16 +184,10 @@ RIC = [
 
 
 @pytest.fixture(scope="module")
-def ric_run(tmp_path_factory) -> tuple[Path, dict]:
-    from steerable.cli.train import run
-
-    run_dir = tmp_path_factory.mktemp("ric") / "run"
-    composed = compose_config(
-        "train", [*TINY_RUN, *RIC, "trainer.max_steps=2", f"output_root={run_dir.parent}"]
-    )
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    return run_dir, run(validate(composed), run_dir)
+def ric_run(trained_run) -> tuple[Path, dict]:
+    """A finished tiny RiC run (offline + two online rounds) and its results; tests only read it."""
+    run_dir = trained_run(*TINY_RUN, *RIC, "trainer.max_steps=2")
+    return run_dir, run_results(run_dir)
 
 
 def test_offline_then_online_rounds_keep_front_samples_and_publish_the_policy(ric_run) -> None:
@@ -248,24 +242,25 @@ def test_the_policy_maps_weights_to_requested_rewards_in_the_prompt(ric_run) -> 
 
 
 def test_train_and_generate_clis_run_ric_with_debug_fast(tmp_path) -> None:
+    """In this process (tests/test_cli.py starts each CLI in its own)."""
     args = [*TINY, *RIC, "debug=fast", "method.online_iterations=1", "logger=csv", f"output_root={tmp_path}"]
-    result = cli("train", *args, cwd=tmp_path)
+    result = run_cli("train", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = list((tmp_path / "ric").iterdir())
     assert (run_dir / "online_1" / "checkpoints" / "final" / "adapter_model.safetensors").is_file()
     shown = {}
     for w in ("[0.3,0.7]", "[0.9,0.1]"):
-        gen = cli(
+        gen = run_cli(
             "generate", f"run={run_dir}", f"weights={w}", "prompt=Any tips?", "max_new_tokens=3", cwd=tmp_path
         )
         assert gen.returncode == 0, gen.stderr[-2000:]
         shown[w] = next(line for line in gen.stderr.splitlines() if "requested rewards" in line)
     assert shown["[0.3,0.7]"] != shown["[0.9,0.1]"]
-    bad = cli("generate", f"run={run_dir}", "weights=[0.5]", "prompt=hi", cwd=tmp_path)
+    bad = run_cli("generate", f"run={run_dir}", "weights=[0.5]", "prompt=hi", cwd=tmp_path)
     assert bad.returncode != 0 and "weights" in bad.stderr
 
 
-def test_an_interrupted_online_stage_skips_its_finished_rounds(ric_run) -> None:
+def test_an_interrupted_online_stage_skips_its_finished_rounds(ric_run, tmp_path) -> None:
     """Rounds whose adapter and kept samples exist are not generated or trained again; the last one is published."""
     from safetensors.torch import load_file
 
@@ -273,7 +268,8 @@ def test_an_interrupted_online_stage_skips_its_finished_rounds(ric_run) -> None:
     from steerable.methods.ric.stages import online_stage
     from steerable.pipeline import StageResults
 
-    run_dir, _ = ric_run
+    run_dir = tmp_path / "run"  # a copy: the stage runs in it
+    shutil.copytree(ric_run[0], run_dir)
     cfg = validate(compose_config("train", [*TINY_RUN, *RIC, "trainer.max_steps=2"]))
     ctx = RunContext(cfg=cfg, run_dir=run_dir)
     done = StageResults.finished(run_dir, ["offline", "online"])

@@ -75,19 +75,10 @@ def test_a_clp_run_is_served_with_weights_on_the_simplex(clp_run) -> None:
     assert response.status_code == 400 and "sum to 1" in response.json()["error"]
 
 
-def test_a_pcm_run_is_served_with_one_side_per_dimension(tmp_path) -> None:
-    from omegaconf import OmegaConf
-
-    from steerable.cli.common import validate
-    from steerable.cli.train import run
-    from tests.conftest import compose_config
+def test_a_pcm_run_is_served_with_one_side_per_dimension(trained_run) -> None:
     from tests.test_pcm_method import PCM
 
-    run_dir = tmp_path / "pcm"
-    composed = compose_config("train", [*PCM, "method.stages=[experts,pcm]"])
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    run(validate(composed), run_dir)
+    run_dir = trained_run(*PCM)  # tests/test_pcm_method.py's run (its eval stage too)
     pcm = TestClient(build_app(Server(load_policy(run_dir), GenerationSettings(max_new_tokens=6, seed=5))))
     controls = {c["name"]: c for c in pcm.get("/api/policy").json()["controls"]}
     assert controls["preference.verbosity"]["kind"] == "choice"

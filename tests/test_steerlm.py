@@ -30,9 +30,8 @@ from steerable.methods.steerlm.attributes import (
 )
 from steerable.methods.steerlm.io import attribute_model_dir, read_conversations, write_conversations
 from steerable.rewards.scoring_model import ScorerMeta, ScoringModel, save_scorer
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, run_cli
 from tests.test_backbone import tiny_config
-from tests.test_cli import cli
 
 SCHEMA = AttributeSchema(("quality", "humor"), (0, 4), "<extra_id_2>", {"quality": 4, "humor": 0})
 
@@ -190,12 +189,7 @@ def steerlm_cfg(tmp_path: Path, *extra: str):
     return validate(compose_config("train", [*STEERLM, f"output_root={tmp_path}", *extra]))
 
 
-def run_as_cli(run_dir: Path, *overrides: str) -> dict:
-    """Run in `run_dir` and save the composed config where the CLI would (.hydra/config.yaml)."""
-    composed = compose_config("train", [*STEERLM, *overrides])
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    return run(validate(composed), run_dir)
+STEERLM_HUMAN = [*STEERLM, "method.labels=human", "method.stages=[acsft]"]  # conftest's steerlm_run
 
 
 def test_human_label_run_then_cached_stages_and_reused_policy(tmp_path) -> None:
@@ -278,10 +272,11 @@ def test_config_errors_name_the_key(tmp_path, fake_apm) -> None:
         run(cfg, tmp_path / "bad2")
 
 
-def test_generate_and_eval_cli_on_a_steerlm_run(tmp_path) -> None:
+def test_generate_and_eval_cli_on_a_steerlm_run(tmp_path, steerlm_run) -> None:
+    """In this process (tests/test_cli.py starts each CLI in its own); the run is copied, as eval writes in it."""
     run_dir = tmp_path / "run"
-    run_as_cli(run_dir, "method.labels=human", "method.stages=[acsft]")
-    ok = cli(
+    shutil.copytree(steerlm_run, run_dir)
+    ok = run_cli(
         "generate",
         f"run={run_dir}",
         "attributes.verbosity=4",
@@ -291,11 +286,11 @@ def test_generate_and_eval_cli_on_a_steerlm_run(tmp_path) -> None:
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "attribute label: verbosity:4,positivity:" in ok.stderr + ok.stdout
-    bad = cli("generate", f"run={run_dir}", "attributes.humor=4", "prompt=hi", cwd=tmp_path)
+    bad = run_cli("generate", f"run={run_dir}", "attributes.humor=4", "prompt=hi", cwd=tmp_path)
     assert bad.returncode != 0 and "unknown ['humor']" in bad.stderr
-    bad = cli("generate", f"run={run_dir}", "attributes.verbosity=7", "prompt=hi", cwd=tmp_path)
+    bad = run_cli("generate", f"run={run_dir}", "attributes.verbosity=7", "prompt=hi", cwd=tmp_path)
     assert bad.returncode != 0 and "attributes.verbosity=7" in bad.stderr
-    evaluated = cli(
+    evaluated = run_cli(
         "eval",
         f"run={run_dir}",
         "eval=steerability",

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
 
 import steerable.methods.superhf.module as module
 from steerable.backbone import load_backbone
@@ -18,7 +17,7 @@ from steerable.config.schema import ConfigError
 from steerable.data.tokenize import IGNORE_INDEX, PaddingCollator, end_of_turn_id
 from steerable.methods.superhf.loss import KLSettings, superhf_loss
 from steerable.methods.superhf.module import top_k_per_prompt, training_example, trim_completion
-from tests.conftest import TINY_RUN, compose_config
+from tests.conftest import TINY_RUN, compose_config, train_in
 from tests.test_backbone import perturb_lora, tiny_config
 
 
@@ -174,11 +173,8 @@ def test_tiny_run_trains_only_on_the_kept_completions(tmp_path, monkeypatch) -> 
     tokenizer_holder = [load_backbone(tiny_config())[1]]
     monkeypatch.setattr(module, "sample_and_score", spy_sample)
     monkeypatch.setattr(module, "superhf_loss", spy_loss)
-    composed = compose_config("train", [*SUPERHF, f"output_root={tmp_path}"])
     run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-    results = run(validate(composed), run_dir)
+    results = train_in(run_dir, *SUPERHF, f"output_root={tmp_path}")  # trained here: the spies watch it
 
     assert results["train"]["superbatches"] == 2 and results["train"]["steps"] == 2
     expected = []
@@ -249,14 +245,8 @@ def test_kl_sweep_folder_gives_the_reward_vs_similarity_plot(tmp_path) -> None:
 
     sweep = tmp_path / "multirun"
     for job, kl_coef in enumerate(["0.0", "0.35"]):
-        composed = compose_config(
-            "train",
-            [*SUPERHF, f"output_root={tmp_path}", f"method.kl_coef={kl_coef}", "method.num_prompts=2"],
-        )
-        run_dir = sweep / str(job)
-        (run_dir / ".hydra").mkdir(parents=True)
-        OmegaConf.save(composed, run_dir / ".hydra" / "config.yaml")
-        run(validate(composed), run_dir)
+        overrides = [*SUPERHF, f"output_root={tmp_path}", f"method.kl_coef={kl_coef}", "method.num_prompts=2"]
+        train_in(sweep / str(job), *overrides)
     check_run_folder(str(sweep))  # the eval CLI accepts a multirun folder, and names a wrong one
     with pytest.raises(ConfigError, match=r"run=.*neither a run folder nor a multirun folder"):
         check_run_folder(str(tmp_path / "out_of_nowhere"))

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import OmegaConf
-
 from steerable.methods.base import run_model_config
-from tests.conftest import compose_config
+from tests.conftest import compose_config, save_run_config
 
 
 def test_a_run_folder_cannot_turn_on_remote_code(tmp_path, caplog) -> None:
     composed = compose_config("train", ["model=tiny", "model.trust_remote_code=true"])
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(composed, tmp_path / ".hydra" / "config.yaml")
+    save_run_config(tmp_path, composed)
     with caplog.at_level(logging.WARNING):
         model = run_model_config(tmp_path)
     assert model.trust_remote_code is False
