@@ -165,7 +165,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from steerable.data.tokenize import PaddingCollator
     from steerable.training.lm_module import CausalLMModule, OptimSettings
     from steerable.training.sampler import ResumableSampler, make_loader
-    from steerable.training.trainer import build_trainer
+    from steerable.training.trainer import RunRecord, build_trainer
 
     pl.seed_everything(args.seed, workers=True, verbose=False)
     model, tokenizer = load_backbone(model_config(args.model))
@@ -219,10 +219,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         trainer = build_trainer(
             trainer_cfg,
             hardware,
-            LoggerConfig(name="none", csv=False),
-            Path(run_dir),
-            "sft-throughput",
-            {},
+            RunRecord(LoggerConfig(name="none", csv=False), Path(run_dir), "sft-throughput", {}),
             [timer],
         )
         load_peak, rss_before = proc_status_kib("VmHWM"), proc_status_kib("VmRSS")
