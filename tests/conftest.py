@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -190,6 +191,17 @@ def clp_run(trained_run) -> Path:
     return trained_run(*CLP, "method=clp", "method.variant=attn", "method.stages=[calibrate,train]")
 
 
+def restore_handlers(handlers: list[logging.Handler]) -> None:
+    """The root logger as before a CLI ran in this process (Hydra configures it for each job)."""
+    for handler in logging.root.handlers[:]:
+        if handler not in handlers:
+            logging.root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in logging.root.handlers:
+            logging.root.addHandler(handler)
+
+
 def run_cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """`steerable-<script> args` run in this process as `tests.test_cli.cli` runs it in a new one (same
     environment, exit status, stdout and stderr): for tests of what a CLI does, not of its process. The
@@ -197,7 +209,6 @@ def run_cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     import contextlib
     import importlib
     import io
-    import logging
     import traceback
 
     from hydra.core.global_hydra import GlobalHydra
@@ -221,13 +232,7 @@ def run_cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
         GlobalHydra.instance().clear()
         sys.argv = saved_argv
         os.chdir(saved_cwd)
-        for handler in logging.root.handlers[:]:  # Hydra configures the root logger for each job
-            if handler not in saved_handlers:
-                logging.root.removeHandler(handler)
-                handler.close()
-        for handler in saved_handlers:
-            if handler not in logging.root.handlers:
-                logging.root.addHandler(handler)
+        restore_handlers(saved_handlers)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)

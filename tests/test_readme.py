@@ -27,7 +27,7 @@ from unittest import mock
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, restore_handlers
 from tests.test_quiet_output import foreign_noise
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,17 +188,6 @@ def shrunk(program: str, words: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ running lines
-
-
-def restore_handlers(handlers: list[logging.Handler]) -> None:
-    """The root logger as before a CLI ran in this process (Hydra configures it for each job)."""
-    for handler in logging.root.handlers[:]:
-        if handler not in handlers:
-            logging.root.removeHandler(handler)
-            handler.close()
-    for handler in handlers:
-        if handler not in logging.root.handlers:
-            logging.root.addHandler(handler)
 
 
 @dataclass
