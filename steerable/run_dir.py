@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from steerable.errors import UserError
 
+FINAL_MODEL_DIR = "checkpoints/final"  # in a run folder: the model its training published
+
 COMPLETE_MARKER = ".steerable/complete"
 WANDB_ID_FILE = ".steerable/wandb_id"
 LOCK_FILE = ".steerable/lock"

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from steerable.backbone.tiny import build_tiny_model, build_tiny_tokenizer
 from steerable.config.schema import ModelConfig
 from steerable.errors import UserError
+from steerable.run_dir import FINAL_MODEL_DIR
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +221,15 @@ def load_base_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> Pre
     return model
 
 
-WARM_START_FINAL = Path("checkpoints") / "final"
-
-
 def adapter_folder(entry: str) -> Path:
     """An entry of `model.merge_adapters`: an adapter folder, or a run (or its checkpoints/final) holding one."""
     path = Path(entry)
-    for folder in (path, path / WARM_START_FINAL):
+    for folder in (path, path / FINAL_MODEL_DIR):
         if (folder / "adapter_config.json").is_file():
             return folder
     raise ModelLoadError(
         f"model.merge_adapters: {entry} holds no LoRA adapter (adapter_config.json), nor does its "
-        f"{WARM_START_FINAL}; give an SFT run folder or an adapter folder"
+        f"{FINAL_MODEL_DIR}; give an SFT run folder or an adapter folder"
     )
 
 

@@ -17,9 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from steerable.config.schema import ConfigError, ModelConfig
-from steerable.run_dir import write_text_atomic
+from steerable.run_dir import FINAL_MODEL_DIR, write_text_atomic
 
-FINAL_MODEL_DIR = "checkpoints/final"
 METADATA_FILE = "steerable.json"  # written by backbone.adapters.save_model beside the weights
 KIND_KEY = "kind"
 # a run's own SFT warm start (steerable/methods/warm_start.py), part of its base
