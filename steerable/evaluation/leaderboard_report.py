@@ -102,17 +102,17 @@ def _count(value: float | None) -> str:
 def budget(cost: dict, suite: BenchmarkConfig) -> str:
     """`within`, or what the arm spent beyond the suite's budget, spent vs limit in the suite's own units (its
     numbers are then not comparable)."""
-    limits = {  # cost key: (the suite's limit, its name in the suite, cost in that unit)
-        "samples_generated": (suite.budget.samples, "samples", lambda v: f"{int(v):,}"),
-        "tokens_trained": (suite.budget.tokens, "tokens", lambda v: f"{int(v):,}"),
-        "seconds": (suite.budget.minutes, "minutes", lambda v: f"{v / 60:.1f}"),
+    limits = {  # cost key: (its name in the suite, the suite's limit, cost units per suite unit, decimals)
+        "samples_generated": ("samples", suite.budget.samples, 1, 0),
+        "tokens_trained": ("tokens", suite.budget.tokens, 1, 0),
+        "seconds": ("minutes", suite.budget.minutes, 60, 1),
     }
     if any(cost[key] is None for key in limits):
         return "unknown (runs without a recorded cost)"
     over = [
-        f"{name} {shown(cost[key])} > {limit:,}"
-        for key, (limit, name, shown) in limits.items()
-        if limit and cost[key] > (limit * 60 if key == "seconds" else limit)
+        f"{name} {cost[key] / per:,.{decimals}f} > {limit:,}"
+        for key, (name, limit, per, decimals) in limits.items()
+        if limit and cost[key] / per > limit
     ]
     return "OVER: " + ", ".join(over) if over else "within"
 

@@ -41,10 +41,6 @@ def load_rewards(rewards: dict, calibration: dict) -> FrozenRewards:
     return FrozenRewards(stack, normalizer)
 
 
-def _plain(state: dict) -> dict:
-    return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
-
-
 def read_calibration(run_dir: Path) -> dict:
     path = Path(run_dir) / CALIBRATION
     if not path.is_file():

@@ -30,7 +30,7 @@ from steerable.methods.clp.conditioning import (
 from steerable.methods.clp.config import objective_names
 from steerable.methods.clp.data import prompt_split, sampling
 from steerable.methods.clp.evaluate import ParetoSetup, evaluate_runs
-from steerable.methods.clp.rewards import CALIBRATION, FrozenRewards, _plain, load_rewards
+from steerable.methods.clp.rewards import CALIBRATION, FrozenRewards, load_rewards
 from steerable.methods.fitting import fit_module, optim_settings, write_diagnostics
 from steerable.pipeline import StageResults, StageSummary
 from steerable.report import Report
@@ -70,6 +70,10 @@ def calibrate_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     }
     write_text_atomic(ctx.run_dir / CALIBRATION, json.dumps(calibration, indent=2))
     return {"path": str(ctx.run_dir / CALIBRATION), **calibration}
+
+
+def _plain(state: dict) -> dict:
+    return {k: v.tolist() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
 
 
 # ----------------------------------------------------------------------------------------------- train
