@@ -24,7 +24,7 @@ from steerable.evaluation.metrics import hypervolume
 from steerable.evaluation.steering import monotone_fraction
 from steerable.evaluation.suite import simplex_grid
 from steerable.methods.pcm.policy import Mixture, PreferencePolicy
-from steerable.methods.pcm.preferences import parse_dimensions
+from steerable.methods.pcm.preferences import composite_probabilities, parse_dimensions
 from steerable.methods.prompting.policy import instruction_for
 from steerable.methods.registry import specs
 from steerable.methods.steerlm.attributes import AttributeSchema
@@ -94,6 +94,25 @@ def test_pcm_takes_the_side_each_objective_leans_to() -> None:
         "preference.verbosity": "detailed",
         "preference.positivity": "friendly",
     }
+
+
+def test_blended_pcm_leans_by_the_weight_and_its_composites_sum_to_one() -> None:
+    dims = parse_dimensions(["verbosity:concise:detailed", "positivity:unfriendly:friendly"])
+    policy = PreferencePolicy(Mixture(None, None, None, None, dims), "test").alternatives()[
+        "blended preferences"
+    ]
+    assert policy.controls_for(request(0.25)) == {"preference.verbosity": 0.75, "preference.positivity": 0.75}
+    # a side's name is a leaning of 0 or 1, so the paper's discrete preferences still work
+    assert policy.resolve({"preference": "concise, friendly"}) == {
+        "preference.verbosity": 0.0,
+        "preference.positivity": 1.0,
+    }
+    blend = composite_probabilities({"verbosity": 0.75, "positivity": 0.5}, dims)
+    assert sum(p for _, p in blend) == pytest.approx(1.0)
+    assert dict(blend)[("detailed", "friendly")] == pytest.approx(0.375)
+    assert composite_probabilities({"verbosity": 1.0, "positivity": 0.0}, dims) == [
+        (("detailed", "unfriendly"), 1.0)
+    ]
 
 
 def test_the_prompting_baseline_asks_in_words_heaviest_goal_first() -> None:

@@ -6,11 +6,17 @@ import csv
 import json
 
 import pytest
+import torch
 
 from steerable.cli.common import validate
 from steerable.cli.generate import generate
 from steerable.config.schema import ConfigError
-from steerable.methods.pcm.preferences import combinations, parse_dimensions, parse_preference
+from steerable.methods.pcm.preferences import (
+    combinations,
+    composite_probabilities,
+    parse_dimensions,
+    parse_preference,
+)
 from tests.conftest import TINY_RUN, compose_config, run_results, train_in
 
 PCM = [
@@ -110,3 +116,28 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path, trained_run) -> 
     second = tmp_path / "second"
     reused = train_in(second, *PCM, "method.stages=[pcm]", f"method.experts={run_dir}")
     assert reused["experts"]["reused"] and not (second / "experts").exists()
+
+
+def test_blended_pcm_is_the_paper_policy_at_the_sides_and_the_average_mixture_between(trained_run) -> None:
+    from steerable.generation import GenerationSettings
+    from steerable.methods.pcm.policy import load_preference_policy
+
+    policy = load_preference_policy(trained_run(*PCM))
+    blended = policy.alternatives()["blended preferences"]
+    prompts = [[{"role": "user", "content": "Any tips for a trip?"}], [{"role": "user", "content": "Hello"}]]
+    greedy = GenerationSettings(max_new_tokens=5, do_sample=False)
+    sides = {"preference": "detailed, unfriendly"}
+    assert [c.text for c in blended.generate(prompts, sides, greedy)] == [
+        c.text for c in policy.generate(prompts, sides, greedy)
+    ]
+    # between the sides: each composite preference's controller weights, averaged by its probability
+    generated = torch.zeros(2, 0, dtype=torch.long)
+    halfway = blended.resolve({"preference.verbosity": 0.5, "preference.positivity": 0.25})
+    mixed = blended.mixture_weights(prompts, halfway)([0, 1], generated)
+    expected = sum(
+        p
+        * policy.mixture_weights(prompts, policy.resolve({"preference": ", ".join(pref)}))([0, 1], generated)
+        for pref, p in composite_probabilities({"verbosity": 0.5, "positivity": 0.25}, policy.dims)
+    )
+    assert torch.allclose(mixed, expected) and torch.allclose(mixed.sum(-1), torch.ones(2))
+    assert (mixed > 0).all()  # every side's expert takes part halfway, unlike any one preference

@@ -22,10 +22,17 @@ from steerable.backbone.mixing import AdapterMixer
 from steerable.config.schema import ConfigError, ModelConfig
 from steerable.data.tokenize import pad_rows
 from steerable.generation import Completion, GenerationSettings
-from steerable.generation.mixture import MixtureSampler
+from steerable.generation.mixture import MixtureSampler, WeightFn
 from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import PreferenceController
-from steerable.methods.pcm.preferences import Dimension, active, describe, parse_dimensions, parse_preference
+from steerable.methods.pcm.preferences import (
+    Dimension,
+    active,
+    composite_probabilities,
+    describe,
+    parse_dimensions,
+    parse_preference,
+)
 from steerable.pipeline import StageResults, named_artifacts
 from steerable.policies.base import Control, Network, Request, SteerablePolicy
 from steerable.policies.runs import run_config, run_kind, run_model_config
@@ -135,6 +142,7 @@ class PreferencePolicy(SteerablePolicy):
         self, parts: Mixture, origin: str, kind: str = "pcm", model_cfg: ModelConfig | None = None
     ) -> None:
         super().__init__(Network(parts.experts, parts.tokenizer, origin, kind, model_cfg))
+        self.parts = parts
         self.mixer, self.controller, self.dims = parts.mixer, parts.controller, parts.dims
         self.device = torch.device("cpu")
 
@@ -151,22 +159,11 @@ class PreferencePolicy(SteerablePolicy):
         return given
 
     def controls_for(self, request: Request) -> dict[str, Any]:
-        """Each dimension takes the side its objective leans to: the high side when the objective's weight
-        (or 1 - weight, for an objective that wants less of the dimension) is at least one half."""
-        chosen = {}
-        for d in self.dims:
-            leaning = [
-                request.weight(name) if o.direction > 0 else 1 - request.weight(name)
-                for name, o in request.objectives.items()
-                if o.attribute == d.name
-            ]
-            if len(leaning) != 1:
-                raise ConfigError(
-                    f"{self.origin}: PCM dimension {d.name} needs exactly one objective of the request "
-                    f"{sorted(request.weights)} with attribute {d.name}, found {len(leaning)}"
-                )
-            chosen[f"{GROUP}.{d.name}"] = d.high if leaning[0] >= 0.5 else d.low
-        return chosen
+        """Each dimension takes the side its objective leans to: the high side at a leaning of one half or more."""
+        return {
+            f"{GROUP}.{d.name}": d.high if lean >= 0.5 else d.low
+            for d, lean in zip(self.dims, leanings(request, self.dims, self.origin), strict=True)
+        }
 
     def preference(self, values: dict[str, Any]) -> tuple[str, ...]:
         return tuple(values[f"{GROUP}.{d.name}"] for d in self.dims)
@@ -180,17 +177,98 @@ class PreferencePolicy(SteerablePolicy):
         self.controller.to(self.device)
         return self
 
+    def alternatives(self) -> dict[str, SteerablePolicy]:
+        """The same experts and controller decoding graded requests as a blend of composite preferences."""
+        blended = BlendedPreferencePolicy(self.parts, self.origin, self.kind, self.model_cfg)
+        blended.device, blended.generation = self.device, self.generation
+        return {"blended preferences": blended}
+
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
     ) -> list[Completion]:
         n = settings.num_return_sequences  # the mixture sampler draws one reply per prompt row
         rows = [p for p in prompts for _ in range(n)]
-        items = [(p, self.preference(values)) for p in rows]
-        weights = controller_weights(self.controller, self.tokenizer, items, self.dims, self.device)
-        out = MixtureSampler(self.mixer, self.tokenizer).generate(rows, settings, weights)
+        out = MixtureSampler(self.mixer, self.tokenizer).generate(
+            rows, settings, self.mixture_weights(rows, values)
+        )
         for c in out:
             c.prompt_index //= n
         return out
+
+    def mixture_weights(self, rows: list[list[dict]], values: dict[str, Any]) -> WeightFn:
+        """The controller's per-token expert weights for each prompt row under the chosen preference."""
+        items = [(p, self.preference(values)) for p in rows]
+        return controller_weights(self.controller, self.tokenizer, items, self.dims, self.device)
+
+
+class BlendedPreferencePolicy(PreferencePolicy):
+    """`preference.<dimension>` in [0, 1]: how far toward the dimension's high side (a side's name means 0 or
+    1). It decodes with the average of the composite preferences' per-token mixtures, each weighted by its
+    probability when every dimension takes its high side with that leaning, so the result is still one
+    per-token probability mixture of the frozen experts.
+
+    Not in the paper, whose preferences are discrete: a request between two sides gets a reply between them
+    instead of snapping to one side. At leanings of 0 or 1 it decodes exactly as PreferencePolicy."""
+
+    def controls(self) -> list[Control]:
+        return [
+            Control(f"{GROUP}.{d.name}", "number", doc=f"0 = {d.low}, 1 = {d.high}", low=0.0, high=1.0)
+            for d in self.dims
+        ]
+
+    def expand(self, given: dict[str, Any]) -> dict[str, Any]:
+        given = super().expand(given)
+        for d in self.dims:
+            side = given.get(f"{GROUP}.{d.name}")
+            if side in (d.low, d.high):
+                given[f"{GROUP}.{d.name}"] = 1.0 if side == d.high else 0.0
+        return given
+
+    def controls_for(self, request: Request) -> dict[str, Any]:
+        leaning = leanings(request, self.dims, self.origin)
+        return {f"{GROUP}.{d.name}": lean for d, lean in zip(self.dims, leaning, strict=True)}
+
+    def alternatives(self) -> dict[str, SteerablePolicy]:
+        return {}
+
+    def describe(self, values: dict[str, Any]) -> str:
+        return "preference: " + ", ".join(f"{d.high} {values[f'{GROUP}.{d.name}']:.2f}" for d in self.dims)
+
+    def mixture_weights(self, rows: list[list[dict]], values: dict[str, Any]) -> WeightFn:
+        leaning = {d.name: float(values[f"{GROUP}.{d.name}"]) for d in self.dims}
+        parts = [
+            (
+                p,
+                controller_weights(
+                    self.controller, self.tokenizer, [(r, pref) for r in rows], self.dims, self.device
+                ),
+            )
+            for pref, p in composite_probabilities(leaning, self.dims)
+        ]
+
+        def weights(indices: list[int], generated: torch.Tensor) -> torch.Tensor:
+            return sum(p * part(indices, generated) for p, part in parts)
+
+        return weights
+
+
+def leanings(request: Request, dims: list[Dimension], origin: str) -> list[float]:
+    """How far each dimension leans to its high side under a benchmark request: its objective's weight, or one
+    minus it for an objective that wants less of the dimension."""
+    out = []
+    for d in dims:
+        leaning = [
+            request.weight(name) if o.direction > 0 else 1 - request.weight(name)
+            for name, o in request.objectives.items()
+            if o.attribute == d.name
+        ]
+        if len(leaning) != 1:
+            raise ConfigError(
+                f"{origin}: PCM dimension {d.name} needs exactly one objective of the request "
+                f"{sorted(request.weights)} with attribute {d.name}, found {len(leaning)}"
+            )
+        out.append(leaning[0])
+    return out
 
 
 def load_preference_policy(run_dir: Path) -> PreferencePolicy:

@@ -67,3 +67,19 @@ def side_sign(side: str, dimensions: list[Dimension]) -> tuple[str, float]:
         if side in (d.low, d.high):
             return d.name, 1.0 if side == d.high else -1.0
     raise KeyError(side)
+
+
+def composite_probabilities(
+    leaning: dict[str, float], dimensions: list[Dimension]
+) -> list[tuple[tuple[str, ...], float]]:
+    """Each composite preference with its probability when every dimension independently takes its high side
+    with probability `leaning[name]` (in [0, 1]); those of probability 0 are left out. At leanings of 0 or 1
+    this is the one preference those sides name."""
+    out = []
+    for preference in combinations(dimensions):
+        p = 1.0
+        for d, side in zip(dimensions, preference, strict=True):
+            p *= leaning[d.name] if side == d.high else 1.0 - leaning[d.name]
+        if p > 0:
+            out.append((preference, p))
+    return out
