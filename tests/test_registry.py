@@ -69,5 +69,6 @@ def test_train_help_lists_every_method_and_its_stages() -> None:
     ).stdout
     assert (
         "== Methods" in shown
-        and "steerlm2 (needs apm, annotate, acsft, baseline; uses bootstrap if run)" in shown
+        and "steerlm2 (needs apm, annotate, acsft, baseline; uses bootstrap if run; produces path)" in shown
+        and "pcm (needs experts; produces controller)" in shown
     )

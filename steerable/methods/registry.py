@@ -41,21 +41,24 @@ class Stage:
     target, by default ".stages:<name>_stage". `done` holds only what the stage declares: `requires`, earlier
     stages whose results it reads (they run first when this run has not finished them), and `reads`, stages
     whose results it uses only if they have finished (never run for it). Reading anything else is an error
-    naming the stage."""
+    naming the stage. `produces`: the summary keys naming the files or folders the stage makes (what other
+    stages read with `done.artifact(name, key)`); a stage that returns without one fails and runs again."""
 
     name: str
     run: str = ""
     requires: tuple[str, ...] = ()
     doc: str = ""
     reads: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
 
 
 def train_then_eval(train: str = "", train_doc: str = "", eval_doc: str = "") -> tuple[Stage, Stage]:
     """The stages of a method that trains one model and reports on it, declared once for all such methods:
-    `train` (its function `train` when not ".stages:train_stage"), then `eval`, which needs it."""
+    `train` (its function `train` when not ".stages:train_stage"), then `eval`, which needs it and writes the
+    run's report."""
     return (
         Stage("train", train, doc=train_doc),
-        Stage("eval", requires=("train",), doc=eval_doc),
+        Stage("eval", requires=("train",), doc=eval_doc, produces=("report",)),
     )
 
 
@@ -186,22 +189,18 @@ def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Step]:
     def bind(stage: Stage) -> Callable[[StageResults], StageSummary]:
         def run_stage(done: StageResults) -> StageSummary:
             from steerable.policies.runs import declare_kind
+            from steerable.run_dir import is_writer
 
             summary = resolve(stage.run)(ctx, done)
-            if _is_writer():
+            if is_writer():
                 declare_kind(ctx.run_dir, spec.name)
             return summary
 
         return run_stage
 
-    return {stage.name: Step(bind(stage), stage.requires, stage.reads) for stage in spec.stages}
-
-
-def _is_writer() -> bool:
-    """Rank 0 (or the only process) writes run-folder files."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return {
+        stage.name: Step(bind(stage), stage.requires, stage.reads, stage.produces) for stage in spec.stages
+    }
 
 
 def load_policy(run_dir: Path | str) -> Any:
@@ -237,6 +236,7 @@ def describe() -> str:
         for stage in spec.stages:
             said = [f"needs {', '.join(stage.requires)}"] if stage.requires else []
             said += [f"uses {', '.join(stage.reads)} if run"] if stage.reads else []
+            said += [f"produces {', '.join(stage.produces)}"] if stage.produces else []
             needs = f" ({'; '.join(said)})" if said else ""
             doc = f": {stage.doc}" if stage.doc else ""
             lines.append(f"      {stage.name}{needs}{doc}")

@@ -10,9 +10,12 @@ _WARM_START = Stage(
     "warm_start",
     "steerable.methods.warm_start:warm_start_stage",
     doc="SFT warm start (method.warm_start.steps > 0)",
+    produces=("path",),
 )
-_CALIBRATE = Stage("calibrate", doc="freeze reward z-score statistics")
-_EVAL = Stage("eval", requires=("calibrate", "train"), doc="Pareto front on a weight grid")
+_CALIBRATE = Stage("calibrate", doc="freeze reward z-score statistics", produces=("path",))
+_EVAL = Stage(
+    "eval", requires=("calibrate", "train"), doc="Pareto front on a weight grid", produces=("report",)
+)
 _PARETO = Evaluation("pareto", ".evaluate:eval_pareto", doc="rewards over a weight grid, hypervolume")
 
 

@@ -7,9 +7,11 @@ SPEC = MethodSpec(
     summary="per-side experts mixed token by token by a learned Preference Control Model",
     config=PCMConfig,
     stages=(
-        Stage("experts", doc="one SFT expert per side of each dimension"),
-        Stage("pcm", requires=("experts",), doc="the controller, trained with REBEL"),
-        Stage("eval", requires=("experts", "pcm"), doc="every composite preference"),
+        Stage("experts", doc="one SFT expert per side of each dimension", produces=("path",)),
+        Stage(
+            "pcm", requires=("experts",), doc="the controller, trained with REBEL", produces=("controller",)
+        ),
+        Stage("eval", requires=("experts", "pcm"), doc="every composite preference", produces=("report",)),
     ),
     check=check,
     needs=("reward=[verbosity,positivity]",),
