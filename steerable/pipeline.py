@@ -12,29 +12,33 @@ from pathlib import Path
 from typing import Any
 
 from steerable.budget import Spend, spent
-from steerable.run_dir import RunDirError, contained, write_text_atomic
+from steerable.run_dir import RunDirError, contained, is_writer, write_text_atomic
 
 log = logging.getLogger(__name__)
 
 COST_KEY = "cost"  # in every stage summary: seconds, samples/tokens generated, tokens trained
+SKIPPED_KEY = "skipped"  # in the summary of a stage that made nothing on purpose: why (it produces nothing)
 StageSummary = dict[str, Any]  # what a stage returns and its marker holds (JSON: numbers, strings, paths)
 # Stage names a method once used, by today's name: a run folder made before the rename holds the old marker.
 FORMER_NAMES = {"eval": ("report", "evaluate")}
 
 
 class StageContractError(RuntimeError):
-    """A stage read a result it did not declare (a bug in the stage or its declaration, not a user error)."""
+    """A stage read a result it did not declare, or did not make an artifact it declares (a bug in the stage
+    or its declaration, not a user error)."""
 
 
 @dataclass(frozen=True)
 class Step:
     """A stage as the pipeline runs it. `requires`: the stages whose results it reads and which run first
     when this run has not finished them (make-style); `reads`: results it uses only if they exist (never run
-    for it). Anything else is out of its reach."""
+    for it). Anything else is out of its reach. `produces`: the summary keys naming the files or folders it
+    makes, the only keys other stages may read with `artifact`; it must name each (an existing path) or fail."""
 
     run: Callable[[StageResults], StageSummary]
     requires: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
 
 
 def stage_marker(run_dir: Path, name: str) -> Path:
@@ -102,6 +106,7 @@ class StageResults:
             summary = self.steps[name].run(self.for_stage(name))
         finally:
             self.running.pop()
+        self._check_produced(name, summary)  # before the marker: a stage that broke its word runs again
         seconds = time.monotonic() - started
         summary = {**summary, COST_KEY: self._own_cost(seconds, before, finished)}
         write_text_atomic(
@@ -126,6 +131,24 @@ class StageResults:
         refuse_former_marker(self.run_dir, name)
         if name in self.running:
             raise StageContractError(f"stage dependency cycle: {' -> '.join([*self.running, name])}")
+
+    def _check_produced(self, name: str, summary: StageSummary) -> None:
+        """Each artifact stage `name` declares is named in its summary and exists inside the run (or in a
+        folder the config names); a stage that skipped itself (`SKIPPED_KEY`) made none."""
+        if SKIPPED_KEY in summary:
+            return
+        for key in self.steps[name].produces:
+            value = summary.get(key)
+            if not isinstance(value, str) or not value:
+                raise StageContractError(
+                    f"stage {name} declares produces {key}, but its summary has no {key}"
+                )
+            try:
+                path = contained(self.run_dir, value, self.named, field=f"stage {name}'s {key}")
+            except RunDirError as err:
+                raise StageContractError(f"stage {name} produces {key} outside its run: {err}") from None
+            if is_writer() and not path.exists():  # other ranks may not see rank 0's files yet
+                raise StageContractError(f"stage {name} declares produces {key}, but {value} does not exist")
 
     def _own_cost(self, seconds: float, before: Spend, finished: set[str]) -> dict[str, float]:
         """Wall time and spend of the stage that just ran, less those of the stages it required on the way
@@ -178,11 +201,21 @@ class StageResults:
         return name in self.summaries
 
     def artifact(self, name: str, key: str = "path") -> Path:
-        """The folder or file a stage made (its summary's `key`), followed only inside the run or to an
-        artifact the run's config names."""
-        value = self.require(name).get(key)
+        """The folder or file a stage made (its summary's `key`, declared in its `produces`), as `self[name]`
+        finds it (a required stage runs first), followed only inside the run or to an artifact the run's
+        config names."""
+        self._declared(name)
+        step = self.steps.get(name)
+        if self.stage is not None and step is not None and key not in step.produces:
+            raise StageContractError(
+                f"stage {self.stage} reads stage {name}'s {key}, which {name} does not declare in produces= "
+                f"(it declares {list(step.produces)})"
+            )
+        summary = self[name]
+        value = summary.get(key)
         if not isinstance(value, str) or not value:
-            raise RunDirError(f"{self.run_dir}: stages/{name}.json has no {key}")
+            why = f" (it skipped: {summary[SKIPPED_KEY]})" if SKIPPED_KEY in summary else ""
+            raise RunDirError(f"{self.run_dir}: stages/{name}.json has no {key}{why}")
         return contained(self.run_dir, value, self.named, field=f"stages/{name}.json {key}")
 
 
@@ -202,7 +235,8 @@ def refuse_former_marker(run_dir: Path, name: str) -> None:
             )
 
 
-PATH_FIELDS = ("path", "apm", "policy", "experts")
+# Summary keys that hold paths, and method config keys that name an artifact made elsewhere (`named_artifacts`)
+PATH_FIELDS = ("path", "apm", "policy", "experts", "annotated")
 
 
 def finished_summaries(run_dir: Path) -> dict[str, StageSummary]:
@@ -212,7 +246,7 @@ def finished_summaries(run_dir: Path) -> dict[str, StageSummary]:
 
 
 def named_artifacts(method: Any) -> set[str]:
-    """Artifact folders outside the run that its method config names (method.apm=, method.experts=, ...)."""
+    """Artifact folders outside the run that its method config names (method.apm=, method.annotated=, ...)."""
     return {v for k in PATH_FIELDS if isinstance(v := getattr(method, k, None), str) and v}
 
 

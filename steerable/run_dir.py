@@ -33,6 +33,13 @@ class RunDirError(UserError, ValueError):
     pass
 
 
+def is_writer() -> bool:
+    """Rank 0 (or the only process) writes run-folder files; other ranks may not see them yet."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def is_complete(run_dir: Path) -> bool:
     return (run_dir / COMPLETE_MARKER).is_file()
 
@@ -135,8 +142,8 @@ def contained(
     run_dir: Path, value: str, named: set[str] | frozenset = frozenset(), field: str = "path"
 ) -> Path:
     """A path read from a run folder's own files, followed only inside that folder, or to an artifact the
-    run's config names (method.apm=, method.experts=, method.policy=): a folder someone else made cannot
-    point our reads anywhere else."""
+    run's config names (method.apm=, method.annotated=, method.experts=, method.policy=): a folder someone
+    else made cannot point our reads anywhere else."""
     path = Path(value)
     resolved = (run_dir / path if not path.is_absolute() else path).resolve()
     inside = resolved == run_dir.resolve() or run_dir.resolve() in resolved.parents

@@ -449,6 +449,45 @@ def test_stage_functions_read_only_what_their_stage_declares() -> None:
     assert not undeclared, undeclared
 
 
+def literal_artifacts(source: str) -> set[tuple[str, str]]:
+    """The (stage, key) of every `x.artifact("stage")` or `x.artifact("stage", "key")` call in `source` whose
+    arguments are literals (no key: `StageResults.artifact`'s default)."""
+    from steerable.pipeline import StageResults
+
+    default = inspect.signature(StageResults.artifact).parameters["key"].default
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "artifact"
+        ):
+            args = [*node.args, *(k.value for k in node.keywords if k.arg == "key")]
+            if args and all(isinstance(a, ast.Constant) for a in args):
+                found.add((args[0].value, args[1].value if len(args) > 1 else default))
+    return found
+
+
+def test_literal_artifacts_are_found_with_the_default_key() -> None:
+    source = 'done.artifact("a")\nx.artifact("b", "report")\ndone.artifact(name)\ndone.artifact("c", key="k")'
+    assert literal_artifacts(source) == {("a", "path"), ("b", "report"), ("c", "k")}
+
+
+def test_artifact_reads_name_keys_their_stage_produces() -> None:
+    """The static half of `produces` (the pipeline refuses the rest when a stage runs): every literal
+    `.artifact("<stage>", "<key>")` in steerable/ names a key that stage declares, in every method of the
+    package it is written in (outside a method package: in every method that has the stage)."""
+    reads, undeclared = 0, []
+    for name, path in modules().items():
+        home = [s for s in specs().values() if spec_package(s) == owner(name)] or list(specs().values())
+        for stage, key in literal_artifacts(path.read_text()):
+            reads += 1
+            declared = [s.stage(stage).produces for s in home if stage in s.stage_names]
+            if not declared or any(key not in produces for produces in declared):
+                undeclared.append(f"{name}: artifact({stage!r}, {key!r})")
+    assert reads > 5 and not undeclared, undeclared
+
+
 def contract_steps() -> dict[str, Any]:
     from steerable.pipeline import Step
 
@@ -500,6 +539,47 @@ def test_declared_reads_are_used_only_when_finished_and_requirements_run_first(t
     results = run_stages(tmp_path / "c", contract_steps(), ["eval"])  # make-style: train runs first
     assert set(results) == {"train", "eval"} and results["eval"]["n"] == "train"
     assert StageResults.finished(tmp_path / "c", ["train"]).require("train")["path"] == "train"
+
+
+def test_a_stage_that_does_not_make_what_it_produces_fails_and_leaves_no_marker(tmp_path) -> None:
+    from steerable.pipeline import SKIPPED_KEY, StageContractError, Step, run_stages, stage_marker
+
+    forgetful = {
+        "declares produces path, but its summary has no path": lambda done: {"n": 1},
+        f"declares produces path, but {tmp_path / 'gone'} does not exist": lambda done: {
+            "path": str(tmp_path / "gone")
+        },
+        "produces path outside its run": lambda done: {"path": "/etc"},
+    }
+    for message, run in forgetful.items():
+        with pytest.raises(StageContractError, match=rf"^stage train {re.escape(message)}"):
+            run_stages(tmp_path, {"train": Step(run, produces=("path",))}, ["train"])
+        assert not stage_marker(tmp_path, "train").exists()  # so a rerun does the stage again
+    (tmp_path / "model").mkdir()
+    made = {"train": Step(lambda done: {"path": str(tmp_path / "model")}, produces=("path",))}
+    assert run_stages(tmp_path, made, ["train"])["train"]["path"] == str(tmp_path / "model")
+    skipped = {"train": Step(lambda done: {SKIPPED_KEY: "nothing to make"}, produces=("path",))}
+    assert run_stages(tmp_path / "skipped", skipped, ["train"])["train"][SKIPPED_KEY] == "nothing to make"
+
+
+def test_reading_an_artifact_its_stage_does_not_produce_fails_naming_both(tmp_path) -> None:
+    from steerable.pipeline import StageContractError, Step, run_stages, stage_marker
+
+    (tmp_path / "model").mkdir()
+    train = Step(lambda done: {"path": str(tmp_path / "model"), "report": "r.md"}, produces=("path",))
+
+    def reading(key: str) -> Step:
+        return Step(lambda done: {"read": str(done.artifact("train", key))}, requires=("train",))
+
+    with pytest.raises(
+        StageContractError,
+        match=r"^stage eval reads stage train's report, which train does not declare in produces= "
+        r"\(it declares \['path'\]\)$",
+    ):
+        run_stages(tmp_path, {"train": train, "eval": reading("report")}, ["eval"])
+    assert not stage_marker(tmp_path, "train").exists()  # refused before train ran for it
+    results = run_stages(tmp_path, {"train": train, "eval": reading("path")}, ["eval"])
+    assert results["eval"]["read"] == str((tmp_path / "model").resolve())
 
 
 def test_a_missing_prerequisite_is_one_line_naming_the_stage_and_what_it_needs(tmp_path) -> None:

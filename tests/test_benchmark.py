@@ -164,7 +164,6 @@ class ScratchConfig(MethodConfig):
 
 
 SPEC = MethodSpec(
-    name="scratch_fixed",
     summary="a fixed policy trained for one weighting (a test plugin)",
     config=ScratchConfig,
     stages=(Stage("train", f"{__name__}.impl:train_stage"),),

@@ -22,6 +22,27 @@ def test_every_stage_target_resolves_to_a_function() -> None:
             assert callable(resolve(stage.run)), f"{spec.name}.{stage.name}: {stage.run}"
 
 
+def test_a_spec_is_named_by_its_config_and_its_targets_are_relative_to_its_package() -> None:
+    from steerable.methods.registry import Evaluation, MethodSpec, Stage
+    from steerable.methods.sft.config import SFTConfig
+
+    spec = MethodSpec(
+        summary="planted",
+        config=SFTConfig,
+        stages=(Stage("train"), Stage("eval", ".other:evaluate"), Stage("x", "elsewhere.module:run")),
+        evaluation=Evaluation("kind", ".evaluate:eval_kind"),
+        policy=".policy:load",
+    ).anchored("pkg.method")
+    assert spec.name == "sft"  # SFTConfig's default name
+    assert [s.run for s in spec.stages] == [
+        "pkg.method.stages:train_stage",
+        "pkg.method.other:evaluate",
+        "elsewhere.module:run",
+    ]
+    assert (spec.evaluation.run, spec.policy) == ("pkg.method.evaluate:eval_kind", "pkg.method.policy:load")
+    assert specs()["pcm"].stage("pcm").run == "steerable.methods.pcm.stages:pcm_stage"  # as discovered
+
+
 def test_unknown_method_and_stage_name_the_choices() -> None:
     with pytest.raises(ConfigError, match=r"methods: .*sft"):
         spec_of("nonesuch")
@@ -48,5 +69,6 @@ def test_train_help_lists_every_method_and_its_stages() -> None:
     ).stdout
     assert (
         "== Methods" in shown
-        and "steerlm2 (needs apm, annotate, acsft, baseline; uses bootstrap if run)" in shown
+        and "steerlm2 (needs apm, annotate, acsft, baseline; uses bootstrap if run; produces path)" in shown
+        and "pcm (needs experts; produces controller)" in shown
     )

@@ -37,7 +37,7 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
 
     from steerable.methods.base import RunContext
     from steerable.methods.registry import check_train_config, spec_of, stage_functions
-    from steerable.pipeline import PATH_FIELDS, run_stages
+    from steerable.pipeline import named_artifacts, run_stages
     from steerable.training.progress import quiet_third_party
 
     quiet_third_party()
@@ -51,9 +51,8 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     ctx = RunContext(cfg=cfg, run_dir=run_dir, resuming=cfg.resume is not None, callbacks=callbacks or [])
     lock = RunLock(run_dir) if launching_process() else None  # ranks > 0 share rank 0's folder
     try:
-        named = {v for k in PATH_FIELDS if isinstance(v := getattr(cfg.method, k, None), str) and v}
         stages = stage_functions(spec_of(cfg.method.name), ctx)
-        results = run_stages(run_dir, stages, cfg.method.stages, named)
+        results = run_stages(run_dir, stages, cfg.method.stages, named_artifacts(cfg.method))
         mark_complete(run_dir, {**results, "hardware": choice.as_dict()})
     finally:
         _finish_wandb()

@@ -43,4 +43,4 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         for key, value in row["metrics"].items()
         if value is not None
     }
-    return {"leaderboard": str(out / "leaderboard.md"), **headline}
+    return {"report": str(out / "report.md"), "leaderboard": str(out / "leaderboard.md"), **headline}

@@ -5,7 +5,10 @@ configs, the stages a run may select, the start-up checks, `steerable-eval` kind
 its tests.
 
 Stage functions, evaluations and policy loaders are named as "module:attr" strings and imported only when
-used, so the CLIs import no training code until a run needs it.
+used, so the CLIs import no training code until a run needs it. A target starting with "." is relative to the
+package that declares the spec (".policy:load" in `steerable.methods.pcm` is `steerable.methods.pcm.policy:load`)
+and a stage's function is by default `<name>_stage` of the package's `stages` module, so a spec names each
+function once; `specs()` hands out every target absolute.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,15 +38,28 @@ def resolve(target: str) -> Any:
 @dataclass(frozen=True)
 class Stage:
     """One step of a method. `run(ctx: RunContext, done: StageResults) -> StageSummary` is a "module:function"
-    target. `done` holds only what the stage declares: `requires`, earlier stages whose results it reads
-    (they run first when this run has not finished them), and `reads`, stages whose results it uses only if
-    they have finished (never run for it). Reading anything else is an error naming the stage."""
+    target, by default ".stages:<name>_stage". `done` holds only what the stage declares: `requires`, earlier
+    stages whose results it reads (they run first when this run has not finished them), and `reads`, stages
+    whose results it uses only if they have finished (never run for it). Reading anything else is an error
+    naming the stage. `produces`: the summary keys naming the files or folders the stage makes (what other
+    stages read with `done.artifact(name, key)`); a stage that returns without one fails and runs again."""
 
     name: str
-    run: str
+    run: str = ""
     requires: tuple[str, ...] = ()
     doc: str = ""
     reads: tuple[str, ...] = ()
+    produces: tuple[str, ...] = ()
+
+
+def train_then_eval(train: str = "", train_doc: str = "", eval_doc: str = "") -> tuple[Stage, Stage]:
+    """The stages of a method that trains one model and reports on it, declared once for all such methods:
+    `train` (its function `train` when not ".stages:train_stage"), then `eval`, which needs it and writes the
+    run's report."""
+    return (
+        Stage("train", train, doc=train_doc),
+        Stage("eval", requires=("train",), doc=eval_doc, produces=("report",)),
+    )
 
 
 @dataclass(frozen=True)
@@ -71,18 +87,18 @@ def needs_responses(cfg: Any) -> None:
 class MethodSpec:
     """Everything the rest of the project needs to know about a method.
 
-    - `config`: the method's dataclass (`method.*` keys), registered as `method_schema_<name>`.
+    - `config`: the method's dataclass (`method.*` keys), registered as `method_schema_<name>`; its default
+      `name` is the method's name (what `method=<name>` selects).
     - `stages`: in run order; `method.stages` selects from these (null = all).
     - `check(cfg: TrainConfig)`: method x data x reward rules, run when the config is validated, before any
       folder or model exists.
     - `evaluation`: the method's own `steerable-eval` kind, if any (the generic kinds serve every policy).
-    - `policy`: "module:load" target, `load(run_dir) -> SteerablePolicy`; null = the run is not a policy
-      (reward and attribute models).
+    - `policy`: "module:load" target (".policy:load" in the method's package), `load(run_dir) ->
+      SteerablePolicy`; null = the run is not a policy (reward and attribute models).
     - `needs`: overrides that make the default config valid for this method, i.e. what a user must add (reward
       sources, a preference data set), as an example; `--help` prints them and tests compose with them.
     """
 
-    name: str
     summary: str
     config: type
     stages: tuple[Stage, ...]
@@ -94,6 +110,10 @@ class MethodSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
     def stage_names(self) -> list[str]:
         return [s.name for s in self.stages]
 
@@ -102,6 +122,21 @@ class MethodSpec:
             if stage.name == name:
                 return stage
         raise KeyError(name)
+
+    def anchored(self, package: str) -> MethodSpec:
+        """This spec with every target absolute: relative ones (".module:attr") and default stage functions
+        resolved against `package`, the one that declares it."""
+        stages = tuple(
+            replace(s, run=absolute(s.run or f".stages:{s.name}_stage", package)) for s in self.stages
+        )
+        evaluation = self.evaluation and replace(self.evaluation, run=absolute(self.evaluation.run, package))
+        policy = self.policy and absolute(self.policy, package)
+        return replace(self, stages=stages, evaluation=evaluation, policy=policy)
+
+
+def absolute(target: str, package: str) -> str:
+    """A "module:attr" target as written in `package`: one starting with "." is relative to it."""
+    return package + target if target.startswith(".") else target
 
 
 @functools.cache
@@ -116,7 +151,7 @@ def specs() -> dict[str, MethodSpec]:
         for spec in declared:
             if spec.name in found:
                 raise RuntimeError(f"method {spec.name!r} is declared twice ({module.__name__})")
-            found[spec.name] = spec
+            found[spec.name] = spec.anchored(module.__name__)
     return found
 
 
@@ -154,22 +189,18 @@ def stage_functions(spec: MethodSpec, ctx: Any) -> dict[str, Step]:
     def bind(stage: Stage) -> Callable[[StageResults], StageSummary]:
         def run_stage(done: StageResults) -> StageSummary:
             from steerable.policies.runs import declare_kind
+            from steerable.run_dir import is_writer
 
             summary = resolve(stage.run)(ctx, done)
-            if _is_writer():
+            if is_writer():
                 declare_kind(ctx.run_dir, spec.name)
             return summary
 
         return run_stage
 
-    return {stage.name: Step(bind(stage), stage.requires, stage.reads) for stage in spec.stages}
-
-
-def _is_writer() -> bool:
-    """Rank 0 (or the only process) writes run-folder files."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    return {
+        stage.name: Step(bind(stage), stage.requires, stage.reads, stage.produces) for stage in spec.stages
+    }
 
 
 def load_policy(run_dir: Path | str) -> Any:
@@ -205,6 +236,7 @@ def describe() -> str:
         for stage in spec.stages:
             said = [f"needs {', '.join(stage.requires)}"] if stage.requires else []
             said += [f"uses {', '.join(stage.reads)} if run"] if stage.reads else []
+            said += [f"produces {', '.join(stage.produces)}"] if stage.produces else []
             needs = f" ({'; '.join(said)})" if said else ""
             doc = f": {stage.doc}" if stage.doc else ""
             lines.append(f"      {stage.name}{needs}{doc}")

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from steerable.methods.base import RunContext, sub_context
 from steerable.methods.sft_recipe import train_sft
-from steerable.pipeline import StageResults, StageSummary
+from steerable.pipeline import SKIPPED_KEY, StageResults, StageSummary
 from steerable.policies.runs import WARM_START_DIR
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ def warm_start_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     """`method.warm_start.steps` SFT steps (its own lr and batch size) on the run's data; none when 0."""
     settings = ctx.cfg.method.warm_start
     if settings.steps == 0:
-        return {"steps": 0, "skipped": "method.warm_start.steps=0: RL starts from model.* as it is"}
+        return {"steps": 0, SKIPPED_KEY: "method.warm_start.steps=0: RL starts from model.* as it is"}
     method = replace(
         ctx.cfg.method,
         lr=settings.lr,

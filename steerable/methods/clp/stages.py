@@ -236,5 +236,4 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         prompts, m, load_rewards(cfg.reward, calibration), calibration, cfg.seed, ctx.autocast
     )
     result = evaluate_runs([ctx.run_dir, *map(Path, m.eval.compare)], setup, ctx.run_dir / "pareto", report)
-    report.write(ctx.run_dir / "report.md")
-    return result
+    return {**result, "report": str(report.write(ctx.run_dir / "report.md"))}

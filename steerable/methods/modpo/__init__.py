@@ -5,22 +5,17 @@ the front."""
 from steerable.methods.modpo.config import MODPOConfig, check
 from steerable.methods.registry import MethodSpec, Stage
 
-_S = "steerable.methods.modpo.stages"
-
 SPEC = MethodSpec(
-    name="modpo",
     summary="multi-objective DPO at one fixed weighting w (sweep w for the front), margin = other rewards",
     config=MODPOConfig,
     stages=(
-        Stage("pairs", f"{_S}:pairs_stage", doc="target-objective pairs, every objective scored"),
-        Stage(
-            "train", f"{_S}:train_stage", requires=("pairs",), doc="the MODPO loss at method.weights, LoRA"
-        ),
+        Stage("pairs", doc="target-objective pairs, every objective scored"),
+        Stage("train", requires=("pairs",), doc="the MODPO loss at method.weights, LoRA"),
     ),
     check=check,
     needs=("reward=[verbosity,positivity]",),
     paper="Zhou et al. 2024, Beyond One-Preference-Fits-All Alignment: Multi-Objective DPO",
-    policy="steerable.methods.modpo.policy:load_fixed_weights_policy",
+    policy=".policy:load_fixed_weights_policy",
 )
 
 __all__ = ["SPEC", "MODPOConfig"]

@@ -34,7 +34,7 @@ from steerable.methods.pcm.policy import (
 )
 from steerable.methods.pcm.preferences import Dimension, active, combinations, describe, side_sign, sides
 from steerable.methods.pcm.rewards import prompted
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, named_artifacts
 from steerable.policies.runs import run_rewards
 from steerable.report import Report
 from steerable.rewards.base import build_reward_source
@@ -243,8 +243,7 @@ def load_pcm(run: Path) -> tuple[Mixture, PCMConfig]:
 
     m = run_config(run, "method", PCMConfig)
     model_cfg = run_model_config(run)
-    named = {m.experts} if m.experts else set()
-    experts_dir = StageResults.finished(Path(run), ["experts"], named).artifact("experts")
+    experts_dir = StageResults.finished(Path(run), ["experts"], named_artifacts(m)).artifact("experts")
     return load_mixture(experts_dir, Path(run) / CONTROLLER_DIR, m, model_cfg), m
 
 

@@ -103,7 +103,7 @@ def pcm_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     missing = [d.name for d in dims if d.name not in cfg.reward]
     if missing:
         raise ConfigError(f"method.dimensions {missing} need reward sources of the same name: reward=[...]")
-    experts, tokenizer, mixer = load_experts(Path(done.require("experts")["path"]), cfg.model)
+    experts, tokenizer, mixer = load_experts(done.artifact("experts"), cfg.model)
     train_prompts, _ = pcm_prompts(ctx, tokenizer)
     items = [
         (p, pref) for p in train_prompts for pref in combinations(dims)
@@ -135,9 +135,8 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     if in_suite(ctx):  # an arm of a benchmark suite: the leaderboard's evaluator, on this run
         return benchmark_eval_stage(ctx, done)
     cfg, m = ctx.cfg, ctx.cfg.method
-    experts_dir = Path(done.require("experts")["path"])
-    trained = done.require("pcm")
-    parts = load_mixture(experts_dir, ctx.run_dir / CONTROLLER_DIR, m, cfg.model)
+    experts_dir, trained = done.artifact("experts"), done.require("pcm")
+    parts = load_mixture(experts_dir, done.artifact("pcm", "controller"), m, cfg.model)
     prompts = pcm_prompts(ctx, parts.tokenizer)[1][: m.eval.num_prompts]
     report = Report(f"{cfg.task_name}: PCM on {cfg.model.name} / {cfg.data.name}")
     report.section("Setup").key_values(
@@ -152,5 +151,4 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         }
     )
     result = run_pcm_eval(parts, prompts, cfg.reward, m, cfg.seed, ctx.run_dir / "pcm", report)
-    report.write(ctx.run_dir / "report.md")
-    return result
+    return {**result, "report": str(report.write(ctx.run_dir / "report.md"))}

@@ -4,14 +4,11 @@ system message). Every steerable method must beat it to be worth its training.""
 from steerable.methods.prompting.config import PromptingConfig
 from steerable.methods.registry import MethodSpec, Stage
 
-_S = "steerable.methods.prompting"
-
 SPEC = MethodSpec(
-    name="prompting",
     summary="the base model steered by an instruction in the prompt (no training; a benchmark baseline)",
     config=PromptingConfig,
-    stages=(Stage("base", f"{_S}.stages:base_stage", doc="record the base model (nothing is trained)"),),
-    policy=f"{_S}.policy:load_prompting_policy",
+    stages=(Stage("base", doc="record the base model (nothing is trained)"),),
+    policy=".policy:load_prompting_policy",
 )
 
 __all__ = ["SPEC", "PromptingConfig"]

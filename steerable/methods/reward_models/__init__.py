@@ -3,7 +3,7 @@ Both train one head and share the eval stage and the `reward_accuracy` eval kind
 
 from dataclasses import replace
 
-from steerable.methods.registry import Evaluation, MethodSpec, Stage
+from steerable.methods.registry import Evaluation, MethodSpec, train_then_eval
 from steerable.methods.reward_models.config import (
     AttributeModelConfig,
     RewardModelConfig,
@@ -11,21 +11,17 @@ from steerable.methods.reward_models.config import (
     check_reward_model,
 )
 
-_S = "steerable.methods.reward_models"
 _ACCURACY = Evaluation(
     "reward_accuracy",
-    f"{_S}.evaluate:eval_reward_accuracy",
+    ".evaluate:eval_reward_accuracy",
     reads="scorer",
     doc="pairwise accuracy (reward model) or per-attribute error and correlation (attribute model)",
 )
+_EVAL_DOC = "held-out pairwise accuracy or attribute error"
 REWARD_MODEL = MethodSpec(
-    name="reward_model",
     summary="Bradley-Terry reward model on preference pairs",
     config=RewardModelConfig,
-    stages=(
-        Stage("train", f"{_S}.stages:train_reward_model_stage"),
-        Stage("eval", f"{_S}.stages:eval_stage", ("train",), "held-out pairwise accuracy or attribute error"),
-    ),
+    stages=train_then_eval(".stages:train_reward_model_stage", eval_doc=_EVAL_DOC),
     check=check_reward_model,
     needs=("data=hh-rlhf",),
     evaluation=_ACCURACY,
@@ -33,10 +29,9 @@ REWARD_MODEL = MethodSpec(
 )
 ATTRIBUTE_MODEL = replace(
     REWARD_MODEL,
-    name="attribute_model",
     summary="SteerLM attribute prediction model (one regression output per attribute)",
     config=AttributeModelConfig,
-    stages=(Stage("train", f"{_S}.stages:train_attribute_model_stage"), REWARD_MODEL.stages[1]),
+    stages=train_then_eval(".stages:train_attribute_model_stage", eval_doc=_EVAL_DOC),
     check=check_attribute_model,
     needs=(),  # the default data (demo) has attribute labels
     paper="Dong et al. 2023, SteerLM",

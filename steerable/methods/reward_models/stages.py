@@ -51,8 +51,7 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         )
         attribute_table(report, rows)
         result = {"attributes": rows}
-    report.write(ctx.run_dir / "report.md")
-    return result
+    return {**result, "report": str(report.write(ctx.run_dir / "report.md"))}
 
 
 def train_reward_model_stage(ctx: RunContext, done: StageResults) -> StageSummary:

@@ -5,19 +5,13 @@ rewards to ask for."""
 from steerable.methods.registry import MethodSpec, Stage
 from steerable.methods.ric.config import RiCConfig, check
 
-_S = "steerable.methods.ric.stages"
-
 SPEC = MethodSpec(
-    name="ric",
     summary="reward-conditioned SFT (scores in the prompt), online front augmentation, weights -> rewards",
     config=RiCConfig,
     stages=(
-        Stage(
-            "offline", f"{_S}:offline_stage", doc="score + z-score the replies, SFT with scores in the prompt"
-        ),
+        Stage("offline", doc="score + z-score the replies, SFT with scores in the prompt"),
         Stage(
             "online",
-            f"{_S}:online_stage",
             requires=("offline",),
             doc="rounds: generate for targets near the front, keep samples that extend it, fine-tune",
         ),
@@ -25,7 +19,7 @@ SPEC = MethodSpec(
     check=check,
     needs=("reward=[verbosity,positivity]",),
     paper="Yang et al. 2024, Rewards-in-Context",
-    policy="steerable.methods.ric.policy:load_ric_policy",
+    policy=".policy:load_ric_policy",
 )
 
 __all__ = ["SPEC", "RiCConfig"]

@@ -28,7 +28,7 @@ from steerable.methods.steerlm.dials import (
 )
 from steerable.methods.steerlm.io import attribute_model_dir
 from steerable.methods.steerlm.policy import load_schema
-from steerable.pipeline import StageResults
+from steerable.pipeline import StageResults, named_artifacts
 from steerable.policies.plain import load_run_model
 from steerable.policies.runs import run_rewards
 from steerable.report import Report
@@ -218,7 +218,7 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
     )
     model, tokenizer = load_run_model(run)
     data = trained_data if cfg.eval.split == "run" else cfg.data
-    named = {v for v in (method.apm, method.policy) if v}
+    named = named_artifacts(method)
     stages = StageResults.finished(run, ["apm", "baseline"], named)
     apm = (
         str(stages.artifact("apm"))

@@ -73,7 +73,7 @@ from steerable.methods.steerlm.sampling import (
     sample_requests,
     write_bootstrap_samples,
 )
-from steerable.pipeline import StageResults, StageSummary
+from steerable.pipeline import SKIPPED_KEY, StageResults, StageSummary
 from steerable.report import Report
 from steerable.rewards.scoring_model import ScorerMeta, load_scorer
 from steerable.run_dir import write_text_atomic
@@ -146,12 +146,13 @@ def annotate_stage(ctx: RunContext, done: StageResults) -> StageSummary:
                 )
         return {"path": str(folder), "reused": True}
     if method.labels == "human":
-        return {"skipped": "method.labels=human: the data's own labels condition the SFT"}
+        return {SKIPPED_KEY: "method.labels=human: the data's own labels condition the SFT"}
     train, val = data_split(ctx)
     names = run_names(ctx, train)
-    annotator = Annotator.for_run(ctx, done.require("apm")["path"], names)
+    apm = str(done.artifact("apm"))
+    annotator = Annotator.for_run(ctx, apm, names)
     out = ctx.run_dir / "annotate"
-    summary: dict[str, Any] = {"path": str(out), "apm": done["apm"]["path"], "attributes": names}
+    summary: dict[str, Any] = {"path": str(out), "apm": apm, "attributes": names}
     for split, conversations in (("train", train), ("val", val)):
         annotated = annotator.annotate(conversations)
         originals = [[dict(t.attributes) for t in c.turns] for c in conversations]
@@ -167,7 +168,7 @@ def labelled_split(ctx: RunContext, done: StageResults) -> tuple[list[Conversati
     """The conversations attribute-conditioned SFT trains on: APM-annotated (paper) or with the data's labels."""
     if ctx.cfg.method.labels == "human" and not ctx.cfg.method.annotated:
         return data_split(ctx)
-    folder = Path(done.require("annotate")["path"])
+    folder = done.artifact("annotate")
     return read_conversations(folder / "train.jsonl"), read_conversations(folder / "val.jsonl")
 
 
@@ -245,8 +246,8 @@ def policy_dir(ctx: RunContext, done: StageResults) -> Path:
         return folder
     for stage in ("steerlm2", "bootstrap"):  # the newest one this run has, other than the one running now
         if stage != done.stage and stage in done:
-            return Path(done[stage]["path"])
-    return Path(done.require("acsft")["path"])
+            return done.artifact(stage)
+    return done.artifact("acsft")
 
 
 def bootstrap_stage(ctx: RunContext, done: StageResults) -> StageSummary:
@@ -262,7 +263,7 @@ def bootstrap_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     pool = RequestPool(schema, train, combos)
     prompts, requested, completions = sample_requests(ctx, model, tokenizer, pool, settings, cfg.seed)
     kept = [c for c in completions if c.text.strip()]
-    annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
+    annotator = Annotator.for_run(ctx, str(done.artifact("apm")), list(schema.names))
     relabelled = annotator.predict([prompts[c.prompt_index] for c in kept], [c.text for c in kept])
     samples = relabelled_conversations(prompts, kept, relabelled)
     write_bootstrap_samples(ctx.run_dir / "bootstrap" / "samples.jsonl", prompts, requested, kept, relabelled)
@@ -293,10 +294,10 @@ def steerlm2_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         "method.steerlm2.condition",
     )
     policy, tokenizer = load_backbone(cfg.model, adapter_dir=source, trainable=True)
-    prior, _ = load_backbone(cfg.model, adapter_dir=Path(done.require("baseline")["path"]))
+    prior, _ = load_backbone(cfg.model, adapter_dir=done.artifact("baseline"))
     policy.to(ctx.device)
     prior.to(ctx.device)
-    annotator = Annotator.for_run(ctx, done.require("apm")["path"], list(schema.names))
+    annotator = Annotator.for_run(ctx, str(done.artifact("apm")), list(schema.names))
     pad, pool = pad_id(tokenizer), RequestPool(schema, train, combos)
     recipe = replace(method, lr=s.lr, scheduler="constant", warmup_steps=0, batch_size=s.groups_per_step)
     rounds, state_dict = [], None
@@ -349,9 +350,9 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     model.to(ctx.device)
     baseline = None
     if "baseline" in done:
-        baseline = load_backbone(cfg.model, adapter_dir=Path(done["baseline"]["path"]))
+        baseline = load_backbone(cfg.model, adapter_dir=done.artifact("baseline"))
         baseline[0].to(ctx.device)
-    apm = done["apm"]["path"] if "apm" in done else method.apm and str(attribute_model_dir(method.apm))
+    apm = str(done.artifact("apm")) if "apm" in done else method.apm and str(attribute_model_dir(method.apm))
     annotator_args = {"batch_size": method.eval_batch_size, "device": ctx.device, "autocast": ctx.autocast}
     out_dir = ctx.run_dir / "steerability"
     report = Report(f"{cfg.task_name}: SteerLM on {cfg.model.name} / {cfg.data.name}")

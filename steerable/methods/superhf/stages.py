@@ -154,5 +154,5 @@ def eval_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         autocast=ctx.autocast,
     )
     result = run_evaluation(model, tokenizer, setup, run_dir=ctx.run_dir, out_dir=out_dir, report=report)
-    report.write(ctx.run_dir / "report.md")
-    return {"results": str(out_dir / "results.json"), "arms": result["arms"]}
+    path = report.write(ctx.run_dir / "report.md")
+    return {"report": str(path), "results": str(out_dir / "results.json"), "arms": result["arms"]}
