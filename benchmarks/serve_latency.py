@@ -58,7 +58,7 @@ TRAIN = [
     "trainer.limit_val_batches=1",
     "data.max_records=16",
     "report.num_samples=1",
-    "report.max_new_tokens=4",
+    "report.sampling.max_new_tokens=4",
 ]
 PROMPT = "Give me three tips for sleeping well."
 CONTROLS = {"attributes.verbosity": 4}
@@ -85,7 +85,7 @@ def start_server(
         "steerable.cli.serve",
         f"run={run}",
         "port=0",
-        f"max_new_tokens={max_new_tokens}",
+        f"sampling.max_new_tokens={max_new_tokens}",
         f"hardware.torch_threads={threads}",
     ]
     process = subprocess.Popen(

@@ -231,7 +231,7 @@ def make_tiny_run(root: Path) -> Path:
     overrides = [
         "model=tiny", "data=demo", "hardware=cpu", "logger=csv", "method=steerlm", "method.labels=human",
         "method.stages=[acsft]", "trainer.max_steps=2", "data.max_records=48", "report.num_samples=1",
-        "report.max_new_tokens=4", f"output_root={root}",
+        "report.sampling.max_new_tokens=4", f"output_root={root}",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "steerable.cli.train", *overrides], check=True, env=env, cwd=root,

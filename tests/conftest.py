@@ -79,7 +79,7 @@ TINY_RUN = [
     "logger=csv",
     "data.max_records=48",
     "report.num_samples=2",
-    "report.max_new_tokens=8",
+    "report.sampling.max_new_tokens=8",
 ]
 
 

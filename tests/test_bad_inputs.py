@@ -48,9 +48,17 @@ TRAIN_CASES = [
     (["data.num_workers=-1"], "data.num_workers"),
     (["hardware.devices=0"], "hardware.devices"),
     (["hardware.torch_threads=0"], "hardware.torch_threads"),
-    (["report.max_new_tokens=0"], "report.max_new_tokens"),
-    (["report.top_p=0"], "report.top_p"),
-    (["report.temperature=0"], "report.temperature"),
+    (["report.sampling.max_new_tokens=0"], "report.sampling.max_new_tokens"),
+    (["report.sampling.top_p=0"], "report.sampling.top_p"),
+    (["report.sampling.temperature=0"], "report.sampling.temperature"),
+    (["report.sampling.top_k=0"], "report.sampling.top_k"),
+    (
+        ["method=clp", "reward=[verbosity,positivity]", "method.eval.sampling.top_p=2"],
+        "method.eval.sampling.top_p",
+    ),
+    # a sampling key given flat, as before the keys were nested, names where it lives now
+    (["report.max_new_tokens=8"], "report.max_new_tokens is now report.sampling.max_new_tokens"),
+    (["method=superhf", "method.temperature=0.7"], "method.temperature is now method.sampling.temperature"),
     # cross-field rules
     (["hardware.precision=16-mixed"], "16-mixed"),
     (["hardware=deepspeed", "hardware.accelerator=cpu"], "hardware.strategy=deepspeed_stage_2"),
@@ -134,9 +142,10 @@ def test_bad_generate_input_is_one_clear_error(capsys, monkeypatch, tmp_path, ar
 def test_debug_fast_shrinks_an_evaluation() -> None:
     from steerable.cli.eval import shrunk_for_debug
 
-    args = shrunk_for_debug(["run=x", "debug=fast", "eval.max_new_tokens=4"])
+    args = shrunk_for_debug(["run=x", "debug=fast", "eval.sampling.max_new_tokens=4"])
     assert "debug=fast" not in args and "eval.num_prompts=2" in args
-    assert args.count("eval.max_new_tokens=4") == 1 and "eval.max_new_tokens=8" not in args  # the user's wins
+    assert args.count("eval.sampling.max_new_tokens=4") == 1  # the user's wins
+    assert "eval.sampling.max_new_tokens=8" not in args
 
 
 def oasst_rows(label_value: float, reply: str = "Sure, here it is.") -> list[dict]:
@@ -465,7 +474,8 @@ SERVE_CLI_CASES = [
     (["limits.deadline_s=0"], "limits.deadline_s"),
     (["limits.queue=-1"], "limits.queue"),
     (["limits.body_bytes=lots"], "limits.body_bytes"),
-    (["max_new_tokens=600"], "max_new_tokens=600 is over limits.max_new_tokens=512"),
+    (["sampling.max_new_tokens=600"], "sampling.max_new_tokens=600 is over limits.max_new_tokens=512"),
+    (["max_new_tokens=64"], "max_new_tokens is now sampling.max_new_tokens"),
     (["token="], "token"),
     (["port=70000"], "port"),
 ]

@@ -240,7 +240,7 @@ def test_benchmark_doc_command_runs_as_written(doc_session, demo_sweep, command)
 def leaderboard_config(runs: list[Path], *extra: str):
     listed = ",".join(str(p) for p in runs)
     cfg = validate(compose_config("eval", [f"run=[{listed}]", "eval=leaderboard", *extra]))
-    cfg.eval.suite.num_prompts, cfg.eval.suite.max_new_tokens, cfg.eval.suite.bootstrap = 3, 8, 50
+    cfg.eval.suite.num_prompts, cfg.eval.suite.sampling.max_new_tokens, cfg.eval.suite.bootstrap = 3, 8, 50
     return cfg
 
 

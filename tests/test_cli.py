@@ -13,7 +13,7 @@ from steerable.methods.registry import specs
 from steerable.run_dir import latest_unfinished, mark_complete, resolve_run_dir
 
 ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HYDRA_FULL_ERROR": "1"}
-TINY = ["model=tiny", "data=demo", "hardware=cpu", "data.max_records=24", "report.max_new_tokens=4"]
+TINY = ["model=tiny", "data=demo", "hardware=cpu", "data.max_records=24", "report.sampling.max_new_tokens=4"]
 
 
 def cli(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -68,8 +68,8 @@ def test_generate_cli_prints_a_completion(tmp_path) -> None:
         "generate",
         "model=tiny",
         "prompt=hello",
-        "max_new_tokens=5",
-        "do_sample=true",
+        "sampling.max_new_tokens=5",
+        "sampling.do_sample=true",
         "num_return_sequences=2",
         cwd=tmp_path,
     )

@@ -177,11 +177,11 @@ CLP = [
     "trainer.max_steps=2",
     "method.samples_per_prompt=2",
     "method.batch_size=2",
-    "method.max_new_tokens=6",
+    "method.sampling.max_new_tokens=6",
     "method.calibration_prompts=4",
     "method.eval.num_prompts=2",
     "method.eval.grid_step=0.5",
-    "method.eval.max_new_tokens=6",
+    "method.eval.sampling.max_new_tokens=6",
 ]
 
 
@@ -204,7 +204,7 @@ def test_tiny_clp_and_rewarded_soups_runs_share_one_pareto_evaluation(tmp_path) 
     # steerable-generate with a weighting, and the errors for bad ones
     gen = validate(
         compose_config(
-            "generate", [f"run={clp}", "prompt=Any tips?", "max_new_tokens=4", "weights=[0.2,0.8]"]
+            "generate", [f"run={clp}", "prompt=Any tips?", "sampling.max_new_tokens=4", "weights=[0.2,0.8]"]
         )
     )
     assert len(generate(gen)) == 1

@@ -363,7 +363,7 @@ def test_train_and_report_write_the_run_folder(tmp_path) -> None:
         "data.val_fraction=0.25",
         "trainer.max_steps=3",
     ]
-    overrides += [f"output_root={tmp_path}", "report.num_samples=2", "report.max_new_tokens=8"]
+    overrides += [f"output_root={tmp_path}", "report.num_samples=2", "report.sampling.max_new_tokens=8"]
     cfg = validate(compose_config("train", overrides))
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
@@ -395,7 +395,12 @@ def test_the_train_cli_dispatches_method_dpo(tmp_path) -> None:
         "trainer.max_steps=3",
         "logger=csv",
     ]
-    args += ["hardware=cpu", "report.num_samples=1", "report.max_new_tokens=4", f"output_root={tmp_path}"]
+    args += [
+        "hardware=cpu",
+        "report.num_samples=1",
+        "report.sampling.max_new_tokens=4",
+        f"output_root={tmp_path}",
+    ]
     result = cli("train", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = list((tmp_path / "dpo").iterdir())

@@ -10,7 +10,7 @@ from tests.conftest import run_cli, train_in
 from tests.test_cli import cli
 from tests.test_scoring_models import write_separable_pairs
 
-TINY = ["model=tiny", "hardware=cpu", "report.max_new_tokens=4"]
+TINY = ["model=tiny", "hardware=cpu", "report.sampling.max_new_tokens=4"]
 
 
 def train(tmp_path: Path, *overrides: str) -> Path:
@@ -63,7 +63,7 @@ def test_generations_and_win_rate_of_a_policy(tmp_path) -> None:
         "data.max_records=24",
         "eval.split=all",
         "eval.num_prompts=3",
-        "eval.max_new_tokens=6",
+        "eval.sampling.max_new_tokens=6",
         "reward=[verbosity,positivity]",
     ]
     result = cli("eval", *common, "eval=generations", "logger=wandb_offline", cwd=tmp_path)

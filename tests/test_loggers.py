@@ -63,7 +63,7 @@ def test_reports_land_on_wandb_tables_figures_and_headline_numbers(
         "logger=wandb_offline",
         "trainer.max_steps=2",
         "report.num_samples=2",
-        "report.max_new_tokens=4",
+        "report.sampling.max_new_tokens=4",
     ]
     run(tiny_train_cfg(tmp_path, *overrides), run_dir)  # SFT writes report.md: setup and sample tables
     run_id = (run_dir / WANDB_ID_FILE).read_text().strip()

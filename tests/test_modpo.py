@@ -190,7 +190,11 @@ def test_a_tiny_run_with_three_objectives_trains_and_loads_as_a_fixed_weights_po
         "reward=[verbosity,positivity,readability]",
         "trainer.max_steps=2",
     ]
-    overrides += ["method.weights=[0.2,0.3,0.5]", "method.target=positivity", "method.max_new_tokens=6"]
+    overrides += [
+        "method.weights=[0.2,0.3,0.5]",
+        "method.target=positivity",
+        "method.sampling.max_new_tokens=6",
+    ]
     results = train_in(run_dir, *overrides, "method.batch_size=2", f"output_root={tmp_path}")
     assert results["pairs"]["target"] == "positivity" and results["pairs"]["train_pairs"] > 0
     train = results["train"]
@@ -240,18 +244,25 @@ def test_preference_pairs_of_the_data_are_the_target_and_rewards_the_margin(tmp_
 
 def test_the_train_cli_runs_modpo_with_debug_fast_and_generates(tmp_path) -> None:
     """In this process (tests/test_cli.py starts each CLI in its own)."""
-    args = [*TINY, *MODPO, "debug=fast", "method.max_new_tokens=4", "logger=csv", f"output_root={tmp_path}"]
+    args = [
+        *TINY,
+        *MODPO,
+        "debug=fast",
+        "method.sampling.max_new_tokens=4",
+        "logger=csv",
+        f"output_root={tmp_path}",
+    ]
     result = run_cli("train", *args, "method.weights=[0.3,0.7]", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = list((tmp_path / "modpo").iterdir())
     assert json.loads((run_dir / "stages" / "train.json").read_text())["steps"] == 2
-    gen = run_cli("generate", f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=3", cwd=tmp_path)
+    gen = run_cli("generate", f"run={run_dir}", "prompt=Any tips?", "sampling.max_new_tokens=3", cwd=tmp_path)
     assert gen.returncode == 0, gen.stderr[-2000:]
 
 
 @pytest.mark.sweeps
 def test_a_multirun_over_weights_gives_one_policy_per_weighting(tmp_path) -> None:
-    args = [*TINY, *MODPO, "debug=fast", "method.max_new_tokens=4", "method.stages=[pairs,train]"]
+    args = [*TINY, *MODPO, "debug=fast", "method.sampling.max_new_tokens=4", "method.stages=[pairs,train]"]
     args += ["logger=csv", f"output_root={tmp_path}", "method.weights=[0.2,0.8],[0.8,0.2]"]
     result = subprocess.run(
         [sys.executable, "-m", "steerable.cli.train", "-m", *args],

@@ -26,9 +26,9 @@ PCM = [
     "trainer.max_steps=2",
     "method.expert_steps=2",
     "method.batch_size=2",
-    "method.max_new_tokens=6",
+    "method.sampling.max_new_tokens=6",
     "method.eval.num_prompts=2",
-    "method.eval.max_new_tokens=6",
+    "method.eval.sampling.max_new_tokens=6",
     "method.eval.bootstrap=50",
 ]
 
@@ -92,7 +92,12 @@ def test_tiny_pcm_run_then_generate_and_reuse_experts(tmp_path, trained_run) -> 
     gen = validate(
         compose_config(
             "generate",
-            [f"run={run_dir}", "prompt=Any tips?", "max_new_tokens=4", "preference='concise, friendly'"],
+            [
+                f"run={run_dir}",
+                "prompt=Any tips?",
+                "sampling.max_new_tokens=4",
+                "preference='concise, friendly'",
+            ],
         )
     )
     assert len(generate(gen)) == 1

@@ -62,9 +62,9 @@ def run(module, program, *args):
             assert not stop.code, f"{program} exited {stop.code}"
 
 out, steerlm = sys.argv[1], sys.argv[2]
-run(generate, "steerable-generate", "model=tiny", "prompt=Any tips?", "max_new_tokens=4")  # before any training
+run(generate, "steerable-generate", "model=tiny", "prompt=Any tips?", "sampling.max_new_tokens=4")  # before any training
 run(train, "steerable-train", "method=sft", "model=tiny", "data=demo", "debug=fast", f"output_root={out}")
-run(generate, "steerable-generate", f"run={steerlm}", "prompt=Any tips?", "max_new_tokens=4")
+run(generate, "steerable-generate", f"run={steerlm}", "prompt=Any tips?", "sampling.max_new_tokens=4")
 run(train, "steerable-train", "method=superhf", "model=tiny", "reward=[verbosity]", "method.reward=verbosity",
     "debug=fast", f"output_root={out}")  # an online method: manual optimization, no validation loader
 (sft,) = Path(out, "sft").iterdir()  # the steerlm fixture is only read; this run gets the eval and export

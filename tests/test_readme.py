@@ -164,7 +164,10 @@ SHRINK: dict[str, tuple[dict[str, str | None], dict[str, str]]] = {
         {"model": "tiny", "trainer.max_steps": None, "trainer.val_check_interval": None},
         {"model": "tiny", "debug": "fast"},
     ),
-    "steerable-generate": ({"model": "tiny", "max_new_tokens": "4"}, {"max_new_tokens": "4"}),
+    "steerable-generate": (
+        {"model": "tiny", "sampling.max_new_tokens": "4"},
+        {"sampling.max_new_tokens": "4"},
+    ),
     "steerable-eval": ({}, {"debug": "fast"}),
     "steerable-serve": ({"port": "0"}, {"port": "0"}),
     "steerable-export": ({}, {}),

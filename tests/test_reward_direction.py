@@ -14,7 +14,7 @@ import torch
 from steerable.backbone.adapters import add_adapter, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
-from steerable.config.schema import LoraConfig
+from steerable.config.schema import LoraConfig, SamplingConfig
 from steerable.generation import Engine, GenerationSettings, make_sampler
 from steerable.methods.clp.conditioning import (
     ParameterConditioning,
@@ -282,7 +282,8 @@ def test_pcm_reward_direction_the_controller_moves_toward_the_named_expert() -> 
     dims = parse_dimensions(["case:upper:lower", "flat:dull:plain"])
     tokenizer = load_tokenizer(tiny_config())
     experts, mixer = case_experts(tokenizer)
-    m = PCMConfig(controller_hidden=32, lr=1e-2, batch_size=8, epochs=2, eta=10.0, max_new_tokens=12)
+    sampling = SamplingConfig(max_new_tokens=12, do_sample=True)
+    m = PCMConfig(controller_hidden=32, lr=1e-2, batch_size=8, epochs=2, eta=10.0, sampling=sampling)
     controller = build_controller(m, tiny_config(), tokenizer, 4, seed=0)
     rewards = BTRewards({}, [], m.bt_beta)
     rewards.sources, rewards.dims = {"case": CaseScore(), "flat": Flat()}, dims

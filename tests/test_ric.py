@@ -159,7 +159,7 @@ def test_bad_settings_fail_naming_the_key(overrides: list[str], message: str) ->
 def test_defaults_follow_the_paper_and_reference_code() -> None:
     cfg = RiCConfig()
     assert (cfg.normalize, cfg.mapping, cfg.decimals, cfg.quantile) == ("zscore", "linf", 1, 0.7)
-    assert (cfg.temperature, cfg.top_p, cfg.online_lr, cfg.lr) == (0.7, 0.9, 1e-5, 1.414e-4)
+    assert (cfg.sampling.temperature, cfg.sampling.top_p, cfg.online_lr, cfg.lr) == (0.7, 0.9, 1e-5, 1.414e-4)
     with pytest.raises(ConfigError, match=r"method\.online_samples"):
         RiCConfig(online_samples=0)
 
@@ -177,7 +177,7 @@ RIC = [
     "method=ric",
     "reward=[verbosity,positivity]",
     "method.batch_size=2",
-    "method.max_new_tokens=6",
+    "method.sampling.max_new_tokens=6",
     "method.online_samples=6",
     "method.online_steps=1",
 ]
@@ -251,7 +251,12 @@ def test_train_and_generate_clis_run_ric_with_debug_fast(tmp_path) -> None:
     shown = {}
     for w in ("[0.3,0.7]", "[0.9,0.1]"):
         gen = run_cli(
-            "generate", f"run={run_dir}", f"weights={w}", "prompt=Any tips?", "max_new_tokens=3", cwd=tmp_path
+            "generate",
+            f"run={run_dir}",
+            f"weights={w}",
+            "prompt=Any tips?",
+            "sampling.max_new_tokens=3",
+            cwd=tmp_path,
         )
         assert gen.returncode == 0, gen.stderr[-2000:]
         shown[w] = next(line for line in gen.stderr.splitlines() if "requested rewards" in line)

@@ -104,7 +104,14 @@ def test_stream_ends_with_the_same_answer_as_generate(client) -> None:
 
 def start_cli(run_dir: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "steerable.cli.serve", f"run={run_dir}", "port=0", "max_new_tokens=6"],
+        [
+            sys.executable,
+            "-m",
+            "steerable.cli.serve",
+            f"run={run_dir}",
+            "port=0",
+            "sampling.max_new_tokens=6",
+        ],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -179,7 +179,7 @@ STEERLM = [
     "trainer.checkpoint_every_n_steps=1",
     "trainer.limit_val_batches=1",
     "method.eval.num_prompts=2",
-    "method.eval.max_new_tokens=4",
+    "method.eval.sampling.max_new_tokens=4",
     "method.eval.values=[0,4]",
     "data.val_fraction=0.1",
 ]
@@ -226,7 +226,7 @@ def test_apm_artifact_drives_annotation_and_bootstrap_relabels(tmp_path, fake_ap
         f"method.apm={fake_apm}",
         "method.stages=[acsft,bootstrap]",  # annotate is pulled in, with the given APM
         "method.bootstrap.num_prompts=3",
-        "method.bootstrap.max_new_tokens=4",
+        "method.bootstrap.sampling.max_new_tokens=4",
         "method.bootstrap.condition=[verbosity:4]",
     )
     results = run(cfg, run_dir)
@@ -281,7 +281,7 @@ def test_generate_and_eval_cli_on_a_steerlm_run(tmp_path, steerlm_run) -> None:
         f"run={run_dir}",
         "attributes.verbosity=4",
         "prompt=Any tips?",
-        "max_new_tokens=4",
+        "sampling.max_new_tokens=4",
         cwd=tmp_path,
     )
     assert ok.returncode == 0, ok.stderr[-2000:]
@@ -295,7 +295,7 @@ def test_generate_and_eval_cli_on_a_steerlm_run(tmp_path, steerlm_run) -> None:
         f"run={run_dir}",
         "eval=steerability",
         "eval.num_prompts=2",
-        "eval.max_new_tokens=4",
+        "eval.sampling.max_new_tokens=4",
         "reward=[positivity]",
         cwd=tmp_path,
     )

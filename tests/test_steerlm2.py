@@ -78,7 +78,7 @@ def test_tiny_steerlm2_stage_keeps_groups_whole_and_moves_the_policy(tmp_path, f
         "method.stages=[acsft,baseline,steerlm2]",
         "method.steerlm2.num_prompts=3",
         "method.steerlm2.samples_per_prompt=3",
-        "method.steerlm2.max_new_tokens=4",
+        "method.steerlm2.sampling.max_new_tokens=4",
         "method.steerlm2.condition=[verbosity:4]",
         "method.steerlm2.epochs=1",
         "method.steerlm2.lr=1e-2",

@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from steerable.config.sampling import check_sampling, moved_key_hint
 from steerable.config.schema import ConfigError
 from steerable.console import quiet_libraries
 from steerable.errors import EXIT_USER_ERROR, UserError
@@ -57,8 +58,9 @@ def setup_hydra() -> None:
 
 
 def validate(cfg: DictConfig) -> Any:
-    """Turn the composed config into dataclass objects, running every cross-field check before any work; a
-    training config also gets its method's own rules (MethodSpec.check) and its full stage list."""
+    """Turn the composed config into dataclass objects, running every cross-field check before any work (each
+    `sampling` block's too); a training config also gets its method's own rules (MethodSpec.check) and its full
+    stage list."""
     from steerable.config.schema import TrainConfig
     from steerable.methods.registry import check_train_config
 
@@ -69,6 +71,7 @@ def validate(cfg: DictConfig) -> Any:
         if isinstance(cause, ConfigError):
             raise ConfigError(str(cause)) from None
         raise ConfigError(str(err)) from None
+    check_sampling(checked)
     return check_train_config(checked) if isinstance(checked, TrainConfig) else checked
 
 
@@ -146,7 +149,9 @@ def check_composition(config_name: str, argv: list[str]) -> None:
 
             check_train_paths(checked)  # the files and folders it names
     except (HydraException, OmegaConfBaseException, UserError) as err:
-        fail(one_line(err))
+        message = one_line(err)
+        hint = moved_key_hint(message)
+        fail(f"{hint}; {message}" if hint else message)
     finally:
         GlobalHydra.instance().clear()
 

@@ -110,7 +110,7 @@ def _main(dict_cfg: DictConfig) -> None:
 # debug=fast for an evaluation: a few prompts and short replies (the training `debug` group has no eval keys).
 FAST_EVAL = {
     "eval.num_prompts": "2",
-    "eval.max_new_tokens": "8",
+    "eval.sampling.max_new_tokens": "8",
     "eval.batch_size": "2",
     "data.max_records": "24",
 }
@@ -119,7 +119,7 @@ FAST_EVAL = {
 # and for a leaderboard, the suite's own sizes (the report lists them as changed from the suite)
 FAST_LEADERBOARD = {
     "eval.suite.num_prompts": "2",
-    "eval.suite.max_new_tokens": "8",
+    "eval.suite.sampling.max_new_tokens": "8",
     "eval.suite.bootstrap": "50",
 }
 

@@ -62,18 +62,9 @@ def requested_controls(cfg: GenerateConfig) -> dict[str, Any]:
 
 
 def settings_of(cfg: GenerateConfig) -> GenerationSettings:
-    from steerable.generation import GenerationSettings
+    from steerable.generation import settings_from
 
-    return GenerationSettings(
-        max_new_tokens=cfg.max_new_tokens,
-        do_sample=cfg.do_sample,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        top_k=cfg.top_k,
-        stop=list(cfg.stop),
-        num_return_sequences=cfg.num_return_sequences,
-        seed=cfg.seed,
-    )
+    return settings_from(cfg.sampling, num_return_sequences=cfg.num_return_sequences, seed=cfg.seed)
 
 
 @hydra.main(config_path=CONF_DIR, config_name="generate", version_base="1.3")

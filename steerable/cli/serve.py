@@ -26,7 +26,7 @@ LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 def build_server(cfg: ServeConfig):
     from functools import partial
 
-    from steerable.generation import GenerationSettings
+    from steerable.generation import settings_from
     from steerable.hardware import inference_autocast
     from steerable.methods.registry import load_policy
     from steerable.serve.app import Server
@@ -38,13 +38,7 @@ def build_server(cfg: ServeConfig):
     policy.generation = cfg.generation
     if cfg.hardware.accelerator == "gpu":
         policy.to("cuda")
-    defaults = GenerationSettings(
-        max_new_tokens=cfg.max_new_tokens,
-        do_sample=cfg.do_sample,
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        seed=cfg.seed,
-    )
+    defaults = settings_from(cfg.sampling, seed=cfg.seed)
     token = cfg.token or os.environ.get(TOKEN_ENV) or None
     return Server(policy, defaults, partial(inference_autocast, cfg.hardware), cfg.limits, token)
 

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from steerable.config.base import ConfigError, at_least
+from steerable.config.sampling import SamplingConfig
 
 
 @dataclass
@@ -45,10 +46,9 @@ class BenchmarkConfig:
     default: dict[str, float] | None = None  # the default request; null = uniform weights
     reference: list[float] = field(default_factory=list)  # hypervolume reference, one value per objective
     num_prompts: int = 12  # held-out prompts every request is answered on
-    max_new_tokens: int = 48
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, temperature=0.7, top_p=0.9)
+    )
     batch_size: int = 16
     bootstrap: int = 1000  # resamples of the prompts for every confidence interval
     budget: BudgetConfig = field(default_factory=BudgetConfig)
@@ -71,5 +71,5 @@ class BenchmarkConfig:
                 raise ConfigError(f"benchmark.objectives.{name}.reward needs a reward spec with a type")
         if self.default is not None and set(self.default) != set(names):
             raise ConfigError(f"benchmark.default={dict(self.default)} must weigh exactly {names}")
-        for key in ("num_prompts", "max_new_tokens", "batch_size", "bootstrap"):
+        for key in ("num_prompts", "batch_size", "bootstrap"):
             at_least(f"benchmark.{key}", getattr(self, key), 1)

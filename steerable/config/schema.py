@@ -1,5 +1,6 @@
 """Dataclass schemas for every config group, one module per concern: base (errors, choices), model, data,
-hardware, logger, method (the keys all methods share), reward (typed reward specs) and, here, the top-level
+hardware, logger, method (the keys all methods share), reward (typed reward specs), sampling (the decoding
+keys every sampling config nests) and, here, the top-level
 run configs. This module also re-exports every schema, so `from steerable.config.schema import X` keeps working.
 
 Hydra composes YAML options on top of these, so a typo in a key or a value of the wrong type fails at
@@ -23,6 +24,7 @@ from steerable.config.logger import LoggerConfig, WandbConfig
 from steerable.config.method import MethodConfig, RecipeConfig, Scheduler
 from steerable.config.model import DType, LoraBias, LoraConfig, ModelConfig, ModelSource, TinyModelConfig
 from steerable.config.reward import RewardSpec, check_reward_specs
+from steerable.config.sampling import SamplingConfig
 
 __all__ = [  # the re-exported schemas; the run configs below are this module's own
     "DEEPSPEED_NEEDS_GPU",
@@ -45,6 +47,7 @@ __all__ = [  # the re-exported schemas; the run configs below are this module's 
     "Precision",
     "RecipeConfig",
     "RewardSpec",
+    "SamplingConfig",
     "Scheduler",
     "Strategy",
     "TinyModelConfig",
@@ -87,18 +90,13 @@ class ReportConfig:
     """Sample generations written to report.md before and after training."""
 
     prompts: list[str] = field(default_factory=list)  # empty = held-out prompts from the data
-    num_samples: int = 4
-    max_new_tokens: int = 64
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
+    num_samples: int = 4  # prompts shown
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=64, temperature=0.7, top_p=0.9)
+    )
 
     def __post_init__(self) -> None:
         at_least("report.num_samples", self.num_samples, 0)
-        at_least("report.max_new_tokens", self.max_new_tokens, 1)
-        at_least("report.temperature", self.temperature, 0, strictly=True)
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"report.top_p must be in (0, 1], got {self.top_p}")
 
 
 @dataclass
@@ -137,12 +135,7 @@ class GenerateConfig:
     run: str | None = None  # a run folder whose trained adapter (or full model) to load
     prompt: str = MISSING
     system: str | None = None
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int | None = None
-    stop: list[str] = field(default_factory=list)
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9))
     num_return_sequences: int = 1
     seed: int = 1234
     attributes: dict[str, float] = field(default_factory=dict)  # SteerLM runs: attributes.quality=4 ...
@@ -183,20 +176,17 @@ class ServeConfig:
     # STEERABLE_SERVE_TOKEN, else none (fine on loopback; a warning when bound beyond it)
     token: str | None = None
     limits: ServeLimits = field(default_factory=ServeLimits)
-    max_new_tokens: int = 128  # the page's starting settings; each request may change them
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
+    # the page's starting settings; each request may change them
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9))
     seed: int = 1234
     generation: GenerationConfig = field(default_factory=GenerationConfig)  # the sampling engine
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
-        if self.max_new_tokens > self.limits.max_new_tokens:
-            raise ConfigError(
-                f"max_new_tokens={self.max_new_tokens} is over limits.max_new_tokens={self.limits.max_new_tokens}"
-            )
+        wanted, limit = self.sampling.max_new_tokens, self.limits.max_new_tokens
+        if wanted > limit:
+            raise ConfigError(f"sampling.max_new_tokens={wanted} is over limits.max_new_tokens={limit}")
         if self.token is not None and not self.token.strip():
             raise ConfigError("token= is empty; give a token or leave it out")
 
@@ -223,18 +213,28 @@ EvalSplit = choice_enum("EvalSplit", ["val", "all", "run"])
 
 
 @dataclass
+class SuiteSamplingChanges:
+    """eval=leaderboard: the suite's `benchmark.sampling.*` keys that may change (null = the suite's own)."""
+
+    max_new_tokens: int | None = None
+    do_sample: bool | None = None
+
+
+@dataclass
 class SuiteChanges:
     """eval=leaderboard: evaluation settings of the runs' suite to change (null = the suite's own)."""
 
     num_prompts: int | None = None
-    max_new_tokens: int | None = None
     batch_size: int | None = None
     bootstrap: int | None = None
-    do_sample: bool | None = None
     grid_step: float | None = None
+    sampling: SuiteSamplingChanges = field(default_factory=SuiteSamplingChanges)
 
     def given(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v is not None}
+        """The changed keys, dotted as under `benchmark.` (`num_prompts`, `sampling.max_new_tokens`)."""
+        changed = {k: v for k, v in vars(self).items() if k != "sampling"}
+        changed |= {f"sampling.{k}": v for k, v in vars(self.sampling).items()}
+        return {k: v for k, v in changed.items() if v is not None}
 
 
 @dataclass
@@ -244,10 +244,7 @@ class EvalSettings:
     name: str = MISSING  # an eval kind: the generic ones and those methods declare (steerable-eval --help)
     split: EvalSplit = EvalSplit["val"]
     num_prompts: int = 32
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.9))
     batch_size: int = 8
     bootstrap: int = 2000
     baseline: str = "base"  # win_rate: another run folder, or `base` for the untrained starting model

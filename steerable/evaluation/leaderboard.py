@@ -97,8 +97,8 @@ def reward_stack(suite: BenchmarkConfig) -> RewardStack:
 
 
 def settings(suite: BenchmarkConfig, seed: int) -> GenerationSettings:
-    """The suite's sampling keys through the one config -> settings builder; its batch size and the run's seed."""
-    return settings_from(suite, batch_size=suite.batch_size, seed=seed)
+    """The suite's `sampling`, with its batch size and the run's seed."""
+    return settings_from(suite.sampling, batch_size=suite.batch_size, seed=seed)
 
 
 def answer_arm(

@@ -52,11 +52,8 @@ def _prompts(cfg: EvalConfig) -> list[list[dict[str, str]]]:
     return [prompt_of(r) for r in eval_records(cfg)[: cfg.eval.num_prompts]]
 
 
-EVAL_SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p")
-
-
 def _settings(cfg: EvalConfig) -> GenerationSettings:
-    return settings_from(cfg.eval, keys=EVAL_SAMPLING_KEYS, batch_size=cfg.eval.batch_size, seed=cfg.seed)
+    return settings_from(cfg.eval.sampling, batch_size=cfg.eval.batch_size, seed=cfg.seed)
 
 
 def _texts(policy: SteerablePolicy, prompts: list[list[dict]], cfg: EvalConfig) -> list[str]:
@@ -85,7 +82,7 @@ def eval_generations(
     report.section(
         "Rewards",
         f"{len(texts)} prompts from {cfg.data.name} ({cfg.eval.split}), "
-        f"max_new_tokens={cfg.eval.max_new_tokens}, greedy={not cfg.eval.do_sample}.",
+        f"max_new_tokens={cfg.eval.sampling.max_new_tokens}, greedy={not cfg.eval.sampling.do_sample}.",
     )
     report.table(
         ["reward (units)", "mean", "standard error"],

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from steerable.config.benchmark import BenchmarkConfig
+from steerable.config.sampling import check_sampling, nest_flat_sampling
 from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.prompts import HeldOut, fitting_prompts, prompt_sets
@@ -89,11 +90,10 @@ def load_suite(
     given: BenchmarkConfig | None, runs: list[Path], changes: dict | None = None
 ) -> BenchmarkConfig:
     """The suite the runs were trained in (`benchmark` of their saved configs, which must agree apart from
-    the arm), or the one given on the command line; `changes` (eval.suite.*) on top."""
-    schema = OmegaConf.structured(BenchmarkConfig)
+    the arm), or the one given on the command line; `changes` (eval.suite.*, dotted keys) on top."""
     if given is not None:
-        return OmegaConf.to_object(OmegaConf.merge(schema, OmegaConf.structured(given), changes or {}))
-    found = {run: run_section(run, "benchmark") for run in runs}
+        return changed_suite(OmegaConf.structured(given), changes)
+    found = {run: nest_flat_sampling(run_section(run, "benchmark"), BenchmarkConfig) for run in runs}
     missing = [str(run) for run, suite in found.items() if not suite]
     if missing:
         raise ConfigError(
@@ -103,7 +103,17 @@ def load_suite(
     for run, suite in zip(runs[1:], rest, strict=True):
         if suite != first:
             raise ConfigError(f"{run} was trained in another suite than {runs[0]} (benchmark.* differ)")
-    return OmegaConf.to_object(OmegaConf.merge(schema, first, changes or {}))
+    return changed_suite(first, changes)
+
+
+def changed_suite(suite: Any, changes: dict | None) -> BenchmarkConfig:
+    """`suite` with `changes` (dotted keys under benchmark.*) applied, checked as a composed one is."""
+    merged = OmegaConf.merge(OmegaConf.structured(BenchmarkConfig), suite)
+    for key, value in (changes or {}).items():
+        OmegaConf.update(merged, key, value, merge=False)
+    changed: BenchmarkConfig = OmegaConf.to_object(merged)
+    check_sampling(changed, "benchmark")
+    return changed
 
 
 def group_arms(runs: list[Path], suite: BenchmarkConfig) -> list[Arm]:
@@ -125,7 +135,7 @@ def suite_prompts(runs: list[Path], suite: BenchmarkConfig, tokenizer: Any) -> l
     """Held-out prompts of the task the arms trained on (the first run's data): the demo task's question
     templates that training never uses, else the held-out split."""
     data: DataConfig = run_config(runs[0], "data", DataConfig)
-    budget = data.max_length - suite.max_new_tokens
+    budget = data.max_length - suite.sampling.max_new_tokens
     if data.format == "demo":
         records = demo_prompts(len(HELDOUT_TEMPLATES) * len(TOPICS))
         prompts = fitting_prompts(records, tokenizer, budget, suite.num_prompts)
@@ -134,6 +144,6 @@ def suite_prompts(runs: list[Path], suite: BenchmarkConfig, tokenizer: Any) -> l
     if len(prompts) < 2:
         raise ConfigError(
             f"benchmark={suite.name}: {len(prompts)} held-out prompt(s) of data={data.name} fit in "
-            f"{budget} tokens (data.max_length - benchmark.max_new_tokens); a confidence interval needs 2+"
+            f"{budget} tokens (data.max_length - benchmark.sampling.max_new_tokens); a confidence interval needs 2+"
         )
     return prompts

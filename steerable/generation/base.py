@@ -14,7 +14,8 @@ from typing import Any, Literal, TypeAlias
 
 import torch
 
-from steerable.config.schema import ConfigError
+from steerable.config.base import ConfigError
+from steerable.config.sampling import SAMPLING_KEYS, SamplingConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,45 +26,27 @@ FinishReason: TypeAlias = Literal["eos", "stop", "length"]
 
 
 @dataclass
-class GenerationSettings:
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int | None = None  # None = no top-k filter (not transformers' default of 50)
-    stop: list[str] = field(default_factory=list)
+class GenerationSettings(SamplingConfig):
+    """One request to an engine: a config's `sampling` (the decoding keys and their rules) plus what the
+    caller decides at run time (replies per prompt, batch size, seed)."""
+
     num_return_sequences: int = 1
     batch_size: int = 8  # prompts per forward batch; each brings num_return_sequences rows
     seed: int | None = None  # None = draw from the global RNG
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.do_sample and self.temperature <= 0:
-            raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ConfigError(f"top_k must be positive or None, got {self.top_k}")
+        self.check()
         if self.num_return_sequences < 1 or self.batch_size < 1:
             raise ConfigError("num_return_sequences and batch_size must be at least 1")
-        if any(not s for s in self.stop):
-            raise ConfigError("stop strings must be non-empty")
 
 
-SAMPLING_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "stop")
-
-
-def settings_from(source: Any, keys: Sequence[str] = SAMPLING_KEYS, **overrides: Any) -> GenerationSettings:
-    """Settings for a config section that names its sampling options as `GenerationSettings` does
-    (`max_new_tokens`, `temperature`, ...): the one place a config becomes generation settings. Only the
-    sampling keys are read from `source` (a method's `batch_size` or `seed` means something else there), and
-    only `keys` of them where a name means something else (SuperHF's `top_k` counts kept samples);
-    everything else is passed by name in `overrides`, which also win over `source`."""
-    taken = {key: getattr(source, key) for key in keys if hasattr(source, key)}
-    if "stop" in taken:
-        taken["stop"] = list(taken["stop"] or [])
-    return GenerationSettings(**{**taken, **overrides})
+def settings_from(sampling: SamplingConfig, **runtime: Any) -> GenerationSettings:
+    """The one way a config becomes generation settings: its `sampling` block, with what only the caller knows
+    (`num_return_sequences`, `batch_size`, `seed`; a method's own `stop` strings) passed by name in `runtime`,
+    which also wins over `sampling`."""
+    chosen = {key: getattr(sampling, key) for key in SAMPLING_KEYS}
+    chosen["stop"] = list(chosen["stop"] or [])
+    return GenerationSettings(**{**chosen, **runtime})
 
 
 def fit_to_context(encoded: list[list[int]], max_new_tokens: int, model: Any) -> list[list[int]]:

@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
 from steerable.backbone.loading import untrusted_model_config
+from steerable.config.sampling import nest_flat_sampling
 from steerable.config.schema import ModelConfig, TrainConfig
 from steerable.hardware import inference_autocast
 from steerable.pipeline import StageResults, named_artifacts
@@ -117,9 +118,11 @@ def saved_train_config(run_dir: Path, overrides: Mapping[str, Any] | None = None
     and keep the others (the one rule for re-using a run's rewards)."""
     from steerable.methods.registry import spec_of
 
-    saved = saved_config(run_dir)
+    saved = nest_flat_sampling(saved_config(run_dir), TrainConfig)  # older runs: flat sampling keys nested
+    method = spec_of(saved["method"]["name"]).config
+    saved["method"] = nest_flat_sampling(saved["method"], method)
     merged = OmegaConf.structured(TrainConfig)
-    merged.method = OmegaConf.structured(spec_of(saved.method.name).config)
+    merged.method = OmegaConf.structured(method)
     merged = OmegaConf.merge(merged, saved)
     for key, value in (overrides or {}).items():
         if isinstance(value, Mapping):

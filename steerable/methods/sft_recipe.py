@@ -72,7 +72,7 @@ def report_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> list[
     if cfg.report.prompts:
         return [[{"role": "user", "content": p}] for p in cfg.report.prompts][: cfg.report.num_samples]
     n = cfg.report.num_samples
-    budget = cfg.data.max_length - cfg.report.max_new_tokens
+    budget = cfg.data.max_length - cfg.report.sampling.max_new_tokens
     return prompt_sets(cfg.data, tokenizer, budget, limit=n, held_out=HeldOut(n, ALL))[1]
 
 
@@ -84,9 +84,7 @@ def before_and_after(
     off; full fine-tuning loads the base again."""
     model, tokenizer = ctx.trained_model()
     prompts = prompts_for(ctx, tokenizer)
-    settings = settings_from(
-        ctx.cfg.report, keys=REPORT_SAMPLING, seed=ctx.cfg.seed, batch_size=len(prompts) or 1
-    )
+    settings = settings_from(ctx.cfg.report.sampling, seed=ctx.cfg.seed, batch_size=len(prompts) or 1)
     engine = Engine(config=ctx.cfg.generation)
     after = engine.sampler(model, tokenizer).generate(prompts, settings)
     if isinstance(model, PeftModel):
@@ -101,12 +99,12 @@ def close_report(
     ctx: RunContext, report: Report, prompts: list, before: list, after: list, before_is: str
 ) -> dict:
     """The sample replies before and after training, then report.md written whole; the stage's summary."""
-    r = ctx.cfg.report
+    s = ctx.cfg.report.sampling
     samples = report.before_after(
         prompts,
         before,
         after,
-        f"Greedy={not r.do_sample}, max_new_tokens={r.max_new_tokens}. 'Before' is {before_is}.",
+        f"Greedy={not s.do_sample}, max_new_tokens={s.max_new_tokens}. 'Before' is {before_is}.",
     )
     path = report.write(ctx.run_dir / "report.md")
     return {"report": str(path), "samples": samples}
@@ -126,6 +124,3 @@ def setup_rows(ctx: RunContext, train: dict, method: str) -> dict[str, object]:
         "LoRA": f"r={lora.r}, alpha={lora.alpha}" if lora.enabled else "off (full)",
         "trainable / frozen params": f"{train.get('trainable_params')} / {train.get('frozen_params')}",
     }
-
-
-REPORT_SAMPLING = ("max_new_tokens", "do_sample", "temperature", "top_p")

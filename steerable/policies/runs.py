@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from steerable.config.sampling import nest_flat_sampling
 from steerable.config.schema import ConfigError, ModelConfig
 from steerable.run_dir import FINAL_MODEL_DIR, write_text_atomic
 
@@ -34,8 +35,10 @@ def saved_config(run_dir: Path) -> DictConfig:
 
 
 def run_config(run_dir: Path, key: str, schema: type) -> Any:
-    """One section of the config a run was trained with (e.g. its model or data), as its dataclass."""
-    merged = OmegaConf.merge(OmegaConf.structured(schema), saved_config(run_dir)[key])
+    """One section of the config a run was trained with (e.g. its model or data), as its dataclass (a run made
+    before the sampling keys were nested is read in today's shape)."""
+    section = nest_flat_sampling(saved_config(run_dir)[key], schema)
+    merged = OmegaConf.merge(OmegaConf.structured(schema), section)
     return OmegaConf.to_object(merged)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig, WarmStartSettings, chosen_objectives
+from steerable.config.sampling import SamplingConfig
 
 # reward: r - alpha * log-ratio | loss: a separate loss term
 KLIn = choice_enum("KLIn", ["reward", "loss"])
@@ -29,8 +30,11 @@ class ParetoEvalSettings:
 
     grid_step: float = 0.1  # simplex lattice step: m=2 gives w_1 in 0, 0.1, ..., 1
     num_prompts: int = 16
-    max_new_tokens: int = 48
-    do_sample: bool = True  # temperature-1 samples (the on-policy view); false = greedy, for every arm alike
+    # temperature-1 samples (the on-policy view of the default training sampling); do_sample=false = greedy,
+    # for every arm alike
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, do_sample=True)
+    )
     batch_size: int = 16
     # other clp / rewarded_soups runs, evaluated on the same grid and plotted with this one
     compare: list[str] = field(default_factory=list)
@@ -48,9 +52,9 @@ class PolicyGradientConfig(RecipeConfig):
     samples_per_prompt: int = 4  # k, for the leave-one-out (RLOO) baseline
     kl_coef: float = 0.05  # alpha, the same for every arm
     kl_in: KLIn = KLIn["reward"]
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 48
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, do_sample=True)
+    )
     generation_batch_size: int = 32  # sampled rows per generate call
     objectives: list[str] = field(
         default_factory=list

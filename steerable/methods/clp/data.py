@@ -7,7 +7,7 @@ from transformers import PreTrainedTokenizerBase
 from steerable.config.schema import DataConfig
 from steerable.data.prompts import ALL, HeldOut, prompt_sets
 from steerable.data.records import Messages
-from steerable.generation import GenerationSettings
+from steerable.generation import GenerationSettings, settings_from
 from steerable.methods.clp.config import PolicyGradientConfig
 
 
@@ -15,19 +15,12 @@ def prompt_split(
     m: PolicyGradientConfig, data: DataConfig, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[list[Messages], list[Messages]]:
     """Every fitting training prompt; the held-out split, else the training prompts, for evaluation."""
-    budget = data.max_length - m.max_new_tokens
+    budget = data.max_length - m.sampling.max_new_tokens
     return prompt_sets(data, tokenizer, budget, held_out=HeldOut(fallback=ALL), required=True)
 
 
-def sampling(
-    m: PolicyGradientConfig, n: int, seed: int | None = None, greedy: bool = False
-) -> GenerationSettings:
-    return GenerationSettings(
-        max_new_tokens=m.max_new_tokens,
-        do_sample=not greedy,
-        temperature=m.temperature,
-        top_p=m.top_p,
-        num_return_sequences=n,
-        batch_size=max(1, m.generation_batch_size // n),
-        seed=seed,
+def sampling(m: PolicyGradientConfig, n: int, seed: int | None = None) -> GenerationSettings:
+    """Training samples: `method.sampling`, n replies per prompt, `generation_batch_size` rows per call."""
+    return settings_from(
+        m.sampling, num_return_sequences=n, batch_size=max(1, m.generation_batch_size // n), seed=seed
     )

@@ -21,7 +21,7 @@ from steerable.config.schema import DataConfig
 from steerable.data.records import user_text
 from steerable.evaluation.metrics import hypervolume, spearman, steerability
 from steerable.evaluation.plots import plot_pareto
-from steerable.generation import HFSampler
+from steerable.generation import HFSampler, settings_from
 from steerable.generation.hf import eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
 from steerable.generation.mixture import MixtureSampler
@@ -31,7 +31,7 @@ from steerable.methods.clp.config import (
     PolicyGradientConfig,
     RewardedSoupsConfig,
 )
-from steerable.methods.clp.data import prompt_split, sampling
+from steerable.methods.clp.data import prompt_split
 from steerable.methods.clp.policy import load_steerable_policy
 from steerable.methods.clp.rewards import FrozenRewards, load_rewards, read_calibration
 from steerable.policies.runs import run_kind, run_rewards
@@ -76,7 +76,7 @@ def evaluate_arm(
 ) -> ArmResult:
     """One arm on the grid. `logit_mixing`: decode from Σ w_i log p_i of the run's adapters (zero-shot logit
     mixing of single-reward policies) instead of mixing their parameters."""
-    prompts, m, settings, rewards = setup.prompts, setup.m, setup.m.eval, setup.rewards
+    prompts, settings, rewards = setup.prompts, setup.m.eval, setup.rewards
     model, tokenizer, conditioning, meta = load_steerable_policy(run_dir)
     if meta["objectives"] != rewards.stack.names:
         raise ValueError(
@@ -85,8 +85,7 @@ def evaluate_arm(
     cells = [(g, p) for g in range(len(grid)) for p in range(len(prompts))]
     weights = torch.stack([grid[g] for g, _ in cells])
     shown = [conditioning.prompt(prompts[p], grid[g]) for g, p in cells]
-    gen = sampling(m, 1, setup.seed, greedy=not settings.do_sample)
-    gen.max_new_tokens, gen.batch_size = settings.max_new_tokens, settings.batch_size
+    gen = settings_from(settings.sampling, batch_size=settings.batch_size, seed=setup.seed)
     with setup.autocast():
         if logit_mixing:
             completions = MixtureSampler(conditioning.mixer, tokenizer, mode="logit").generate(

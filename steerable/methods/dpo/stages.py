@@ -90,7 +90,7 @@ def report_prompts(ctx: RunContext, tokenizer: Any) -> list[list[dict[str, str]]
     if cfg.report.prompts:
         return [[{"role": "user", "content": p}] for p in cfg.report.prompts][: cfg.report.num_samples]
     train, val = split_pairs(cfg.data)
-    budget = cfg.data.max_length - cfg.report.max_new_tokens
+    budget = cfg.data.max_length - cfg.report.sampling.max_new_tokens
     return fitting_prompts(val or train, tokenizer, budget, cfg.report.num_samples)
 
 

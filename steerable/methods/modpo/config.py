@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.config.method import chosen_objectives
+from steerable.config.sampling import SamplingConfig
 from steerable.config.schema import ConfigError, RecipeConfig, at_least
 from steerable.methods.dpo.config import PAIR_FORMATS, data_format
 
@@ -31,9 +32,9 @@ class MODPOConfig(RecipeConfig):
     # Pairs from data without pairs: the data's reply (if any) and this many replies sampled from the starting
     # model per prompt, ranked by the target's reward source; the best and the worst make the pair.
     sampled_replies: int = 2
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    top_p: float = 1.0
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, do_sample=True)
+    )
     generation_batch_size: int = 32
 
     def __post_init__(self) -> None:

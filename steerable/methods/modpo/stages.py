@@ -8,7 +8,7 @@ from typing import Any
 from steerable.backbone.adapters import save_model
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.data.tokenize import end_of_turn_id
-from steerable.generation import Engine, GenerationSettings
+from steerable.generation import Engine, GenerationSettings, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext
 from steerable.methods.dpo.module import Objective, preference_stats
 from steerable.methods.dpo.pairs import PairCollator
@@ -39,13 +39,11 @@ def reward_stack(cfg: Any) -> RewardStack:
 
 
 def sampling(m: Any, seed: int) -> GenerationSettings:
-    return GenerationSettings(
-        max_new_tokens=m.max_new_tokens,
-        do_sample=True,
-        temperature=m.temperature,
-        top_p=m.top_p,
-        num_return_sequences=m.sampled_replies or 1,
-        batch_size=max(1, m.generation_batch_size // max(m.sampled_replies, 1)),
+    replies = max(m.sampled_replies, 1)
+    return settings_from(
+        m.sampling,
+        num_return_sequences=replies,
+        batch_size=max(1, m.generation_batch_size // replies),
         seed=seed,
     )
 

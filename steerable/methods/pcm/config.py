@@ -7,6 +7,7 @@ from typing import Any
 
 from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
+from steerable.config.sampling import SamplingConfig
 
 # small: a random-init 2-layer LM on the base tokenizer | base: the base model + LoRA
 ControllerKind = choice_enum("ControllerKind", ["small", "base"])
@@ -15,7 +16,9 @@ ControllerKind = choice_enum("ControllerKind", ["small", "base"])
 @dataclass
 class PCMEvalSettings:
     num_prompts: int = 8  # held-out prompts, each under every composite preference
-    max_new_tokens: int = 48
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, do_sample=True)
+    )
     bootstrap: int = 1000
 
 
@@ -42,9 +45,9 @@ class PCMConfig(RecipeConfig):
     epochs: int = 2  # optimisation passes over each batch of cached samples
     eta: float = 1.0
     bt_beta: float = 1.0
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 48
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, do_sample=True)
+    )
     eval: PCMEvalSettings = field(default_factory=PCMEvalSettings)
 
     def __post_init__(self) -> None:

@@ -29,4 +29,6 @@ def side_data(
 def pcm_prompts(ctx: RunContext, tokenizer: PreTrainedTokenizerBase) -> tuple[list[Messages], list[Messages]]:
     """Training and held-out prompts with room for the reply and the preference line (no fallback)."""
     cfg = ctx.cfg
-    return prompt_sets(cfg.data, tokenizer, cfg.data.max_length - cfg.method.max_new_tokens - PREFERENCE_ROOM)
+    return prompt_sets(
+        cfg.data, tokenizer, cfg.data.max_length - cfg.method.sampling.max_new_tokens - PREFERENCE_ROOM
+    )

@@ -21,7 +21,7 @@ from steerable.data.prompts import fitting_prompts
 from steerable.data.records import user_text
 from steerable.evaluation.metrics import paired_bootstrap_ci, win_rate
 from steerable.evaluation.plots import plot_series
-from steerable.generation import GenerationSettings, HFSampler
+from steerable.generation import GenerationSettings, HFSampler, settings_from
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import run_config, run_model_config
 from steerable.methods.pcm.config import PCMConfig
@@ -187,14 +187,7 @@ def weight_plot(parts: Mixture, prompt, preference, reply_ids: list[int], out_di
 
 def run_pcm_eval(parts: Mixture, prompts, rewards: dict, m, seed, out_dir: Path, report: Report) -> dict:
     tokenizer, dims = parts.tokenizer, parts.dims
-    settings = GenerationSettings(
-        max_new_tokens=m.eval.max_new_tokens,
-        do_sample=True,
-        temperature=m.temperature,
-        top_p=m.top_p,
-        batch_size=16,
-        seed=seed,
-    )
+    settings = settings_from(m.eval.sampling, batch_size=16, seed=seed)
     arms = generate_arms(parts, prompts, settings)
     judges = {d.name: build_reward_source(rewards[d.name]) for d in dims}
     rows = win_table(arms, judges, dims, seed, m.eval.bootstrap)
@@ -258,6 +251,6 @@ def eval_pcm(cfg, out_dir: Path, report: Report) -> dict:
     data = run_config(run, "data", DataConfig)
     rewards = run_rewards(run, cfg.reward)
     _, val = split_records(load_records(data), data)
-    budget = data.max_length - m.max_new_tokens - 16
+    budget = data.max_length - m.sampling.max_new_tokens - 16
     prompts = fitting_prompts(val, parts.tokenizer, budget, cfg.eval.num_prompts)
     return run_pcm_eval(parts, prompts, rewards, m, cfg.seed, out_dir, report)

@@ -8,7 +8,7 @@ import torch
 
 from steerable.budget import record_trained
 from steerable.data.tokenize import pad_rows
-from steerable.generation import GenerationSettings
+from steerable.generation import settings_from
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.pcm.config import PCMConfig
 from steerable.methods.pcm.controller import aligned_log_alpha, mixture_log_likelihood, rebel_loss
@@ -31,13 +31,7 @@ class PCMModule(OnlineModule):
         self.history: list[dict[str, float]] = []  # this rank's metrics per round, for the diagnostics report
         self.tokenizer, self.mixer, self.dims = parts.tokenizer, parts.mixer, parts.dims
         self.rewards, self.m = rewards, m
-        self.generation = GenerationSettings(
-            max_new_tokens=m.max_new_tokens,
-            do_sample=True,
-            temperature=m.temperature,
-            top_p=m.top_p,
-            batch_size=16,
-        )
+        self.generation = settings_from(m.sampling, batch_size=16)
 
     def training_step(self, items: list, batch_idx: int) -> None:
         pairs = [

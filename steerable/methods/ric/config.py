@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from steerable.config.method import chosen_objectives
+from steerable.config.sampling import SamplingConfig
 from steerable.config.schema import ConfigError, RecipeConfig, at_least, choice_enum
 from steerable.methods.registry import needs_responses
 
@@ -34,9 +35,9 @@ class RiCConfig(RecipeConfig):
     online_lr: float = 1e-5  # the reference code's online learning rate, constant
     quantile: float = 0.7  # a sample extends the front when one of its scores reaches this quantile
     origin_samples: int | None = None  # offline examples (front-filtered) mixed into each round; null = all
-    max_new_tokens: int = 48
-    temperature: float = 0.7  # the reference code's online sampling
-    top_p: float = 0.9
+    sampling: SamplingConfig = field(  # the reference code's online sampling
+        default_factory=lambda: SamplingConfig(max_new_tokens=48, do_sample=True, temperature=0.7, top_p=0.9)
+    )
     generation_batch_size: int = 32
 
     def __post_init__(self) -> None:

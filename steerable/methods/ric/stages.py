@@ -15,7 +15,7 @@ from steerable.config.method import Scheduler
 from steerable.data.loaders import load_records, split_records
 from steerable.data.records import Conversation, PreferencePair, prompt_of, user_text
 from steerable.data.tokenize import TokenizedSet, tokenize_messages
-from steerable.generation import Engine, GenerationSettings
+from steerable.generation import Engine, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.ric.config import objective_names
 from steerable.methods.ric.scores import ScoreScale, extends_front, front_targets, with_scores
@@ -123,14 +123,7 @@ def generate_round(
     contexts = [pool[i].context for i in picks]
     targets = front_targets(m.online_samples, scale.low, scale.high, generator, scale.decimals)
     shown = [with_scores(c, t.tolist(), scale.decimals) for c, t in zip(contexts, targets, strict=True)]
-    settings = GenerationSettings(
-        max_new_tokens=m.max_new_tokens,
-        do_sample=True,
-        temperature=m.temperature,
-        top_p=m.top_p,
-        batch_size=m.generation_batch_size,
-        seed=seed,
-    )
+    settings = settings_from(m.sampling, batch_size=m.generation_batch_size, seed=seed)
     model.to(ctx.device)
     with ctx.autocast():
         completions = (

@@ -7,6 +7,7 @@ from typing import Any
 
 from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
+from steerable.config.sampling import SamplingConfig
 from steerable.methods.registry import needs_responses
 from steerable.methods.reward_models.config import Pooling
 
@@ -25,9 +26,9 @@ class BootstrapConfig:
         64  # training prompts to sample for (null-free: the first N of the shuffled train split)
     )
     samples_per_prompt: int = 2
-    top_k: int = 50  # the paper's sampling (Eq. 3)
-    temperature: float = 1.0
-    max_new_tokens: int = 128
+    sampling: SamplingConfig = field(  # the paper's top-k sampling (Eq. 3)
+        default_factory=lambda: SamplingConfig(do_sample=True, top_k=50)
+    )
     # "name:value" items to request: high quality (the paper's quality == max)
     condition: list[str] = field(default_factory=lambda: ["quality:4"])
     max_steps: int | None = None  # null = trainer.max_steps
@@ -46,9 +47,9 @@ class SteerLM2Config:
 
     num_prompts: int = 64
     samples_per_prompt: int = 10
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 128
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(do_sample=True, temperature=0.7, top_p=0.9)
+    )
     condition: list[str] = field(default_factory=lambda: ["quality:4"])  # requested a: high-quality combos
     iterations: int = 2  # resample from the updated policy between iterations
     epochs: int = 2
@@ -62,7 +63,7 @@ class SteerLM2Config:
                 f"method.steerlm2.samples_per_prompt must be at least 2 (weights are normalised within a "
                 f"group), got {self.samples_per_prompt}"
             )
-        for key in ("num_prompts", "iterations", "epochs", "groups_per_step", "max_new_tokens"):
+        for key in ("num_prompts", "iterations", "epochs", "groups_per_step"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"method.steerlm2.{key} must be at least 1, got {getattr(self, key)}")
         if self.lr <= 0 or self.concentration <= 0:
@@ -76,7 +77,7 @@ class SteerEvalSettings:
     attributes: list[str] = field(default_factory=list)  # empty = every attribute of the schema
     values: list[int] = field(default_factory=list)  # empty = every integer of value_range
     num_prompts: int = 16
-    max_new_tokens: int = 128
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # greedy
     batch_size: int = 16
     samples_per_value: int = 3  # dial samples per value shown in the report
 

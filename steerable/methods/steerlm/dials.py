@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from steerable.config.sampling import SamplingConfig
 from steerable.evaluation.metrics import paired_bootstrap_ci, spearman, steerability, win_rate
 from steerable.evaluation.plots import plot_dial_curves
-from steerable.generation import Engine, GenerationSettings
+from steerable.generation import Engine, GenerationSettings, settings_from
 from steerable.methods.steerlm.attributes import AttributeSchema, steered_prompt
 from steerable.report import Report
 from steerable.rewards.base import RewardSource
@@ -31,9 +32,17 @@ Scorer = Callable[[list[list[dict]], list[str]], np.ndarray]  # (contexts, repli
 class SweepSettings:
     attributes: list[str]
     values: list[int]
-    max_new_tokens: int
+    sampling: SamplingConfig  # greedy unless the eval's sampling says otherwise
     batch_size: int
     seed: int
+
+
+def decoding(sampling: SamplingConfig) -> str:
+    """How the replies were decoded, for the report."""
+    if not sampling.do_sample:
+        return "greedy"
+    top_k = f", top-k {sampling.top_k}" if sampling.top_k else ""
+    return f"sampled at temperature {sampling.temperature}, top-p {sampling.top_p}{top_k}"
 
 
 @dataclass
@@ -94,20 +103,16 @@ def sweep(
     engine: Engine,
     autocast,
 ) -> list[DialSample]:
-    """Greedy replies for every (attribute, value, prompt); other attributes at the schema's defaults."""
+    """Replies for every (attribute, value, prompt); other attributes at the schema's defaults."""
     cells = list(itertools.product(settings.attributes, settings.values, range(len(prompts))))
     texts = [
         steered_prompt(tokenizer, prompts[i], schema, schema.resolve({attribute: value}))
         for attribute, value, i in cells
     ]
-    gen = GenerationSettings(
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
-        stop=[schema.label_start],
-        seed=settings.seed,
-    )
     with autocast:
-        completions = engine.sampler(model, tokenizer).generate(texts, gen)
+        completions = engine.sampler(model, tokenizer).generate(
+            texts, settings_for(settings, [schema.label_start])
+        )
     return [DialSample(a, v, i, c.text) for (a, v, i), c in zip(cells, completions, strict=True)]
 
 
@@ -225,7 +230,7 @@ def write_steerability(
     report.section(
         "Steerability",
         f"Each attribute swept over {schema.values} with the others at their defaults {schema.defaults}; "
-        f"{len(prompts)} held-out prompts, greedy decoding. Spearman is pooled over all replies (requested vs "
+        f"{len(prompts)} held-out prompts, {decoding(steering.settings.sampling)} decoding. Spearman is pooled over all replies (requested vs "
         "measured); spread is the per-prompt difference between the top and bottom value; wrong-way is the "
         "fraction of consecutive steps where the per-prompt mean moves against the dial.",
     )
@@ -261,7 +266,13 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def greedy(
+def settings_for(settings: SweepSettings, stop: list[str]) -> GenerationSettings:
+    """The sweep's generation settings, with `stop` strings added to the sampling's own."""
+    s = settings.sampling
+    return settings_from(s, batch_size=settings.batch_size, stop=[*s.stop, *stop], seed=settings.seed)
+
+
+def replies(
     model,
     tokenizer,
     prompts: list,
@@ -270,12 +281,7 @@ def greedy(
     autocast,
     stop: list[str] | None = None,
 ) -> list[str]:
-    gen = GenerationSettings(
-        max_new_tokens=settings.max_new_tokens,
-        batch_size=settings.batch_size,
-        stop=stop or [],
-        seed=settings.seed,
-    )
+    gen = settings_for(settings, stop or [])
     with autocast:
         return [c.text for c in engine.sampler(model, tokenizer).generate(prompts, gen)]
 
@@ -306,13 +312,13 @@ def evaluate_steering(
 def against_baseline(
     policy: tuple, baseline: tuple, steering: Steering, report: Report
 ) -> list[dict[str, Any]]:
-    """The steered policy at its default values against the unlabelled SFT baseline, greedy on the same
+    """The steered policy at its default values against the unlabelled SFT baseline, decoded alike on the same
     prompts: per-scorer means and win rates, reported with a few replies side by side."""
     model, tokenizer = policy
     schema, prompts, settings, engine = steering.schema, steering.prompts, steering.settings, steering.engine
     autocast_factory = steering.autocast_factory
     defaults = schema.resolve({})
-    steered = greedy(
+    steered = replies(
         model,
         tokenizer,
         [steered_prompt(tokenizer, p, schema, defaults) for p in prompts],
@@ -321,13 +327,13 @@ def against_baseline(
         autocast_factory(),
         [schema.label_start],
     )
-    plain = greedy(*baseline, prompts, settings, engine, autocast_factory())
+    plain = replies(*baseline, prompts, settings, engine, autocast_factory())
     rows = compare_with_baseline(steered, plain, prompts, steering.scorers, settings.seed)
     report.section(
         "Against the SFT baseline",
         f"The steered policy with its default values {defaults} against the same SFT recipe trained "
-        "without labels, on the same prompts (greedy). Win rate: share of prompts where the steered reply "
-        "scores higher (ties half), 95% paired bootstrap interval.",
+        f"without labels, on the same prompts ({decoding(settings.sampling)}). Win rate: share of prompts where "
+        "the steered reply scores higher (ties half), 95% paired bootstrap interval.",
     )
     report.table(
         ["attribute", "measured by", "steered", "baseline", "win rate", "CI low", "CI high"],

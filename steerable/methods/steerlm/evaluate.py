@@ -48,7 +48,7 @@ def sweep_settings(schema: AttributeSchema, settings: SteerEvalSettings, seed: i
     outside = [v for v in values if v not in schema.values]
     if outside:
         raise ConfigError(f"eval values {outside} are outside the model's range {schema.value_range}")
-    return SweepSettings(attributes, values, settings.max_new_tokens, settings.batch_size, seed)
+    return SweepSettings(attributes, values, settings.sampling, settings.batch_size, seed)
 
 
 def held_out_prompts(data: DataConfig, tokenizer, max_length: int, settings: SteerEvalSettings) -> list:
@@ -57,16 +57,10 @@ def held_out_prompts(data: DataConfig, tokenizer, max_length: int, settings: Ste
         records: list = demo_prompts(min(settings.num_prompts, DEMO_HELDOUT_PROMPTS))
     else:
         records = [as_conversation(r) for r in split_records(load_records(data), data)[1]]
-    prompts = fitting_prompts(
-        records,
-        tokenizer,
-        max_length - settings.max_new_tokens,
-        settings.num_prompts,
-    )
+    budget = max_length - settings.sampling.max_new_tokens
+    prompts = fitting_prompts(records, tokenizer, budget, settings.num_prompts)
     if not prompts:
-        raise ConfigError(
-            f"no held-out prompt of data={data.name} fits in {max_length - settings.max_new_tokens} tokens"
-        )
+        raise ConfigError(f"no held-out prompt of data={data.name} fits in {budget} tokens")
     return prompts
 
 
@@ -213,7 +207,7 @@ def eval_steerability(cfg: EvalConfig, out_dir: Path, report: Report) -> dict[st
         attributes=list(method.eval.attributes),
         values=list(method.eval.values),
         num_prompts=cfg.eval.num_prompts,
-        max_new_tokens=cfg.eval.max_new_tokens,
+        sampling=cfg.eval.sampling,
         batch_size=cfg.eval.batch_size,
     )
     model, tokenizer = load_run_model(run)

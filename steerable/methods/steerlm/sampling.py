@@ -47,9 +47,6 @@ def high_quality_combinations(
     return hq
 
 
-STEERED_SAMPLING = ("max_new_tokens", "temperature", "top_k", "top_p")
-
-
 @dataclass
 class RequestPool:
     """Where sampling requests come from: the attribute schema, the training conversations whose prompts are
@@ -70,18 +67,16 @@ def sample_requests(
 ) -> tuple[list[list[dict]], list[dict], list]:
     """Draw `section.num_prompts` training prompts with attribute values to ask for (from `pool.combos`), then
     sample `section.samples_per_prompt` replies each with the trained label prefix, stopping before a new
-    label. `section` is the stage's config (bootstrap: top-k sampling; SteerLM 2.0: top-p)."""
+    label. `section` is the stage's config, whose `sampling` says how (bootstrap: top-k; SteerLM 2.0: top-p)."""
     schema = pool.schema
     prompts, requested = draw_requests(pool.train, pool.combos, section.num_prompts, random.Random(seed))
     texts = [steered_prompt(tokenizer, p, schema, v) for p, v in zip(prompts, requested, strict=True)]
     n = section.samples_per_prompt
     gen = settings_from(
-        section,
-        keys=STEERED_SAMPLING,
-        do_sample=True,
+        section.sampling,
         num_return_sequences=n,
         batch_size=max(1, ctx.cfg.method.eval.batch_size // n),
-        stop=[schema.label_start],
+        stop=[*section.sampling.stop, schema.label_start],
         seed=seed,
     )
     with ctx.autocast():

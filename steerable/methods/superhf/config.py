@@ -8,6 +8,7 @@ from typing import Any
 
 from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig
+from steerable.config.sampling import SamplingConfig
 
 SUPERHF_REWARD_REQUIRED = (
     "method.reward is required: a reward model run folder (method=reward_model) or a reward "
@@ -44,10 +45,10 @@ class SuperHFConfig(RecipeConfig):
     num_prompts: int = 200  # 100 superbatches, trainer.max_steps' default
     prompt_accumulation: int = 2  # prompts per superbatch
     completions_per_prompt: int = 16  # n, the paper's "superbatch_size"
-    top_k: int = 1  # kept per prompt
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 64
+    top_k: int = 1  # kept per prompt (not top-k sampling: that is sampling.top_k)
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(max_new_tokens=64, do_sample=True, top_p=0.95)
+    )
     generation_batch_size: int = 32  # sampled rows per generate call (prompts x completions)
     kl_coef: float = 0.35  # negative = no KL term and no reference forward (the paper's -1)
     kl_direction: KLDirection = KLDirection["ref_to_policy"]
@@ -74,7 +75,6 @@ class SuperHFConfig(RecipeConfig):
             "prompt_accumulation": self.prompt_accumulation,
             "completions_per_prompt": self.completions_per_prompt,
             "top_k": self.top_k,
-            "max_new_tokens": self.max_new_tokens,
             "generation_batch_size": self.generation_batch_size,
             "eval_every": self.eval_every,
             "eval_prompts": self.eval_prompts,
@@ -89,8 +89,6 @@ class SuperHFConfig(RecipeConfig):
                 f"method.top_k={self.top_k} keeps more than method.completions_per_prompt="
                 f"{self.completions_per_prompt} samples"
             )
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("method.temperature must be positive and method.top_p in (0, 1]")
 
 
 def check(cfg: Any) -> None:

@@ -19,7 +19,7 @@ def prompt_split(
     return prompt_sets(
         data,
         tokenizer,
-        data.max_length - m.max_new_tokens,
+        data.max_length - m.sampling.max_new_tokens,
         transform=SystemPrompt(m.system_prompt, m.first_turn_only),
         limit=m.num_prompts,
         held_out=HeldOut(fallback=m.eval_prompts),
@@ -28,12 +28,7 @@ def prompt_split(
 
 
 def sampling(m: SuperHFConfig, n: int, seed: int | None) -> GenerationSettings:
-    """n samples per prompt; SuperHF's own `top_k` counts kept samples, so it is not read as top-k sampling."""
+    """n samples per prompt from `method.sampling`, `generation_batch_size` rows per call."""
     return settings_from(
-        m,
-        keys=("max_new_tokens", "temperature", "top_p"),
-        do_sample=True,
-        num_return_sequences=n,
-        batch_size=max(1, m.generation_batch_size // n),
-        seed=seed,
+        m.sampling, num_return_sequences=n, batch_size=max(1, m.generation_batch_size // n), seed=seed
     )
