@@ -79,7 +79,7 @@ def nest_flat_sampling(section: Any, schema: type) -> Any:
 
 def dataclass_in(hint: Any) -> type | None:
     """The dataclass a field's type names (`X`, or `X | None`), else None."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
     found = [o for o in options if isinstance(o, type) and dataclasses.is_dataclass(o)]
     return found[0] if len(found) == 1 else None
 

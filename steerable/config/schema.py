@@ -1,7 +1,7 @@
 """Dataclass schemas for every config group, one module per concern: base (errors, choices), model, data,
-hardware, logger, method (the keys all methods share), reward (typed reward specs), sampling (the decoding
-keys every sampling config nests) and, here, the top-level
-run configs. This module also re-exports every schema, so `from steerable.config.schema import X` keeps working.
+hardware, logger, method (the keys all methods share), reward (typed reward specs), sampling (the decoding keys
+every config that samples nests) and, here, the top-level run configs. This module also re-exports every
+schema, so `from steerable.config.schema import X` keeps working.
 
 Hydra composes YAML options on top of these, so a typo in a key or a value of the wrong type fails at
 composition with the key's full name. Cross-field rules live in ``__post_init__`` and run when the CLI

@@ -40,9 +40,9 @@ class SweepSettings:
 def decoding(sampling: SamplingConfig) -> str:
     """How the replies were decoded, for the report."""
     if not sampling.do_sample:
-        return "greedy"
+        return "greedy decoding"
     top_k = f", top-k {sampling.top_k}" if sampling.top_k else ""
-    return f"sampled at temperature {sampling.temperature}, top-p {sampling.top_p}{top_k}"
+    return f"sampling at temperature {sampling.temperature}, top-p {sampling.top_p}{top_k}"
 
 
 @dataclass
@@ -230,9 +230,9 @@ def write_steerability(
     report.section(
         "Steerability",
         f"Each attribute swept over {schema.values} with the others at their defaults {schema.defaults}; "
-        f"{len(prompts)} held-out prompts, {decoding(steering.settings.sampling)} decoding. Spearman is pooled over all replies (requested vs "
-        "measured); spread is the per-prompt difference between the top and bottom value; wrong-way is the "
-        "fraction of consecutive steps where the per-prompt mean moves against the dial.",
+        f"{len(prompts)} held-out prompts, {decoding(steering.settings.sampling)}. Spearman is pooled over all "
+        "replies (requested vs measured); spread is the per-prompt difference between the top and bottom value; "
+        "wrong-way is the fraction of consecutive steps where the per-prompt mean moves against the dial.",
     )
     report.table(
         [
