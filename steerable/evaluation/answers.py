@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 
+from steerable.backbone.adapters import reference_policy
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import encode_prompt, eval_mode
 from steerable.generation.logprobs import pack_completions, sequence_logprobs
@@ -118,7 +119,7 @@ class base_network(AbstractContextManager):
     def __enter__(self) -> torch.nn.Module:
         model = self.policy.model
         if isinstance(model, PeftModel):
-            self._inner = model.disable_adapter()
+            self._inner = reference_policy(model)
             self._inner.__enter__()
             return model
         from steerable.policies.plain import starting_policy
