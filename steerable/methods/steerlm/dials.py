@@ -37,10 +37,10 @@ class SweepSettings:
     seed: int
 
 
-def decoding(sampling: SamplingConfig) -> str:
-    """How the replies were decoded, for the report."""
+def decoding(sampling: SamplingConfig, greedy: str = "greedy decoding") -> str:
+    """How the replies were decoded, for the report (`greedy`: the words for greedy decoding there)."""
     if not sampling.do_sample:
-        return "greedy decoding"
+        return greedy
     top_k = f", top-k {sampling.top_k}" if sampling.top_k else ""
     return f"sampling at temperature {sampling.temperature}, top-p {sampling.top_p}{top_k}"
 
@@ -332,7 +332,7 @@ def against_baseline(
     report.section(
         "Against the SFT baseline",
         f"The steered policy with its default values {defaults} against the same SFT recipe trained "
-        f"without labels, on the same prompts ({decoding(settings.sampling)}). Win rate: share of prompts where "
+        f"without labels, on the same prompts ({decoding(settings.sampling, 'greedy')}). Win rate: share of prompts where "
         "the steered reply scores higher (ties half), 95% paired bootstrap interval.",
     )
     report.table(
