@@ -8,6 +8,7 @@ shared tiny run of the same kind instead (RUN_GIVEN), and a test checks that the
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path.name for path in (REPO / "benchmarks").glob("*.py"))
 SLOWEST = ("sft_throughput.py", "gpu_check.py")  # started first: three processes / a steerable-train launch
 # Scripts that train a tiny run unless given one with `--run`: given the session's shared run of that kind.
-RUN_GIVEN = {"serve_latency.py": "steerlm_run"}
+RUN_GIVEN = {"serve_latency.py": "steerlm_run", "serve_load.py": "steerlm_run"}
 TABLE_RULE = re.compile(r"^\|(-+\|)+$", re.MULTILINE)  # the |---|---| line under a markdown table's header
 
 
@@ -79,20 +80,21 @@ def test_benchmark_runs_at_smoke_size_and_prints_its_table(
     )
 
 
-def test_a_script_given_a_run_would_train_a_valid_one() -> None:
-    """The run serve_latency.py trains when not given one (its smoke run above is given one) composes and
-    validates: the same kind of run as the one it is given (SteerLM, human labels, conditioned SFT only)."""
+@pytest.mark.parametrize("script", sorted(RUN_GIVEN))
+def test_a_script_given_a_run_would_train_a_valid_one(script: str) -> None:
+    """The run a script trains when not given one (its smoke run above is given one) composes and validates:
+    the same kind of run as the one it is given (SteerLM, human labels, conditioned SFT only)."""
     from steerable.cli.common import validate
     from tests.conftest import compose_config
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import serve_latency
+        module = importlib.import_module(script.removesuffix(".py"))
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
-    cfg = validate(compose_config("train", [*serve_latency.TRAIN, *serve_latency.MID_SHAPE]))
+    cfg = validate(compose_config("train", [*module.TRAIN, *getattr(module, "MID_SHAPE", [])]))
     assert (cfg.method.name, cfg.method.labels, list(cfg.method.stages)) == ("steerlm", "human", ["acsft"])
-    assert cfg.trainer.max_steps == 1
+    assert cfg.model.name == "tiny"
 
 
 def test_sft_throughput_first_step_losses_match_trl(smoke_runs: dict[str, Future]) -> None:
