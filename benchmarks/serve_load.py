@@ -5,7 +5,7 @@ server's RSS; fails if a good request is answered wrongly, any response is a 5xx
 
 tests/test_serve_load.py runs the same driver (`run_load`) as a test.
 
-  python benchmarks/serve_load.py --smoke                         # tiny run, 16 clients, 10 s
+  python benchmarks/serve_load.py --smoke                         # tiny run, 4 clients, 3 s (the table, not a load)
   python benchmarks/serve_load.py --clients 16 --seconds 60       # the issue's size
   python benchmarks/serve_load.py --run outputs/quickstart/<timestamp>
 """
@@ -227,12 +227,15 @@ def report(outcome: Outcome, clients: int, seconds: float) -> str:
     return "\n".join(lines)
 
 
+TRAIN = [
+    "model=tiny", "data=demo", "hardware=cpu", "logger=csv", "method=steerlm", "method.labels=human",
+    "method.stages=[acsft]", "trainer.max_steps=2", "data.max_records=48", "report.num_samples=1",
+    "report.sampling.max_new_tokens=4",
+]  # fmt: skip
+
+
 def make_tiny_run(root: Path) -> Path:
-    overrides = [
-        "model=tiny", "data=demo", "hardware=cpu", "logger=csv", "method=steerlm", "method.labels=human",
-        "method.stages=[acsft]", "trainer.max_steps=2", "data.max_records=48", "report.num_samples=1",
-        "report.sampling.max_new_tokens=4", f"output_root={root}",
-    ]  # fmt: skip
+    overrides = [*TRAIN, f"output_root={root}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-m", "steerable.cli.train", *overrides], check=True, env=env, cwd=root,
                    capture_output=True)  # fmt: skip
@@ -247,13 +250,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--smoke", action="store_true", help="16 clients for 10 s on a fresh tiny run")
+    parser.add_argument("--smoke", action="store_true", help="4 clients for 3 s on a fresh tiny run")
     parser.add_argument("--run", type=Path)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=8)
     args = parser.parse_args()
-    seconds = args.seconds or (10 if args.smoke else 60)
+    seconds = args.seconds or (3 if args.smoke else 60)
+    clients = args.clients or (4 if args.smoke else 16)
     with tempfile.TemporaryDirectory() as tmp:
         run = args.run or make_tiny_run(Path(tmp))
         extra = [f"limits.{k}={v}" for k, v in LIMITS.items()]
@@ -261,11 +265,11 @@ def main() -> None:
         try:
             setup = {**LIMITS, "max_new_tokens": args.max_new_tokens, "timeout": 120.0}
             setup["references"] = references(port, args.max_new_tokens)
-            outcome = run_load(port, process.pid, args.clients, seconds, setup)
+            outcome = run_load(port, process.pid, clients, seconds, setup)
         finally:
             process.terminate()
             process.wait(timeout=30)
-    print(report(outcome, args.clients, seconds))
+    print(report(outcome, clients, seconds))
     if outcome.problems:
         raise SystemExit(1)
 

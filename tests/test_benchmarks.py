@@ -3,10 +3,12 @@ unnoticed (sft_throughput.py once stopped running for weeks). A new script is pi
 `--smoke` fails here (argparse rejects the flag).
 
 The scripts are mostly interpreter start-up and imports, so a module fixture starts them two at a time in
-subprocesses, and each test waits for its own."""
+subprocesses, and each test waits for its own. A script that would train a run first is given the session's
+shared tiny run of the same kind instead (RUN_GIVEN), and a test checks that the run it would train composes."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import subprocess
@@ -20,11 +22,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(path.name for path in (REPO / "benchmarks").glob("*.py"))
 SLOWEST = ("sft_throughput.py", "gpu_check.py")  # started first: three processes / a steerable-train launch
+# Scripts that train a tiny run unless given one with `--run`: given the session's shared run of that kind.
+RUN_GIVEN = {"serve_latency.py": "steerlm_run", "serve_load.py": "steerlm_run"}
 TABLE_RULE = re.compile(r"^\|(-+\|)+$", re.MULTILINE)  # the |---|---| line under a markdown table's header
 
 
-def run_smoke(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(REPO / "benchmarks" / script), "--smoke"]
+def run_smoke(script: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(REPO / "benchmarks" / script), "--smoke", *extra]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -53,7 +57,8 @@ def smoke_runs(
     }
     with ThreadPoolExecutor(max_workers=2) as pool:
         order = sorted(selected_scripts(request.session), key=lambda script: script not in SLOWEST)
-        yield {script: pool.submit(run_smoke, script, env) for script in order}
+        runs = {s: ["--run", str(request.getfixturevalue(RUN_GIVEN[s]))] for s in order if s in RUN_GIVEN}
+        yield {script: pool.submit(run_smoke, script, env, *runs.get(script, [])) for script in order}
 
 
 def test_the_benchmarks_folder_has_scripts() -> None:
@@ -73,6 +78,23 @@ def test_benchmark_runs_at_smoke_size_and_prints_its_table(
     assert TABLE_RULE.search(result.stdout), (
         f"benchmarks/{script} --smoke printed no table:\n{output[-4000:]}"
     )
+
+
+@pytest.mark.parametrize("script", sorted(RUN_GIVEN))
+def test_a_script_given_a_run_would_train_a_valid_one(script: str) -> None:
+    """The run a script trains when not given one (its smoke run above is given one) composes and validates:
+    the same kind of run as the one it is given (SteerLM, human labels, conditioned SFT only)."""
+    from steerable.cli.common import validate
+    from tests.conftest import compose_config
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        module = importlib.import_module(script.removesuffix(".py"))
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    cfg = validate(compose_config("train", [*module.TRAIN, *getattr(module, "MID_SHAPE", [])]))
+    assert (cfg.method.name, cfg.method.labels, list(cfg.method.stages)) == ("steerlm", "human", ["acsft"])
+    assert cfg.model.name == "tiny"
 
 
 def test_sft_throughput_first_step_losses_match_trl(smoke_runs: dict[str, Future]) -> None:

@@ -77,7 +77,10 @@ def test_generations_and_win_rate_of_a_policy(tmp_path) -> None:
     assert "| verbosity (log words) |" in report and "positivity (VADER compound, -1 to 1)" in report
     similarity = metrics["meteor_similarity"]  # nan when the tiny model's completions are empty
     assert math.isnan(similarity) or 0.0 <= similarity <= 1.0
-    result = cli("eval", *common, "eval=win_rate", "eval.bootstrap=100", "eval.judge=verbosity", cwd=tmp_path)
+    # in this process: the eval CLI's own process is checked by the generations line above
+    result = run_cli(
+        "eval", *common, "eval=win_rate", "eval.bootstrap=100", "eval.judge=verbosity", cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((only_eval_dir(run_dir, "win_rate") / "results.json").read_text())
     assert metrics["prompts"] == 3 and metrics["ci_low"] <= metrics["win_rate"] <= metrics["ci_high"]
