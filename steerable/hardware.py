@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from steerable.allocator import keep_freed_memory
 from steerable.config.schema import DEEPSPEED_NEEDS_GPU, Accelerator, ConfigError, HardwareConfig, Precision
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class PrecisionChoice:
     precision: str
     accelerator: str
     reason: str
+    allocator: str = "unchanged"  # what steerable/allocator.py did for this process
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,6 +111,16 @@ def resolve_hardware(hardware: HardwareConfig) -> tuple[HardwareConfig, Precisio
         hardware, accelerator=Accelerator[choice.accelerator], precision=Precision[choice.precision]
     )
     return resolved, choice
+
+
+def keep_cpu_memory(hardware: HardwareConfig, choice: PrecisionChoice) -> PrecisionChoice:
+    """On a CPU run with `hardware.keep_freed_memory`, make malloc reuse freed memory (steerable/allocator.py);
+    the choice with what was done."""
+    if choice.accelerator != "cpu":
+        return choice
+    if not hardware.keep_freed_memory:
+        return replace(choice, allocator="unchanged (hardware.keep_freed_memory=false)")
+    return replace(choice, allocator=keep_freed_memory())
 
 
 def effective_precision(hardware: HardwareConfig) -> str:

@@ -15,10 +15,11 @@ import torch
 from steerable.backbone.adapters import load_named_adapters, save_model, wrap_lora
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.backbone.mixing import AdapterMixer
+from steerable.generation import GenerationSettings, make_sampler
 from steerable.generation.hf import encode_prompt
 from steerable.methods.clp.conditioning import ParameterConditioning
 from tests.test_backbone import perturb_lora, tiny_config
-from tests.test_reward_direction import PROMPTS, Corners, clp_module
+from tests.test_reward_direction import END, PROMPTS, Corners, clp_module
 
 WEIGHTINGS = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7]])
 
@@ -53,6 +54,25 @@ def test_parameter_variants_ignore_w_at_step_0_and_follow_it_after_one_update(va
     loss.backward()
     optimizer.step()
     assert spread(next_token_logits(model.eval(), tokenizer, conditioning, WEIGHTINGS)) > 1e-3
+
+
+@pytest.mark.parametrize("variant", ["full", "logit"])
+def test_training_samples_with_stacked_mixing_as_with_the_per_adapter_hooks(variant) -> None:
+    """clp_train_stage samples through the mixer's stacked form: after the copies moved apart, greedy replies
+    at mixed weightings are the per-adapter path's, token for token."""
+    module, conditioning = clp_module(variant, Corners())
+    perturb_lora(module.model, seed=3)
+    hooked = ParameterConditioning(conditioning.mixer)
+    assert conditioning._sample_mixed == conditioning.mixer.stacked  # the path under test is the stacked one
+    weights = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+    settings = GenerationSettings(max_new_tokens=12, do_sample=False, batch_size=4)
+    sampler = make_sampler(module.model, module.tokenizer, END)
+    replies = {
+        name: sampler.generate(PROMPTS[:2], settings, row_context=c.rows(weights))
+        for name, c in {"stacked": conditioning, "hooked": hooked}.items()
+    }
+    assert [c.token_ids for c in replies["stacked"]] == [c.token_ids for c in replies["hooked"]]
+    assert len({tuple(c.token_ids) for c in replies["stacked"]}) > 1
 
 
 def test_prompt_variant_follows_w_from_step_0() -> None:

@@ -155,6 +155,28 @@ def test_greedy_logprobs_match_sequence_logprobs(model, tokenizer, sampler: HFSa
     assert_logprobs_match_teacher_forcing(model, completions, tokenizer.pad_token_id)
 
 
+def test_sequence_logprobs_score_only_from_the_first_response_column(model, tokenizer, sampler) -> None:
+    """The output layer runs on the scored columns only, and the values are those of the full logits."""
+    longer = [p for p in PROMPTS if p != "a"]  # prompts of several tokens, so there are columns to skip
+    completions = sampler.generate(longer, greedy(max_new_tokens=8, batch_size=4))
+    input_ids, attention_mask, response_mask = pack_completions(completions, tokenizer.pad_token_id)
+    start = min(len(c.prompt_token_ids) for c in completions)
+    assert int(response_mask.bool().any(dim=0).nonzero()[0]) == start > 1
+    seen: list[int] = []
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    try:
+        with torch.no_grad():
+            fast = sequence_logprobs(model.eval(), input_ids, attention_mask, response_mask)
+    finally:
+        hook.remove()
+    assert seen == [input_ids.shape[1] - start + 1]
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=attention_mask).logits.float().log_softmax(-1)
+    expected = full[:, :-1].gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    expected = torch.nn.functional.pad(expected, (1, 0)) * response_mask
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=0)
+
+
 def test_sampled_logprobs_use_raw_logits(model, tokenizer, sampler: HFSampler) -> None:
     """Temperature and top-k shape the sampling, never the reported log-probs."""
     settings = GenerationSettings(

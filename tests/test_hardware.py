@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,5 +82,44 @@ def test_the_run_records_the_precision_it_chose(tmp_path, tiny_train_cfg, cpu_wi
     run(cfg, run_dir)
     chosen = json.loads((run_dir / "hardware.json").read_text())
     assert chosen["precision"] == "32-true" and chosen["requested"] == "auto" and "AVX2" in chosen["reason"]
+    if platform.libc_ver()[0] == "glibc":
+        assert chosen["allocator"] == "glibc malloc keeps freed memory (mmap off, trim off)"
     summary = json.loads((run_dir / ".steerable" / "complete").read_text())
     assert summary["hardware"] == chosen
+
+
+def test_keep_cpu_memory_is_off_on_request_and_on_gpus() -> None:
+    choice = hw.PrecisionChoice("auto", "32-true", "cpu", "test")
+    off = hw.keep_cpu_memory(HardwareConfig(name="cpu", keep_freed_memory=False), choice)
+    assert off.allocator == "unchanged (hardware.keep_freed_memory=false)"
+    gpu = hw.PrecisionChoice("auto", "bf16-mixed", "gpu", "test")
+    assert hw.keep_cpu_memory(HardwareConfig(name="gpu"), gpu).allocator == "unchanged"
+
+
+# Minor page faults of allocating, filling and freeing 256 MiB, then 128 and 64 MiB (blocks that fit in the
+# freed one), counted after the first.
+REFAULTS = """
+import resource, sys, torch
+from steerable.allocator import keep_freed_memory
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+counts = []
+for mebifloats in (64, 32, 16):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    x = torch.ones(mebifloats * 2**20)
+    del x
+    counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sum(counts[1:]))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_kept_memory_is_reused_without_faulting_it_in_again() -> None:
+    """Under glibc's defaults a freed 256 MiB block goes back to the kernel, so the next blocks fault in page by
+    page (49k pages); after keep_freed_memory they reuse it."""
+    faults = {}
+    for mode in ("default", "keep"):
+        out = subprocess.run([sys.executable, "-c", REFAULTS, mode], capture_output=True, text=True, check=True)
+        faults[mode] = int(out.stdout.strip())
+    assert faults["default"] > 40_000
+    assert faults["keep"] < 2_000

@@ -102,7 +102,9 @@ def clp_module(variant: str, draw: Corners, lr: float = 1e-2):
     shared, conditioned = split_targets(variant, lora.target_modules, ATTENTION, "lm_head")
     model, mixer = build_conditioned_policy(load_base_model(cfg, tokenizer), lora, shared, conditioned, 2)
     conditioning = (
-        ParameterConditioning(mixer, draw) if mixer else PromptConditioning(CaseRewards.names, draw)
+        ParameterConditioning(mixer, draw, stacked_sampling=True)  # as clp_train_stage samples
+        if mixer
+        else PromptConditioning(CaseRewards.names, draw)
     )
     settings = PGSettings(samples_per_prompt=4, generation=sampling(4), kl_coef=0.0, engine=Engine(END))
     optim = OptimSettings(lr=lr, scheduler="constant", total_steps=100)

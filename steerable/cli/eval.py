@@ -99,7 +99,10 @@ def check_reads(run: str, kind: str, reads: str) -> None:
 def _main(dict_cfg: DictConfig) -> None:
     cfg: EvalConfig = common.validate(dict_cfg)
     check_run_folder(cfg.run)
-    cfg, _ = common.machine_hardware(cfg)
+    from steerable.hardware import keep_cpu_memory
+
+    cfg, choice = common.machine_hardware(cfg)
+    keep_cpu_memory(cfg.hardware, choice)
     common.set_threads(cfg.hardware.torch_threads)
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     result = run_eval(cfg, out_dir)

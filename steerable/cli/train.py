@@ -35,6 +35,7 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     """Run every selected stage of the configured method in `run_dir` (resuming what is there)."""
     import lightning.pytorch as pl  # heavy imports wait until a run starts, so --help stays fast
 
+    from steerable.hardware import keep_cpu_memory
     from steerable.methods.base import RunContext
     from steerable.methods.registry import check_train_config, spec_of, stage_functions
     from steerable.pipeline import named_artifacts, run_stages
@@ -44,6 +45,7 @@ def run(cfg: TrainConfig, run_dir: Path, callbacks: list | None = None) -> dict[
     cfg = check_train_config(cfg)
     set_threads(cfg.hardware.torch_threads)
     cfg, choice = machine_hardware(cfg)
+    choice = keep_cpu_memory(cfg.hardware, choice)
     write_text_atomic(run_dir / HARDWARE_FILE, json.dumps(choice.as_dict(), indent=2))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.resume is not None and is_complete(run_dir):

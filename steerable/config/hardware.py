@@ -32,6 +32,9 @@ class HardwareConfig:
     strategy: Strategy = Strategy["auto"]
     precision: Precision = Precision["auto"]
     torch_threads: int | None = None
+    # CPU runs on Linux: glibc malloc keeps freed memory for the next step instead of returning it to the
+    # kernel, so a training step does not fault its activations in again page by page (steerable/allocator.py)
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         if self.devices < 1 or self.num_nodes < 1:

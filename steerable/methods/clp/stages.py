@@ -133,7 +133,9 @@ def clp_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     model, mixer = build_conditioned_policy(base, cfg.model.lora, shared, conditioned, len(names))
     draw = WeightSampler(len(names), m.concentration, m.weights_per)
     conditioning = (
-        ParameterConditioning(mixer, draw) if mixer is not None else PromptConditioning(names, draw)
+        ParameterConditioning(mixer, draw, stacked_sampling=True)
+        if mixer is not None
+        else PromptConditioning(names, draw)
     )
     adapters = ([SHARED] if shared else []) + (mixer.names if mixer is not None else [])
     metadata = {
