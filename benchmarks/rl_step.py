@@ -193,9 +193,12 @@ def main() -> None:
             if arm not in best or result["step"] < best[arm]["step"]:
                 best[arm] = result
     rows = [
-        [arm, *(f"{best[arm][k]:.2f}" for k in (*PARTS, "step")), f"{best[arm]['faults']:.0f}"] for arm in ARMS
+        [arm, *(f"{best[arm][k]:.2f}" for k in (*PARTS, "step")), f"{best[arm]['faults']:.0f}"]
+        for arm in ARMS
     ]
-    rows.append(["now / before", *(f"{best['now'][k] / best['before'][k]:.2f}x" for k in (*PARTS, "step")), ""])
+    rows.append(
+        ["now / before", *(f"{best['now'][k] / best['before'][k]:.2f}x" for k in (*PARTS, "step")), ""]
+    )
     print()
     print(
         f"model={args.model}, CLP {args.variant}, {len(QUESTIONS)} prompts x {args.samples} samples, "

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 # mallopt parameters (glibc malloc.h)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
-NEVER_TRIM = 2**31 - 1  # the largest value the int parameter takes: free heap is kept up to 2 GiB past the top
+NEVER_TRIM = (
+    2**31 - 1
+)  # the largest value the int parameter takes: free heap is kept up to 2 GiB past the top
 
 _applied: str | None = None
 

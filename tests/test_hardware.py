@@ -119,7 +119,9 @@ def test_kept_memory_is_reused_without_faulting_it_in_again() -> None:
     page (49k pages); after keep_freed_memory they reuse it."""
     faults = {}
     for mode in ("default", "keep"):
-        out = subprocess.run([sys.executable, "-c", REFAULTS, mode], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", REFAULTS, mode], capture_output=True, text=True, check=True
+        )
         faults[mode] = int(out.stdout.strip())
     assert faults["default"] > 40_000
     assert faults["keep"] < 2_000

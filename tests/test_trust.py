@@ -60,3 +60,21 @@ def test_a_broken_adapter_is_an_error_naming_the_file(tmp_path) -> None:
     weights.write_bytes(weights.read_bytes()[:50])
     with pytest.raises(ModelLoadError, match=r"cannot load the adapter .*adapter_model.safetensors"):
         load_backbone(cfg, adapter_dir=tmp_path / "final")
+
+
+def test_a_run_config_with_an_unknown_key_is_one_error_naming_file_and_key(tmp_path) -> None:
+    import pytest
+
+    from steerable.config.schema import ConfigError
+
+    composed = compose_config("train", ["model=tiny"])
+    save_run_config(tmp_path, composed)
+    saved = tmp_path / ".hydra" / "config.yaml"
+    text = saved.read_text()
+    saved.write_text(text.replace("model:\n", "model:\n  flux_capacitor: 3\n", 1))
+    with pytest.raises(ConfigError, match=r"config.yaml: `model.flux_capacitor` does not fit") as caught:
+        run_model_config(tmp_path)
+    assert "\n" not in str(caught.value)
+    saved.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match="is not a readable config"):
+        run_model_config(tmp_path)

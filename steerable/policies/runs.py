@@ -14,7 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from steerable.config.sampling import nest_flat_sampling
 from steerable.config.schema import ConfigError, ModelConfig
@@ -31,15 +33,31 @@ def saved_config(run_dir: Path) -> DictConfig:
     saved = Path(run_dir) / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (missing .hydra/config.yaml)")
-    return OmegaConf.load(saved)
+    try:
+        config = OmegaConf.load(saved)
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
+        raise ConfigError(f"{saved} is not a readable config: {' '.join(str(err).split())}") from None
+    if not isinstance(config, DictConfig):
+        raise ConfigError(f"{saved} is not a config mapping")
+    return config
 
 
 def run_config(run_dir: Path, key: str, schema: type) -> Any:
     """One section of the config a run was trained with (e.g. its model or data), as its dataclass (a run made
-    before the sampling keys were nested is read in today's shape)."""
-    section = nest_flat_sampling(saved_config(run_dir)[key], schema)
-    merged = OmegaConf.merge(OmegaConf.structured(schema), section)
-    return OmegaConf.to_object(merged)
+    before the sampling keys were nested is read in today's shape). A folder written by another version or by
+    hand is untrusted: a key or value this version does not know is one error naming the file and the key."""
+    config = saved_config(run_dir)
+    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    if key not in config:
+        raise ConfigError(f"{saved} has no `{key}` section")
+    try:
+        section = nest_flat_sampling(config[key], schema)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), section)
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        where = f"{key}.{err.full_key}" if getattr(err, "full_key", None) else key
+        reason = " ".join(str(err).splitlines()[0].split())
+        raise ConfigError(f"{saved}: `{where}` does not fit this version of steerable ({reason})") from None
 
 
 def run_model_config(run_dir: Path) -> ModelConfig:
