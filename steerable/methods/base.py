@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,16 +14,12 @@ from transformers import PreTrainedTokenizerBase
 
 from steerable.backbone import load_backbone
 from steerable.backbone.adapters import count_parameters
-from steerable.backbone.loading import untrusted_model_config
-from steerable.config.sampling import nest_flat_sampling
 from steerable.config.schema import ModelConfig, TrainConfig
 from steerable.hardware import inference_autocast
-from steerable.pipeline import StageResults, named_artifacts
 from steerable.policies.runs import (
     FINAL_MODEL_DIR,
     run_config,
     run_model_config,
-    saved_config,
     with_warm_start,
 )
 
@@ -79,19 +74,6 @@ class RunContext:
         """bf16 autocast for inference when the run trains in bf16 (CPUs with bf16 units gain ~2.5x)."""
         return inference_autocast(self.cfg.hardware)
 
-    @classmethod
-    def from_run_dir(cls, run_dir: Path | str, overrides: Mapping[str, Any] | None = None) -> RunContext:
-        """The context a finished run's stages had, rebuilt from its folder, so `steerable-eval` runs the same
-        evaluation function as the run's eval stage (see `saved_train_config` for `overrides`)."""
-        return cls(cfg=saved_train_config(Path(run_dir), overrides), run_dir=Path(run_dir))
-
-    def finished_stages(self) -> StageResults:
-        """This run's finished stages, read-only (for evaluation of a run folder)."""
-        from steerable.methods.registry import spec_of
-
-        names = spec_of(self.cfg.method.name).stage_names
-        return StageResults.finished(self.run_dir, names, named_artifacts(self.cfg.method))
-
     def hparams(self, model: torch.nn.Module) -> dict[str, Any]:
         counts = count_parameters(model)
         config = OmegaConf.to_container(OmegaConf.structured(self.cfg), resolve=True, enum_to_str=True)
@@ -108,31 +90,3 @@ def sub_context(ctx: RunContext, folder: str, method: Any = None, max_steps: int
     trainer = replace(ctx.cfg.trainer, max_steps=max_steps or ctx.cfg.trainer.max_steps)
     cfg = replace(ctx.cfg, method=method or ctx.cfg.method, trainer=trainer)
     return RunContext(cfg=cfg, run_dir=ctx.run_dir / folder, resuming=ctx.resuming, callbacks=ctx.callbacks)
-
-
-def saved_train_config(run_dir: Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
-    """The config a run was trained with, as the dataclasses its stages saw, with `overrides` on top.
-
-    `overrides` are dotted keys (`hardware`, `seed`, `method.eval.num_prompts`, ...). A mapping value is
-    merged one level deep, name by name: `reward` sources given now replace the run's own of the same name
-    and keep the others (the one rule for re-using a run's rewards)."""
-    from steerable.methods.registry import spec_of
-
-    saved = nest_flat_sampling(saved_config(run_dir), TrainConfig)  # older runs: flat sampling keys nested
-    method = spec_of(saved["method"]["name"]).config
-    saved["method"] = nest_flat_sampling(saved["method"], method)
-    merged = OmegaConf.structured(TrainConfig)
-    merged.method = OmegaConf.structured(method)
-    merged = OmegaConf.merge(merged, saved)
-    for key, value in (overrides or {}).items():
-        if isinstance(value, Mapping):
-            current = OmegaConf.select(merged, key, default=None)
-            value = {
-                **(OmegaConf.to_container(current, resolve=True) if current is not None else {}),
-                **value,
-            }
-        OmegaConf.update(merged, key, value, merge=False)
-    cfg: TrainConfig = OmegaConf.to_object(merged)
-    if cfg.method.stages is None:
-        cfg.method.stages = spec_of(cfg.method.name).stage_names
-    return replace(cfg, model=untrusted_model_config(cfg.model, Path(run_dir)))
