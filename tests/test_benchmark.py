@@ -352,3 +352,22 @@ def test_the_budget_column_names_what_was_over_in_the_suites_units() -> None:
     assert budget({**cost, "seconds": 1200.0}, suite) == "within"
     assert budget({**cost, "samples_generated": 1300}, suite).startswith("OVER: samples 1,300 > 1,200")
     assert budget({**cost, "seconds": None}, suite).startswith("unknown")
+
+
+def test_the_collapse_table_counts_replies_that_say_nothing() -> None:
+    """A length objective scores an empty reply best; the leaderboard shows how many replies were empty."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from steerable.evaluation.answers import Answers, Cell
+    from steerable.evaluation.leaderboard_report import reward_table
+
+    cells = [
+        Cell({"concise": 1.0}, np.zeros((3, 1)), ["", "  \n", "Short."]),
+        Cell({"concise": 0.0}, np.zeros((3, 1)), ["A reply.", "Another one.", "!"]),
+    ]
+    row = SimpleNamespace(name="arm", metrics={}, answers=Answers(cells))
+    _, header, body = reward_table([row], ["concise"])
+    assert header[-1] == "empty replies"
+    assert body[0][-1] == "2 of 6"  # "!" is a word to str.split, so only the blank replies count

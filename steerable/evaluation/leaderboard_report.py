@@ -71,12 +71,21 @@ def steering_table(rows: list, names: list[str]) -> tuple[str, list[str], list[l
 
 def reward_table(rows: list, names: list[str]) -> tuple[str, list[str], list[list[str]]]:
     header = ["arm", *[f"{n} at the default request" for n in names], "log-ratio to base (KL)", "METEOR"]
+    header.append("empty replies")
     body = [
         [r.name, *[cell(r.metrics.get(f"default/{n}")) for n in names]]
-        + [cell(r.metrics.get("kl")), cell(r.metrics.get("meteor"))]
+        + [cell(r.metrics.get("kl")), cell(r.metrics.get("meteor")), empty_replies(r.answers.cells)]
         for r in rows
     ]
     return "Reward at the default request, drift and collapse", header, body
+
+
+def empty_replies(cells: list) -> str:
+    """Replies with no word, over every request: an objective that scores an empty reply well (a length
+    reward) can be won by saying nothing, and the hypervolume alone would not show it."""
+    texts = [t for c in cells for t in c.texts]
+    empty = sum(not t.split() for t in texts)
+    return f"{empty} of {len(texts)}"
 
 
 def cost_table(rows: list, costs: dict, suite: BenchmarkConfig) -> tuple[str, list[str], list[list[str]]]:
