@@ -107,6 +107,16 @@ def test_length_log_scale_and_target() -> None:
     assert torch.allclose(close_log, torch.tensor([0.0, -(math.log(9) - math.log(4))]))
 
 
+def test_length_can_score_an_empty_reply_as_the_worst() -> None:
+    """-log(1 + words) is best (0) for a reply that says nothing; `empty` gives such a reply its own score."""
+    responses = ["a b c", "", "  \n "]
+    concise = {"type": "length", "log_scale": True, "target": 0}
+    plain = build_reward_source(concise).score(["p"] * 3, responses).squeeze(1)
+    assert plain.tolist()[1:] == [0.0, 0.0] and plain[0] < 0
+    guarded = build_reward_source({**concise, "empty": -5.0}).score(["p"] * 3, responses).squeeze(1)
+    assert guarded.tolist()[1:] == [-5.0, -5.0] and guarded[0] == plain[0]
+
+
 # ---------------------------------------------------------------- readability
 
 

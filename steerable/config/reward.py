@@ -46,6 +46,7 @@ class LengthSpec(RewardSpec):
     tokenizer: str | None = None  # unit=tokens: a tokenizer name or folder
     log_scale: bool = False  # log1p(n): 10 -> 20 words counts as much as 100 -> 200
     target: float | None = None  # score -|f(n) - f(target)| (0 at the target) instead of f(n)
+    empty: float | None = None  # the score of a reply with no words (None: the formula's, e.g. 0 = the best)
     name: str = "length"  # the output's name (in a stack a one-output source is named by its key)
 
 

@@ -30,6 +30,8 @@ __all__ = [
 class LengthScorer(RewardSource):
     """Verbosity: word count (whitespace-separated) or token count under a given tokenizer.
 
+    ``empty`` replaces the score of a reply with no words (a training reward that should not be won by saying
+    nothing; None keeps the formula's value).
     ``log_scale`` uses ``log1p(n)`` so that 10→20 words counts as much as 100→200. With ``target``
     the reward becomes closeness ``-|f(n) - f(target)|`` (0 at the target, more negative further away;
     ``f`` is identity or ``log1p``), for "answer in about N words" style steering.
@@ -42,6 +44,7 @@ class LengthScorer(RewardSource):
         log_scale: bool = False,
         target: float | None = None,
         name: str = "length",
+        empty: float | None = None,
     ) -> None:
         if unit not in ("words", "tokens"):
             raise ValueError(f"unit must be 'words' or 'tokens', got {unit!r}")
@@ -57,6 +60,7 @@ class LengthScorer(RewardSource):
         self.tokenizer = tokenizer if unit == "tokens" else None
         self.log_scale = log_scale
         self.target = target
+        self.empty = empty
         self.names = [name]
 
     @property
@@ -76,10 +80,13 @@ class LengthScorer(RewardSource):
         return math.log1p(n) if self.log_scale else float(n)
 
     def _score(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
-        values = [self._transform(n) for n in self.counts(responses)]
+        counts = self.counts(responses)
+        values = [self._transform(n) for n in counts]
         if self.target is not None:
             goal = self._transform(self.target)
             values = [-abs(v - goal) for v in values]
+        if self.empty is not None:  # a reply that says nothing is not the shortest answer
+            values = [self.empty if n == 0 else v for n, v in zip(counts, values, strict=True)]
         return torch.tensor(values, dtype=torch.float32).unsqueeze(1)
 
 
