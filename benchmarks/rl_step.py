@@ -1,5 +1,5 @@
 """One CLP policy-gradient step (sample, score, policy and reference log-probs, backward, optimizer step), the
-way the trainer ran it before against the way it runs now, each arm in its own process.
+way the trainer ran it before against the way it runs now, each arm in its own process (--smoke: one process).
 
   before   sampling through PEFT's per-adapter LoRA path with a hook per copy; logits at every position;
            glibc malloc as it comes (freed activations go back to the kernel and fault in again next step)
@@ -54,7 +54,7 @@ QUESTIONS = [
     "What should I pack for a day hike?",
 ]
 # --smoke: the tiny random-weight model, one step: the whole script in seconds (explicit flags win).
-SMOKE = dict(model="tiny", tokens=8, steps=1, warmup=0, repeats=1)
+SMOKE = dict(model="tiny", tokens=8, steps=1, warmup=0, repeats=1, smoke=True)
 PARTS = ("sample", "logprobs", "backward")
 
 
@@ -130,11 +130,21 @@ class PartTimer:
 
 
 def worker(args: argparse.Namespace, arm: str) -> dict:
+    import steerable.training.policy_gradient as pg
+
     torch.set_num_threads(args.threads)
+    takes_keep, scored = logprob_module._takes_logits_to_keep, pg.sequence_logprobs
     if arm == "now":
         keep_freed_memory()
     else:
         logprob_module._takes_logits_to_keep = lambda model: False
+    try:
+        return timed_steps(args, arm)
+    finally:  # as it was, for the next arm when both run in one process (--smoke)
+        logprob_module._takes_logits_to_keep, pg.sequence_logprobs = takes_keep, scored
+
+
+def timed_steps(args: argparse.Namespace, arm: str) -> dict:
     module = build(args, arm)
     timer = PartTimer(module)
     timer.install()
@@ -159,6 +169,10 @@ def worker(args: argparse.Namespace, arm: str) -> dict:
 
 
 def run_arm(args: argparse.Namespace, arm: str) -> dict:
+    if (
+        args.smoke
+    ):  # seconds, not a measurement: both arms in this process (the allocator stays as "now" set it)
+        return worker(args, arm)
     flags = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("worker", "smoke", "repeats")]
     out = subprocess.run(
         [sys.executable, __file__, f"--worker={arm}", *flags], capture_output=True, text=True, check=True
@@ -180,7 +194,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
     args = parser.parse_args()
     if args.smoke:
-        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))  # in one process, see run_arm
     if args.worker:
         print(json.dumps(worker(args, args.worker)))
         return
