@@ -371,3 +371,32 @@ def test_the_collapse_table_counts_replies_that_say_nothing() -> None:
     _, header, body = reward_table([row], ["concise"])
     assert header[-1] == "empty replies"
     assert body[0][-1] == "2 of 6"  # "!" is a word to str.split, so only the blank replies count
+
+
+def test_runs_of_one_suite_agree_across_versions_and_a_changed_suite_is_refused(tmp_path) -> None:
+    """Old run folders (flat sampling keys, a roster without a later arm) are the same suite as new ones;
+    a run whose yardstick differs (another prompt count) is refused naming it."""
+    import pytest
+    import yaml
+
+    from steerable.config.schema import ConfigError
+    from steerable.evaluation.suite import load_suite
+
+    base = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/benchmark/demo.yaml").read_text())
+    base.pop("defaults")
+
+    def run(name: str, **benchmark) -> Path:
+        folder = tmp_path / name / ".hydra"
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(yaml.safe_dump({"benchmark": {**base, **benchmark}}))
+        return folder.parent
+
+    new = run("new", arm="clp_full")
+    old_roster = [a for a in base["arms"] if a != "clp_full"]
+    old = run("old", arm="steerlm", arms=old_roster, sampling=None, max_new_tokens=96, do_sample=False)
+    suite = load_suite(None, [old, new])
+    assert suite.sampling.max_new_tokens == 96 and suite.sampling.do_sample is False
+    assert suite.arms[: len(old_roster)] == old_roster and "clp_full" in suite.arms
+    other = run("other", arm="pcm", num_prompts=3)
+    with pytest.raises(ConfigError, match=r"other was trained in another suite"):
+        load_suite(None, [new, other])

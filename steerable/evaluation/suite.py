@@ -99,11 +99,21 @@ def load_suite(
         raise ConfigError(
             f"{missing[0]} was not trained as an arm of a benchmark suite; name one (benchmark=demo)"
         )
-    first, *rest = [{k: v for k, v in s.items() if k != "arm"} for s in found.values()]
+    first, *rest = [_yardstick(suite) for suite in found.values()]
     for run, suite in zip(runs[1:], rest, strict=True):
         if suite != first:
             raise ConfigError(f"{run} was trained in another suite than {runs[0]} (benchmark.* differ)")
-    return changed_suite(first, changes)
+    roster = [a for suite in found.values() for a in (suite.get("arms") or [])]
+    return changed_suite({**first, "arms": list(dict.fromkeys(roster))}, changes)
+
+
+def _yardstick(section: dict) -> dict:
+    """What makes two runs' suites the same yardstick: every benchmark key with the schema's defaults filled
+    in (a run saved before a key existed compares equal when it used the default), except the run's own `arm`
+    and the roster of `arms` (a suite that gained an arm is still the same suite; the rosters are joined)."""
+    merged = OmegaConf.merge(OmegaConf.structured(BenchmarkConfig), section)
+    full = OmegaConf.to_container(merged, resolve=True, enum_to_str=True)
+    return {k: v for k, v in full.items() if k not in ("arm", "arms")}
 
 
 def changed_suite(suite: Any, changes: dict | None) -> BenchmarkConfig:
