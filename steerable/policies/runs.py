@@ -28,9 +28,13 @@ KIND_KEY = "kind"
 WARM_START_DIR = "warm_start"
 
 
+def saved_config_file(run_dir: Path) -> Path:
+    return Path(run_dir) / ".hydra" / "config.yaml"
+
+
 def saved_config(run_dir: Path) -> DictConfig:
     """The config a run was composed with, as Hydra recorded it."""
-    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    saved = saved_config_file(run_dir)
     if not saved.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (missing .hydra/config.yaml)")
     try:
@@ -46,8 +50,7 @@ def run_config(run_dir: Path, key: str, schema: type) -> Any:
     """One section of the config a run was trained with (e.g. its model or data), as its dataclass (a run made
     before the sampling keys were nested is read in today's shape). A folder written by another version or by
     hand is untrusted: a key or value this version does not know is one error naming the file and the key."""
-    config = saved_config(run_dir)
-    saved = Path(run_dir) / ".hydra" / "config.yaml"
+    config, saved = saved_config(run_dir), saved_config_file(run_dir)
     if key not in config:
         raise ConfigError(f"{saved} has no `{key}` section")
     try:
@@ -155,4 +158,4 @@ def run_rewards(run_dir: Path, given: Any = None) -> dict[str, Any]:
 
 
 def is_run_folder(path: Path) -> bool:
-    return (Path(path) / ".hydra" / "config.yaml").is_file()
+    return saved_config_file(path).is_file()
