@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 
@@ -62,7 +63,13 @@ def first_scored_column(response_mask: torch.Tensor) -> int:
 
 def _takes_logits_to_keep(model: nn.Module) -> bool:
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    return _forward_takes_logits_to_keep(type(inner))
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(model_class: type) -> bool:
+    """Read once per model class: this runs on every log-prob forward of a training step."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
 def pack_completions(
