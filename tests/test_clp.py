@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from safetensors.torch import load_file
 
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.cli.common import validate
@@ -22,6 +23,7 @@ from steerable.methods.clp.conditioning import (
     with_weights_in_prompt,
 )
 from steerable.methods.clp.evaluate import weight_grid
+from steerable.training.lm_module import parameter_groups
 from steerable.training.policy_gradient import PGSettings, rloo_advantages, weighted_advantages
 from tests.conftest import TINY_RUN, compose_config, train_in
 from tests.test_backbone import tiny_config
@@ -117,6 +119,22 @@ def test_logit_variant_leaves_tied_input_embeddings_alone() -> None:
             reference = model(ids).logits
     assert torch.equal(embedded, lm.model.embed_tokens.weight[ids])
     assert not torch.allclose(moved, reference)
+
+
+def test_a_learning_rate_scale_moves_only_the_parameters_it_names() -> None:
+    model, _ = policy("attn")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = parameter_groups(named, 0.1, ((".shared.", 0.0),))
+    assert sorted(g["lr"] for g in groups) == [0.0, 0.1]
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    before = {n: p.detach().clone() for n, p in named}
+    optimizer = torch.optim.AdamW(groups)
+    for _, p in named:
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    moved = {n for n, p in named if not torch.equal(p, before[n])}
+    assert moved == {n for n, _ in named if ".shared." not in n} and moved
+    assert len(parameter_groups(named, 0.1, ())) == 1  # no scales: one group, as before
 
 
 def test_rloo_advantage_matches_a_hand_computation() -> None:
@@ -252,7 +270,14 @@ def test_a_warm_started_run_trains_and_serves_on_its_sft_base(tmp_path) -> None:
         "method.stages=[warm_start,calibrate,train]",
         "method.warm_start.steps=3",
         "method.warm_start.lr=0.05",
+        "method.shared_lr_scale=0",
     )
+    final = run_dir / "checkpoints" / "final"
+    shared, copy = (load_file(final / a / "adapter_model.safetensors") for a in ("shared", "objective_0"))
+    assert not any(
+        t.any() for k, t in shared.items() if "lora_B" in k
+    )  # at lr x 0 it stayed at its zero start
+    assert any(t.any() for k, t in copy.items() if "lora_B" in k)  # while the copies trained
     assert results["warm_start"]["steps"] == 3 and "cost" in results["warm_start"]
     sft_adapter = run_dir / "warm_start" / "checkpoints" / "final"
     assert run_model_config(run_dir).merge_adapters == [str(sft_adapter)]

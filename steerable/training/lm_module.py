@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,20 @@ class OptimSettings:
     warmup_steps: int = 0
     scheduler: str = "cosine"
     total_steps: int = 100
+    # (marker, scale): a parameter whose name contains the marker trains at lr x scale (CLP's shared adapter)
+    lr_scales: tuple[tuple[str, float], ...] = ()
+
+
+def parameter_groups(
+    named: Iterable[tuple[str, torch.nn.Parameter]], lr: float, lr_scales: tuple[tuple[str, float], ...]
+) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: the first marker a name contains sets its learning rate; the rest
+    train at `lr`. Empty groups are left out, so the optimizer state has the same shape as before."""
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for name, param in named:
+        scale = next((s for marker, s in lr_scales if marker in name), 1.0)
+        groups.setdefault(lr * scale, []).append(param)
+    return [{"params": params, "lr": group_lr} for group_lr, params in groups.items()]
 
 
 class CausalLMModule(pl.LightningModule):
@@ -131,10 +146,11 @@ class CausalLMModule(pl.LightningModule):
     # ------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> dict[str, Any]:
         # Parameters come from trainer.model so FSDP's flattened views are what the optimizer holds.
-        params = [p for p in self.trainer.model.parameters() if p.requires_grad]
-        if not params:
+        named = [(n, p) for n, p in self.trainer.model.named_parameters() if p.requires_grad]
+        if not named:
             raise RuntimeError("no trainable parameters: enable model.lora or full fine-tuning")
-        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        groups = parameter_groups(named, self.optim.lr, self.optim.lr_scales)
+        optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         scheduler = get_scheduler(
             "constant_with_warmup" if self.optim.scheduler == "constant" else self.optim.scheduler,
             optimizer,

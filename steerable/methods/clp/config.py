@@ -84,11 +84,17 @@ class CLPConfig(PolicyGradientConfig):
     weights_per: WeightsPer = WeightsPer["example"]
     attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     output_module: str = "lm_head"
+    # the shared adapter of the attn and logit variants trains at lr x this; 1 = the paper (one learning rate for all).
+    # Below 1 the conditioned copies, not the shared trunk, take up what differs between weightings; 0 holds
+    # the shared adapter at its start (zero), so only the copies train.
+    shared_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.concentration <= 0:
             raise ConfigError(f"method.concentration must be positive, got {self.concentration}")
+        if self.shared_lr_scale < 0:
+            raise ConfigError(f"method.shared_lr_scale must be at least 0, got {self.shared_lr_scale}")
 
 
 @dataclass

@@ -5,6 +5,7 @@ trained policy loads through policy.py."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -90,9 +91,16 @@ DIAGNOSTICS = (
 
 
 def fit_policy(
-    ctx: RunContext, model: PeftModel, tokenizer, conditioning, rewards: FrozenRewards, metadata: dict
+    ctx: RunContext,
+    model: PeftModel,
+    tokenizer,
+    conditioning,
+    rewards: FrozenRewards,
+    metadata: dict,
+    lr_scales: tuple[tuple[str, float], ...] = (),
 ) -> dict:
-    """The shared policy-gradient run in ctx.run_dir; the adapters go to its checkpoints/final."""
+    """The shared policy-gradient run in ctx.run_dir; the adapters go to its checkpoints/final. `lr_scales`:
+    (parameter-name marker, learning-rate factor) pairs, e.g. CLP's shared adapter."""
     cfg, m = ctx.cfg, ctx.cfg.method
     prompts = prompt_split(m, cfg.data, tokenizer)[0]
     sampler, loader = shuffled_loader(prompts, m.batch_size, seed=cfg.seed)
@@ -107,7 +115,7 @@ def fit_policy(
     module = PolicyGradientModule(
         model,
         tokenizer,
-        optim_settings(ctx),
+        replace(optim_settings(ctx), lr_scales=lr_scales),
         settings,
         rewards,
         conditioning,
@@ -144,7 +152,10 @@ def clp_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         "adapters": adapters,
         "conditioned": mixer.names if mixer is not None else [],
     }
-    summary = fit_policy(ctx, model, tokenizer, conditioning, load_rewards(cfg.reward, calibration), metadata)
+    lr_scales = ((f".{SHARED}.", m.shared_lr_scale),) if shared and mixer is not None else ()
+    summary = fit_policy(
+        ctx, model, tokenizer, conditioning, load_rewards(cfg.reward, calibration), metadata, lr_scales
+    )
     return {**summary, **metadata}
 
 
