@@ -239,6 +239,8 @@ def test_clp_config_errors_name_the_key(tmp_path) -> None:
         validate(compose_config("train", [*CLP, "method=clp", "method.variant=middle"]))
     with pytest.raises(ConfigError, match=r"method\.samples_per_prompt"):
         validate(compose_config("train", [*CLP, "method=clp", "method.samples_per_prompt=1"]))
+    with pytest.raises(ConfigError, match=r"method\.shared_lr_scale"):
+        validate(compose_config("train", [*CLP, "method=clp", "method.shared_lr_scale=-1"]))
     # the objectives rule runs at validation, before any folder or model exists
     with pytest.raises(ConfigError, match="at least two objectives"):
         validate(compose_config("train", [*TINY_RUN, "method=clp", "reward=[verbosity]"]))

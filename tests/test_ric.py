@@ -203,7 +203,10 @@ def test_offline_then_online_rounds_keep_front_samples_and_publish_the_policy(ri
     assert (
         scores.mean(0).abs().max() < 0.1 and (scores.std(0, correction=0) - 1).abs().max() < 0.1
     )  # z-scored
-    assert "<rm1_score>" in train[0].conditioned(1)[-2]["content"]
+    scale = ScoreScale.from_dict(offline["scale"])
+    assert "<rm1_score>" in train[0].conditioned(scale)[-2]["content"]
+    made_before_tags = {k: v for k, v in offline["scale"].items() if k != "tags"}  # an older run's metadata
+    assert ScoreScale.from_dict(made_before_tags).text([0.5, -1.0]) == "<rm1_score> 0.5 <rm2_score> -1.0"
     rounds = online["rounds"]
     assert len(rounds) == 2 and all(r["steps"] == 1 for r in rounds)
     method = validate(compose_config("train", [*TINY_RUN, *RIC])).method
@@ -244,6 +247,7 @@ def test_the_policy_maps_weights_to_requested_rewards_in_the_prompt(ric_run) -> 
 def test_train_and_generate_clis_run_ric_with_debug_fast(tmp_path) -> None:
     """In this process (tests/test_cli.py starts each CLI in its own)."""
     args = [*TINY, *RIC, "debug=fast", "method.online_iterations=1", "logger=csv", f"output_root={tmp_path}"]
+    args.append("method.tags=names")  # the objectives' names in place of the paper's <rm1_score>, ...
     result = run_cli("train", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = list((tmp_path / "ric").iterdir())
@@ -261,6 +265,9 @@ def test_train_and_generate_clis_run_ric_with_debug_fast(tmp_path) -> None:
         assert gen.returncode == 0, gen.stderr[-2000:]
         shown[w] = next(line for line in gen.stderr.splitlines() if "requested rewards" in line)
     assert shown["[0.3,0.7]"] != shown["[0.9,0.1]"]
+    assert "<verbosity_score>" in shown["[0.3,0.7]"] and "<positivity_score>" in shown["[0.3,0.7]"]
+    meta = json.loads((run_dir / "checkpoints" / "final" / "steerable.json").read_text())
+    assert meta["ric"]["scale"]["tags"] == ["<verbosity_score>", "<positivity_score>"]  # what training wrote
     bad = run_cli("generate", f"run={run_dir}", "weights=[0.5]", "prompt=hi", cwd=tmp_path)
     assert bad.returncode != 0 and "weights" in bad.stderr
 

@@ -14,6 +14,8 @@ from steerable.methods.registry import needs_responses
 Mapping = choice_enum("Mapping", ["linf", "l2", "linear"])
 # zscore: the paper's per-objective z-score by training-data statistics | none: raw scores in the prompt
 Normalize = choice_enum("Normalize", ["zscore", "none"])
+# index: the paper's tags <rm1_score>, <rm2_score> | names: <concise_score>, ... (the objectives' names)
+Tags = choice_enum("Tags", ["index", "names"])
 
 
 @dataclass
@@ -27,6 +29,7 @@ class RiCConfig(RecipeConfig):
     )  # reward sources in prompt order; empty = every source
     normalize: Normalize = Normalize["zscore"]
     decimals: int = 1  # digits of the scores written into prompts (the paper rounds to one)
+    tags: Tags = Tags["index"]
     mapping: Mapping = Mapping["linf"]
     # Online rounds after the offline SFT (0 = offline only); the reference code's README runs 2.
     online_iterations: int = 2

@@ -9,7 +9,7 @@ from typing import Any
 from steerable.config.schema import ConfigError
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
-from steerable.methods.ric.scores import ScoreScale, rewards_for_preference, scores_text, with_scores
+from steerable.methods.ric.scores import ScoreScale, rewards_for_preference
 from steerable.policies.base import Control, Network, SteerablePolicy, weights_control
 from steerable.policies.plain import run_network
 from steerable.policies.runs import final_metadata
@@ -43,18 +43,16 @@ class RiCPolicy(SteerablePolicy):
 
     def describe(self, values: dict[str, Any]) -> str:
         weights = dict(zip(self.objectives, values[WEIGHTS], strict=True))
-        return f"weights {weights} -> requested rewards {scores_text(self.requested(values), self.scale.decimals)}"
+        return f"weights {weights} -> requested rewards {self.scale.text(self.requested(values))}"
 
     def plain_prompt(self, messages: list[dict], values: dict[str, Any]) -> str:
-        return render_prompt(
-            self.tokenizer, with_scores(messages, self.requested(values), self.scale.decimals)
-        )
+        return render_prompt(self.tokenizer, self.scale.prompted(messages, self.requested(values)))
 
     def _generate(
         self, prompts: list[list[dict]], values: dict[str, Any], settings: GenerationSettings
     ) -> list[Completion]:
         wanted = self.requested(values)
-        shown = [with_scores(p, wanted, self.scale.decimals) for p in prompts]
+        shown = [self.scale.prompted(p, wanted) for p in prompts]
         return self.sampler().generate(shown, settings)
 
 

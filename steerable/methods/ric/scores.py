@@ -3,7 +3,9 @@
 * Normalisation: each objective's reward z-scored with the mean and (population) std of the training data,
   then rounded to `decimals` (one in the paper), so the numbers in the prompt share one scale.
 * Format: the scores go at the end of the (last) user turn as RiC's tags in objective order,
-  `<rm1_score> 0.6 <rm2_score> -1.2`; the reply is learned with the scores in its prompt.
+  `<rm1_score> 0.6 <rm2_score> -1.2`; the reply is learned with the scores in its prompt. `method.tags=names`
+  (not the paper) names each objective instead, `<concise_score> 0.6 <positivity_score> -1.2`, so a small model
+  can read which number is which from words it already knows.
 * Preference -> rewards to request (the paper's mapping, `linf`): the objective with the largest weight asks for
   its maximum; every other objective i asks for min(N·w_i, 1)·(max_i − min_i) + min_i, N the number of objectives.
   `l2` (w_i/‖w‖₂ in place of min(N·w_i, 1), for every objective: the reference evaluation script) and `linear`
@@ -35,16 +37,24 @@ def format_score(value: float, decimals: int) -> str:
     return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
 
-def scores_text(scores: Sequence[float], decimals: int) -> str:
-    """`<rm1_score> 0.6 <rm2_score> -1.2`."""
-    return " ".join(f"{score_tag(i)} {format_score(s, decimals)}" for i, s in enumerate(scores))
+def named_tags(names: Sequence[str]) -> tuple[str, ...]:
+    """`<concise_score>`, ...: the tags of `method.tags=names`."""
+    return tuple(f"<{name}_score>" for name in names)
 
 
-def with_scores(messages: Sequence[dict], scores: Sequence[float], decimals: int) -> list[dict]:
+def scores_text(scores: Sequence[float], decimals: int, tags: Sequence[str] = ()) -> str:
+    """`<rm1_score> 0.6 <rm2_score> -1.2`, or with `tags` in place of the paper's numbered ones."""
+    tags = tags or [score_tag(i) for i in range(len(scores))]
+    return " ".join(f"{tag} {format_score(s, decimals)}" for tag, s in zip(tags, scores, strict=True))
+
+
+def with_scores(
+    messages: Sequence[dict], scores: Sequence[float], decimals: int, tags: Sequence[str] = ()
+) -> list[dict]:
     """The conversation with the scores written after the last user turn's text (the reply is left as is)."""
     messages = [dict(m) for m in messages]
     last = max(i for i, m in enumerate(messages) if m["role"] == "user")
-    messages[last]["content"] = f"{messages[last]['content'].rstrip()} {scores_text(scores, decimals)}"
+    messages[last]["content"] = f"{messages[last]['content'].rstrip()} {scores_text(scores, decimals, tags)}"
     return messages
 
 
@@ -58,10 +68,16 @@ class ScoreScale:
     low: tuple[float, ...]
     high: tuple[float, ...]
     decimals: int = 1
+    tags: tuple[str, ...] = ()  # () = the paper's <rm1_score>, ... (and every run made before the option)
 
     @classmethod
     def fit(
-        cls, names: Sequence[str], raw: torch.Tensor, zscore: bool = True, decimals: int = 1
+        cls,
+        names: Sequence[str],
+        raw: torch.Tensor,
+        zscore: bool = True,
+        decimals: int = 1,
+        tags: tuple[str, ...] = (),
     ) -> ScoreScale:
         """Statistics of raw training scores [N, K]; `zscore=False` keeps raw scores (mean 0, std 1)."""
         raw = raw.double()
@@ -77,6 +93,7 @@ class ScoreScale:
             tuple(normalised.min(0).values.tolist()),
             tuple(normalised.max(0).values.tolist()),
             decimals,
+            tags,
         )
 
     def normalise(self, raw: torch.Tensor) -> torch.Tensor:
@@ -85,6 +102,13 @@ class ScoreScale:
             self.std, dtype=torch.float64
         )
         return torch.round(z, decimals=self.decimals)
+
+    def prompted(self, messages: Sequence[dict], scores: Sequence[float]) -> list[dict]:
+        """The conversation with `scores` written in this scale's format."""
+        return with_scores(messages, scores, self.decimals, self.tags)
+
+    def text(self, scores: Sequence[float]) -> str:
+        return scores_text(scores, self.decimals, self.tags)
 
     def to_dict(self) -> dict:
         return asdict(self)

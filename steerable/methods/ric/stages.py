@@ -18,7 +18,7 @@ from steerable.data.tokenize import TokenizedSet, tokenize_messages
 from steerable.generation import Engine, settings_from
 from steerable.methods.base import FINAL_MODEL_DIR, RunContext, sub_context
 from steerable.methods.ric.config import objective_names
-from steerable.methods.ric.scores import ScoreScale, extends_front, front_targets, with_scores
+from steerable.methods.ric.scores import ScoreScale, extends_front, front_targets, named_tags
 from steerable.methods.sft_recipe import fit_sft
 from steerable.pipeline import StageResults, StageSummary
 from steerable.policies.runs import final_metadata
@@ -39,9 +39,9 @@ class ScoredReply:
     reply: str
     scores: list[float]
 
-    def conditioned(self, decimals: int) -> list[dict]:
+    def conditioned(self, scale: ScoreScale) -> list[dict]:
         return [
-            *with_scores(self.context, self.scores, decimals),
+            *scale.prompted(self.context, self.scores),
             {"role": "assistant", "content": self.reply},
         ]
 
@@ -68,9 +68,9 @@ def scored(contexts: list, replies: list[str], normalised: torch.Tensor) -> list
     return [ScoredReply(c, r, s.tolist()) for c, r, s in zip(contexts, replies, normalised, strict=True)]
 
 
-def tokenized(ctx: RunContext, tokenizer: Any, replies: list[ScoredReply], decimals: int) -> TokenizedSet:
+def tokenized(ctx: RunContext, tokenizer: Any, replies: list[ScoredReply], scale: ScoreScale) -> TokenizedSet:
     """SFT examples: the scores sit in the user turn, which gets no loss; only the reply is learned."""
-    conversations = [r.conditioned(decimals) for r in replies]
+    conversations = [r.conditioned(scale) for r in replies]
     return tokenize_messages(tokenizer, conversations, ctx.cfg.data, ctx.cfg.model.end_of_turn)
 
 
@@ -95,7 +95,8 @@ def offline_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     if not train_r:
         raise ValueError(f"data={cfg.data.name} has no replies to score")
     raw = raw_scores(stack, train_c, train_r)
-    scale = ScoreScale.fit(names, raw, m.normalize == "zscore", m.decimals)
+    tags = named_tags(names) if m.tags == "names" else ()
+    scale = ScoreScale.fit(names, raw, m.normalize == "zscore", m.decimals, tags)
     train = scored(train_c, train_r, scale.normalise(raw))
     held_out = scored(val_c, val_r, scale.normalise(raw_scores(stack, val_c, val_r)))
     write_jsonl(ctx.run_dir / OFFLINE_TRAIN, train)
@@ -103,8 +104,8 @@ def offline_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     _, tokenizer = ctx.backbone()
     summary = fit_sft(
         ctx,
-        tokenized(ctx, tokenizer, train, scale.decimals),
-        tokenized(ctx, tokenizer, held_out, scale.decimals),
+        tokenized(ctx, tokenizer, train, scale),
+        tokenized(ctx, tokenizer, held_out, scale),
         metadata=policy_metadata(scale, m),
     )
     return {**summary, "objectives": names, "scale": scale.to_dict(), "raw_mean": raw.mean(0).tolist()}
@@ -122,7 +123,7 @@ def generate_round(
     picks = torch.randint(len(pool), (m.online_samples,), generator=generator).tolist()
     contexts = [pool[i].context for i in picks]
     targets = front_targets(m.online_samples, scale.low, scale.high, generator, scale.decimals)
-    shown = [with_scores(c, t.tolist(), scale.decimals) for c, t in zip(contexts, targets, strict=True)]
+    shown = [scale.prompted(c, t.tolist()) for c, t in zip(contexts, targets, strict=True)]
     settings = settings_from(m.sampling, batch_size=m.generation_batch_size, seed=seed)
     model.to(ctx.device)
     with ctx.autocast():
@@ -186,8 +187,8 @@ def online_stage(ctx: RunContext, done: StageResults) -> StageSummary:
         sub._backbone = (model, tokenizer)
         fit = fit_sft(
             sub,
-            tokenized(ctx, tokenizer, merged, scale.decimals),
-            tokenized(ctx, tokenizer, held_out, scale.decimals),
+            tokenized(ctx, tokenizer, merged, scale),
+            tokenized(ctx, tokenizer, held_out, scale),
             metadata=policy_metadata(scale, m),
         )
         rounds.append(round_summary(fit, fresh, kept, len(merged)))
