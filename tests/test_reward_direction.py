@@ -30,7 +30,7 @@ from steerable.methods.pcm.rewards import BTRewards
 from steerable.rewards.base import RewardSource
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule, PromptFeed
-from steerable.training.policy_gradient import PGSettings, PolicyGradientModule
+from steerable.training.policy_gradient import NoConditioning, PGSettings, PolicyGradientModule
 from tests.test_backbone import tiny_config
 
 LOWER = frozenset("abcdefghijklmnopqrstuvwxyz")
@@ -300,3 +300,51 @@ def test_pcm_reward_direction_the_controller_moves_toward_the_named_expert() -> 
     for pref in combinations(dims):
         chosen = [i for i, (_, p) in enumerate(items) if p == pref]
         assert after[chosen].mean() > 0.75, (pref, after[chosen])  # about 0.98 here
+
+
+# ------------------------------------------------------------------------------------------- KL as a loss
+
+
+class NoReward:
+    names = ("none",)
+
+    def __call__(self, prompts: list[str], texts: list[str]) -> torch.Tensor:
+        return torch.zeros(len(texts), 1)
+
+
+def kl_loss_module(perturbed: bool) -> PolicyGradientModule:
+    """Single-objective RL with no reward signal and the KL in the loss (kl_in "loss", coefficient 1)."""
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    tokenizer = load_tokenizer(cfg)
+    model = wrap_lora(load_base_model(cfg, tokenizer), LoraConfig(r=8, alpha=16, dropout=0.0))
+    if perturbed:  # a policy away from the reference (adapter off)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B" in name:
+                    p.copy_(torch.randn(p.shape) * 0.5)
+    settings = PGSettings(
+        samples_per_prompt=4, generation=sampling(4), kl_coef=1.0, kl_in="loss", engine=Engine(END)
+    )
+    optim = OptimSettings(lr=1e-2, scheduler="constant", total_steps=100)
+    return PolicyGradientModule(
+        model, tokenizer, optim, settings, NoReward(), NoConditioning(torch.ones(1)), PromptFeed(per_round=4)
+    )
+
+
+def test_the_kl_loss_term_has_no_gradient_at_the_reference_policy() -> None:
+    """At the reference the KL is at its minimum, so its loss term must not push; the sampled log-ratio used
+    before did (its gradient is the sampled tokens' score, zero only in expectation)."""
+    module = kl_loss_module(perturbed=False)
+    loss, _ = module.rl_loss(PROMPTS)
+    loss.backward()
+    grads = [p.grad.abs().max() for p in module.model.parameters() if p.grad is not None]
+    assert grads and max(grads) < 1e-6
+
+
+def test_the_kl_loss_term_pulls_the_policy_back_to_the_reference() -> None:
+    module = kl_loss_module(perturbed=True)
+    before = [module.rl_loss(PROMPTS)[1]["train/kl"] for _ in range(3)]
+    fit_rounds(module, PROMPTS, rounds=10, batch=4)
+    after = [module.rl_loss(PROMPTS)[1]["train/kl"] for _ in range(3)]
+    assert sum(after) < 0.75 * sum(before), (before, after)

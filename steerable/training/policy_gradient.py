@@ -2,8 +2,9 @@
 
 Per step: each prompt gets a weighting w (CLP; a fixed one-hot for single-reward runs), k completions are sampled
 from the policy conditioned on it, each objective is scored and normalised with frozen statistics, the scalar
-reward is w·r̃ minus kl_coef times the sequence log-ratio to the adapter-disabled reference (or that KL becomes a
-loss term), and the loss is -A·log π(y|x, w) with A the reward minus the mean of the other k-1 samples' rewards.
+reward is w·r̃ minus kl_coef times the sequence log-ratio to the adapter-disabled reference (or, with kl_in "loss",
+a KL term in the loss: ½(log π − log π_ref)² per reply token, whose gradient's expectation under the sampling
+policy is the gradient of KL(π‖π_ref); the log-ratio itself has a gradient of expectation zero), and the loss is -A·log π(y|x, w) with A the reward minus the mean of the other k-1 samples' rewards.
 The forward passes run with dropout off so the log-probs are those of the policy that sampled.
 """
 
@@ -85,12 +86,19 @@ def weighted_advantages(
     return rloo_advantages(reward.view(-1, s.samples_per_prompt)).flatten()
 
 
+def kl_loss_term(logp: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The KL as a loss (kl_in "loss"): mean over rows of Σ_t ½(log π − log π_ref)² over reply tokens ([N, T],
+    zero off the reply). Its gradient, (log π − log π_ref)·∇log π per token, has the gradient of KL(π‖π_ref)
+    as its expectation under the sampling policy, and is zero where the policy equals the reference."""
+    return (0.5 * (logp - ref) ** 2).sum(dim=1).mean()
+
+
 @dataclass
 class PGSettings:
     samples_per_prompt: int
     generation: GenerationSettings
     kl_coef: float = 0.05
-    kl_in: str = "reward"  # reward: subtract kl_coef * log-ratio from the reward | loss: add it to the loss
+    kl_in: str = "reward"  # reward: subtract kl_coef * log-ratio from the reward | loss: kl_loss_term
     # none: the advantage of w·r (the paper) | per_objective: each objective's advantage divided by its
     # within-prompt spread this step before weighting (objective_scales)
     objective_scale: str = "none"
@@ -150,7 +158,7 @@ class PolicyGradientModule(OnlineModule):
         advantages = weighted_advantages(scores, row_weights, log_ratio.detach(), s)
         loss = -(advantages.detach() * logp.sum(dim=1)).mean()
         if s.kl_in == "loss":
-            loss = loss + s.kl_coef * log_ratio.mean()
+            loss = loss + s.kl_coef * kl_loss_term(logp, ref)
         metrics = {
             "train/reward": float(scalar.mean()),
             "train/kl": float(log_ratio.detach().mean()),

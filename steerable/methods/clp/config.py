@@ -9,7 +9,7 @@ from steerable.config.base import ConfigError, choice_enum
 from steerable.config.method import RecipeConfig, WarmStartSettings, chosen_objectives
 from steerable.config.sampling import SamplingConfig
 
-# reward: r - alpha * log-ratio | loss: a separate loss term
+# reward: r - alpha * log-ratio | loss: alpha * sum over reply tokens of ½(log-ratio)², a term of the loss
 KLIn = choice_enum("KLIn", ["reward", "loss"])
 # zscore: frozen statistics from reference samples (calibrate stage) | none: raw rewards
 Normalize = choice_enum("Normalize", ["zscore", "none"])
