@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from steerable.cli.train import run
@@ -27,6 +28,7 @@ def test_wandb_offline_logs_into_the_run_folder_and_keeps_its_id(
     assert offline_runs, list((run_dir / "wandb").iterdir())
     assert (run_dir / "metrics.csv").is_file()  # CSV alongside W&B
     (run_dir / "stages" / "train.json").unlink()  # force the stage to run again, as after a crash
+    time.sleep(1.1)  # W&B names an offline run's folder by the second it starts: two in one second share one
     run(tiny_train_cfg(tmp_path, *overrides, f"resume={run_dir}"), run_dir)
     assert (run_dir / WANDB_ID_FILE).read_text().strip() == run_id
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{run_id}"))) == 2  # same id, resumed
