@@ -3,8 +3,8 @@
 Per step: each prompt gets a weighting w (CLP; a fixed one-hot for single-reward runs), k completions are sampled
 from the policy conditioned on it, each objective is scored and normalised with frozen statistics, the scalar
 reward is w·r̃ minus kl_coef times the sequence log-ratio to the adapter-disabled reference (or, with kl_in "loss",
-a KL term in the loss: ½(log π − log π_ref)² per reply token, whose gradient's expectation under the sampling
-policy is the gradient of KL(π‖π_ref); the log-ratio itself has a gradient of expectation zero), and the loss is -A·log π(y|x, w) with A the reward minus the mean of the other k-1 samples' rewards.
+a KL term in the loss: `kl_loss_term`), and the loss is -A·log π(y|x, w) with A the reward minus the mean of the
+other k-1 samples' rewards.
 The forward passes run with dropout off so the log-probs are those of the policy that sampled.
 """
 
