@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -65,6 +66,35 @@ def test_zscore_uses_the_training_data_statistics_and_rounds_like_the_prompt() -
     raw_kept = ScoreScale.fit(["a", "b", "c"], raw, zscore=False)
     assert raw_kept.normalise(raw).tolist() == raw.tolist()
     assert ScoreScale.from_dict(json.loads(json.dumps(scale.to_dict()))) == scale
+
+
+GOOD_SCALE = {
+    "names": ["a", "b"],
+    "mean": [0.0, 1.0],
+    "std": [1.0, 2.0],
+    "low": [-1.0, -2.0],
+    "high": [1.0, 2.0],
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"tags": ["<a_score>"]}, "tags has 1 entries for 2 objectives"),
+        ({"low": [-1.0]}, "low has 1 entries for 2 objectives"),
+        ({"mean": [0.0, "x"]}, "mean must be a list of float"),
+        ({"std": [1.0, float("nan")]}, "std must be a list of float"),
+        ({"decimals": 1.5}, "decimals must be an integer"),
+        ({"extra": 1}, "unknown fields ['extra']"),
+        ({"names": None}, "names must be a list of str"),
+    ],
+)
+def test_a_saved_score_scale_is_checked_field_by_field(change: dict, message: str) -> None:
+    assert ScoreScale.from_dict(GOOD_SCALE).names == ("a", "b")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ScoreScale.from_dict({**GOOD_SCALE, **change})
+    with pytest.raises(ValueError, match="lacks \\['high'\\]"):
+        ScoreScale.from_dict({k: v for k, v in GOOD_SCALE.items() if k != "high"})
 
 
 # ---------------------------------------------------------------------------------------------- mapping
@@ -289,3 +319,28 @@ def test_an_interrupted_online_stage_skips_its_finished_rounds(ric_run, tmp_path
     published = load_file(run_dir / "checkpoints" / "final" / "adapter_model.safetensors")
     last = load_file(run_dir / "online_2" / "checkpoints" / "final" / "adapter_model.safetensors")
     assert published.keys() == last.keys() and all(torch.equal(published[k], last[k]) for k in last)
+
+
+def test_a_run_whose_saved_tags_do_not_match_its_objectives_fails_naming_the_folder(
+    ric_run, tmp_path
+) -> None:
+    """A run folder is untrusted: bad RiC metadata is one error naming the run and the field, before loading."""
+    from steerable.methods.ric.policy import load_ric_policy
+    from steerable.policies.runs import METADATA_FILE
+    from steerable.run_dir import FINAL_MODEL_DIR, RunDirError
+
+    run_dir, _ = ric_run
+    meta = json.loads((run_dir / FINAL_MODEL_DIR / METADATA_FILE).read_text())
+    broken = tmp_path / "broken"
+    (broken / FINAL_MODEL_DIR).mkdir(parents=True)
+    meta["ric"]["scale"]["tags"] = ["<verbosity_score>"]
+    (broken / FINAL_MODEL_DIR / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(
+        RunDirError, match=f"run={re.escape(str(broken))}: .*tags has 1 entries for 2 objectives"
+    ):
+        load_ric_policy(broken)
+    meta["ric"]["scale"].pop("tags")
+    meta["ric"]["mapping"] = "cubic"
+    (broken / FINAL_MODEL_DIR / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(RunDirError, match=r"RiC mapping must be one of .* got 'cubic'"):
+        load_ric_policy(broken)

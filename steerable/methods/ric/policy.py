@@ -9,10 +9,11 @@ from typing import Any
 from steerable.config.schema import ConfigError
 from steerable.generation import Completion, GenerationSettings
 from steerable.generation.hf import render_prompt
-from steerable.methods.ric.scores import ScoreScale, rewards_for_preference
+from steerable.methods.ric.scores import MAPPINGS, ScoreScale, rewards_for_preference
 from steerable.policies.base import Control, Network, SteerablePolicy, weights_control
 from steerable.policies.plain import run_network
 from steerable.policies.runs import final_metadata
+from steerable.run_dir import RunDirError
 
 WEIGHTS = "weights"
 META_KEY = "ric"
@@ -61,5 +62,14 @@ def load_ric_policy(run_dir: Path) -> RiCPolicy:
     meta = final_metadata(run_dir).get(META_KEY)
     if not meta:
         raise ConfigError(f"run={run_dir} is not a RiC run: no score scale in its checkpoints/final")
-    network = run_network(run_dir)
-    return RiCPolicy(network, ScoreScale.from_dict(meta["scale"]), meta["mapping"])
+    if not isinstance(meta, dict):
+        raise RunDirError(f"run={run_dir}: checkpoints/final's RiC metadata must be a mapping")
+    try:
+        scale = ScoreScale.from_dict(meta.get("scale"))
+    except ValueError as err:
+        raise RunDirError(f"run={run_dir}: checkpoints/final's RiC metadata: {err}") from None
+    if meta.get("mapping") not in MAPPINGS:
+        raise RunDirError(
+            f"run={run_dir}: checkpoints/final's RiC mapping must be one of {MAPPINGS}, got {meta.get('mapping')!r}"
+        )
+    return RiCPolicy(run_network(run_dir), scale, meta["mapping"])

@@ -115,7 +115,38 @@ class ScoreScale:
 
     @classmethod
     def from_dict(cls, data: dict) -> ScoreScale:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        """A scale read back from a run folder (untrusted): ValueError naming the first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"the score scale must be a mapping, got {type(data).__name__}")
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"the score scale has unknown fields {sorted(unknown)}")
+        missing = {"names", "mean", "std", "low", "high"} - set(data)
+        if missing:
+            raise ValueError(f"the score scale lacks {sorted(missing)}")
+        decimals = data.get("decimals", 1)
+        if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 6:
+            raise ValueError(f"the score scale's decimals must be an integer in [0, 6], got {decimals!r}")
+        fields = {"names": str, "mean": float, "std": float, "low": float, "high": float, "tags": str}
+        values = {}
+        for key, kind in fields.items():
+            value = data.get(key, [])
+            if not isinstance(value, list | tuple) or not all(_is(v, kind) for v in value):
+                raise ValueError(f"the score scale's {key} must be a list of {kind.__name__}, got {value!r}")
+            values[key] = tuple(float(v) if kind is float else v for v in value)
+        count = len(values["names"])
+        for key in ("mean", "std", "low", "high") + (("tags",) if values["tags"] else ()):
+            if len(values[key]) != count:
+                raise ValueError(
+                    f"the score scale's {key} has {len(values[key])} entries for {count} objectives"
+                )
+        return cls(**values, decimals=decimals)
+
+
+def _is(value: object, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, kind)
 
 
 def rewards_for_preference(
