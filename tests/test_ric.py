@@ -84,6 +84,7 @@ GOOD_SCALE = {
         ({"low": [-1.0]}, "low has 1 entries for 2 objectives"),
         ({"mean": [0.0, "x"]}, "mean must be a list of float"),
         ({"std": [1.0, float("nan")]}, "std must be a list of float"),
+        ({"std": [1.0, 0.0]}, "std must be positive"),
         ({"decimals": 1.5}, "decimals must be an integer"),
         ({"extra": 1}, "unknown fields ['extra']"),
         ({"names": None}, "names must be a list of str"),

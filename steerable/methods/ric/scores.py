@@ -140,6 +140,8 @@ class ScoreScale:
                 raise ValueError(
                     f"the score scale's {key} has {len(values[key])} entries for {count} objectives"
                 )
+        if min(values["std"], default=1.0) <= 0:
+            raise ValueError(f"the score scale's std must be positive, got {list(values['std'])}")
         return cls(**values, decimals=decimals)
 
 
