@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, fields
 
 import torch
 
@@ -121,15 +121,15 @@ class ScoreScale:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"the score scale has unknown fields {sorted(unknown)}")
-        missing = {"names", "mean", "std", "low", "high"} - set(data)
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(data)
         if missing:
             raise ValueError(f"the score scale lacks {sorted(missing)}")
         decimals = data.get("decimals", 1)
         if not isinstance(decimals, int) or isinstance(decimals, bool) or not 0 <= decimals <= 6:
             raise ValueError(f"the score scale's decimals must be an integer in [0, 6], got {decimals!r}")
-        fields = {"names": str, "mean": float, "std": float, "low": float, "high": float, "tags": str}
+        kinds = {"names": str, "mean": float, "std": float, "low": float, "high": float, "tags": str}
         values = {}
-        for key, kind in fields.items():
+        for key, kind in kinds.items():
             value = data.get(key, [])
             if not isinstance(value, list | tuple) or not all(_is(v, kind) for v in value):
                 raise ValueError(f"the score scale's {key} must be a list of {kind.__name__}, got {value!r}")
