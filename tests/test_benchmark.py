@@ -291,6 +291,28 @@ def test_the_leaderboard_lands_on_wandb(tmp_path, demo_sweep, monkeypatch) -> No
     assert list((files / "media" / "images").rglob("front*.png"))
 
 
+def test_an_arm_trained_on_two_seeds_is_one_row_costed_per_seed(tmp_path, demo_sweep) -> None:
+    """Two seeds of one arm are one row of 5 points (not 10) whose cost is one seed's, not the sum: here the
+    second seed is a copy of the first, so every number must equal the one-seed row's."""
+    (job,) = [p for p in demo_sweep.iterdir() if p.name.endswith("-clp_attn")]
+    twin = tmp_path / "clp_attn_seed_7"
+    shutil.copytree(job, twin)
+    saved = OmegaConf.load(twin / ".hydra" / "config.yaml")
+    saved.seed = 7
+    OmegaConf.save(saved, twin / ".hydra" / "config.yaml")
+    (one,) = run_eval(leaderboard_config([job]), tmp_path / "one")["rows"]
+    (two,) = run_eval(leaderboard_config([job, twin]), tmp_path / "two")["rows"]
+    assert two["seeds"] == [one["seeds"][0], 7] and len(two["points"]) == len(one["points"]) == 5
+    assert two["metrics"]["hypervolume"]["value"] == pytest.approx(one["metrics"]["hypervolume"]["value"])
+    assert [s["metrics"]["hypervolume"] for s in two["per_seed"]] == pytest.approx(
+        [one["metrics"]["hypervolume"]["value"]] * 2
+    )
+    assert two["cost"]["seeds"] == 2 and two["cost"]["seconds"] == pytest.approx(one["cost"]["seconds"])
+    assert two["cost"]["samples_generated"] == one["cost"]["samples_generated"]
+    board = (tmp_path / "two" / "leaderboard.md").read_text()
+    assert "## Per seed" in board and "| clp_attn | 7 |" in board
+
+
 def cfg_suite(sweep: Path) -> dict:
     job = next(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
     return OmegaConf.to_container(OmegaConf.load(job / ".hydra" / "config.yaml").benchmark)
@@ -371,6 +393,81 @@ def test_the_collapse_table_counts_replies_that_say_nothing() -> None:
     _, header, body = reward_table([row], ["concise"])
     assert header[-1] == "empty replies"
     assert body[0][-1] == "2 of 6"  # "!" is a word to str.split, so only the blank replies count
+
+
+def seeded_cells(spread: float, prompts: int = 6) -> list:
+    """A two-axis row on the grid w_concise in {0, .5, 1}: concise rises by `spread` across the dial (plus a
+    small per-prompt offset), positivity falls by 1."""
+    from steerable.evaluation.answers import Cell
+
+    offsets = np.linspace(0, 0.1, prompts)
+    return [
+        Cell(
+            {"concise": w, "positivity": 1 - w},
+            np.stack([spread * w + offsets, -w + offsets], axis=1),
+            [f"reply {i}" for i in range(prompts)],
+            default=w == 0.5,
+        )
+        for w in (0.0, 0.5, 1.0)
+    ]
+
+
+def test_a_row_of_several_seeds_is_their_mean_and_its_intervals_cover_the_seeds() -> None:
+    """One seed steers concise by 2, the other not at all: the row reads the mean (spread 1), each seed keeps
+    its own value, and resampling the seeds widens the interval to span both, where prompts alone would not."""
+    from steerable.evaluation.steering import row_statistic, with_intervals
+
+    names, reference, default = ["concise", "positivity"], [-5.0, -5.0], {"concise": 0.5, "positivity": 0.5}
+    replicas = [seeded_cells(2.0), seeded_cells(0.0)]
+    stat = row_statistic(replicas, names, reference, default)
+    every = np.arange(6)
+    assert stat(every, np.array([0, 1]))["spread/concise"] == pytest.approx(1.0)
+    assert stat(every, np.array([0]))["spread/concise"] == pytest.approx(2.0)
+    assert stat(every, np.array([1]))["spread/concise"] == pytest.approx(0.0)
+    means = np.mean([[c.scores.mean(0) for c in r] for r in replicas], axis=0)
+    assert stat(every, np.array([0, 1]))["hypervolume"] == pytest.approx(hypervolume(means, reference))
+
+    over_seeds = with_intervals(stat, 6, 200, seed=0, seeds=2)["spread/concise"]
+    assert (over_seeds.low, over_seeds.high) == (pytest.approx(0.0), pytest.approx(2.0))
+    pooled = [[c for c in seeded_cells(1.0)]]  # the same means as one seed: prompts barely move them
+    over_prompts = with_intervals(row_statistic(pooled, names, reference, default), 6, 200, seed=0)[
+        "spread/concise"
+    ]
+    assert over_prompts.high - over_prompts.low < 1e-9
+
+
+def test_a_one_seed_row_resamples_prompts_exactly_as_before() -> None:
+    """The seed draw is skipped for one seed, so recorded one-seed intervals reproduce digit for digit."""
+    from steerable.evaluation.steering import row_statistic, with_intervals
+
+    cells = seeded_cells(2.0)
+    for i, c in enumerate(cells):  # prompt-dependent noise, so the resamples differ
+        c.scores = c.scores + np.random.default_rng(i).normal(0, 0.5, c.scores.shape)
+    stat = row_statistic(
+        [cells], ["concise", "positivity"], [-5.0, -5.0], {"concise": 0.5, "positivity": 0.5}
+    )
+    got = with_intervals(stat, 6, 100, seed=3)["hypervolume"]
+    rng = np.random.default_rng(3)
+    expected = np.quantile(
+        [stat(rng.integers(0, 6, 6), np.arange(1))["hypervolume"] for _ in range(100)], [0.025, 0.975]
+    )
+    assert (got.low, got.high) == (expected[0], expected[1])
+
+
+def test_seeds_answer_the_same_requests_or_the_odd_one_is_left_out() -> None:
+    from steerable.evaluation.answers import Answers
+    from steerable.evaluation.rows import Row
+    from steerable.evaluation.suite import Arm
+
+    row = Row("modpo", Arm("modpo"))
+    row.add(1, Answers(seeded_cells(1.0)))
+    row.add(2, Answers(seeded_cells(3.0)[::-1]))  # a sweep found in another job order
+    row.add(3, Answers(seeded_cells(1.0)[:2]))  # one job failed
+    row.align_seeds()
+    assert list(row.by_seed) == [1, 2]
+    assert [c.weights["concise"] for c in row.answers.cells] == [0.0, 0.5, 1.0]
+    assert row.answers.cells[2].scores[:, 0] == pytest.approx(2.0 + np.linspace(0, 0.1, 6))
+    assert len(row.answers.cells[0].texts) == 12  # both seeds' replies count (empty replies, METEOR)
 
 
 def test_runs_of_one_suite_agree_across_versions_and_a_changed_suite_is_refused(tmp_path) -> None:

@@ -9,18 +9,19 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from steerable.backbone.loading import load_tokenizer
 from steerable.config.benchmark import BenchmarkConfig
 from steerable.config.schema import EvalConfig
-from steerable.evaluation.answers import Answers, answer_grid
+from steerable.evaluation.answers import answer_grid
+from steerable.evaluation.rows import Row
 from steerable.evaluation.runner import wandb_eval_run
-from steerable.evaluation.steering import Interval, row_statistic, with_intervals
+from steerable.evaluation.steering import row_statistic, with_intervals
 from steerable.evaluation.suite import (
     Arm,
     default_request,
@@ -45,21 +46,6 @@ COST_KEYS = ("seconds", "samples_generated", "tokens_generated", "tokens_trained
 EVAL_STAGE = "eval"  # a method's evaluation stage: not training, so not part of an arm's cost
 
 
-@dataclass
-class Row:
-    """One line of the leaderboard: an arm, or another decoding of an arm's runs (`Arm (logit mixing)`)."""
-
-    name: str
-    arm: Arm
-    answers: Answers = field(default_factory=lambda: Answers([]))
-    metrics: dict[str, Interval | None] = field(default_factory=dict)
-
-    @property
-    def hypervolume(self) -> float:
-        hv = self.metrics.get("hypervolume")
-        return hv.value if hv is not None else float("-inf")
-
-
 PolicyLoader = Callable[[Path], SteerablePolicy]
 
 
@@ -81,8 +67,13 @@ def eval_leaderboard(
     names = list(suite.objectives)
     default = default_request(suite).weights
     for row in rows:
-        stat = row_statistic(row.answers.cells, names, suite.reference, default)
-        row.metrics = with_intervals(stat, row.answers.cells[0].scores.shape[0], suite.bootstrap, cfg.seed)
+        row.align_seeds()
+        replicas = [a.cells for a in row.by_seed.values()]
+        stat = row_statistic(replicas, names, suite.reference, default)
+        every_prompt = np.arange(replicas[0][0].scores.shape[0])
+        row.metrics = with_intervals(stat, len(every_prompt), suite.bootstrap, cfg.seed, len(replicas))
+        if len(replicas) > 1:
+            row.per_seed = {s: stat(every_prompt, np.array([i])) for i, s in enumerate(row.by_seed)}
     rows.sort(key=lambda r: -r.hypervolume)
     costs = {arm.name: arm_cost(arm) for arm in arms}
     with wandb_eval_run(cfg, out_dir):  # Report.write publishes to it (logger=wandb)
@@ -115,33 +106,46 @@ def answer_arm(
     grid, default = requests(suite), default_request(suite)
     autocast = functools.partial(inference_autocast, cfg.hardware)
     rows: dict[str, Row] = {}
-    for run in arm.runs:
-        try:
-            policy: SteerablePolicy = load_policy(run)
-        except (FileNotFoundError, RunDirError) as err:
-            log.warning("leaderboard: %s left out, it has no trained policy (%s)", run, err)
-            continue
-        policy.generation = cfg.generation
-        policy.to("cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
-        views = {arm.name: policy, **{f"{arm.name} ({k})": v for k, v in policy.alternatives().items()}}
-        for name, view in views.items():
-            log.info("leaderboard: %s on %d requests x %d prompts (%s)", name, len(grid), len(prompts), run)
-            sampling = settings(suite, cfg.seed)
-            answers = answer_grid(view, grid, default, prompts, stack, sampling, autocast)
-            row = rows.setdefault(name, Row(name, arm))
-            row.answers.cells += answers.cells
-            row.answers.decode_tokens += answers.decode_tokens
-            row.answers.decode_seconds += answers.decode_seconds
-        del policy, views
+    for seed, runs in arm.seeds().items():
+        for run in runs:
+            try:
+                policy: SteerablePolicy = load_policy(run)
+            except (FileNotFoundError, RunDirError) as err:
+                log.warning("leaderboard: %s left out, it has no trained policy (%s)", run, err)
+                continue
+            policy.generation = cfg.generation
+            policy.to("cuda" if cfg.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
+            views = {arm.name: policy, **{f"{arm.name} ({k})": v for k, v in policy.alternatives().items()}}
+            for name, view in views.items():
+                log.info(
+                    "leaderboard: %s on %d requests x %d prompts (%s)", name, len(grid), len(prompts), run
+                )
+                sampling = settings(suite, cfg.seed)
+                answers = answer_grid(view, grid, default, prompts, stack, sampling, autocast)
+                rows.setdefault(name, Row(name, arm)).add(seed, answers)
+            del policy, views
     return list(rows.values())
 
 
-def arm_cost(arm: Arm) -> dict[str, float | None]:
-    """What training the arm spent, summed over its runs and their stages (from each stage's recorded cost),
-    its trainable parameters (as the stages report them) and the parameters it stores for inference."""
+def arm_cost(arm: Arm) -> dict[str, Any]:
+    """What training one replica of the arm spent: a seed's runs and their stages summed (from each stage's
+    recorded cost), the mean over seeds when the arm was trained on several (each seed's own cost is then
+    under `per_seed`, and the budget holds when every seed is within it); its trainable parameters (as the
+    stages report them) and the parameters one replica stores for inference."""
+    per_seed = [_replica_cost(runs) for runs in arm.seeds().values()]
+    if len(per_seed) == 1:
+        return {**per_seed[0], "seeds": 1}
+    mean = {
+        key: None if any(c[key] is None for c in per_seed) else sum(c[key] for c in per_seed) / len(per_seed)
+        for key in per_seed[0]
+    }
+    return {**mean, "seeds": len(per_seed), "per_seed": per_seed}
+
+
+def _replica_cost(runs: list[Path]) -> dict[str, float | None]:
     total: dict[str, float | None] = dict.fromkeys(COST_KEYS, 0.0)
     trainable: float | None = None
-    for run in arm.runs:
+    for run in runs:
         for stage, summary in finished_summaries(run).items():
             if stage == EVAL_STAGE:
                 continue
@@ -151,5 +155,5 @@ def arm_cost(arm: Arm) -> dict[str, float | None]:
             if isinstance(summary.get("trainable_params"), int):
                 trainable = (trainable or 0) + summary["trainable_params"]
     total["trainable_params"] = trainable
-    total["stored_params"] = float(sum(stored_parameters(run) for run in arm.runs))
+    total["stored_params"] = float(sum(stored_parameters(run) for run in runs))
     return total

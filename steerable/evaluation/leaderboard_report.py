@@ -33,9 +33,12 @@ def write_leaderboard(suite: BenchmarkConfig, rows: list, costs: dict, out_dir: 
         f"{len(rows)} rows, sorted by hypervolume (reference {list(suite.reference)} on {names}). Every arm "
         f"answered the same {len(_grid(rows))} requests (weights on a {suite.grid_step} simplex grid) on the same "
         f"{rows[0].answers.cells[0].scores.shape[0] if rows else 0} held-out prompts; brackets: bootstrap 95% "
-        "interval over prompts. n/a: not defined for the row (a fixed policy has no dial).",
+        "interval over prompts (and over seeds, for an arm trained on several: its row is the mean of its seeds). "
+        "n/a: not defined for the row (a fixed policy has no dial).",
     )
     tables = [steering_table(rows, names), reward_table(rows, names), cost_table(rows, costs, suite)]
+    if any(r.per_seed for r in rows):
+        tables.insert(1, seed_table(rows, names))
     for heading, header, body in tables:
         report.section(heading).table(header, body)
     report.section("Training commands").text(commands(rows))
@@ -57,16 +60,35 @@ def _grid(rows: list) -> set:
 
 
 def steering_table(rows: list, names: list[str]) -> tuple[str, list[str], list[list[str]]]:
-    header = ["rank", "arm", "hypervolume", "points"]
+    header = ["rank", "arm", "hypervolume", "points", "seeds"]
     for kind in ("rho_means", "rho_replies", "monotone", "spread"):
         header += [f"{kind} {n}" for n in names]
     body = []
     for rank, r in enumerate(rows, start=1):
-        line = [str(rank), r.name, cell(r.metrics.get("hypervolume")), str(len(r.answers.cells))]
+        points, seeds = str(len(r.answers.cells)), str(len(r.by_seed))
+        line = [str(rank), r.name, cell(r.metrics.get("hypervolume")), points, seeds]
         for kind in ("rho_means", "rho_replies", "monotone", "spread"):
             line += [cell(r.metrics.get(f"{kind}/{n}")) for n in names]
         body.append(line)
     return "Steering", header, body
+
+
+def seed_table(rows: list, names: list[str]) -> tuple[str, list[str], list[list[str]]]:
+    """Each seed of the arms trained on several, on its own: whether every seed steers, not only their mean."""
+    header = [
+        "arm",
+        "seed",
+        "hypervolume",
+        *[f"rho_means {n}" for n in names],
+        *[f"spread {n}" for n in names],
+    ]
+    body = [
+        [r.name, str(seed), cell(stats["hypervolume"])]
+        + [cell(stats[f"{kind}/{n}"]) for kind in ("rho_means", "spread") for n in names]
+        for r in rows
+        for seed, stats in r.per_seed.items()
+    ]
+    return "Per seed (arms trained on several seeds; no intervals)", header, body
 
 
 def reward_table(rows: list, names: list[str]) -> tuple[str, list[str], list[list[str]]]:
@@ -96,9 +118,11 @@ def cost_table(rows: list, costs: dict, suite: BenchmarkConfig) -> tuple[str, li
         c = costs[r.arm.name]
         minutes = c["seconds"] / 60 if c["seconds"] is not None else None
         speed = r.answers.decode_tokens / max(r.answers.decode_seconds, 1e-9)
-        line = [r.name, cell(minutes), *[_count(c[k]) for k in COUNTED], cell(float(speed)), budget(c, suite)]
+        verdicts = [budget(one, suite) for one in c.get("per_seed", [c])]
+        verdict = next((v for v in verdicts if v != "within"), "within")
+        line = [r.name, cell(minutes), *[_count(c[k]) for k in COUNTED], cell(float(speed)), verdict]
         body.append(line)
-    return "Cost (training summed over the arm's runs)", header, body
+    return "Cost (training of one seed: its runs summed; the mean over the arm's seeds)", header, body
 
 
 COUNTED = ("samples_generated", "tokens_generated", "tokens_trained", "trainable_params", "stored_params")
@@ -165,6 +189,8 @@ def row_result(row, costs: dict, names: list[str]) -> dict[str, Any]:
         "name": row.name,
         "arm": row.arm.name,
         "runs": [str(p) for p in row.arm.runs],
+        "seeds": list(row.by_seed),
+        "per_seed": [{"seed": seed, "metrics": stats} for seed, stats in row.per_seed.items()],
         "metrics": {
             k: None if v is None else {"value": v.value, "low": v.low, "high": v.high}
             for k, v in row.metrics.items()

@@ -7,6 +7,10 @@ and ρ of the per-request means, the fraction of grid steps whose mean moves the
 the suite's fixed reference (`metrics.hypervolume`); the reward at the default request; the log-ratio to the
 base model; the mean pairwise METEOR of the default request's replies. A row that cannot be steered along an
 axis (a fixed policy: one point, or no requested weights) gets None there, never a number.
+
+An arm trained on several seeds is one row of their means: every statistic reads the mean over the seeds (the
+per-request means average the seeds' replies), and each bootstrap resample draws the seeds with replacement
+as well as the prompts (a two-level bootstrap), so the intervals cover seed-to-seed training variance too.
 """
 
 from __future__ import annotations
@@ -35,12 +39,15 @@ class Interval:
         return f"{self.value:.3g} [{self.low:.3g}, {self.high:.3g}]"
 
 
-def with_intervals(stat: Callable[[np.ndarray], Stats], prompts: int, n_boot: int, seed: int) -> dict:
-    """`stat(prompt indices) -> {name: value}` on every prompt, and the 2.5/97.5 percentiles of each value
-    over `n_boot` resamples of the prompts with replacement; a value undefined on all prompts stays None."""
-    full = stat(np.arange(prompts))
+def with_intervals(
+    stat: Callable[[np.ndarray, np.ndarray], Stats], prompts: int, n_boot: int, seed: int, seeds: int = 1
+) -> dict:
+    """`stat(prompt indices, seed indices) -> {name: value}` on every prompt and seed, and the 2.5/97.5
+    percentiles of each value over `n_boot` resamples with replacement of the prompts and, when the row has
+    several seeds, of the seeds; a value undefined on all prompts stays None."""
+    full = stat(np.arange(prompts), np.arange(seeds))
     rng = np.random.default_rng(seed)
-    boots = [stat(rng.integers(0, prompts, prompts)) for _ in range(n_boot)]
+    boots = [stat(rng.integers(0, prompts, prompts), _seed_draw(rng, seeds)) for _ in range(n_boot)]
     out: dict[str, Interval | None] = {}
     for name, value in full.items():
         if value is None or not np.isfinite(value):
@@ -51,6 +58,11 @@ def with_intervals(stat: Callable[[np.ndarray], Stats], prompts: int, n_boot: in
         low, high = np.quantile(samples, [0.025, 0.975]) if samples.size else (np.nan, np.nan)
         out[name] = Interval(float(value), float(low), float(high))
     return out
+
+
+def _seed_draw(rng: np.random.Generator, seeds: int) -> np.ndarray:
+    """Seeds drawn with replacement; one seed draws nothing, so a one-seed row's intervals stay as they were."""
+    return rng.integers(0, seeds, seeds) if seeds > 1 else np.arange(1)
 
 
 def requested(cells: Sequence[Cell], names: list[str]) -> np.ndarray | None:
@@ -71,23 +83,32 @@ def default_index(cells: Sequence[Cell], default: dict[str, float], names: list[
 
 
 def row_statistic(
-    cells: Sequence[Cell], names: list[str], reference: Sequence[float], default: dict[str, float]
-) -> Callable[[np.ndarray], Stats]:
-    """The function of prompt indices that computes every metric of a row (see the module docstring)."""
-    scores = np.stack([c.scores for c in cells])  # [C, P, K]
+    replicas: Sequence[Sequence[Cell]],
+    names: list[str],
+    reference: Sequence[float],
+    default: dict[str, float],
+) -> Callable[[np.ndarray, np.ndarray], Stats]:
+    """The function of prompt and seed indices that computes every metric of a row (see the module docstring).
+    `replicas`: the row's cells for each seed, every seed answering the same requests in the same order."""
+    scores = np.stack([[c.scores for c in cells] for cells in replicas])  # [S, C, P, K]
+    cells = replicas[0]
     weights = requested(cells, names)
     home = default_index(cells, default, names)
-    log_ratio = cells[home].log_ratio
-    pairwise = meteor_matrix(cells[home].texts)
+    ratios = [r[home].log_ratio for r in replicas]
+    log_ratio = np.stack(ratios) if all(r is not None for r in ratios) else None  # [S, P]
+    pairwise = [meteor_matrix(r[home].texts) for r in replicas]
 
-    def stat(idx: np.ndarray) -> Stats:
-        means = scores[:, idx].mean(1)  # [C, K]
+    def stat(idx: np.ndarray, seeds: np.ndarray) -> Stats:
+        chosen = scores[seeds][:, :, idx]  # [S', C, P', K]
+        means = chosen.mean((0, 2))  # [C, K]
+        replies = chosen.transpose(1, 0, 2, 3).reshape(len(cells), -1, len(names))  # [C, S'P', K]
         out: Stats = {"hypervolume": hypervolume(means, reference)}
         for k, name in enumerate(names):
-            out[f"default/{name}"] = float(scores[home, idx, k].mean())
-            out.update(axis_stats(name, weights, scores[:, idx, k], means[:, k], k))
-        out["kl"] = float(log_ratio[idx].mean()) if log_ratio is not None else None
-        out["meteor"] = mean_meteor(pairwise, idx)
+            out[f"default/{name}"] = float(replies[home, :, k].mean())
+            out.update(axis_stats(name, weights, replies[:, :, k], means[:, k], k))
+        out["kl"] = float(log_ratio[seeds][:, idx].mean()) if log_ratio is not None else None
+        per_seed = [mean_meteor(pairwise[s], idx) for s in seeds]
+        out["meteor"] = None if None in per_seed else float(np.mean(per_seed))
         return out
 
     return stat

@@ -17,7 +17,7 @@ from steerable.config.schema import ConfigError, DataConfig
 from steerable.data.demo import HELDOUT_TEMPLATES, TOPICS, demo_prompts
 from steerable.data.prompts import HeldOut, fitting_prompts, prompt_sets
 from steerable.policies.base import Objective, Request
-from steerable.policies.runs import run_config, run_kind, run_overrides, run_section
+from steerable.policies.runs import run_config, run_kind, run_overrides, run_section, saved_config
 
 TRAIN_COMMAND = "steerable-train"
 
@@ -25,7 +25,8 @@ TRAIN_COMMAND = "steerable-train"
 @dataclass
 class Arm:
     """One row group of the leaderboard: a method with its overrides, trained as one run or as a sweep of
-    runs (e.g. one fixed policy per weighting), plotted as one front."""
+    runs (e.g. one fixed policy per weighting), plotted as one front; trained on several seeds, each seed's
+    runs are one replica and the row is their mean."""
 
     name: str
     runs: list[Path] = field(default_factory=list)
@@ -33,6 +34,22 @@ class Arm:
     def commands(self) -> list[str]:
         """The exact training command of each run, from Hydra's record of its overrides."""
         return [" ".join([TRAIN_COMMAND, *run_overrides(run)]) for run in self.runs]
+
+    def seeds(self) -> dict[int | None, list[Path]]:
+        """The arm's runs by training `seed`, in the order found: each seed's runs are one replica of the arm
+        (one run, or a sweep such as one fixed policy per weighting). A run without a saved seed is None."""
+        replicas: dict[int | None, list[Path]] = {}
+        for run in self.runs:
+            replicas.setdefault(run_seed(run), []).append(run)
+        return replicas
+
+
+def run_seed(run: Path) -> int | None:
+    """The `seed` a run was trained with, from its saved config."""
+    seed = OmegaConf.select(saved_config(run), "seed", default=None)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(f"{run}: the saved config's seed must be an integer, got {seed!r}")
+    return seed
 
 
 # ------------------------------------------------------------------------------------------- requests
