@@ -470,6 +470,20 @@ def test_seeds_answer_the_same_requests_or_the_odd_one_is_left_out() -> None:
     assert len(row.answers.cells[0].texts) == 12  # both seeds' replies count (empty replies, METEOR)
 
 
+def test_an_arms_runs_are_grouped_by_their_saved_seed_and_a_bad_seed_is_named(tmp_path) -> None:
+    from steerable.evaluation.suite import Arm
+
+    def run(name: str, seed) -> Path:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"seed": seed}), tmp_path / name / ".hydra" / "config.yaml")
+        return tmp_path / name
+
+    sweep = [run("a1", 1), run("b1", 1), run("a2", 2), run("b2", 2)]  # a sweep of two runs, on two seeds
+    assert Arm("modpo", sweep).seeds() == {1: sweep[:2], 2: sweep[2:]}
+    with pytest.raises(ConfigError, match=r"bad.*seed must be an integer, got 'one'"):
+        Arm("modpo", [run("bad", "one")]).seeds()
+
+
 def test_runs_of_one_suite_agree_across_versions_and_a_changed_suite_is_refused(tmp_path) -> None:
     """Old run folders (flat sampling keys, a roster without a later arm) are the same suite as new ones;
     a run whose yardstick differs (another prompt count) is refused naming it."""
