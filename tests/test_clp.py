@@ -17,6 +17,8 @@ from steerable.cli.generate import generate
 from steerable.config.schema import ConfigError, LoraConfig
 from steerable.generation import GenerationSettings
 from steerable.methods.clp.conditioning import (
+    PromptConditioning,
+    WeightSampler,
     build_conditioned_policy,
     split_targets,
     weights_text,
@@ -27,6 +29,7 @@ from steerable.training.lm_module import parameter_groups
 from steerable.training.policy_gradient import PGSettings, rloo_advantages, weighted_advantages
 from tests.conftest import TINY_RUN, compose_config, train_in
 from tests.test_backbone import tiny_config
+from tests.test_reward_direction import PROMPTS, Corners, clp_module
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 LORA = LoraConfig(r=4, alpha=8, dropout=0.0)
@@ -187,6 +190,36 @@ def test_weight_grid_and_prompt_format() -> None:
         {"role": "system", "content": "Reward weights: a=1.00, b=0.00"},
         {"role": "user", "content": "hi"},
     ]
+
+
+def test_mirrored_weightings_show_each_prompt_at_w_and_at_w_reversed() -> None:
+    """`method.weights_per=mirrored`: a step samples every prompt twice, under w and under its reverse, k
+    samples each, and each row is trained under the weighting it was sampled with."""
+    torch.manual_seed(0)
+    drawn = WeightSampler(3, 0.5, "mirrored")(4)
+    assert drawn.shape == (8, 3) and torch.allclose(drawn.sum(1), torch.ones(8))
+    assert torch.equal(drawn[1::2], drawn[0::2].flip(-1)) and not torch.equal(drawn[0::2], drawn[1::2])
+    assert WeightSampler(2, 1.0, "example")(4).shape == (4, 2)
+
+    seen: list[tuple[str, list[float]]] = []
+
+    class Recording(PromptConditioning):
+        def prompt(self, messages, weights):
+            seen.append((messages[-1]["content"], weights.tolist()))
+            return super().prompt(messages, weights)
+
+    module, _ = clp_module("prompt", Corners())
+    recording = Recording(["lower", "upper"], WeightSampler(2, 1.0, "mirrored"))
+    module.conditioning = recording
+    scored: list[str] = []
+    rewards = module.rewards
+    module.rewards = lambda users, texts: scored.extend(users) or rewards(users, texts)
+    module.rl_loss(PROMPTS[:2])
+    assert [text for text, _ in seen] == ["question 0", "question 0", "question 1", "question 1"]
+    for (_, w), (_, reverse) in zip(seen[0::2], seen[1::2], strict=True):
+        assert reverse == w[::-1] and w != reverse
+    k = module.settings.samples_per_prompt  # rows: each prompt's two weightings, k samples each, in order
+    assert scored == [f"question {i}" for i in (0, 1) for _ in range(2 * k)]
 
 
 CLP = [

@@ -140,6 +140,8 @@ class PolicyGradientModule(OnlineModule):
         s, c = self.settings, self.conditioning
         k = s.samples_per_prompt
         weights = c.draw(len(prompts))
+        repeats = len(weights) // len(prompts)  # weightings per prompt: 2 when mirrored
+        prompts = [p for p in prompts for _ in range(repeats)]
         shown = [c.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
         engine = s.engine.sampler(self.model, self.tokenizer)
         completions = engine.generate(shown, s.generation, row_context=c.rows(weights))

@@ -73,16 +73,28 @@ def build_conditioned_policy(
 
 
 class WeightSampler:
-    """Weightings on the simplex: Dirichlet(concentration), one per example or one per batch (§1.4)."""
+    """Weightings on the simplex: Dirichlet(concentration), one per example or one per batch (§1.4). `mirrored`
+    (not the paper) draws one w per prompt and adds its reverse: 2n rows, prompt i's at 2i and 2i + 1. The
+    reverse of a symmetric Dirichlet draw is a draw too, and every step then weighs each objective alike and
+    shows each prompt under opposite weightings, which is the only contrast a prompt-conditioned policy
+    learns to read w from."""
 
     def __init__(self, num_objectives: int, concentration: float, per: str) -> None:
         self.dirichlet = torch.distributions.Dirichlet(torch.full((num_objectives,), float(concentration)))
         self.per = per
 
+    @property
+    def per_prompt(self) -> int:
+        """Weightings drawn for each prompt of a step."""
+        return 2 if self.per == "mirrored" else 1
+
     def __call__(self, n: int) -> torch.Tensor:
         if self.per == "batch":
             return self.dirichlet.sample().expand(n, -1).clone()
-        return self.dirichlet.sample((n,))
+        drawn = self.dirichlet.sample((n,))
+        if self.per == "mirrored":
+            return torch.stack([drawn, drawn.flip(-1)], dim=1).reshape(2 * n, -1)
+        return drawn
 
 
 def weights_text(names: Sequence[str], weights: Sequence[float]) -> str:

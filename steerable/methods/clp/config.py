@@ -20,8 +20,9 @@ Variant = choice_enum("Variant", ["full", "attn", "logit", "prompt"])
 # none: the advantage of the weighted reward w·r, as the paper | per_objective: each objective's advantage divided
 # by its within-prompt spread in the step first, so w alone sets each objective's share of the update
 ObjectiveScale = choice_enum("ObjectiveScale", ["none", "per_objective"])
-# example: one w per example | batch: one w for the whole batch
-WeightsPer = choice_enum("WeightsPer", ["example", "batch"])
+# example: one w per example | batch: one w for the whole batch | mirrored: each prompt twice, at w and at w
+# reversed (antithetic; for two objectives w and 1 - w), so a step's rows are 2 x batch_size x samples_per_prompt
+WeightsPer = choice_enum("WeightsPer", ["example", "batch", "mirrored"])
 
 
 @dataclass
