@@ -21,7 +21,7 @@ from steerable.config.schema import EvalConfig
 from steerable.evaluation.answers import answer_grid
 from steerable.evaluation.rows import Row
 from steerable.evaluation.runner import wandb_eval_run
-from steerable.evaluation.steering import row_statistic, with_intervals
+from steerable.evaluation.steering import finite_stats, row_statistic, with_intervals
 from steerable.evaluation.suite import (
     Arm,
     default_request,
@@ -73,18 +73,15 @@ def eval_leaderboard(
         every_prompt = np.arange(replicas[0][0].scores.shape[0])
         row.metrics = with_intervals(stat, len(every_prompt), suite.bootstrap, cfg.seed, len(replicas))
         if len(replicas) > 1:
-            row.per_seed = {s: _finite(stat(every_prompt, np.array([i]))) for i, s in enumerate(row.by_seed)}
+            row.per_seed = {
+                s: finite_stats(stat(every_prompt, np.array([i]))) for i, s in enumerate(row.by_seed)
+            }
     rows.sort(key=lambda r: -r.hypervolume)
     costs = {arm.name: arm_cost(arm) for arm in arms}
     with wandb_eval_run(cfg, out_dir):  # Report.write publishes to it (logger=wandb)
         result = write_leaderboard(suite, rows, costs, out_dir, report)
         report.write(out_dir / "report.md")
     return result
-
-
-def _finite(stats: dict[str, float | None]) -> dict[str, float | None]:
-    """A statistic that is not a finite number (ρ of a flat dial) is None, as in the intervals."""
-    return {k: v if v is not None and np.isfinite(v) else None for k, v in stats.items()}
 
 
 def reward_stack(suite: BenchmarkConfig) -> RewardStack:

@@ -24,7 +24,7 @@ from steerable.evaluation.answers import Cell
 from steerable.evaluation.meteor import meteor
 from steerable.evaluation.metrics import hypervolume, spearman, steerability
 
-Stats = dict[str, float]
+Stats = dict[str, float | None]
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,12 @@ def with_intervals(
     """`stat(prompt indices, seed indices) -> {name: value}` on every prompt and seed, and the 2.5/97.5
     percentiles of each value over `n_boot` resamples with replacement of the prompts and, when the row has
     several seeds, of the seeds; a value undefined on all prompts stays None."""
-    full = stat(np.arange(prompts), np.arange(seeds))
+    full = finite_stats(stat(np.arange(prompts), np.arange(seeds)))
     rng = np.random.default_rng(seed)
     boots = [stat(rng.integers(0, prompts, prompts), _seed_draw(rng, seeds)) for _ in range(n_boot)]
     out: dict[str, Interval | None] = {}
     for name, value in full.items():
-        if value is None or not np.isfinite(value):
+        if value is None:
             out[name] = None
             continue
         samples = np.array([b[name] for b in boots if b[name] is not None], dtype=float)
@@ -58,6 +58,11 @@ def with_intervals(
         low, high = np.quantile(samples, [0.025, 0.975]) if samples.size else (np.nan, np.nan)
         out[name] = Interval(float(value), float(low), float(high))
     return out
+
+
+def finite_stats(stats: Stats) -> Stats:
+    """A statistic that is not a finite number (ρ of a flat dial) is None: not defined for the row."""
+    return {k: v if v is not None and np.isfinite(v) else None for k, v in stats.items()}
 
 
 def _seed_draw(rng: np.random.Generator, seeds: int) -> np.ndarray:
