@@ -83,11 +83,6 @@ class WeightSampler:
         self.dirichlet = torch.distributions.Dirichlet(torch.full((num_objectives,), float(concentration)))
         self.per = per
 
-    @property
-    def per_prompt(self) -> int:
-        """Weightings drawn for each prompt of a step."""
-        return 2 if self.per == "mirrored" else 1
-
     def __call__(self, n: int) -> torch.Tensor:
         if self.per == "batch":
             return self.dirichlet.sample().expand(n, -1).clone()
