@@ -35,12 +35,13 @@ ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 LORA = LoraConfig(r=4, alpha=8, dropout=0.0)
 
 
-def policy(variant: str, copies: int = 2):
+def policy(variant: str, copies: int = 2, keep_shared: bool = True):
     cfg = tiny_config()
     tokenizer = load_tokenizer(cfg)
     shared, conditioned = split_targets(variant, LORA.target_modules, ATTENTION, "lm_head")
+    torch.manual_seed(0)
     model, mixer = build_conditioned_policy(
-        load_base_model(cfg, tokenizer), LORA, shared, conditioned, copies
+        load_base_model(cfg, tokenizer), LORA, shared, conditioned, copies, keep_shared
     )
     return model, mixer
 
@@ -122,6 +123,34 @@ def test_logit_variant_leaves_tied_input_embeddings_alone() -> None:
             reference = model(ids).logits
     assert torch.equal(embedded, lm.model.embed_tokens.weight[ids])
     assert not torch.allclose(moved, reference)
+
+
+@pytest.mark.parametrize("variant", ["attn", "logit"])
+def test_a_shared_adapter_that_never_trains_is_removed_and_the_policy_is_the_same(variant) -> None:
+    """keep_shared=False (shared_lr_scale=0): no shared adapter is left, so its gradients neither cost a backward
+    nor count in the clipped norm; the copies start as they would beside it and every weighting's logits agree."""
+    kept, kept_mixer = policy(variant)
+    dropped, dropped_mixer = policy(variant, keep_shared=False)
+    assert "shared" in kept.peft_config and list(dropped.peft_config) == ["objective_0", "objective_1"]
+    copies = {n: p for n, p in dropped.named_parameters() if p.requires_grad}
+    kept_copies = {n: p for n, p in kept.named_parameters() if p.requires_grad and ".shared." not in n}
+    assert copies.keys() == kept_copies.keys()
+    assert all(torch.equal(p, kept_copies[n]) for n, p in copies.items())  # same random initialisation
+    for model in (kept, dropped):
+        perturb(model, "objective_0", 1)
+        perturb(model, "objective_1", 2)
+    ids = torch.randint(0, 250, (2, 7), generator=torch.Generator().manual_seed(3))
+    weights = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    with kept_mixer.weighted(weights):
+        expected = kept(ids).logits
+    with dropped_mixer.weighted(weights):
+        logits = dropped(ids).logits
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+    with dropped.disable_adapter(), torch.no_grad():
+        assert not torch.allclose(dropped(ids).logits, logits)  # the reference is still the base
+    if variant == "logit":  # nothing below the output layer needs a gradient: backward stops at lm_head
+        assert all("lm_head" in n for n in copies)
+        assert not dropped.base_model.model.model(ids).last_hidden_state.requires_grad
 
 
 def test_a_learning_rate_scale_moves_only_the_parameters_it_names() -> None:
@@ -308,10 +337,11 @@ def test_a_warm_started_run_trains_and_serves_on_its_sft_base(tmp_path) -> None:
         "method.shared_lr_scale=0",
     )
     final = run_dir / "checkpoints" / "final"
-    shared, copy = (load_file(final / a / "adapter_model.safetensors") for a in ("shared", "objective_0"))
-    assert not any(
-        t.any() for k, t in shared.items() if "lora_B" in k
-    )  # at lr x 0 it stayed at its zero start
+    assert not (
+        final / "shared"
+    ).exists()  # at lr x 0 it would stay at its zero start: removed before training
+    assert results["train"]["adapters"] == ["objective_0", "objective_1"]
+    copy = load_file(final / "objective_0" / "adapter_model.safetensors")
     assert any(t.any() for k, t in copy.items() if "lora_B" in k)  # while the copies trained
     assert results["warm_start"]["steps"] == 3 and "cost" in results["warm_start"]
     sft_adapter = run_dir / "warm_start" / "checkpoints" / "final"

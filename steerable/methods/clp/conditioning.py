@@ -50,9 +50,20 @@ def split_targets(
 
 
 def build_conditioned_policy(
-    base: torch.nn.Module, lora: LoraConfig, shared: list[str], conditioned: list[str], copies: int
+    base: torch.nn.Module,
+    lora: LoraConfig,
+    shared: list[str],
+    conditioned: list[str],
+    copies: int,
+    keep_shared: bool = True,
 ) -> tuple[PeftModel, AdapterMixer | None]:
-    """The base with a shared adapter and/or `copies` identical conditioned adapters, all trainable."""
+    """The base with a shared adapter and/or `copies` identical conditioned adapters, all trainable.
+
+    `keep_shared=False` (a shared adapter that would never train, `method.shared_lr_scale=0`) removes the shared
+    adapter once the copies exist. At its zero start it adds exactly nothing, so the policy is the same, but
+    every forward skips its low-rank products, and for `logit` no parameter below the output layer needs a
+    gradient, so backward stops there. It is created first all the same: the copies' initialisation then draws
+    the same random numbers as in a run that keeps it."""
     names = [objective_adapter(i) for i in range(copies)] if conditioned else []
     first = SHARED if shared else names[0]
     model = wrap_lora(base, replace(lora, target_modules=shared or conditioned), adapter_name=first)
@@ -61,6 +72,9 @@ def build_conditioned_policy(
             add_adapter(model, name, replace(lora, target_modules=conditioned))
     for name in names[1:]:
         copy_adapter(model, names[0], name)
+    if shared and names and not keep_shared:
+        model.set_adapter(names[0])  # as in a model built without one (PEFT's disable_adapter reads it)
+        model.delete_adapter(SHARED)
     if not names:
         return model, None
     mixer = AdapterMixer(model, names)

@@ -138,7 +138,11 @@ def clp_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     shared, conditioned = split_targets(
         m.variant, cfg.model.lora.target_modules, m.attention_modules, m.output_module
     )
-    model, mixer = build_conditioned_policy(base, cfg.model.lora, shared, conditioned, len(names))
+    keep_shared = m.shared_lr_scale > 0 or not conditioned
+    model, mixer = build_conditioned_policy(
+        base, cfg.model.lora, shared, conditioned, len(names), keep_shared
+    )
+    shared = shared if keep_shared else []
     draw = WeightSampler(len(names), m.concentration, m.weights_per)
     conditioning = (
         ParameterConditioning(mixer, draw, stacked_sampling=True)

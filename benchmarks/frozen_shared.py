@@ -1,0 +1,159 @@
+"""One CLP policy-gradient step with a shared adapter that never trains (`method.shared_lr_scale=0`), the way the
+trainer ran it before (the shared adapter kept in the model, in the optimizer at learning rate 0) against the way
+it runs now (the shared adapter removed once the copies exist), each arm in its own process (--smoke: one).
+
+Both arms are the same policy: the shared adapter's zero B adds exactly nothing. What differs is the work (its
+low-rank products in every forward; for `logit`, a backward through the whole trunk) and gradient clipping
+(its gradients counted in the clipped norm). Prints seconds per part of a step, the gradient norm before clipping
+and the factor clipping applied, per arm, and the now/before ratio.
+
+  python benchmarks/frozen_shared.py                  # bundled SmolLM2-135M, CLP logit, 4 prompts x 4 samples
+  python benchmarks/frozen_shared.py --variant attn
+  python benchmarks/frozen_shared.py --smoke          # seconds: tiny model, one step (what the tests run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.rl_step import ATTENTION, PARTS, QUESTIONS, PartTimer
+from steerable.allocator import keep_freed_memory
+from steerable.backbone.loading import load_base_model, load_tokenizer
+from steerable.config.schema import LoraConfig, ModelConfig, ModelSource
+from steerable.generation import Engine, GenerationSettings
+from steerable.hardware import cpu_capability, cpu_has_native_bf16
+from steerable.methods.clp.conditioning import (
+    SHARED,
+    ParameterConditioning,
+    WeightSampler,
+    build_conditioned_policy,
+    split_targets,
+)
+from steerable.report import markdown_table
+from steerable.rewards.base import RewardStack, build_reward_source
+from steerable.training.lm_module import OptimSettings, parameter_groups
+from steerable.training.policy_gradient import PGSettings, PolicyGradientModule
+
+ARMS = ("before", "now")
+SMOKE = dict(model="tiny", tokens=8, steps=1, warmup=0, smoke=True)
+CLIP = 1.0  # trainer.gradient_clip_val's default
+
+
+def build(args: argparse.Namespace, arm: str) -> PolicyGradientModule:
+    source = ModelSource["tiny"] if args.model == "tiny" else ModelSource["gguf"]
+    cfg = ModelConfig(name=args.model, source=source)
+    tokenizer = load_tokenizer(cfg)
+    lora = LoraConfig(r=8, alpha=16, dropout=0.0)
+    shared, conditioned = split_targets(args.variant, lora.target_modules, ATTENTION, "lm_head")
+    torch.manual_seed(0)
+    model, mixer = build_conditioned_policy(
+        load_base_model(cfg, tokenizer), lora, shared, conditioned, 2, keep_shared=arm == "before"
+    )
+    for name, param in model.named_parameters():  # copies apart, as after some training; shared stays zero
+        if "lora_B" in name and f".{SHARED}." not in name:
+            torch.nn.init.normal_(param, std=0.01)
+    conditioning = ParameterConditioning(mixer, WeightSampler(2, 0.1, "example"), stacked_sampling=True)
+    rewards = RewardStack(
+        {
+            "concise": build_reward_source({"type": "length", "log_scale": True, "target": 0}),
+            "positivity": build_reward_source({"type": "sentiment"}),
+        }
+    )
+    generation = GenerationSettings(
+        max_new_tokens=args.tokens, do_sample=True, num_return_sequences=args.samples, batch_size=32, seed=0
+    )
+    settings = PGSettings(samples_per_prompt=args.samples, generation=generation, engine=Engine("<|im_end|>"))
+    optim = OptimSettings(lr=2e-3, scheduler="constant", total_steps=100)
+    return PolicyGradientModule(model, tokenizer, optim, settings, rewards.score, conditioning)
+
+
+def timed_steps(args: argparse.Namespace, arm: str) -> dict:
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+    module = build(args, arm)
+    timer = PartTimer(module)
+    timer.install()
+    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    named = [(n, p) for n, p in module.model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameter_groups(named, 2e-3, ((f".{SHARED}.", 0.0),)))
+    trained = [p for n, p in named if f".{SHARED}." not in n]
+    module.model.train()
+    rows = []
+    for step in range(args.warmup + args.steps):
+        timer.seconds = dict.fromkeys(PARTS, 0.0)
+        started = time.perf_counter()
+        loss, _ = module.rl_loss(prompts)
+        with timer.part("backward"):
+            loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_([p for _, p in named], CLIP))  # as Lightning clips
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step >= args.warmup:
+            rows.append({**timer.seconds, "step": time.perf_counter() - started, "norm": norm})
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+    return {**mean, "clip": min(1.0, CLIP / mean["norm"]), "trained": sum(p.numel() for p in trained)}
+
+
+def run_arm(args: argparse.Namespace, arm: str) -> dict:
+    if args.smoke:  # seconds, not a measurement: both arms in this process
+        return timed_steps(args, arm)
+    flags = [f"--{k}={v}" for k, v in vars(args).items() if k not in ("worker", "smoke")]
+    out = subprocess.run(
+        [sys.executable, __file__, f"--worker={arm}", *flags], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m", "tiny"])
+    parser.add_argument("--variant", default="logit", choices=["attn", "logit"])
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
+    parser.add_argument("--smoke", action="store_true", help=f"a seconds-long run: {SMOKE}")
+    args = parser.parse_args()
+    if args.smoke:
+        args = parser.parse_args(namespace=argparse.Namespace(**SMOKE))
+    if args.worker:
+        print(json.dumps(timed_steps(args, args.worker)))
+        return
+    print(f"CPU {cpu_capability()}, native bf16 {cpu_has_native_bf16()}; fp32, {args.threads} threads")
+    result = {arm: run_arm(args, arm) for arm in ARMS}
+    columns = (*PARTS, "step")
+    rows = [
+        [
+            arm,
+            *(f"{result[arm][k]:.2f}" for k in columns),
+            f"{result[arm]['norm']:.3g}",
+            f"{result[arm]['clip']:.3g}",
+        ]
+        for arm in ARMS
+    ]
+    rows.append(
+        ["now / before", *(f"{result['now'][k] / result['before'][k]:.2f}x" for k in columns), "", ""]
+    )
+    print()
+    print(
+        f"model={args.model}, CLP {args.variant} with shared_lr_scale=0, {len(QUESTIONS)} prompts x "
+        f"{args.samples} samples, {args.tokens} new tokens, {args.steps} timed steps after {args.warmup} warm-up; "
+        f"before: shared adapter kept at lr 0, now: removed"
+    )
+    headers = ["arm", *(f"{p} s" for p in PARTS), "step s", "grad norm", "clip factor"]
+    print(markdown_table(headers, rows))
+
+
+if __name__ == "__main__":
+    main()
