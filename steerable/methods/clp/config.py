@@ -86,8 +86,9 @@ class CLPConfig(PolicyGradientConfig):
     attention_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     output_module: str = "lm_head"
     # the shared adapter of the attn and logit variants trains at lr x this; 1 = the paper (one learning rate for all).
-    # Below 1 the conditioned copies, not the shared trunk, take up what differs between weightings; 0 holds
-    # the shared adapter at its start (zero), so only the copies train.
+    # Below 1 the conditioned copies, not the shared trunk, take up what differs between weightings; 0 leaves
+    # the shared adapter out (at its zero start it adds nothing), so only the copies train and its gradients are
+    # neither computed nor counted in the clipped norm.
     shared_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
