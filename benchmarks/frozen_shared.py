@@ -25,11 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.rl_step import ATTENTION, PARTS, QUESTIONS, PartTimer
+from benchmarks.rl_step import ATTENTION, PARTS, QUESTIONS, PartTimer, demo_step_module
 from steerable.allocator import keep_freed_memory
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.config.schema import LoraConfig, ModelConfig, ModelSource
-from steerable.generation import Engine, GenerationSettings
 from steerable.hardware import cpu_capability, cpu_has_native_bf16
 from steerable.methods.clp.conditioning import (
     SHARED,
@@ -39,9 +38,8 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.report import markdown_table
-from steerable.rewards.base import RewardStack, build_reward_source
-from steerable.training.lm_module import OptimSettings, parameter_groups
-from steerable.training.policy_gradient import PGSettings, PolicyGradientModule
+from steerable.training.lm_module import parameter_groups
+from steerable.training.policy_gradient import PolicyGradientModule
 
 ARMS = ("before", "now")
 SMOKE = dict(model="tiny", tokens=8, steps=1, warmup=0, smoke=True)
@@ -62,18 +60,7 @@ def build(args: argparse.Namespace, arm: str) -> PolicyGradientModule:
         if "lora_B" in name and f".{SHARED}." not in name:
             torch.nn.init.normal_(param, std=0.01)
     conditioning = ParameterConditioning(mixer, WeightSampler(2, 0.1, "example"), stacked_sampling=True)
-    rewards = RewardStack(
-        {
-            "concise": build_reward_source({"type": "length", "log_scale": True, "target": 0}),
-            "positivity": build_reward_source({"type": "sentiment"}),
-        }
-    )
-    generation = GenerationSettings(
-        max_new_tokens=args.tokens, do_sample=True, num_return_sequences=args.samples, batch_size=32, seed=0
-    )
-    settings = PGSettings(samples_per_prompt=args.samples, generation=generation, engine=Engine("<|im_end|>"))
-    optim = OptimSettings(lr=2e-3, scheduler="constant", total_steps=100)
-    return PolicyGradientModule(model, tokenizer, optim, settings, rewards.score, conditioning)
+    return demo_step_module(args, model, tokenizer, conditioning, lr=2e-3)
 
 
 def timed_steps(args: argparse.Namespace, arm: str) -> dict:

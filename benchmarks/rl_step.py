@@ -71,6 +71,13 @@ def build(args: argparse.Namespace, arm: str) -> PolicyGradientModule:
             torch.nn.init.normal_(param, std=0.01)
     draw = WeightSampler(2, 0.3, "example")
     conditioning = ParameterConditioning(mixer, draw, stacked_sampling=arm == "now")
+    return demo_step_module(args, model, tokenizer, conditioning, lr=1e-4)
+
+
+def demo_step_module(
+    args: argparse.Namespace, model, tokenizer, conditioning: ParameterConditioning, lr: float
+) -> PolicyGradientModule:
+    """The RL module on the demo suite's two rewards, sampling `args.samples` x `args.tokens` at temperature 1."""
     rewards = RewardStack(
         {
             "concise": build_reward_source({"type": "length", "log_scale": True, "target": 0}),
@@ -81,7 +88,7 @@ def build(args: argparse.Namespace, arm: str) -> PolicyGradientModule:
         max_new_tokens=args.tokens, do_sample=True, num_return_sequences=args.samples, batch_size=32, seed=0
     )
     settings = PGSettings(samples_per_prompt=args.samples, generation=generation, engine=Engine("<|im_end|>"))
-    optim = OptimSettings(lr=1e-4, scheduler="constant", total_steps=100)
+    optim = OptimSettings(lr=lr, scheduler="constant", total_steps=100)
     return PolicyGradientModule(model, tokenizer, optim, settings, rewards.score, conditioning)
 
 
