@@ -138,25 +138,23 @@ def clp_train_stage(ctx: RunContext, done: StageResults) -> StageSummary:
     shared, conditioned = split_targets(
         m.variant, cfg.model.lora.target_modules, m.attention_modules, m.output_module
     )
-    keep_shared = m.shared_lr_scale > 0 or not conditioned
     model, mixer = build_conditioned_policy(
-        base, cfg.model.lora, shared, conditioned, len(names), keep_shared
+        base, cfg.model.lora, shared, conditioned, len(names), keep_shared=m.shared_lr_scale > 0
     )
-    shared = shared if keep_shared else []
     draw = WeightSampler(len(names), m.concentration, m.weights_per)
     conditioning = (
         ParameterConditioning(mixer, draw, stacked_sampling=True)
         if mixer is not None
         else PromptConditioning(names, draw)
     )
-    adapters = ([SHARED] if shared else []) + (mixer.names if mixer is not None else [])
+    adapters = list(model.peft_config)  # the shared adapter first, when the model kept one
     metadata = {
         "objectives": names,
         "variant": m.variant,
         "adapters": adapters,
         "conditioned": mixer.names if mixer is not None else [],
     }
-    lr_scales = ((f".{SHARED}.", m.shared_lr_scale),) if shared and mixer is not None else ()
+    lr_scales = ((f".{SHARED}.", m.shared_lr_scale),) if SHARED in adapters and mixer is not None else ()
     summary = fit_policy(
         ctx, model, tokenizer, conditioning, load_rewards(cfg.reward, calibration), metadata, lr_scales
     )
