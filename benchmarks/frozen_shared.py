@@ -1,11 +1,16 @@
-"""One CLP policy-gradient step with a shared adapter that never trains (`method.shared_lr_scale=0`), the way the
-trainer ran it before (the shared adapter kept in the model, in the optimizer at learning rate 0) against the way
-it runs now (the shared adapter removed once the copies exist), each arm in its own process (--smoke: one).
+"""One CLP policy-gradient step with a shared adapter that never trains (`method.shared_lr_scale=0`), three ways,
+each arm in its own process (--smoke: one):
 
-Both arms are the same policy: the shared adapter's zero B adds exactly nothing. What differs is the work (its
-low-rank products in every forward; for `logit`, a backward through the whole trunk) and gradient clipping
-(its gradients counted in the clipped norm). Prints seconds per part of a step, the gradient norm before clipping
-and the factor clipping applied, per arm, and the now/before ratio.
+  before      the shared adapter kept in the model, in the optimizer at learning rate 0
+  two passes  the shared adapter removed once the copies exist; policy and reference log-probs each from a
+              full forward
+  now         removed, and where every adapter is in the output layer (`logit`) one pass through the layers
+              below it serves the policy's and the reference's log-probs (policy_and_reference_logprobs)
+
+All arms are the same policy: the shared adapter's zero B adds exactly nothing. What differs is the work (its
+low-rank products in every forward; for `logit`, a backward through the whole trunk and a second trunk forward
+for the reference) and gradient clipping (its gradients counted in the clipped norm). Prints seconds per part of
+a step, the gradient norm before clipping and the factor clipping applied, per arm, and the ratios to now.
 
   python benchmarks/frozen_shared.py                  # bundled SmolLM2-135M, CLP logit, 4 prompts x 4 samples
   python benchmarks/frozen_shared.py --variant attn
@@ -29,6 +34,7 @@ from benchmarks.rl_step import ATTENTION, PARTS, QUESTIONS, PartTimer, demo_step
 from steerable.allocator import keep_freed_memory
 from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.config.schema import LoraConfig, ModelConfig, ModelSource
+from steerable.generation import logprobs as logprob_module
 from steerable.hardware import cpu_capability, cpu_has_native_bf16
 from steerable.methods.clp.conditioning import (
     SHARED,
@@ -38,10 +44,11 @@ from steerable.methods.clp.conditioning import (
     split_targets,
 )
 from steerable.report import markdown_table
+from steerable.training import policy_gradient as pg
 from steerable.training.lm_module import parameter_groups
 from steerable.training.policy_gradient import PolicyGradientModule
 
-ARMS = ("before", "now")
+ARMS = ("before", "two passes", "now")
 SMOKE = dict(model="tiny", tokens=8, steps=1, warmup=0, smoke=True)
 CLIP = 1.0  # trainer.gradient_clip_val's default
 
@@ -66,6 +73,16 @@ def build(args: argparse.Namespace, arm: str) -> PolicyGradientModule:
 def timed_steps(args: argparse.Namespace, arm: str) -> dict:
     torch.set_num_threads(args.threads)
     keep_freed_memory()
+    split, scored = logprob_module._trunk_and_head, pg.policy_and_reference_logprobs
+    if arm != "now":
+        logprob_module._trunk_and_head = lambda model: None  # never the one-trunk-pass shortcut
+    try:
+        return _timed_steps(args, arm)
+    finally:  # as it was (PartTimer wraps the log-probs), for the next arm when all run in one process
+        logprob_module._trunk_and_head, pg.policy_and_reference_logprobs = split, scored
+
+
+def _timed_steps(args: argparse.Namespace, arm: str) -> dict:
     module = build(args, arm)
     timer = PartTimer(module)
     timer.install()
@@ -129,14 +146,15 @@ def main() -> None:
         ]
         for arm in ARMS
     ]
-    rows.append(
-        ["now / before", *(f"{result['now'][k] / result['before'][k]:.2f}x" for k in columns), "", ""]
-    )
+    for base in ("before", "two passes"):
+        rows.append(
+            [f"now / {base}", *(f"{result['now'][k] / result[base][k]:.2f}x" for k in columns), "", ""]
+        )
     print()
     print(
         f"model={args.model}, CLP {args.variant} with shared_lr_scale=0, {len(QUESTIONS)} prompts x "
         f"{args.samples} samples, {args.tokens} new tokens, {args.steps} timed steps after {args.warmup} warm-up; "
-        f"before: shared adapter kept at lr 0, now: removed"
+        f"arms as in this script's docstring"
     )
     headers = ["arm", *(f"{p} s" for p in PARTS), "step s", "grad norm", "clip factor"]
     print(markdown_table(headers, rows))

@@ -125,22 +125,22 @@ class PartTimer:
                 return inner
 
         object.__setattr__(settings, "engine", TimedEngine(engine.end_of_turn, engine.config))
-        scored = logprob_module.sequence_logprobs
+        import steerable.training.policy_gradient as pg
+
+        scored = pg.policy_and_reference_logprobs
 
         def timed_logprobs(*a, **k):
             with timer.part("logprobs"):
                 return scored(*a, **k)
 
-        import steerable.training.policy_gradient as pg
-
-        pg.sequence_logprobs = timed_logprobs
+        pg.policy_and_reference_logprobs = timed_logprobs
 
 
 def worker(args: argparse.Namespace, arm: str) -> dict:
     import steerable.training.policy_gradient as pg
 
     torch.set_num_threads(args.threads)
-    takes_keep, scored = logprob_module._takes_logits_to_keep, pg.sequence_logprobs
+    takes_keep, scored = logprob_module._takes_logits_to_keep, pg.policy_and_reference_logprobs
     if arm == "now":
         keep_freed_memory()
     else:
@@ -148,7 +148,7 @@ def worker(args: argparse.Namespace, arm: str) -> dict:
     try:
         return timed_steps(args, arm)
     finally:  # as it was, for the next arm when both run in one process (--smoke)
-        logprob_module._takes_logits_to_keep, pg.sequence_logprobs = takes_keep, scored
+        logprob_module._takes_logits_to_keep, pg.policy_and_reference_logprobs = takes_keep, scored
 
 
 def timed_steps(args: argparse.Namespace, arm: str) -> dict:

@@ -15,7 +15,8 @@ from steerable.backbone.loading import load_base_model, load_tokenizer
 from steerable.cli.common import validate
 from steerable.cli.generate import generate
 from steerable.config.schema import ConfigError, LoraConfig
-from steerable.generation import GenerationSettings
+from steerable.generation import GenerationSettings, logprobs
+from steerable.generation.logprobs import policy_and_reference_logprobs, sequence_logprobs
 from steerable.methods.clp.conditioning import (
     PromptConditioning,
     WeightSampler,
@@ -151,6 +152,86 @@ def test_a_shared_adapter_that_never_trains_is_removed_and_the_policy_is_the_sam
     if variant == "logit":  # nothing below the output layer needs a gradient: backward stops at lm_head
         assert all("lm_head" in n for n in copies)
         assert not dropped.base_model.model.model(ids).last_hidden_state.requires_grad
+
+
+def _scored_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two rows: a 4-token prompt and a response, the second row right-padded by two."""
+    ids = torch.randint(0, 250, (2, 9), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[1, -2:] = 0
+    response = mask.clone()
+    response[:, :4] = 0
+    return ids, mask, response
+
+
+def _log_probs_both_ways(model, mixer, weights):
+    """(the helper's policy and reference log-probs, two full passes', each policy's gradient)."""
+    ids, mask, response = _scored_batch()
+    copies = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(logp):
+        return torch.autograd.grad((logp * torch.arange(9.0)).sum(), copies)
+
+    logp, ref = policy_and_reference_logprobs(
+        model, ids, mask, response, lambda: mixer.weighted(weights), lambda: model.disable_adapter()
+    )
+    with mixer.weighted(weights):
+        full = sequence_logprobs(model, ids, mask, response)
+    with torch.no_grad(), model.disable_adapter():
+        full_ref = sequence_logprobs(model, ids, mask, response)
+    return (logp, ref, grads(logp)), (full, full_ref, grads(full))
+
+
+@pytest.mark.parametrize("variant", ["attn", "logit"])
+def test_policy_and_reference_log_probs_take_one_trunk_pass_only_where_the_trunk_is_the_reference(
+    variant, monkeypatch
+) -> None:
+    """logit (adapters only in lm_head, nothing below trains): after the first call checks the shortcut, the
+    layers below the output run once for both; attn: twice. Values and gradients equal two full passes."""
+    monkeypatch.setattr(logprobs, "_SHORTCUT_MATCHES", {})
+    model, mixer = policy(variant, keep_shared=False)
+    perturb(model, "objective_0", 1)
+    perturb(model, "objective_1", 2)
+    trunk_passes = []
+    model.get_base_model().get_decoder().register_forward_hook(lambda *_: trunk_passes.append(1))
+    weights = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    for call in range(2):
+        trunk_passes.clear()
+        (logp, ref, grad), (full, full_ref, full_grad) = _log_probs_both_ways(model, mixer, weights)
+        torch.testing.assert_close(logp, full, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ref, full_ref, rtol=0, atol=1e-6)
+        for a, b in zip(grad, full_grad, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(logp, ref)  # the copies moved the policy off the reference
+        assert ref.requires_grad is False
+        helper_passes = len(trunk_passes) - 2  # the test's own two full passes
+        if variant == "logit":
+            assert helper_passes == (3 if call == 0 else 1)  # checked once (shortcut + two full passes)
+        else:
+            assert helper_passes == 2
+    assert ({type(model.get_base_model()): True} if variant == "logit" else {}) == logprobs._SHORTCUT_MATCHES
+
+
+def test_a_model_whose_logits_are_more_than_its_output_layer_keeps_two_full_passes(monkeypatch) -> None:
+    monkeypatch.setattr(logprobs, "_SHORTCUT_MATCHES", {})
+    model, mixer = policy("logit", keep_shared=False)
+    perturb(model, "objective_0", 1)
+    inner = model.get_base_model()
+    plain = type(inner)
+
+    class SoftCapped(plain):  # e.g. Gemma 2's capping: logits are not lm_head(hidden)
+        def forward(self, *args, **kwargs):
+            out = plain.forward(self, *args, **kwargs)
+            out.logits = 3.0 * torch.tanh(out.logits / 3.0)
+            return out
+
+    inner.__class__ = SoftCapped
+    weights = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    for _ in range(2):
+        (logp, ref, _), (full, full_ref, _) = _log_probs_both_ways(model, mixer, weights)
+        torch.testing.assert_close(logp, full, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ref, full_ref, rtol=0, atol=1e-6)
+    assert {SoftCapped: False} == logprobs._SHORTCUT_MATCHES
 
 
 def test_a_learning_rate_scale_moves_only_the_parameters_it_names() -> None:

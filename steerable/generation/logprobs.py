@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 import torch
 from torch import nn
@@ -49,10 +50,111 @@ def sequence_logprobs(
         use_cache=False,
         **extra,
     ).logits
-    first = width - logits.shape[1] + 1  # the column the first kept logit predicts
+    return _response_logprobs(logits, input_ids, response_mask)
+
+
+def _response_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """`sequence_logprobs`'s [B, T] output from logits kept for the last ``logits.shape[1]`` positions."""
+    first = input_ids.shape[1] - logits.shape[1] + 1  # the column the first kept logit predicts
     shifted = token_logprobs(logits[:, :-1], input_ids[:, first:])
     aligned = torch.nn.functional.pad(shifted, (first, 0))
     return torch.where(response_mask.bool(), aligned, torch.zeros_like(aligned))
+
+
+def policy_and_reference_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    policy: Callable[[], AbstractContextManager],
+    reference: Callable[[], AbstractContextManager],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sequence_logprobs` under the ``policy`` context and, without gradient, under ``reference``.
+
+    When every adapter is in the output layer and nothing below it trains (CLP's logit variant), the layers
+    below are the reference's: one pass through them serves both, and only the output layer runs twice (the
+    second full forward was about a third of a logit step's log-prob time, benchmarks/frozen_shared.py). The
+    first such call for a model class checks the shortcut against two full passes and keeps the full passes
+    for that class if they differ, e.g. for a model whose logits are more than its output layer.
+    """
+    split = _trunk_and_head(model)
+    verdict = _SHORTCUT_MATCHES.get(type(model.get_base_model())) if split else False
+    if verdict is not False:
+        shared = _shared_trunk_logprobs(*split, input_ids, attention_mask, response_mask, policy, reference)
+        if verdict:
+            return shared
+    with policy():
+        logp = sequence_logprobs(model, input_ids, attention_mask, response_mask)
+    with torch.no_grad(), reference():
+        ref = sequence_logprobs(model, input_ids, attention_mask, response_mask)
+    if verdict is None:  # first call for this model class: keep the shortcut only where it is exact
+        _SHORTCUT_MATCHES[type(model.get_base_model())] = all(
+            torch.allclose(a.detach(), b.detach(), rtol=1e-4, atol=1e-4)
+            for a, b in zip(shared, (logp, ref), strict=True)
+        )
+    return logp, ref
+
+
+# per transformers model class: whether the one-trunk-pass shortcut gave two full passes' values
+_SHORTCUT_MATCHES: dict[type, bool] = {}
+
+
+def _trunk_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """(layers below the output, output layer) of a PEFT model whose adapters are all in its output layer
+    and whose other weights are frozen; None otherwise, and for an FSDP2-sharded model (its root gathers the
+    output layer's shards only when the whole model is called)."""
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, PeftModel) or any(isinstance(m, FSDPModule) for m in model.modules()):
+        return None
+    inner = model.get_base_model()
+    head = inner.get_output_embeddings()
+    if not isinstance(head, LoraLayer):
+        return None
+    if any(_holds_an_adapter(m) for m in inner.modules() if m is not head):
+        return None
+    head_params = {id(p) for p in head.parameters()}
+    if any(p.requires_grad for p in inner.parameters() if id(p) not in head_params):
+        return None
+    try:
+        trunk = inner.get_decoder()
+    except (AttributeError, ValueError):  # a model transformers cannot split
+        return None
+    return trunk, head
+
+
+def _holds_an_adapter(module: nn.Module) -> bool:
+    """A PEFT layer with an adapter in it (deleting an adapter leaves the layer's wrapper, empty)."""
+    names = getattr(module, "adapter_layer_names", ())
+    return any(len(getattr(module, name, ())) for name in names)
+
+
+def _shared_trunk_logprobs(
+    trunk: nn.Module,
+    head: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    policy: Callable[[], AbstractContextManager],
+    reference: Callable[[], AbstractContextManager],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    start = first_scored_column(response_mask)
+    with torch.no_grad():  # nothing below the output layer trains
+        hidden = trunk(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        ).last_hidden_state[:, start - 1 :]
+    with policy():
+        logp = _response_logprobs(head(hidden), input_ids, response_mask)
+    with torch.no_grad(), reference():
+        ref = _response_logprobs(head(hidden), input_ids, response_mask)
+    return logp, ref
 
 
 def first_scored_column(response_mask: torch.Tensor) -> int:

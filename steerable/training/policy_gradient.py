@@ -22,7 +22,7 @@ from steerable.budget import record_trained
 from steerable.data.records import user_text
 from steerable.generation import Engine, GenerationSettings
 from steerable.generation.hf import RowContext, eval_mode
-from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.generation.logprobs import pack_completions, policy_and_reference_logprobs
 from steerable.training.diagnostics import StepRows, policy_gradient_diagnostics
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule, PromptFeed
@@ -152,10 +152,14 @@ class PolicyGradientModule(OnlineModule):
         ids, mask, response = (t.to(self.device) for t in pack_completions(completions, self._pad_id()))
         record_trained(mask.sum())
         with eval_mode(self.model):  # dropout off: the log-probs of the policy that sampled
-            with c.forward(row_weights):
-                logp = sequence_logprobs(self.model, ids, mask, response)
-            with torch.no_grad(), reference_policy(self.model):
-                ref = sequence_logprobs(self.model, ids, mask, response)
+            logp, ref = policy_and_reference_logprobs(
+                self.model,
+                ids,
+                mask,
+                response,
+                policy=lambda: c.forward(row_weights),
+                reference=lambda: reference_policy(self.model),
+            )
         log_ratio = (logp - ref).sum(dim=1)  # sampled-token estimate of KL(policy || reference)
         advantages = weighted_advantages(scores, row_weights, log_ratio.detach(), s)
         loss = -(advantages.detach() * logp.sum(dim=1)).mean()
