@@ -43,13 +43,7 @@ def sequence_logprobs(
     width = input_ids.shape[1]
     start = first_scored_column(response_mask)
     extra = {"logits_to_keep": width - start + 1} if start > 1 and _takes_logits_to_keep(model) else {}
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-        **extra,
-    ).logits
+    logits = _teacher_forced(model, input_ids, attention_mask, **extra).logits
     return _response_logprobs(logits, input_ids, response_mask)
 
 
@@ -82,19 +76,22 @@ def policy_and_reference_logprobs(
     split = _trunk_and_head(model)
     verdict = _SHORTCUT_MATCHES.get(type(model.get_base_model())) if split else False
     if verdict is not False:
-        shared = _shared_trunk_logprobs(*split, input_ids, attention_mask, response_mask, policy, reference)
+        trunk, head = split
+        hidden = _hidden_states(trunk, input_ids, attention_mask, response_mask)
+        shared = _under_both(
+            lambda: _response_logprobs(head(hidden), input_ids, response_mask), policy, reference
+        )
         if verdict:
             return shared
-    with policy():
-        logp = sequence_logprobs(model, input_ids, attention_mask, response_mask)
-    with torch.no_grad(), reference():
-        ref = sequence_logprobs(model, input_ids, attention_mask, response_mask)
+    full = _under_both(
+        lambda: sequence_logprobs(model, input_ids, attention_mask, response_mask), policy, reference
+    )
     if verdict is None:  # first call for this model class: keep the shortcut only where it is exact
         _SHORTCUT_MATCHES[type(model.get_base_model())] = all(
             torch.allclose(a.detach(), b.detach(), rtol=1e-4, atol=1e-4)
-            for a, b in zip(shared, (logp, ref), strict=True)
+            for a, b in zip(shared, full, strict=True)
         )
-    return logp, ref
+    return full
 
 
 # per transformers model class: whether the one-trunk-pass shortcut gave two full passes' values
@@ -133,28 +130,36 @@ def _holds_an_adapter(module: nn.Module) -> bool:
     return any(len(getattr(module, name, ())) for name in names)
 
 
-def _shared_trunk_logprobs(
-    trunk: nn.Module,
-    head: nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_mask: torch.Tensor,
+def _under_both(
+    score: Callable[[], torch.Tensor],
     policy: Callable[[], AbstractContextManager],
     reference: Callable[[], AbstractContextManager],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    start = first_scored_column(response_mask)
-    with torch.no_grad():  # nothing below the output layer trains
-        hidden = trunk(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
-        ).last_hidden_state[:, start - 1 :]
     with policy():
-        logp = _response_logprobs(head(hidden), input_ids, response_mask)
+        logp = score()
     with torch.no_grad(), reference():
-        ref = _response_logprobs(head(hidden), input_ids, response_mask)
+        ref = score()
     return logp, ref
+
+
+def _hidden_states(
+    trunk: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor
+) -> torch.Tensor:
+    """The last hidden states from the column before the first scored one on, without gradient."""
+    with torch.no_grad():  # nothing below the output layer trains
+        hidden = _teacher_forced(trunk, input_ids, attention_mask).last_hidden_state
+    return hidden[:, first_scored_column(response_mask) - 1 :]
+
+
+def _teacher_forced(module: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, **extra):
+    """One forward over whole sequences, positioned as generate positions them, without a cache."""
+    return module(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+        **extra,
+    )
 
 
 def first_scored_column(response_mask: torch.Tensor) -> int:

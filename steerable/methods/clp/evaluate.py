@@ -23,7 +23,11 @@ from steerable.evaluation.metrics import hypervolume, spearman, steerability
 from steerable.evaluation.plots import plot_pareto
 from steerable.generation import HFSampler, settings_from
 from steerable.generation.hf import eval_mode
-from steerable.generation.logprobs import pack_completions, sequence_logprobs
+from steerable.generation.logprobs import (
+    pack_completions,
+    policy_and_reference_logprobs,
+    sequence_logprobs,
+)
 from steerable.generation.mixture import MixtureSampler
 from steerable.methods.base import run_config, run_model_config
 from steerable.methods.clp.config import (
@@ -127,12 +131,17 @@ def _log_ratio(model, completions, conditioning, weights: torch.Tensor, pad_id: 
     for start in range(0, len(completions), 16):
         chunk = completions[start : start + 16]
         ids, mask, response = pack_completions(chunk, pad_id)
+        rows = weights[start : start + len(chunk)]
         with torch.no_grad(), eval_mode(model):
-            with conditioning.forward(weights[start : start + len(chunk)]):
-                policy = sequence_logprobs(model, ids, mask, response).sum(1)
-            with reference_policy(model):
-                reference = sequence_logprobs(model, ids, mask, response).sum(1)
-        out.append((policy - reference).float().numpy())
+            policy, reference = policy_and_reference_logprobs(
+                model,
+                ids,
+                mask,
+                response,
+                policy=lambda rows=rows: conditioning.forward(rows),
+                reference=lambda: reference_policy(model),
+            )
+        out.append((policy.sum(1) - reference.sum(1)).float().numpy())
     return np.concatenate(out)
 
 
