@@ -172,9 +172,7 @@ def _log_probs_both_ways(model, mixer, weights):
     def grads(logp):
         return torch.autograd.grad((logp * torch.arange(9.0)).sum(), copies)
 
-    logp, ref = policy_and_reference_logprobs(
-        model, ids, mask, response, lambda: mixer.weighted(weights), lambda: model.disable_adapter()
-    )
+    logp, ref = policy_and_reference_logprobs(model, ids, mask, response, lambda: mixer.weighted(weights))
     with mixer.weighted(weights):
         full = sequence_logprobs(model, ids, mask, response)
     with torch.no_grad(), model.disable_adapter():

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 import torch
 from torch import nn
 
+from steerable.backbone.adapters import reference_policy
 from steerable.generation.base import Completion
 
 
@@ -63,9 +64,9 @@ def policy_and_reference_logprobs(
     attention_mask: torch.Tensor,
     response_mask: torch.Tensor,
     policy: Callable[[], AbstractContextManager],
-    reference: Callable[[], AbstractContextManager],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sequence_logprobs` under the ``policy`` context and, without gradient, under ``reference``.
+    """`sequence_logprobs` under the ``policy`` context and, without gradient, of the reference policy (the
+    adapters switched off, `reference_policy`).
 
     When every adapter is in the output layer and nothing below it trains (CLP's logit variant), the layers
     below are the reference's: one pass through them serves both, and only the output layer runs twice (the
@@ -79,12 +80,12 @@ def policy_and_reference_logprobs(
         trunk, head = split
         hidden = _hidden_states(trunk, input_ids, attention_mask, response_mask)
         shared = _under_both(
-            lambda: _response_logprobs(head(hidden), input_ids, response_mask), policy, reference
+            lambda: _response_logprobs(head(hidden), input_ids, response_mask), model, policy
         )
         if verdict:
             return shared
     full = _under_both(
-        lambda: sequence_logprobs(model, input_ids, attention_mask, response_mask), policy, reference
+        lambda: sequence_logprobs(model, input_ids, attention_mask, response_mask), model, policy
     )
     if verdict is None:  # first call for this model class: keep the shortcut only where it is exact
         _SHORTCUT_MATCHES[type(model.get_base_model())] = all(
@@ -131,13 +132,11 @@ def _holds_an_adapter(module: nn.Module) -> bool:
 
 
 def _under_both(
-    score: Callable[[], torch.Tensor],
-    policy: Callable[[], AbstractContextManager],
-    reference: Callable[[], AbstractContextManager],
+    score: Callable[[], torch.Tensor], model: nn.Module, policy: Callable[[], AbstractContextManager]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with policy():
         logp = score()
-    with torch.no_grad(), reference():
+    with torch.no_grad(), reference_policy(model):
         ref = score()
     return logp, ref
 

@@ -17,7 +17,6 @@ from typing import Any, Protocol
 
 import torch
 
-from steerable.backbone.adapters import reference_policy
 from steerable.budget import record_trained
 from steerable.data.records import user_text
 from steerable.generation import Engine, GenerationSettings
@@ -158,7 +157,6 @@ class PolicyGradientModule(OnlineModule):
                 mask,
                 response,
                 policy=lambda: c.forward(row_weights),
-                reference=lambda: reference_policy(self.model),
             )
         log_ratio = (logp - ref).sum(dim=1)  # sampled-token estimate of KL(policy || reference)
         advantages = weighted_advantages(scores, row_weights, log_ratio.detach(), s)

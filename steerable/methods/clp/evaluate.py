@@ -139,7 +139,6 @@ def _log_ratio(model, completions, conditioning, weights: torch.Tensor, pad_id: 
                 mask,
                 response,
                 policy=lambda rows=rows: conditioning.forward(rows),
-                reference=lambda: reference_policy(model),
             )
         out.append((policy.sum(1) - reference.sum(1)).float().numpy())
     return np.concatenate(out)
