@@ -16,8 +16,14 @@ from steerable.cli.common import validate
 from steerable.cli.generate import generate
 from steerable.config.schema import ConfigError, LoraConfig
 from steerable.generation import GenerationSettings, logprobs
-from steerable.generation.logprobs import policy_and_reference_logprobs, sequence_logprobs
+from steerable.generation.hf import HFSampler
+from steerable.generation.logprobs import (
+    pack_completions,
+    policy_and_reference_logprobs,
+    sequence_logprobs,
+)
 from steerable.methods.clp.conditioning import (
+    ParameterConditioning,
     PromptConditioning,
     WeightSampler,
     build_conditioned_policy,
@@ -208,6 +214,68 @@ def test_policy_and_reference_log_probs_take_one_trunk_pass_only_where_the_trunk
         else:
             assert helper_passes == 2
     assert ({type(model.get_base_model()): True} if variant == "logit" else {}) == logprobs._SHORTCUT_MATCHES
+
+
+def test_log_probs_from_the_sampled_hidden_states_skip_the_trunk_and_equal_two_full_passes(
+    monkeypatch,
+) -> None:
+    """logit: the output layer's inputs recorded while sampling (`keep_hidden`) give the policy's and the
+    reference's log-probs with no pass through the layers below, equal to two teacher-forced full passes (values
+    and gradients) and to the sampler's own log-probs; a recording that does not line up is not used."""
+    monkeypatch.setattr(logprobs, "_SHORTCUT_MATCHES", {})
+    model, mixer = policy("logit", keep_shared=False)
+    perturb(model, "objective_0", 1)
+    perturb(model, "objective_1", 2)
+    tokenizer = load_tokenizer(tiny_config())
+    weights = torch.tensor([[0.8, 0.2], [0.1, 0.9]])
+    settings = GenerationSettings(
+        max_new_tokens=6, do_sample=True, num_return_sequences=2, seed=0, keep_hidden=True
+    )
+    rows = ParameterConditioning(mixer, stacked_sampling=True).rows(weights)
+    prompts = ["a b c d e f g h", "i j"]  # unequal: left-padded while sampling, right-padded when scored
+    completions = HFSampler(model, tokenizer).generate(prompts, settings, row_context=rows)
+    assert [len(c.hidden) for c in completions] == [len(c.token_ids) for c in completions]
+    ids, mask, response = pack_completions(completions, tokenizer.pad_token_id or 0)
+    row_weights = weights.repeat_interleave(2, dim=0)
+    copies = [p for p in model.parameters() if p.requires_grad]
+    trunk_passes = []
+    model.get_base_model().get_decoder().register_forward_hook(lambda *_: trunk_passes.append(1))
+
+    def helper(hidden):
+        trunk_passes.clear()
+        return policy_and_reference_logprobs(
+            model, ids, mask, response, lambda: mixer.weighted(row_weights), hidden=hidden
+        )
+
+    recorded = [c.hidden for c in completions]
+    helper(recorded)  # the first call checks the one-trunk-pass shortcut against two full passes
+    assert logprobs.scores_from_sampled_hidden(model)
+    logp, ref = helper(recorded)
+    assert trunk_passes == []
+    with mixer.weighted(row_weights):
+        full = sequence_logprobs(model, ids, mask, response)
+    with torch.no_grad(), model.disable_adapter():
+        full_ref = sequence_logprobs(model, ids, mask, response)
+    torch.testing.assert_close(logp, full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(ref, full_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        logp[response.bool()], torch.cat([c.logprobs for c in completions]), rtol=0, atol=1e-5
+    )
+    assert not torch.allclose(logp, ref) and ref.requires_grad is False
+
+    def grads(values):
+        return torch.autograd.grad((values * torch.arange(float(ids.shape[1]))).sum(), copies)
+
+    for a, b in zip(grads(logp), grads(full), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)  # cached vs uncached attention: rounding
+    short = [recorded[0][:-1], *recorded[1:]]
+    torch.testing.assert_close(helper(short)[0], full, rtol=0, atol=1e-5)
+    assert trunk_passes == [1]  # one row off by a token: the trunk runs again
+    plain = GenerationSettings(max_new_tokens=6, do_sample=True, num_return_sequences=2, seed=0)
+    assert all(
+        c.hidden is None for c in HFSampler(model, tokenizer).generate(prompts, plain, row_context=rows)
+    )
+    assert not logprobs.scores_from_sampled_hidden(policy("attn", keep_shared=False)[0])
 
 
 def test_a_model_whose_logits_are_more_than_its_output_layer_keeps_two_full_passes(monkeypatch) -> None:

@@ -33,6 +33,9 @@ class GenerationSettings(SamplingConfig):
     num_return_sequences: int = 1
     batch_size: int = 8  # prompts per forward batch; each brings num_return_sequences rows
     seed: int | None = None  # None = draw from the global RNG
+    # HF engine: keep each token's output-layer input (Completion.hidden), for log-probs without a second
+    # pass through the layers below it (CLP logit, `policy_and_reference_logprobs`); other engines ignore it
+    keep_hidden: bool = False
 
     def __post_init__(self) -> None:
         self.check()
@@ -87,6 +90,8 @@ class Completion:
     prompt_token_ids: list[int] = field(default_factory=list)  # the prompt exactly as the model saw it
     # Mixture decoding only: [len(token_ids), n] log-prob of each sampled token under each expert (PCM's cache)
     expert_logprobs: torch.Tensor | None = None
+    # `keep_hidden` only: [len(token_ids), hidden size], the output layer's input that gave each token's logits
+    hidden: torch.Tensor | None = None
 
 
 class Sampler(ABC):

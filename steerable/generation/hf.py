@@ -192,10 +192,13 @@ class HFSampler(Sampler):
             kwargs[CACHE_KWARG] = self._prompt_cache(input_ids, attention_mask, n)
         input_ids = input_ids.repeat_interleave(n, dim=0).to(self.device)
         attention_mask = attention_mask.repeat_interleave(n, dim=0).to(self.device)
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        with output_layer_inputs(self.model, settings.keep_hidden) as inputs:
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new_tokens = out.sequences[:, input_ids.shape[1] :]
         steps = [token_logprobs(logits, new_tokens[:, t]) for t, logits in enumerate(out.logits)]
         logprobs = torch.stack(steps, dim=1).cpu()
+        # one output-layer call per set of logits, or the recording cannot be lined up with the tokens
+        hidden = torch.stack(inputs, dim=1) if inputs and len(inputs) == len(out.logits) else None
         completions = []
         for row, tokens in enumerate(new_tokens.tolist()):
             prompt_index = indices[row // n]
@@ -208,6 +211,27 @@ class HFSampler(Sampler):
                     logprobs=logprobs[row, : cut.num_tokens].clone(),
                     finish_reason=cut.finish_reason,
                     prompt_token_ids=list(encoded[prompt_index]),
+                    hidden=hidden[row, : cut.num_tokens].clone() if hidden is not None else None,
                 )
             )
         return completions
+
+
+@contextmanager
+def output_layer_inputs(model: nn.Module, keep: bool) -> Iterator[list[torch.Tensor]]:
+    """Records, per forward inside the block, the output layer's input at the last position (the one the
+    next token's logits come from): [rows, hidden size] each. Nothing is recorded unless `keep`."""
+    recorded: list[torch.Tensor] = []
+    head = model.get_output_embeddings() if keep else None
+    if head is None:
+        yield recorded
+        return
+
+    def record(module: nn.Module, args: tuple) -> None:
+        recorded.append(args[0][:, -1].detach().clone())  # a copy: a prefill's input is the whole prompt
+
+    handle = head.register_forward_pre_hook(record)
+    try:
+        yield recorded
+    finally:
+        handle.remove()

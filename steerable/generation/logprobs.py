@@ -64,6 +64,7 @@ def policy_and_reference_logprobs(
     attention_mask: torch.Tensor,
     response_mask: torch.Tensor,
     policy: Callable[[], AbstractContextManager],
+    hidden: Sequence[torch.Tensor | None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`sequence_logprobs` under the ``policy`` context and, without gradient, of the reference policy (the
     adapters switched off, `reference_policy`).
@@ -73,11 +74,18 @@ def policy_and_reference_logprobs(
     second full forward was about a third of a logit step's log-prob time, benchmarks/frozen_shared.py). The
     first such call for a model class checks the shortcut against two full passes and keeps the full passes
     for that class if they differ, e.g. for a model whose logits are more than its output layer.
+
+    Once the shortcut is checked, `hidden` (each row's `Completion.hidden`, recorded while sampling, see
+    `scores_from_sampled_hidden`) replaces even that one pass: the layers below the output already ran for
+    these tokens when they were sampled, and only the output layer's parameters need a gradient.
     """
     split = _trunk_and_head(model)
     verdict = _SHORTCUT_MATCHES.get(type(model.get_base_model())) if split else False
     if verdict is not False:
         trunk, head = split
+        sampled = _sampled_scorer(head, hidden, input_ids, response_mask) if verdict else None
+        if sampled is not None:
+            return _under_both(sampled, model, policy)
         hidden = _hidden_states(trunk, input_ids, attention_mask, response_mask)
         shared = _under_both(
             lambda: _response_logprobs(head(hidden), input_ids, response_mask), model, policy
@@ -97,6 +105,41 @@ def policy_and_reference_logprobs(
 
 # per transformers model class: whether the one-trunk-pass shortcut gave two full passes' values
 _SHORTCUT_MATCHES: dict[type, bool] = {}
+
+
+def scores_from_sampled_hidden(model: nn.Module) -> bool:
+    """Whether `policy_and_reference_logprobs` may use the output-layer inputs recorded while sampling
+    (`GenerationSettings.keep_hidden`): only where the layers below the output are the reference's."""
+    split = _trunk_and_head(model)
+    return split is not None and _SHORTCUT_MATCHES.get(type(model.get_base_model())) is not False
+
+
+def _sampled_scorer(
+    head: nn.Module,
+    hidden: Sequence[torch.Tensor | None] | None,
+    input_ids: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> Callable[[], torch.Tensor] | None:
+    """Scores each response from the output-layer inputs recorded while it was sampled, laid out as
+    `sequence_logprobs`'s [B, T]; None unless every row has one input per response token."""
+    lengths = response_mask.sum(dim=1)
+    if hidden is None or len(hidden) != len(lengths):
+        return None
+    if any(h is None or len(h) != int(n) for h, n in zip(hidden, lengths, strict=True)):
+        return None
+    states = torch.nn.utils.rnn.pad_sequence(list(hidden), batch_first=True).to(input_ids.device)
+    steps = torch.arange(states.shape[1], device=input_ids.device)
+    valid = steps < lengths[:, None]
+    first = response_mask.float().argmax(dim=1)  # each row's first response column
+    columns = (first[:, None] + steps).clamp(max=input_ids.shape[1] - 1)
+    tokens = input_ids.gather(1, columns)
+    rows, targets = valid.nonzero(as_tuple=True)[0], columns[valid]
+
+    def score() -> torch.Tensor:
+        picked = token_logprobs(head(states), tokens)[valid]
+        return picked.new_zeros(input_ids.shape).index_put((rows, targets), picked)
+
+    return score
 
 
 def _trunk_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -21,7 +21,11 @@ from steerable.budget import record_trained
 from steerable.data.records import user_text
 from steerable.generation import Engine, GenerationSettings
 from steerable.generation.hf import RowContext, eval_mode
-from steerable.generation.logprobs import pack_completions, policy_and_reference_logprobs
+from steerable.generation.logprobs import (
+    pack_completions,
+    policy_and_reference_logprobs,
+    scores_from_sampled_hidden,
+)
 from steerable.training.diagnostics import StepRows, policy_gradient_diagnostics
 from steerable.training.lm_module import OptimSettings
 from steerable.training.online import OnlineModule, PromptFeed
@@ -143,7 +147,8 @@ class PolicyGradientModule(OnlineModule):
         prompts = [p for p in prompts for _ in range(repeats)]
         shown = [c.prompt(p, w) for p, w in zip(prompts, weights, strict=True)]
         engine = s.engine.sampler(self.model, self.tokenizer)
-        completions = engine.generate(shown, s.generation, row_context=c.rows(weights))
+        generation = replace(s.generation, keep_hidden=scores_from_sampled_hidden(self.model))
+        completions = engine.generate(shown, generation, row_context=c.rows(weights))
         row_weights = weights.repeat_interleave(k, dim=0)
         users = [user_text(prompts[x.prompt_index]) for x in completions]
         scores = self.rewards(users, [x.text for x in completions])  # [N, m] normalised
@@ -157,6 +162,7 @@ class PolicyGradientModule(OnlineModule):
                 mask,
                 response,
                 policy=lambda: c.forward(row_weights),
+                hidden=[x.hidden for x in completions],
             )
         log_ratio = (logp - ref).sum(dim=1)  # sampled-token estimate of KL(policy || reference)
         advantages = weighted_advantages(scores, row_weights, log_ratio.detach(), s)
