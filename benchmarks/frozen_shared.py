@@ -4,8 +4,10 @@ each arm in its own process (--smoke: one):
   before      the shared adapter kept in the model, in the optimizer at learning rate 0
   two passes  the shared adapter removed once the copies exist; policy and reference log-probs each from a
               full forward
-  now         removed, and where every adapter is in the output layer (`logit`) one pass through the layers
+  one trunk   removed, and where every adapter is in the output layer (`logit`) one pass through the layers
               below it serves the policy's and the reference's log-probs (policy_and_reference_logprobs)
+  now         removed, and (`logit`) no pass below the output layer at all: the output layer's inputs recorded
+              while sampling (`GenerationSettings.keep_hidden`) give both log-probs
 
 All arms are the same policy: the shared adapter's zero B adds exactly nothing. What differs is the work (its
 low-rank products in every forward; for `logit`, a backward through the whole trunk and a second trunk forward
@@ -14,6 +16,7 @@ a step, the gradient norm before clipping and the factor clipping applied, per a
 
   python benchmarks/frozen_shared.py                  # bundled SmolLM2-135M, CLP logit, 4 prompts x 4 samples
   python benchmarks/frozen_shared.py --variant attn
+  python benchmarks/frozen_shared.py --prompts 8      # the demo arm's 8 prompts per step
   python benchmarks/frozen_shared.py --smoke          # seconds: tiny model, one step (what the tests run)
 """
 
@@ -48,7 +51,7 @@ from steerable.training import policy_gradient as pg
 from steerable.training.lm_module import parameter_groups
 from steerable.training.policy_gradient import PolicyGradientModule
 
-ARMS = ("before", "two passes", "now")
+ARMS = ("before", "two passes", "one trunk", "now")
 SMOKE = dict(model="tiny", tokens=8, steps=1, warmup=0, smoke=True)
 CLIP = 1.0  # trainer.gradient_clip_val's default
 
@@ -73,20 +76,27 @@ def build(args: argparse.Namespace, arm: str) -> PolicyGradientModule:
 def timed_steps(args: argparse.Namespace, arm: str) -> dict:
     torch.set_num_threads(args.threads)
     keep_freed_memory()
-    split, scored = logprob_module._trunk_and_head, pg.policy_and_reference_logprobs
-    if arm != "now":
+    split, scored, sampled = (
+        logprob_module._trunk_and_head,
+        pg.policy_and_reference_logprobs,
+        pg.scores_from_sampled_hidden,
+    )
+    if arm in ("before", "two passes"):
         logprob_module._trunk_and_head = lambda model: None  # never the one-trunk-pass shortcut
+    if arm != "now":
+        pg.scores_from_sampled_hidden = lambda model: False  # nothing recorded while sampling
     try:
         return _timed_steps(args, arm)
     finally:  # as it was (PartTimer wraps the log-probs), for the next arm when all run in one process
         logprob_module._trunk_and_head, pg.policy_and_reference_logprobs = split, scored
+        pg.scores_from_sampled_hidden = sampled
 
 
 def _timed_steps(args: argparse.Namespace, arm: str) -> dict:
     module = build(args, arm)
     timer = PartTimer(module)
     timer.install()
-    prompts = [[{"role": "user", "content": q}] for q in QUESTIONS]
+    prompts = [[{"role": "user", "content": q}] for q in (QUESTIONS * args.prompts)[: args.prompts]]
     named = [(n, p) for n, p in module.model.named_parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(named, 2e-3, ((f".{SHARED}.", 0.0),)))
     trained = [p for n, p in named if f".{SHARED}." not in n]
@@ -121,6 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m", choices=["smollm2-135m", "tiny"])
     parser.add_argument("--variant", default="logit", choices=["attn", "logit"])
+    parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
@@ -146,13 +157,13 @@ def main() -> None:
         ]
         for arm in ARMS
     ]
-    for base in ("before", "two passes"):
+    for base in ("two passes", "one trunk"):
         rows.append(
             [f"now / {base}", *(f"{result['now'][k] / result[base][k]:.2f}x" for k in columns), "", ""]
         )
     print()
     print(
-        f"model={args.model}, CLP {args.variant} with shared_lr_scale=0, {len(QUESTIONS)} prompts x "
+        f"model={args.model}, CLP {args.variant} with shared_lr_scale=0, {args.prompts} prompts x "
         f"{args.samples} samples, {args.tokens} new tokens, {args.steps} timed steps after {args.warmup} warm-up; "
         f"arms as in this script's docstring"
     )

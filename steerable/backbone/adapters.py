@@ -20,6 +20,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from steerable.config.schema import LoraConfig
 
 DEFAULT_ADAPTER = "default"
+# PEFT's "auto" saves the whole embedding matrix beside any adapter whose targets name `lm_head` or
+# `embed_tokens` (CLP logit: 113 MB per copy for SmolLM2, the copy itself 1.6 MB). A LoRA never changes those
+# weights and nothing here resizes or trains them, so an adapter is saved alone.
+ADAPTER_ONLY = {"save_embedding_layers": False}
 
 
 def peft_lora_config(cfg: LoraConfig) -> PeftLoraConfig:
@@ -171,6 +175,8 @@ def save_model(
     `state_dict` overrides the model's own (a gathered copy when the live weights are sharded by FSDP)."""
     with atomic_directory(target) as tmp:
         extra = {} if state_dict is None else {"state_dict": state_dict}
+        if isinstance(model, PeftModel):
+            extra.update(ADAPTER_ONLY)
         model.save_pretrained(tmp, safe_serialization=True, **extra)
         tokenizer.save_pretrained(tmp)
         meta = {"adapter_only": isinstance(model, PeftModel), **(metadata or {})}

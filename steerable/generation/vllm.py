@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from steerable.backbone.adapters import ADAPTER_ONLY
 from steerable.budget import record_generated
 from steerable.config.base import ConfigError
 from steerable.config.generation import INSTALL_HINT, GenerationConfig
@@ -142,7 +143,7 @@ class _Engine:
             return self.lora_request
         self.versions += 1
         folder = self.scratch / f"adapter-{self.versions}"
-        model.save_pretrained(folder, selected_adapters=[name], safe_serialization=True)
+        model.save_pretrained(folder, selected_adapters=[name], safe_serialization=True, **ADAPTER_ONLY)
         path = folder if (folder / "adapter_config.json").is_file() else folder / name
         if self.lora_request is not None:  # the previous version is never asked for again
             self.llm.llm_engine.remove_lora(self.lora_request.lora_int_id)

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import OmegaConf
 from peft import PeftModel
 
+from steerable.backbone.adapters import ADAPTER_ONLY
 from steerable.backbone.loading import base_hub_id
 from steerable.config.schema import ConfigError
 from steerable.policies.base import SteerablePolicy, flatten
@@ -40,7 +41,7 @@ def export_policy(
     network = policy.adapter_for(values) if adapter else policy.network_for(values)
     hub_id = base_hub_id(policy.model_cfg) if policy.model_cfg is not None else None
     with export_directory(out, run_dir, overwrite) as tmp:
-        network.save_pretrained(tmp, safe_serialization=True)
+        network.save_pretrained(tmp, safe_serialization=True, **(ADAPTER_ONLY if adapter else {}))
         if adapter:
             set_adapter_base(tmp, hub_id)
         policy.tokenizer.save_pretrained(tmp)
