@@ -86,9 +86,9 @@ def policy_and_reference_logprobs(
         sampled = _sampled_scorer(head, hidden, input_ids, response_mask) if verdict else None
         if sampled is not None:
             return _under_both(sampled, model, policy)
-        hidden = _hidden_states(trunk, input_ids, attention_mask, response_mask)
+        states = _hidden_states(trunk, input_ids, attention_mask, response_mask)
         shared = _under_both(
-            lambda: _response_logprobs(head(hidden), input_ids, response_mask), model, policy
+            lambda: _response_logprobs(head(states), input_ids, response_mask), model, policy
         )
         if verdict:
             return shared
