@@ -79,9 +79,8 @@ def policy_and_reference_logprobs(
     `scores_from_sampled_hidden`) replaces even that one pass: the layers below the output already ran for
     these tokens when they were sampled, and only the output layer's parameters need a gradient.
     """
-    split = _trunk_and_head(model)
-    verdict = _SHORTCUT_MATCHES.get(type(model.get_base_model())) if split else False
-    if verdict is not False:
+    split, verdict = _shortcut(model)
+    if split is not None and verdict is not False:
         trunk, head = split
         sampled = _sampled_scorer(head, hidden, input_ids, response_mask) if verdict else None
         if sampled is not None:
@@ -107,11 +106,16 @@ def policy_and_reference_logprobs(
 _SHORTCUT_MATCHES: dict[type, bool] = {}
 
 
+def _shortcut(model: nn.Module) -> tuple[tuple[nn.Module, nn.Module] | None, bool | None]:
+    """(`_trunk_and_head`, the model class's checked verdict: None while unchecked; False without a split)."""
+    split = _trunk_and_head(model)
+    return split, (_SHORTCUT_MATCHES.get(type(model.get_base_model())) if split else False)
+
+
 def scores_from_sampled_hidden(model: nn.Module) -> bool:
     """Whether `policy_and_reference_logprobs` may use the output-layer inputs recorded while sampling
     (`GenerationSettings.keep_hidden`): only where the layers below the output are the reference's."""
-    split = _trunk_and_head(model)
-    return split is not None and _SHORTCUT_MATCHES.get(type(model.get_base_model())) is not False
+    return _shortcut(model)[1] is not False
 
 
 def _sampled_scorer(
